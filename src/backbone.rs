@@ -1,0 +1,255 @@
+//! The backbone: a CNN14-family ONNX network run with tract, returning named feature maps.
+//!
+//! A backbone is an ONNX file plus a small JSON [`BackboneSpec`] (front-end preset, input name and layout,
+//! output layers with their channel counts and strides, analysis window). The model is loaded and optimised
+//! once for a fixed input shape `[1, 1, window_frames, mel_bins]`; [`Backbone::run`] then only executes it.
+//! Only the outputs the embedding asks for are kept, so tract prunes the blocks that are not needed.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::spectrogram::{LogMelConfig, Preset};
+
+/// One output layer of the backbone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    /// Tensor name in the ONNX graph, e.g. `conv_block2`.
+    pub name: String,
+    /// Number of channels `C`.
+    pub channels: usize,
+    /// Input frames per output row (time downsampling factor).
+    pub time_stride: usize,
+    /// Input mel bins per output column (frequency downsampling factor).
+    pub freq_stride: usize,
+}
+
+/// The JSON that travels beside a backbone's ONNX file (`spec.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackboneSpec {
+    /// Short name, e.g. `aisfx-cnn14`.
+    pub name: String,
+    /// One line for people.
+    #[serde(default)]
+    pub description: String,
+    /// Front-end preset the network was trained with.
+    pub front_end: Preset,
+    /// Name of the ONNX input.
+    pub input_name: String,
+    /// Input layout; only `nctf` (`[batch, 1, frames, mel_bins]`) is supported.
+    pub layout: String,
+    /// Output layers, finest first.
+    pub outputs: Vec<OutputSpec>,
+    /// Frames per analysis window fed to the network.
+    pub window_frames: usize,
+    /// Frames between the starts of consecutive windows.
+    pub window_hop: usize,
+    /// Licence of the weights.
+    #[serde(default)]
+    pub licence: String,
+    /// Where the weights come from.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl BackboneSpec {
+    /// Parses and checks a spec.
+    ///
+    /// # Errors
+    /// [`Error::Model`] for malformed JSON, an unsupported layout, no outputs, or a zero or inconsistent window.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let spec: BackboneSpec =
+            serde_json::from_str(json).map_err(|e| Error::model(format!("backbone spec JSON: {e}")))?;
+        if spec.layout != "nctf" {
+            return Err(Error::model(format!(
+                "backbone spec: layout '{}' is not supported (expected 'nctf' = [batch, 1, frames, mel_bins])",
+                spec.layout
+            )));
+        }
+        if spec.outputs.is_empty() {
+            return Err(Error::model("backbone spec: no outputs listed"));
+        }
+        if spec.window_frames == 0 || spec.window_hop == 0 || spec.window_hop > spec.window_frames {
+            return Err(Error::model(format!(
+                "backbone spec: need 0 < window_hop ({}) <= window_frames ({})",
+                spec.window_hop, spec.window_frames
+            )));
+        }
+        for o in &spec.outputs {
+            if o.channels == 0 || o.time_stride == 0 || o.freq_stride == 0 {
+                return Err(Error::model(format!("backbone spec: output '{}' has a zero size", o.name)));
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The front end's full configuration.
+    pub fn front_end_config(&self) -> LogMelConfig {
+        LogMelConfig::preset(self.front_end)
+    }
+
+    /// The output with this name.
+    pub fn output(&self, name: &str) -> Option<&OutputSpec> {
+        self.outputs.iter().find(|o| o.name == name)
+    }
+}
+
+/// What identifies a backbone in a bank file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackboneIdentity {
+    /// Spec name.
+    pub name: String,
+    /// SHA-256 of the ONNX bytes, lower-case hex.
+    pub sha256: String,
+    /// All output names the spec lists.
+    pub outputs: Vec<String>,
+}
+
+/// One feature map `[channels, time, freq]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureMap {
+    /// Layer name.
+    pub name: String,
+    /// `C`.
+    pub channels: usize,
+    /// `T_l` rows.
+    pub time: usize,
+    /// `F_l` columns.
+    pub freq: usize,
+    /// `C * T_l * F_l` values.
+    pub data: Vec<f32>,
+}
+
+/// A loaded and optimised backbone.
+pub struct Backbone {
+    spec: BackboneSpec,
+    identity: BackboneIdentity,
+    mel_bins: usize,
+    outputs: Vec<String>,
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl std::fmt::Debug for Backbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backbone").field("spec", &self.spec.name).field("outputs", &self.outputs).finish()
+    }
+}
+
+/// SHA-256 of `bytes` as lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Backbone {
+    /// Loads `onnx` (the model's bytes) with its `spec`, keeping only the `outputs` named (a subset of the spec's
+    /// outputs, in the order given), and optimises it for input `[1, 1, spec.window_frames, n_mels]`.
+    ///
+    /// # Errors
+    /// [`Error::Model`] if the ONNX cannot be parsed or optimised, if an output is not in the spec or the graph,
+    /// or if the graph's outputs do not have the shapes the spec announces.
+    pub fn from_bytes(onnx: &[u8], spec: BackboneSpec, outputs: &[String]) -> Result<Self> {
+        if onnx.is_empty() {
+            return Err(Error::model("the ONNX file is empty"));
+        }
+        if outputs.is_empty() {
+            return Err(Error::model("no backbone output requested"));
+        }
+        for name in outputs {
+            if spec.output(name).is_none() {
+                return Err(Error::model(format!(
+                    "output '{name}' is not in the backbone spec (it lists: {})",
+                    spec.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let mel_bins = spec.front_end_config().n_mels;
+        let identity = BackboneIdentity {
+            name: spec.name.clone(),
+            sha256: sha256_hex(onnx),
+            outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
+        };
+        let shape = [1usize, 1, spec.window_frames, mel_bins];
+        let plan = (|| -> TractResult<Arc<TypedRunnableModel>> {
+            let mut model = tract_onnx::onnx().model_for_read(&mut Cursor::new(onnx))?;
+            let outlets = outputs
+                .iter()
+                .map(|n| {
+                    model
+                        .find_outlet_label(n)
+                        .ok_or_else(|| TractError::msg(format!("the ONNX graph has no tensor named '{n}'")))
+                })
+                .collect::<TractResult<Vec<_>>>()?;
+            model.select_output_outlets(&outlets)?;
+            let model = model.with_input_fact(0, f32::fact(shape).into())?;
+            model.into_optimized()?.into_runnable()
+        })()
+        .map_err(|e| Error::model(format!("loading the ONNX backbone '{}': {e:#}", spec.name)))?;
+        let backbone = Backbone { spec, identity, mel_bins, outputs: outputs.to_vec(), plan };
+        // One run on zeros checks the output shapes against the spec before anyone relies on them.
+        backbone.run(&vec![0.0; shape[2] * mel_bins])?;
+        Ok(backbone)
+    }
+
+    /// The spec this backbone was loaded with.
+    pub fn spec(&self) -> &BackboneSpec {
+        &self.spec
+    }
+
+    /// Name, SHA-256 and outputs.
+    pub fn identity(&self) -> &BackboneIdentity {
+        &self.identity
+    }
+
+    /// The outputs kept, in order.
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Runs one window: `logmel` is `[window_frames, mel_bins]` row-major; returns one [`FeatureMap`] per kept
+    /// output, `[C, T_l, F_l]` each.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `logmel` has the wrong length; [`Error::Model`] if tract fails or an output's
+    /// shape disagrees with the spec.
+    pub fn run(&self, logmel: &[f32]) -> Result<Vec<FeatureMap>> {
+        let frames = self.spec.window_frames;
+        if logmel.len() != frames * self.mel_bins {
+            return Err(Error::invalid(format!(
+                "backbone window must be {frames} frames x {} mel bins = {} values, got {}",
+                self.mel_bins,
+                frames * self.mel_bins,
+                logmel.len()
+            )));
+        }
+        let input = Tensor::from_shape(&[1, 1, frames, self.mel_bins], logmel)
+            .map_err(|e| Error::model(format!("backbone input: {e}")))?;
+        let result = self
+            .plan
+            .run(tvec!(input.into()))
+            .map_err(|e| Error::model(format!("running the backbone: {e:#}")))?;
+        let mut maps = Vec::with_capacity(result.len());
+        for (name, value) in self.outputs.iter().zip(result.iter()) {
+            let spec = self.spec.output(name).expect("checked at load");
+            let shape = value.shape();
+            if shape.len() != 4 || shape[0] != 1 || shape[1] != spec.channels {
+                return Err(Error::model(format!(
+                    "backbone output '{name}' has shape {shape:?}, the spec announces [1, {}, T, F]",
+                    spec.channels
+                )));
+            }
+            let data: Vec<f32> = value
+                .to_plain_array_view::<f32>()
+                .map_err(|e| Error::model(format!("backbone output '{name}' is not f32: {e}")))?
+                .iter()
+                .copied()
+                .collect();
+            maps.push(FeatureMap { name: name.clone(), channels: shape[1], time: shape[2], freq: shape[3], data });
+        }
+        Ok(maps)
+    }
+}

@@ -1,0 +1,408 @@
+//! PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022).
+//!
+//! Fitting keeps a coreset of the normal patches (greedy k-center selection on a seeded sparse random projection,
+//! as anomalib's `KCenterGreedy`, except that the first, random centre is part of the coreset). Scoring finds
+//! each query patch's nearest memory-bank patch; distances are ranked with the expansion
+//! `|x|^2 - 2 x.y + |y|^2` as matrix products in chunks (bounded memory), and the winner's distance is then
+//! recomputed exactly. The clip score is the largest patch distance re-weighted by the paper's eq. 7 with
+//! `k = 9` support neighbours (anomalib `compute_anomaly_score`).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// PatchCore's parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchCoreConfig {
+    /// Fraction of the normal patches kept in the memory bank (anomalib default 0.1).
+    pub coreset_ratio: f32,
+    /// Support neighbours for the clip-score re-weighting (anomalib default 9).
+    pub num_neighbors: usize,
+    /// Seed of the random projection and the first coreset centre.
+    pub seed: u64,
+    /// Johnson-Lindenstrauss `eps` of the sparse random projection used only for coreset selection
+    /// (anomalib: 0.9).
+    pub projection_eps: f32,
+}
+
+impl Default for PatchCoreConfig {
+    fn default() -> Self {
+        PatchCoreConfig { coreset_ratio: 0.1, num_neighbors: 9, seed: 0, projection_eps: 0.9 }
+    }
+}
+
+impl PatchCoreConfig {
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `coreset_ratio` is not in (0, 1] or `num_neighbors` is 0.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.coreset_ratio > 0.0 && self.coreset_ratio <= 1.0) {
+            return Err(Error::invalid(format!("coreset ratio must be in (0, 1], got {}", self.coreset_ratio)));
+        }
+        if self.num_neighbors == 0 {
+            return Err(Error::invalid("PatchCore needs at least 1 neighbour for the clip score"));
+        }
+        if !(self.projection_eps > 0.0 && self.projection_eps < 1.0) {
+            return Err(Error::invalid("projection eps must be in (0, 1)"));
+        }
+        Ok(())
+    }
+}
+
+/// A fitted PatchCore: the memory bank `[n, dims]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchCore {
+    /// Parameters it was fitted with.
+    pub config: PatchCoreConfig,
+    /// Patch dimension `D`.
+    pub dims: usize,
+    /// Memory bank `[n, dims]` row-major.
+    pub memory_bank: Vec<f32>,
+    norms: Vec<f32>,
+}
+
+/// Nearest memory-bank patch of each query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nearest {
+    /// Euclidean distance to the nearest memory-bank patch, `[queries]`.
+    pub distance: Vec<f32>,
+    /// Row of that patch in the memory bank, `[queries]`.
+    pub index: Vec<u32>,
+}
+
+fn squared_norms(x: &[f32], dims: usize) -> Vec<f32> {
+    x.chunks_exact(dims).map(|r| r.iter().map(|v| v * v).sum()).collect()
+}
+
+fn exact_distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+}
+
+/// Minimal number of dimensions for a Johnson-Lindenstrauss embedding of `n` points with distortion `eps`
+/// (scikit-learn `johnson_lindenstrauss_min_dim`).
+pub fn johnson_lindenstrauss_min_dim(n: usize, eps: f32) -> usize {
+    let eps = eps as f64;
+    let denom = eps * eps / 2.0 - eps * eps * eps / 3.0;
+    (4.0 * (n.max(2) as f64).ln() / denom).ceil() as usize
+}
+
+/// Sparse random projection matrix `[k, d]` (Li et al. 2006; scikit-learn `SparseRandomProjection` with
+/// `density = 1 / sqrt(d)`): entries `±sqrt(1 / density) / sqrt(k)` with probability `density / 2` each, else 0.
+pub fn sparse_random_projection(k: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let density = 1.0 / (d as f64).sqrt();
+    let v = ((1.0 / density).sqrt() / (k as f64).sqrt()) as f32;
+    (0..k * d)
+        .map(|_| {
+            let u: f64 = rng.random();
+            if u < density / 2.0 {
+                v
+            } else if u < density {
+                -v
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// `c[m, n] = a[m, k] . b[n, k]^T` (both row-major).
+fn matmul_abt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
+    debug_assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: slices are at least the sizes the strides describe (checked above in debug builds, and by
+    // construction at every call site).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Runs `f` over `[chunk_rows, ...]` pieces of `out`, in parallel on native targets.
+fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// Greedy k-center coreset (Sener & Savarese 2018) of the rows of `features` `[n, dims]`: returns `size` row
+/// indices, the first chosen by `seed`, each next one the row farthest from all chosen so far.
+pub fn k_center_greedy(features: &[f32], dims: usize, size: usize, seed: u64) -> Vec<usize> {
+    let n = features.len() / dims;
+    let size = size.min(n);
+    if size == 0 {
+        return Vec::new();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15);
+    let mut idx = rng.random_range(0..n);
+    let mut min_dist = vec![f32::INFINITY; n];
+    let mut chosen = Vec::with_capacity(size);
+    chosen.push(idx);
+    while chosen.len() < size {
+        let centre = &features[idx * dims..(idx + 1) * dims];
+        for_each_chunk(&mut min_dist, 4096, |ci, chunk| {
+            for (j, m) in chunk.iter_mut().enumerate() {
+                let row = ci * 4096 + j;
+                let r = &features[row * dims..(row + 1) * dims];
+                let d: f32 = r.iter().zip(centre).map(|(a, b)| (a - b) * (a - b)).sum();
+                if d < *m {
+                    *m = d;
+                }
+            }
+        });
+        // Farthest row; ties go to the lowest index.
+        let mut best = 0;
+        let mut best_d = f32::NEG_INFINITY;
+        for (j, &d) in min_dist.iter().enumerate() {
+            if d > best_d {
+                best_d = d;
+                best = j;
+            }
+        }
+        if best_d <= 0.0 {
+            break; // every remaining row duplicates a chosen one
+        }
+        idx = best;
+        chosen.push(idx);
+    }
+    chosen
+}
+
+impl PatchCore {
+    /// Fits the memory bank on normal `patches` `[n, dims]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for no patch, a ragged buffer, non-finite values or a bad config.
+    pub fn fit(patches: &[f32], dims: usize, config: PatchCoreConfig) -> Result<Self> {
+        config.validate()?;
+        if dims == 0 || patches.is_empty() || patches.len() % dims != 0 {
+            return Err(Error::invalid(format!(
+                "PatchCore needs at least one {dims}-dimensional patch, got {} values",
+                patches.len()
+            )));
+        }
+        if let Some(i) = patches.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!("patch value {i} is not finite")));
+        }
+        let n = patches.len() / dims;
+        let size = ((n as f64 * config.coreset_ratio as f64).ceil() as usize).clamp(1, n);
+        let chosen = if size == n {
+            (0..n).collect()
+        } else {
+            let k = johnson_lindenstrauss_min_dim(n, config.projection_eps);
+            if k >= dims {
+                k_center_greedy(patches, dims, size, config.seed)
+            } else {
+                let proj = sparse_random_projection(k, dims, config.seed);
+                let mut projected = vec![0.0f32; n * k];
+                for_each_chunk(&mut projected, 1024 * k, |ci, chunk| {
+                    let rows = chunk.len() / k;
+                    let start = ci * 1024;
+                    matmul_abt(&patches[start * dims..(start + rows) * dims], &proj, rows, k, dims, chunk);
+                });
+                k_center_greedy(&projected, k, size, config.seed)
+            }
+        };
+        let mut memory_bank = Vec::with_capacity(chosen.len() * dims);
+        for &i in &chosen {
+            memory_bank.extend_from_slice(&patches[i * dims..(i + 1) * dims]);
+        }
+        Ok(Self::from_memory_bank(memory_bank, dims, config))
+    }
+
+    /// A PatchCore from a stored memory bank `[n, dims]` (bank loading).
+    pub fn from_memory_bank(memory_bank: Vec<f32>, dims: usize, config: PatchCoreConfig) -> Self {
+        let norms = squared_norms(&memory_bank, dims);
+        PatchCore { config, dims, memory_bank, norms }
+    }
+
+    /// Rows in the memory bank.
+    pub fn len(&self) -> usize {
+        self.norms.len()
+    }
+
+    /// True for an empty memory bank.
+    pub fn is_empty(&self) -> bool {
+        self.norms.is_empty()
+    }
+
+    /// Nearest memory-bank patch of every query `[q, dims]`, in chunks of 256 queries x 4096 bank rows.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a ragged query buffer or a dimension other than the bank's.
+    pub fn nearest(&self, queries: &[f32]) -> Result<Nearest> {
+        let d = self.dims;
+        if queries.len() % d != 0 {
+            return Err(Error::invalid(format!(
+                "query patches have {} values, not a multiple of the bank's dimension {d}",
+                queries.len()
+            )));
+        }
+        let q = queries.len() / d;
+        let n = self.len();
+        let mut pairs = vec![(f32::INFINITY, 0u32); q];
+        const QC: usize = 256;
+        const BC: usize = 4096;
+        for_each_chunk(&mut pairs, QC, |ci, out| {
+            let rows = out.len();
+            let qs = &queries[ci * QC * d..(ci * QC + rows) * d];
+            let qn = squared_norms(qs, d);
+            let mut g = vec![0.0f32; rows * BC.min(n)];
+            let mut b0 = 0;
+            while b0 < n {
+                let bn = (n - b0).min(BC);
+                matmul_abt(qs, &self.memory_bank[b0 * d..(b0 + bn) * d], rows, bn, d, &mut g);
+                for r in 0..rows {
+                    let gr = &g[r * bn..(r + 1) * bn];
+                    let best = &mut out[r];
+                    for (j, &dot) in gr.iter().enumerate() {
+                        let d2 = qn[r] - 2.0 * dot + self.norms[b0 + j];
+                        if d2 < best.0 {
+                            *best = (d2, (b0 + j) as u32);
+                        }
+                    }
+                }
+                b0 += bn;
+            }
+            for (r, best) in out.iter_mut().enumerate() {
+                let i = best.1 as usize;
+                best.0 = exact_distance(&qs[r * d..(r + 1) * d], &self.memory_bank[i * d..(i + 1) * d]);
+            }
+        });
+        Ok(Nearest { distance: pairs.iter().map(|p| p.0).collect(), index: pairs.iter().map(|p| p.1).collect() })
+    }
+
+    /// Clip score from the patches `[q, dims]` of one clip and their [`Nearest`]: the largest patch distance
+    /// `s*` times `1 - softmax(d)[0]`, where `d` are the distances from that patch to the `num_neighbors`
+    /// memory-bank patches nearest to its own nearest neighbour `m*` (first of them `m*` itself); PatchCore eq. 7,
+    /// as anomalib computes it. With one neighbour it is `s*`.
+    pub fn clip_score(&self, queries: &[f32], nearest: &Nearest) -> f32 {
+        let d = self.dims;
+        let Some((arg, &s_star)) =
+            nearest.distance.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))
+        else {
+            return 0.0;
+        };
+        let k = self.config.num_neighbors.min(self.len());
+        if k <= 1 {
+            return s_star;
+        }
+        let m_star = nearest.index[arg] as usize;
+        let centre = &self.memory_bank[m_star * d..(m_star + 1) * d];
+        // k nearest memory-bank rows of m* (m* itself first, at distance 0).
+        let mut dist: Vec<(f32, usize)> = (0..self.len())
+            .map(|j| (exact_distance(centre, &self.memory_bank[j * d..(j + 1) * d]), j))
+            .collect();
+        dist.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        dist.truncate(k);
+        dist.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        if let Some(pos) = dist.iter().position(|p| p.1 == m_star) {
+            dist.swap(0, pos);
+        }
+        let test = &queries[arg * d..(arg + 1) * d];
+        let to_test: Vec<f32> =
+            dist.iter().map(|&(_, j)| exact_distance(test, &self.memory_bank[j * d..(j + 1) * d])).collect();
+        let mx = to_test.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let denom: f32 = to_test.iter().map(|v| (v - mx).exp()).sum();
+        let softmax0 = (to_test[0] - mx).exp() / denom;
+        (1.0 - softmax0) * s_star
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn nearest_matches_brute_force() {
+        let d = 17;
+        let bank = random(5000 * d, 1);
+        let q = random(300 * d, 2);
+        let pc = PatchCore::from_memory_bank(bank.clone(), d, PatchCoreConfig::default());
+        let nn = pc.nearest(&q).unwrap();
+        for i in 0..300 {
+            let (mut bd, mut bj) = (f32::INFINITY, 0);
+            for j in 0..5000 {
+                let dd = exact_distance(&q[i * d..(i + 1) * d], &bank[j * d..(j + 1) * d]);
+                if dd < bd {
+                    bd = dd;
+                    bj = j;
+                }
+            }
+            assert!((nn.distance[i] - bd).abs() < 1e-5, "query {i}");
+            assert_eq!(nn.index[i] as usize, bj);
+        }
+    }
+
+    #[test]
+    fn coreset_keeps_the_first_centre_and_covers_clusters() {
+        // Three tight clusters: a coreset of 3 must take one point from each.
+        let mut x = Vec::new();
+        for c in 0..3 {
+            for i in 0..50 {
+                x.extend_from_slice(&[c as f32 * 100.0 + i as f32 * 1e-3, 0.0]);
+            }
+        }
+        let idx = k_center_greedy(&x, 2, 3, 7);
+        let mut clusters: Vec<usize> = idx.iter().map(|i| i / 50).collect();
+        clusters.sort();
+        assert_eq!(clusters, vec![0, 1, 2]);
+        let first = ChaCha8Rng::seed_from_u64(7 ^ 0x9E37_79B9_7F4A_7C15).random_range(0..150);
+        assert_eq!(idx[0], first);
+    }
+
+    #[test]
+    fn fit_rejects_bad_input() {
+        assert!(PatchCore::fit(&[], 4, PatchCoreConfig::default()).is_err());
+        assert!(PatchCore::fit(&[1.0, f32::NAN, 0.0, 0.0], 4, PatchCoreConfig::default()).is_err());
+        assert!(PatchCore::fit(&[1.0; 5], 4, PatchCoreConfig::default()).is_err());
+        let cfg = PatchCoreConfig { coreset_ratio: 0.0, ..Default::default() };
+        assert!(PatchCore::fit(&[1.0; 8], 4, cfg).is_err());
+    }
+
+    #[test]
+    fn clip_score_is_reweighted_max() {
+        let d = 2;
+        let bank = vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0];
+        let pc = PatchCore::from_memory_bank(bank, d, PatchCoreConfig { num_neighbors: 3, ..Default::default() });
+        let q = vec![0.1, 0.0, 3.0, 0.0];
+        let nn = pc.nearest(&q).unwrap();
+        assert_eq!(nn.index, vec![0, 1]);
+        let s = pc.clip_score(&q, &nn);
+        // s* = 2 (patch (3,0) to bank (1,0)); support of (1,0): itself (d 2), (0,0) (d 3), (0,1) (d sqrt 10).
+        let d = [2.0f32, 3.0, 10f32.sqrt()];
+        let e: Vec<f32> = d.iter().map(|v| v.exp()).collect();
+        let w = 1.0 - e[0] / e.iter().sum::<f32>();
+        assert!((s - w * 2.0).abs() < 1e-6, "{s}");
+    }
+}
