@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 pub const LOGMEL_LAYER: &str = "logmel";
 
 /// Which layers make a patch, and on which grid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingConfig {
     /// Layer names: backbone outputs (e.g. `conv_block2`) and/or [`LOGMEL_LAYER`].
     pub layers: Vec<String>,
@@ -27,6 +27,13 @@ pub struct EmbeddingConfig {
     pub neighbourhood: usize,
     /// Spectrogram frames (and mel bins) per patch: the grid's stride. 4 = the grid of conv_block2.
     pub grid_stride: usize,
+    /// Scale each layer so that its part of a normal patch has unit RMS norm, so that no layer dominates the
+    /// distances by the mere size of its activations. The scales are measured on the normal clips at fit time.
+    #[serde(default)]
+    pub balance_layers: bool,
+    /// Per-layer multipliers applied to the features (empty = all 1); set by fitting when `balance_layers`.
+    #[serde(default)]
+    pub layer_weights: Vec<f32>,
 }
 
 impl Default for EmbeddingConfig {
@@ -37,6 +44,8 @@ impl Default for EmbeddingConfig {
             layers: vec![LOGMEL_LAYER.to_string(), "conv_block2".to_string()],
             neighbourhood: 3,
             grid_stride: 4,
+            balance_layers: false,
+            layer_weights: Vec::new(),
         }
     }
 }
@@ -83,6 +92,16 @@ impl EmbeddingConfig {
                 self.neighbourhood
             )));
         }
+        if !self.layer_weights.is_empty()
+            && (self.layer_weights.len() != self.layers.len()
+                || self.layer_weights.iter().any(|w| !(w.is_finite() && *w > 0.0)))
+        {
+            return Err(Error::invalid(format!(
+                "embedding: {} layer weights for {} layers, or a weight that is not a positive number",
+                self.layer_weights.len(),
+                self.layers.len()
+            )));
+        }
         let mel_bins = spec.front_end_config().n_mels;
         if self.grid_stride == 0 || self.grid_stride > spec.window_frames || self.grid_stride > mel_bins {
             return Err(Error::invalid(format!(
@@ -97,6 +116,15 @@ impl EmbeddingConfig {
     /// The backbone outputs this config needs, in order.
     pub fn backbone_layers(&self) -> Vec<String> {
         self.layers.iter().filter(|l| *l != LOGMEL_LAYER).cloned().collect()
+    }
+
+    /// Channels of each layer, in order.
+    pub fn layer_dims(&self, spec: &BackboneSpec) -> Vec<usize> {
+        let k = self.neighbourhood * self.neighbourhood;
+        self.layers
+            .iter()
+            .map(|l| if l == LOGMEL_LAYER { k } else { spec.output(l).map_or(0, |o| o.channels) })
+            .collect()
     }
 
     /// Patch dimension `D` for a spec.
@@ -252,11 +280,12 @@ pub fn embed(
     let dims: usize = planes.iter().map(|p| p.0).sum();
     let mut data = vec![0.0f32; gt * gf * dims];
     let mut offset = 0;
-    for (c_n, plane) in &planes {
+    for (l, (c_n, plane)) in planes.iter().enumerate() {
+        let w = config.layer_weights.get(l).copied().unwrap_or(1.0);
         for c in 0..*c_n {
             let src = &plane[c * gt * gf..(c + 1) * gt * gf];
             for (p, &v) in src.iter().enumerate() {
-                data[p * dims + offset + c] = v;
+                data[p * dims + offset + c] = v * w;
             }
         }
         offset += c_n;

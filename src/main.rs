@@ -72,6 +72,9 @@ mod cli {
             /// Divide each clip by its peak before the front end (aisfx's own preprocessing).
             #[arg(long)]
             peak_normalize: bool,
+            /// Scale each layer to unit RMS norm on the normal patches (so no layer dominates the distances).
+            #[arg(long)]
+            balance_layers: bool,
             /// Channel to analyse: `mix` or a 0-based index.
             #[arg(long, default_value = "mix")]
             channel: String,
@@ -184,6 +187,7 @@ mod cli {
                 coreset_ratio,
                 seed,
                 peak_normalize,
+                balance_layers,
                 channel: ch,
                 force,
                 files,
@@ -196,6 +200,7 @@ mod cli {
                 coreset_ratio,
                 seed,
                 peak_normalize,
+                balance_layers,
                 channel: ch,
                 force,
                 files,
@@ -223,6 +228,7 @@ mod cli {
         coreset_ratio: f32,
         seed: u64,
         peak_normalize: bool,
+        balance_layers: bool,
         channel: String,
         force: bool,
         files: Vec<PathBuf>,
@@ -242,6 +248,7 @@ mod cli {
         if let Some(s) = a.grid_stride {
             emb.grid_stride = s;
         }
+        emb.balance_layers = a.balance_layers;
         model.set_embedding(emb)?;
         model.set_peak_normalize(a.peak_normalize)?;
         let detector = match a.detector {

@@ -773,14 +773,55 @@ impl Fitter {
         out
     }
 
+    /// Per-layer weights giving each layer's part of the normal patches unit RMS norm; applies them to the
+    /// stored patches and returns them.
+    fn balance(&mut self, layer_dims: &[usize]) -> Vec<f32> {
+        let dims = self.dims;
+        let mut sum = vec![0.0f64; layer_dims.len()];
+        let mut count = 0usize;
+        for (windows, _) in &self.clips {
+            for w in windows {
+                let r = &w.owned_patches;
+                for p in w.grid.data[r.start * dims..r.end * dims].chunks_exact(dims) {
+                    let mut off = 0;
+                    for (l, &c) in layer_dims.iter().enumerate() {
+                        sum[l] += p[off..off + c].iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+                        off += c;
+                    }
+                    count += 1;
+                }
+            }
+        }
+        let weights: Vec<f32> = sum
+            .iter()
+            .map(|&s| if s > 0.0 && count > 0 { (count as f64 / s).sqrt() as f32 } else { 1.0 })
+            .collect();
+        for (windows, _) in &mut self.clips {
+            for w in windows {
+                for p in w.grid.data.chunks_exact_mut(dims) {
+                    let mut off = 0;
+                    for (l, &c) in layer_dims.iter().enumerate() {
+                        p[off..off + c].iter_mut().for_each(|v| *v *= weights[l]);
+                        off += c;
+                    }
+                }
+            }
+        }
+        weights
+    }
+
     /// Calibrates the threshold, fits the final detector and returns the bank. `progress` is called after each
     /// step; returning `false` cancels.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] with too little audio to calibrate (fewer than two windows in all);
     /// [`Error::Cancelled`] if `progress` returned `false`.
-    pub fn finish(self, model: &Model, progress: &mut dyn FnMut(Progress) -> bool) -> Result<Bank> {
+    pub fn finish(mut self, model: &Model, progress: &mut dyn FnMut(Progress) -> bool) -> Result<Bank> {
         let dims = self.dims;
+        let mut embedding = model.embedding.clone();
+        if embedding.balance_layers && embedding.layer_weights.is_empty() {
+            embedding.layer_weights = self.balance(&embedding.layer_dims(&model.spec));
+        }
         // Calibration units: clips, or parts of a single clip.
         let mut units: Vec<(&[Window], usize)> = Vec::new();
         if self.clips.len() >= 2 {
@@ -844,7 +885,7 @@ impl Fitter {
             memory_bank_rows: pc.len(),
             front_end: model.logmel.config().clone(),
             backbone: model.identity.clone(),
-            embedding: model.embedding.clone(),
+            embedding,
             clips_fitted: self.clips.len(),
             seconds_fitted: self.seconds,
             threshold: normal_scores.threshold,
