@@ -1,8 +1,10 @@
 //! Anomaly maps: patch scores upsampled to the spectrogram, smoothed, reduced to a temporal curve and segments.
 //!
-//! Post-processing as anomalib's `anomaly_map.py` for PatchCore: bilinear upsampling of the `[time, freq]` patch
-//! scores to the spectrogram's `[frames, mel_bins]`, then a Gaussian blur with `sigma = 4` spectrogram pixels,
-//! kernel size `2 * int(4 sigma + 0.5) + 1 = 33` taps, reflect border.
+//! Post-processing as anomalib's `anomaly_map.py`: upsampling of the `[time, freq]` patch scores to the
+//! spectrogram's `[frames, mel_bins]`, then a Gaussian blur with `sigma = 4` spectrogram pixels, kernel size
+//! `2 * int(4 sigma + 0.5) + 1 = 33` taps, reflect border. The upsampling is bilinear (`align_corners=False`), as
+//! anomalib's PaDiM map does; anomalib's PatchCore map calls `F.interpolate` without a mode, i.e. nearest, which
+//! leaves blocky steps that the blur only partly hides.
 
 use serde::Serialize;
 

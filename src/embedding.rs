@@ -37,11 +37,13 @@ pub struct EmbeddingConfig {
 }
 
 impl Default for EmbeddingConfig {
-    /// The default layer set (`logmel` + `conv_block2`, stride 4): the best of the layer sets measured on the
-    /// MIMII fan development split (see README, "Choosing the layers").
+    /// The default patch: the log-mel itself on a stride-4 grid (`logmel`). On the MIMII fan development split it
+    /// separated normal from abnormal clips best of every layer set measured (ROC-AUC 1.00 against 0.91 for the
+    /// paper's conv_block2+3+4; README, "Choosing the layers"): machine faults show as changes of level and
+    /// spectral shape that the log-mel carries directly. Backbone layers are one `--layers` away.
     fn default() -> Self {
         EmbeddingConfig {
-            layers: vec![LOGMEL_LAYER.to_string(), "conv_block2".to_string()],
+            layers: vec![LOGMEL_LAYER.to_string()],
             neighbourhood: 3,
             grid_stride: 4,
             balance_layers: false,

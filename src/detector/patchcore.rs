@@ -82,11 +82,11 @@ fn exact_distance(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Minimal number of dimensions for a Johnson-Lindenstrauss embedding of `n` points with distortion `eps`
-/// (scikit-learn `johnson_lindenstrauss_min_dim`).
+/// (scikit-learn `johnson_lindenstrauss_min_dim`, which truncates to an integer).
 pub fn johnson_lindenstrauss_min_dim(n: usize, eps: f32) -> usize {
     let eps = eps as f64;
     let denom = eps * eps / 2.0 - eps * eps * eps / 3.0;
-    (4.0 * (n.max(2) as f64).ln() / denom).ceil() as usize
+    (4.0 * (n.max(2) as f64).ln() / denom) as usize
 }
 
 /// Sparse random projection matrix `[k, d]` (Li et al. 2006; scikit-learn `SparseRandomProjection` with
@@ -210,7 +210,10 @@ impl PatchCore {
             return Err(Error::invalid(format!("patch value {i} is not finite")));
         }
         let n = patches.len() / dims;
-        let size = ((n as f64 * config.coreset_ratio as f64).ceil() as usize).clamp(1, n);
+        // anomalib: int(n * ratio), at least one row.
+        // The f32 ratio is read back as the decimal it was written as (0.1f32 -> 0.1).
+        let ratio = (config.coreset_ratio as f64 * 1e7).round() / 1e7;
+        let size = ((n as f64 * ratio).floor() as usize).clamp(1, n);
         let chosen = if size == n {
             (0..n).collect()
         } else {
