@@ -876,6 +876,7 @@ impl Fitter {
             return Err(Error::Cancelled);
         }
         let Detector::Patchcore(pc) = &detector;
+        let data: Vec<u8> = pc.memory_bank.iter().flat_map(|x| x.to_le_bytes()).collect();
         let meta = BankMeta {
             format: FORMAT.to_string(),
             version: VERSION,
@@ -893,7 +894,7 @@ impl Fitter {
             normal_scores,
             normal_curve_peaks,
             created: now_iso8601(),
-            data_sha256: String::new(),
+            data_sha256: crate::backbone::sha256_hex(&data),
         };
         Ok(Bank { meta, detector })
     }
