@@ -53,6 +53,7 @@ fn put(img: &mut RgbImage, x: i64, y: i64, c: [u8; 3]) {
 }
 
 fn nice_step(range: f64, target_ticks: f64) -> f64 {
+    // 1-2-5 step giving about `target_ticks` ticks over `range`.
     let raw = range / target_ticks;
     let mag = 10f64.powf(raw.log10().floor());
     for m in [1.0, 2.0, 5.0, 10.0] {
@@ -109,20 +110,26 @@ pub fn render(r: &ClipResult) -> RgbImage {
         s += step;
     }
     text(&mut img, (left + pw / 2) as i64 - 32, axis_y as i64 + 22, "time (s)", ink);
-    // Frequency axis: ticks at round Hz values via the mel centre frequencies.
+    // Frequency axis: ticks at round Hz values, placed through the mel centre frequencies (mel scales crowd the
+    // high frequencies, so a 1-2-5 series keeps labels apart).
     if r.mel_hz.len() == m {
-        let fmax = *r.mel_hz.last().unwrap_or(&1.0) as f64;
-        let fstep = nice_step(fmax.max(1.0), 6.0);
-        let mut f = 0.0;
-        while f <= fmax {
-            let bin = r.mel_hz.iter().position(|&h| h as f64 >= f).unwrap_or(m - 1);
+        let fmax = *r.mel_hz.last().unwrap_or(&1.0);
+        let mut last_y = i64::MAX;
+        for f in [0.0f32, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4] {
+            if f > fmax {
+                break;
+            }
+            let bin = r.mel_hz.iter().position(|&h| h >= f).unwrap_or(m - 1);
             let y = (top + ph) as i64 - 1 - (bin as f64 / m as f64 * ph as f64) as i64;
+            if last_y - y < 14 {
+                continue;
+            }
+            last_y = y;
             for d in 0..5 {
                 put(&mut img, left as i64 - 1 - d, y, ink);
             }
             let label = if f >= 1000.0 { format!("{}k", f / 1000.0) } else { format!("{f:.0}") };
             text(&mut img, left as i64 - 8 - 8 * label.len() as i64, y - 4, &label, ink);
-            f += fstep;
         }
         text(&mut img, 2, top as i64 - 16, "Hz", ink);
     }

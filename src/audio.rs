@@ -1,0 +1,976 @@
+//! Audio in: decoding (symphonia), channel selection, resampling (rubato).
+//!
+//! Samples are `f32` in [-1, 1]. Channels are planar: `channels[c][i]` is sample `i` of channel `c`.
+//!
+//! # Damaged input
+//!
+//! Decoding never panics on hostile bytes (the decoder is also run under `catch_unwind` natively) and returns
+//! [`Error::Audio`] with a message that says what was wrong. The policy for damaged files:
+//!
+//! - **Truncated file** (the stream ends before the length its header announces): the samples that could be
+//!   decoded are returned, a trailing partial frame is dropped. A file that yields no sample at all is an error.
+//! - **Corrupt packets** in the middle of a stream: a packet the codec rejects is skipped (its samples are
+//!   lost, the rest of the stream is kept) up to [`MAX_BAD_PACKETS`] packets; one more fails the whole decode
+//!   with the codec's last message.
+//! - **Non-finite samples** (NaN, +-inf in float WAV): an error naming the first bad sample (index, channel and
+//!   time), never silently replaced.
+//! - **Chained streams** (e.g. concatenated OGG streams): only the first is decoded.
+//!
+//! # Resampling
+//!
+//! [`resample`] and [`MonoStream`] use rubato's synchronous FFT resampler (`FftFixedInOut`): the input is cut
+//! into blocks of `N` samples (`N` an even multiple of `from_hz / gcd`, at least [`MIN_RESAMPLER_BLOCK`]),
+//! each block is low-pass filtered by an `N`-tap Blackman-Harris² windowed sinc (cut-off about
+//! `1 - 13.7 / N` of the lower Nyquist frequency) and resampled in the frequency domain, and the blocks are
+//! overlap-added. The filter's delay (`M / 2` output samples, `M = N * to_hz / from_hz`, an integer because
+//! `N` is chosen even with `M` even) is removed, so output sample `k` sits at time `k / to_hz` like input
+//! sample `i` at `i / from_hz`. Because the block grid only depends on the sample position, streaming the same
+//! samples in any piece sizes gives bit-identical output.
+
+use crate::error::{Error, Result};
+
+use rubato::{FftFixedInOut, Resampler};
+use symphonia::core::audio::{AudioBuffer, AudioBufferRef, Signal};
+use symphonia::core::codecs::{Decoder, DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::{FormatOptions, FormatReader};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::Path;
+
+/// How many undecodable packets a stream may contain before decoding fails (they are skipped until then).
+pub const MAX_BAD_PACKETS: usize = 16;
+
+/// Minimum input block of the FFT resampler, input samples (the actual block is an even multiple of
+/// `from_hz / gcd(from_hz, to_hz)` of at least this size). The low-pass filter has as many taps.
+pub const MIN_RESAMPLER_BLOCK: usize = 1024;
+
+/// Highest sample rate [`resample`] and [`MonoStream`] accept, Hz. The FFT block grows with the reduced rate
+/// ratio; this bounds it (and its memory) for any pair of rates.
+pub const MAX_RESAMPLE_RATE_HZ: u32 = 768_000;
+
+/// Target size of the chunks [`MonoStream::next_chunk`] yields, output samples (the last one may be shorter,
+/// others may be longer by less than one resampler block).
+pub const STREAM_CHUNK: usize = 16_384;
+
+/// Formats the message suffix listing what is supported.
+const SUPPORTED: &str = "supported: WAV (PCM, IEEE float, ADPCM), FLAC, OGG/Vorbis, MP3";
+
+/// Decoded PCM audio, planar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedAudio {
+    /// Sample rate, Hz.
+    pub sample_rate: u32,
+    /// `[channels][samples]`, all channels the same length.
+    pub channels: Vec<Vec<f32>>,
+}
+
+impl DecodedAudio {
+    /// Number of samples per channel.
+    pub fn len(&self) -> usize {
+        self.channels.first().map_or(0, |c| c.len())
+    }
+    /// True if there is no sample.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Duration, seconds.
+    pub fn duration_s(&self) -> f64 {
+        self.len() as f64 / self.sample_rate.max(1) as f64
+    }
+}
+
+/// Which channel(s) make the mono signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelSelect {
+    /// Average of all channels.
+    #[default]
+    Mix,
+    /// One channel, 0-based (MIMII and DCASE baselines use channel 0).
+    Channel(usize),
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Decoding
+// ------------------------------------------------------------------------------------------------------------
+
+/// Runs `f`, turning a panic inside symphonia (malformed data reaching an assertion) into an error.
+fn guarded<T>(name: &str, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        Error::audio(format!(
+            "{name}: the decoder failed on malformed data while {what}; the file is corrupt or not really in the \
+             format its header claims: re-export it as WAV or FLAC"
+        ))
+    })
+}
+
+/// A format reader and a decoder for the first audio track, delivering planar `f32` packets.
+struct PacketDecoder {
+    /// Name used in messages: the file path or "input".
+    name: String,
+    format: Box<dyn FormatReader>,
+    decoder: Box<dyn Decoder>,
+    track_id: u32,
+    sample_rate: u32,
+    channels: usize,
+    /// Frames announced by the container, if known (read by `MonoStream`, native only).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    n_frames: Option<u64>,
+    /// Frames delivered so far (including the primed packet).
+    frames: u64,
+    bad_packets: usize,
+    last_bad: String,
+    scratch: Option<AudioBuffer<f32>>,
+    /// The first packet, decoded at open time so that the channel count and the rate are known.
+    primed: Option<Vec<Vec<f32>>>,
+    done: bool,
+}
+
+impl PacketDecoder {
+    /// Probes `source`, picks the first audio track, makes its decoder and decodes the first packet.
+    fn open(name: String, source: Box<dyn MediaSource>, extension_hint: Option<&str>) -> Result<Self> {
+        let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
+        let mut hint = Hint::new();
+        if let Some(ext) = extension_hint {
+            hint.with_extension(ext.trim_start_matches('.'));
+        }
+        let probed = guarded(&name, "probing the format", || {
+            symphonia::default::get_probe().format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
+        })?
+        .map_err(|e| {
+            let why = match &e {
+                SymError::Unsupported(_) => "no WAV, FLAC, OGG or MP3 header found".to_string(),
+                SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    "no WAV, FLAC, OGG or MP3 header found before the end of the data".to_string()
+                }
+                other => describe_sym(other),
+            };
+            Error::audio(format!("{name}: not a recognised audio file ({why}); {SUPPORTED}: convert it to WAV or FLAC"))
+        })?;
+        let format = probed.format;
+        let track = format
+            .tracks()
+            .iter()
+            .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+            .ok_or_else(|| Error::audio(format!("{name}: the file has no audio track; {SUPPORTED}")))?;
+        let track_id = track.id;
+        let params = track.codec_params.clone();
+        let decoder = guarded(&name, "creating the decoder", || {
+            symphonia::default::get_codecs().make(&params, &DecoderOptions::default())
+        })?
+        .map_err(|e| {
+            Error::audio(format!(
+                "{name}: the audio codec is not supported ({}); {SUPPORTED}: convert the file to WAV or FLAC",
+                describe_sym(&e)
+            ))
+        })?;
+        if params.sample_rate == Some(0) {
+            return Err(Error::audio(format!("{name}: the header gives a sample rate of 0 Hz: the file is corrupt")));
+        }
+        let mut dec = PacketDecoder {
+            name,
+            format,
+            decoder,
+            track_id,
+            sample_rate: params.sample_rate.unwrap_or(0),
+            channels: params.channels.map_or(0, |c| c.count()),
+            n_frames: params.n_frames,
+            frames: 0,
+            bad_packets: 0,
+            last_bad: String::new(),
+            scratch: None,
+            primed: None,
+            done: false,
+        };
+        let mut first: Vec<Vec<f32>> = Vec::new();
+        match dec.read_packet(&mut first)? {
+            Some(_) => dec.primed = Some(first),
+            None => return Err(dec.no_samples_error()),
+        }
+        Ok(dec)
+    }
+
+    fn no_samples_error(&self) -> Error {
+        if self.bad_packets > 0 {
+            Error::audio(format!(
+                "{}: no audio could be decoded: {} packet(s) were corrupt (last error: {}); the file is damaged",
+                self.name, self.bad_packets, self.last_bad
+            ))
+        } else {
+            Error::audio(format!(
+                "{}: the file holds no audio samples (a header without data, or cut off right after it); \
+                 record or export it again",
+                self.name
+            ))
+        }
+    }
+
+    /// Duration announced by the container, seconds.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn duration_s(&self) -> Option<f64> {
+        self.n_frames.map(|n| n as f64 / self.sample_rate.max(1) as f64)
+    }
+
+    /// Counts a bad packet; fails after [`MAX_BAD_PACKETS`].
+    fn bad_packet(&mut self, msg: String) -> Result<()> {
+        self.bad_packets += 1;
+        self.last_bad = msg;
+        if self.bad_packets > MAX_BAD_PACKETS {
+            self.done = true;
+            return Err(Error::audio(format!(
+                "{}: more than {MAX_BAD_PACKETS} corrupt packets (after {} good frames; last error: {}); the file \
+                 is damaged: re-export or re-record it",
+                self.name, self.frames, self.last_bad
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends the next packet's samples to `out` (`[channels][samples]`, resized to the channel count).
+    /// Returns the number of frames appended, or `None` at the end of the stream. Never returns `Some(0)`.
+    fn read_packet(&mut self, out: &mut Vec<Vec<f32>>) -> Result<Option<usize>> {
+        if let Some(first) = self.primed.take() {
+            let n = first.first().map_or(0, |c| c.len());
+            if out.iter().all(|c| c.is_empty()) {
+                *out = first;
+            } else {
+                for (o, f) in out.iter_mut().zip(first.iter()) {
+                    o.extend_from_slice(f);
+                }
+            }
+            return Ok(Some(n));
+        }
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let format = &mut self.format;
+            let packet = match guarded(&self.name, "reading a packet", || format.next_packet()) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.done = true;
+                    return Err(e);
+                }
+            };
+            let packet = match packet {
+                Ok(p) => p,
+                Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // End of stream; for a truncated file, the end of the valid data.
+                    self.done = true;
+                    return Ok(None);
+                }
+                Err(SymError::ResetRequired) => {
+                    // A new chained stream begins: only the first is decoded.
+                    self.done = true;
+                    return Ok(None);
+                }
+                Err(SymError::IoError(e)) => {
+                    self.done = true;
+                    return Err(Error::audio(format!("{}: read error after {} frames: {e}", self.name, self.frames)));
+                }
+                Err(SymError::DecodeError(msg)) => {
+                    self.bad_packet(format!("container: {msg}"))?;
+                    continue;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Err(Error::audio(format!(
+                        "{}: cannot read the stream after {} frames ({}); the file is damaged or uses an \
+                         unsupported feature; {SUPPORTED}",
+                        self.name,
+                        self.frames,
+                        describe_sym(&e)
+                    )));
+                }
+            };
+            if packet.track_id() != self.track_id {
+                continue;
+            }
+            let decoder = &mut self.decoder;
+            let scratch = &mut self.scratch;
+            // Decode and convert to f32 inside the guard; the buffer borrows the decoder.
+            let decoded = guarded(&self.name, "decoding a packet", || -> std::result::Result<_, SymError> {
+                let buf = decoder.decode(&packet)?;
+                let spec = *buf.spec();
+                let frames = buf.frames();
+                if frames == 0 {
+                    return Ok((spec, 0usize));
+                }
+                let fits = scratch.as_ref().is_some_and(|s| s.spec() == &spec && s.capacity() >= buf.capacity());
+                if !fits {
+                    *scratch = Some(buf.make_equivalent::<f32>());
+                }
+                let dst = scratch.as_mut().expect("scratch buffer was just made");
+                match buf {
+                    AudioBufferRef::F32(b) => {
+                        // Already f32: copy planes without conversion.
+                        dst.clear();
+                        dst.render_reserved(Some(frames));
+                        for c in 0..spec.channels.count() {
+                            dst.chan_mut(c).copy_from_slice(b.chan(c));
+                        }
+                    }
+                    other => other.convert(dst),
+                }
+                Ok((spec, frames))
+            });
+            let decoded = match decoded {
+                Ok(r) => r,
+                Err(e) => {
+                    self.done = true;
+                    return Err(e);
+                }
+            };
+            let (spec, n) = match decoded {
+                Ok(r) => r,
+                Err(SymError::DecodeError(msg)) => {
+                    self.bad_packet(format!("codec: {msg}"))?;
+                    continue;
+                }
+                Err(SymError::IoError(e)) => {
+                    // The packet ended before the codec expected: treat it as a corrupt packet.
+                    self.bad_packet(format!("codec: packet too short ({e})"))?;
+                    continue;
+                }
+                Err(SymError::ResetRequired) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Err(Error::audio(format!(
+                        "{}: cannot decode the audio after {} frames ({}); {SUPPORTED}",
+                        self.name,
+                        self.frames,
+                        describe_sym(&e)
+                    )));
+                }
+            };
+            if n == 0 {
+                continue;
+            }
+            let ch = spec.channels.count();
+            if ch == 0 {
+                self.done = true;
+                return Err(Error::audio(format!("{}: the stream has zero channels: the file is corrupt", self.name)));
+            }
+            if spec.rate == 0 {
+                self.done = true;
+                return Err(Error::audio(format!(
+                    "{}: the stream has a sample rate of 0 Hz: the file is corrupt",
+                    self.name
+                )));
+            }
+            if self.frames == 0 && self.channels == 0 {
+                self.channels = ch;
+            }
+            if self.frames == 0 && self.sample_rate == 0 {
+                self.sample_rate = spec.rate;
+            }
+            if ch != self.channels || spec.rate != self.sample_rate {
+                self.done = true;
+                return Err(Error::audio(format!(
+                    "{}: the stream changes from {} channel(s) at {} Hz to {ch} channel(s) at {} Hz after {} \
+                     frames; split the file or convert it to a fixed format",
+                    self.name, self.channels, self.sample_rate, spec.rate, self.frames
+                )));
+            }
+            let src = self.scratch.as_ref().expect("a decoded packet leaves its samples in scratch");
+            if out.len() != ch {
+                out.resize_with(ch, Vec::new);
+            }
+            // Non-finite check: the first bad sample in time order (lowest index, then lowest channel).
+            let mut first_bad: Option<(usize, usize, f32)> = None;
+            for c in 0..ch {
+                let plane = &src.chan(c)[..n];
+                let limit = first_bad.map_or(n, |(i, _, _)| i);
+                if let Some(i) = plane[..limit].iter().position(|x| !x.is_finite()) {
+                    first_bad = Some((i, c, plane[i]));
+                }
+            }
+            if let Some((i, c, v)) = first_bad {
+                self.done = true;
+                let index = self.frames + i as u64;
+                let kind = if v.is_nan() {
+                    "NaN"
+                } else if v > 0.0 {
+                    "+infinity"
+                } else {
+                    "-infinity"
+                };
+                return Err(Error::audio(format!(
+                    "{}: sample {index} of channel {c} (at {:.6} s) is {kind}: the file holds non-finite \
+                     floating-point samples; clean it or re-export it (e.g. as 16-bit PCM)",
+                    self.name,
+                    index as f64 / self.sample_rate as f64
+                )));
+            }
+            for (c, o) in out.iter_mut().enumerate() {
+                o.extend_from_slice(&src.chan(c)[..n]);
+            }
+            self.frames += n as u64;
+            return Ok(Some(n));
+        }
+    }
+
+    /// Decodes everything that is left into a [`DecodedAudio`].
+    fn read_all(mut self) -> Result<DecodedAudio> {
+        let mut channels: Vec<Vec<f32>> = Vec::new();
+        while self.read_packet(&mut channels)?.is_some() {}
+        if channels.first().is_none_or(|c| c.is_empty()) {
+            return Err(self.no_samples_error());
+        }
+        channels.iter_mut().for_each(|c| c.shrink_to_fit());
+        Ok(DecodedAudio { sample_rate: self.sample_rate, channels })
+    }
+}
+
+/// Short description of a symphonia error.
+fn describe_sym(e: &SymError) -> String {
+    match e {
+        SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the data ends too early".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Decodes a whole file held in memory (WAV, FLAC, OGG/Vorbis, MP3) to planar `f32` (`[channels][samples]`),
+/// any channel count, at the file's sample rate. `extension_hint` (e.g. `"wav"`) helps format probing; the
+/// content decides. See the module documentation for the handling of truncated and corrupt files.
+///
+/// # Errors
+/// [`Error::Audio`] for empty, truncated, unsupported or corrupt data, for zero channels or sample rate, and for
+/// NaN or infinite samples.
+pub fn decode(bytes: &[u8], extension_hint: Option<&str>) -> Result<DecodedAudio> {
+    if bytes.is_empty() {
+        return Err(Error::audio(format!("the input is empty (0 bytes): expected an audio file; {SUPPORTED}")));
+    }
+    let source = Box::new(std::io::Cursor::new(bytes.to_vec()));
+    PacketDecoder::open("input".to_string(), source, extension_hint)?.read_all()
+}
+
+/// Opens `path` for symphonia, reporting I/O errors with the path.
+#[cfg(not(target_arch = "wasm32"))]
+fn open_file(path: &Path) -> Result<PacketDecoder> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let len = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
+    let name = path.display().to_string();
+    if len == 0 {
+        return Err(Error::audio(format!("{name}: the file is empty (0 bytes); {SUPPORTED}")));
+    }
+    let ext = path.extension().and_then(|e| e.to_str());
+    PacketDecoder::open(name, Box::new(file), ext)
+}
+
+/// Decodes the file at `path` like [`decode`] (`[channels][samples]`, at the file's rate), reading it through a
+/// buffered stream (the file is not loaded whole besides the decoded samples). Native only.
+///
+/// # Errors
+/// [`Error::Io`] naming the path when the file cannot be opened or read; [`Error::Audio`] as for [`decode`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn decode_file(path: &Path) -> Result<DecodedAudio> {
+    open_file(path)?.read_all()
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Channels
+// ------------------------------------------------------------------------------------------------------------
+
+/// Checks `select` against a channel count.
+fn check_select(select: ChannelSelect, n_channels: usize) -> Result<()> {
+    if n_channels == 0 {
+        return Err(Error::invalid("the audio has no channel"));
+    }
+    if let ChannelSelect::Channel(i) = select {
+        if i >= n_channels {
+            return Err(Error::invalid(format!(
+                "channel {i} does not exist: the audio has {n_channels} channel(s), numbered 0 to {}; pick one \
+                 of those or mix them",
+                n_channels - 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Appends the mono signal of `planar` (`[channels][samples]`, equal lengths, `select` already checked).
+fn mono_into(planar: &[Vec<f32>], select: ChannelSelect, out: &mut Vec<f32>) {
+    match select {
+        ChannelSelect::Channel(i) => out.extend_from_slice(&planar[i]),
+        ChannelSelect::Mix if planar.len() == 1 => out.extend_from_slice(&planar[0]),
+        ChannelSelect::Mix => {
+            let start = out.len();
+            out.extend_from_slice(&planar[0]);
+            let mixed = &mut out[start..];
+            for ch in &planar[1..] {
+                for (m, &x) in mixed.iter_mut().zip(ch.iter()) {
+                    *m += x;
+                }
+            }
+            let n = planar.len() as f32;
+            for m in mixed.iter_mut() {
+                *m /= n;
+            }
+        }
+    }
+}
+
+/// Mono mixdown (mean of the channels) or channel pick: `[samples]`, same sample rate.
+///
+/// # Errors
+/// [`Error::InvalidInput`] if the chosen channel does not exist (the message gives the channel count), if
+/// there is no channel, or if the channels differ in length.
+pub fn to_mono(audio: &DecodedAudio, select: ChannelSelect) -> Result<Vec<f32>> {
+    check_select(select, audio.channels.len())?;
+    let n = audio.len();
+    if let Some((c, ch)) = audio.channels.iter().enumerate().find(|(_, ch)| ch.len() != n) {
+        return Err(Error::invalid(format!(
+            "channel {c} has {} samples but channel 0 has {n}: all channels must have the same length",
+            ch.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(n);
+    mono_into(&audio.channels, select, &mut out);
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Resampling
+// ------------------------------------------------------------------------------------------------------------
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Output length for `len` input samples: `round(len * to / from)` (halves round up).
+fn output_len(len: u64, from_hz: u32, to_hz: u32) -> u64 {
+    let num = len as u128 * to_hz as u128;
+    ((num + from_hz as u128 / 2) / from_hz as u128) as u64
+}
+
+/// Streaming form of [`resample`] for mono samples arriving in pieces (microphone, long files), with bounded
+/// memory: feed pieces with [`StreamResampler::push`], end with [`StreamResampler::finish`]. The concatenated
+/// output equals [`resample`] of the concatenated input bit for bit, whatever the piece sizes (the filter's
+/// delay is removed, the block grid depends only on the sample position). Output lags the input by up to one
+/// block plus half a block (see the module documentation). Identity when the rates are equal.
+pub struct StreamResampler {
+    from_hz: u32,
+    to_hz: u32,
+    /// `None` when the rates are equal.
+    inner: Option<FftFixedInOut<f32>>,
+    /// Input block, samples.
+    block_in: usize,
+    /// Output block, samples.
+    block_out: usize,
+    /// Input not yet processed (shorter than a block).
+    pending: Vec<f32>,
+    out_buf: Vec<Vec<f32>>,
+    /// Output samples still to drop (the filter's delay).
+    skip: usize,
+    /// Input samples pushed so far.
+    pushed: u64,
+    /// Output samples emitted so far.
+    emitted: u64,
+    finished: bool,
+}
+
+impl StreamResampler {
+    /// A resampler from `from_hz` to `to_hz` (Hz).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`].
+    pub fn new(from_hz: u32, to_hz: u32) -> Result<Self> {
+        for (what, hz) in [("source", from_hz), ("target", to_hz)] {
+            if hz == 0 || hz > MAX_RESAMPLE_RATE_HZ {
+                return Err(Error::invalid(format!(
+                    "the {what} sample rate {hz} Hz is out of range: it must be between 1 and \
+                     {MAX_RESAMPLE_RATE_HZ} Hz"
+                )));
+            }
+        }
+        let mut r = StreamResampler {
+            from_hz,
+            to_hz,
+            inner: None,
+            block_in: 0,
+            block_out: 0,
+            pending: Vec::new(),
+            out_buf: Vec::new(),
+            skip: 0,
+            pushed: 0,
+            emitted: 0,
+            finished: false,
+        };
+        if from_hz == to_hz {
+            return Ok(r);
+        }
+        let g = gcd(from_hz as u64, to_hz as u64);
+        let (in_r, out_r) = ((from_hz as u64 / g) as usize, (to_hz as u64 / g) as usize);
+        // An even number of reduced blocks makes both N and M even, so the delay M / 2 is a whole sample.
+        let mut chunks = MIN_RESAMPLER_BLOCK.div_ceil(in_r).max(2);
+        chunks += chunks % 2;
+        let inner = FftFixedInOut::<f32>::new(from_hz as usize, to_hz as usize, chunks * in_r, 1)
+            .map_err(|e| Error::invalid(format!("cannot resample {from_hz} Hz -> {to_hz} Hz: {e}")))?;
+        let (n, m) = (inner.input_frames_next(), inner.output_frames_next());
+        if n != chunks * in_r || m != chunks * out_r || m % 2 != 0 {
+            return Err(Error::invalid(format!(
+                "cannot resample {from_hz} Hz -> {to_hz} Hz: unexpected resampler block {n} -> {m}"
+            )));
+        }
+        r.block_in = n;
+        r.block_out = m;
+        r.skip = m / 2;
+        r.out_buf = vec![vec![0.0; m]];
+        r.pending = Vec::with_capacity(n);
+        r.inner = Some(inner);
+        Ok(r)
+    }
+
+    /// Resamples one full block and appends its output (less the remaining delay, and never past `limit`
+    /// emitted samples in total) to `out`.
+    /// Source sample rate, Hz.
+    pub fn from_hz(&self) -> u32 {
+        self.from_hz
+    }
+
+    /// Target sample rate, Hz.
+    pub fn to_hz(&self) -> u32 {
+        self.to_hz
+    }
+
+    fn process_block(&mut self, block: &[f32], limit: u64, out: &mut Vec<f32>) -> Result<()> {
+        let inner = self.inner.as_mut().expect("process_block is only called when resampling");
+        let (_, m) = inner
+            .process_into_buffer(&[block], &mut self.out_buf, None)
+            .map_err(|e| Error::invalid(format!("resampling {} Hz -> {} Hz failed: {e}", self.from_hz, self.to_hz)))?;
+        let mut produced = &self.out_buf[0][..m];
+        let drop = self.skip.min(produced.len());
+        self.skip -= drop;
+        produced = &produced[drop..];
+        let room = limit.saturating_sub(self.emitted) as usize;
+        let take = produced.len().min(room);
+        out.extend_from_slice(&produced[..take]);
+        self.emitted += take as u64;
+        Ok(())
+    }
+
+    /// Feeds mono input samples (`[samples]` at the source rate) and appends the output that is final so far
+    /// (`[samples]` at the target rate, possibly none) to `out`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] after [`StreamResampler::finish`].
+    pub fn push(&mut self, mut x: &[f32], out: &mut Vec<f32>) -> Result<()> {
+        if self.finished {
+            return Err(Error::invalid("the resampler is finished: start a new StreamResampler"));
+        }
+        self.pushed += x.len() as u64;
+        if self.inner.is_none() {
+            out.extend_from_slice(x);
+            self.emitted += x.len() as u64;
+            return Ok(());
+        }
+        let n = self.block_in;
+        if !self.pending.is_empty() {
+            let take = (n - self.pending.len()).min(x.len());
+            self.pending.extend_from_slice(&x[..take]);
+            x = &x[take..];
+            if self.pending.len() == n {
+                let block = std::mem::take(&mut self.pending);
+                self.process_block(&block, u64::MAX, out)?;
+                self.pending = block;
+                self.pending.clear();
+            }
+        }
+        while x.len() >= n {
+            self.process_block(&x[..n], u64::MAX, out)?;
+            x = &x[n..];
+        }
+        self.pending.extend_from_slice(x);
+        Ok(())
+    }
+
+    /// Ends the input: appends the rest of the output to `out`, so that exactly `round(pushed * to_hz /
+    /// from_hz)` samples have been emitted in total (the input is padded with zeros past its end). Calling it
+    /// again does nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if rubato fails (it does not for valid blocks).
+    pub fn finish(&mut self, out: &mut Vec<f32>) -> Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        if self.inner.is_none() {
+            return Ok(());
+        }
+        let total = output_len(self.pushed, self.from_hz, self.to_hz);
+        let n = self.block_in;
+        while self.emitted < total {
+            let mut block = std::mem::take(&mut self.pending);
+            block.resize(n, 0.0);
+            self.process_block(&block, total, out)?;
+            block.clear();
+            self.pending = block;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Resamples mono `samples` (`[samples]`) from `from_hz` to `to_hz` with rubato's band-limited synchronous FFT
+/// resampler (see the module documentation for the filter). The output has `round(len * to_hz / from_hz)`
+/// samples and no added delay: output sample `k` is the signal at `k / to_hz` seconds. Works for any length,
+/// including empty input and inputs shorter than a resampler block (they are zero-padded). Identity when the
+/// rates are equal.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`].
+pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
+    let mut r = StreamResampler::new(from_hz, to_hz)?;
+    if from_hz == to_hz {
+        return Ok(samples.to_vec());
+    }
+    let total = output_len(samples.len() as u64, from_hz, to_hz);
+    let mut out = Vec::with_capacity(total as usize);
+    if total == 0 {
+        return Ok(out);
+    }
+    r.push(samples, &mut out)?;
+    r.finish(&mut out)?;
+    debug_assert_eq!(out.len() as u64, total);
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Streaming
+// ------------------------------------------------------------------------------------------------------------
+
+/// A long file decoded, mixed to mono and resampled piece by piece with bounded memory (native only).
+///
+/// The file is read through symphonia's `MediaSourceStream` (64 KiB buffer), one packet at a time; memory does
+/// not grow with the file's length. Concatenated, the chunks equal
+/// `resample(&to_mono(&decode_file(path)?, select)?, rate, target_hz)` (bit for bit: the resampler's block grid
+/// depends only on the sample position).
+#[cfg(not(target_arch = "wasm32"))]
+pub struct MonoStream {
+    decoder: PacketDecoder,
+    select: ChannelSelect,
+    resampler: StreamResampler,
+    target_hz: u32,
+    planar: Vec<Vec<f32>>,
+    mono: Vec<f32>,
+    finished: bool,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl MonoStream {
+    /// Opens `path`, probes its format and decodes its first packet (so a header-only file fails here), ready to
+    /// yield mono samples at `target_hz` (Hz).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path if it cannot be opened; [`Error::Audio`] as for [`decode`];
+    /// [`Error::InvalidInput`] if `select` names a channel the file does not have (the message gives the
+    /// channel count) or a rate is out of range for [`resample`].
+    pub fn open(path: &Path, select: ChannelSelect, target_hz: u32) -> Result<MonoStream> {
+        let decoder = open_file(path)?;
+        check_select(select, decoder.channels).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::invalid(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        let resampler = StreamResampler::new(decoder.sample_rate, target_hz)?;
+        Ok(MonoStream { decoder, select, resampler, target_hz, planar: Vec::new(), mono: Vec::new(), finished: false })
+    }
+
+    /// The next chunk of mono samples at the target rate (`[samples]`, about [`STREAM_CHUNK`] long; the last
+    /// one may be shorter), or `None` after the end. Chunks are consecutive: no overlap, no gap.
+    ///
+    /// # Errors
+    /// [`Error::Audio`] for corrupt data met on the way (see the module documentation), non-finite samples
+    /// (naming the sample index in the source, its channel and time) or a read error; after an error the stream
+    /// is finished.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<f32>>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(STREAM_CHUNK + self.resampler.block_out.max(8192));
+        while out.len() < STREAM_CHUNK {
+            self.planar.iter_mut().for_each(|c| c.clear());
+            let got = match self.decoder.read_packet(&mut self.planar) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.finished = true;
+                    return Err(e);
+                }
+            };
+            match got {
+                Some(_) => {
+                    self.mono.clear();
+                    mono_into(&self.planar, self.select, &mut self.mono);
+                    let mono = std::mem::take(&mut self.mono);
+                    let r = self.resampler.push(&mono, &mut out);
+                    self.mono = mono;
+                    if let Err(e) = r {
+                        self.finished = true;
+                        return Err(e);
+                    }
+                }
+                None => {
+                    self.finished = true;
+                    self.resampler.finish(&mut out)?;
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    /// Sample rate of the file, Hz.
+    pub fn source_sample_rate(&self) -> u32 {
+        self.decoder.sample_rate
+    }
+
+    /// Number of channels in the file.
+    pub fn source_channels(&self) -> usize {
+        self.decoder.channels
+    }
+
+    /// Sample rate of the chunks, Hz.
+    pub fn target_sample_rate(&self) -> u32 {
+        self.target_hz
+    }
+
+    /// Duration of the file, seconds, if its header tells (a truncated file yields less).
+    pub fn duration_s(&self) -> Option<f64> {
+        self.decoder.duration_s()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(n: usize, f: f64, rate: f64) -> Vec<f32> {
+        (0..n).map(|i| (2.0 * std::f64::consts::PI * f * i as f64 / rate).sin() as f32 * 0.5).collect()
+    }
+
+    /// Relative RMS error of `y` against the analytic sine on the middle half.
+    fn rel_rms_mid(y: &[f32], f: f64, rate: f64) -> f64 {
+        let (a, b) = (y.len() / 4, 3 * y.len() / 4);
+        let mut err = 0.0;
+        let mut ref_e = 0.0;
+        for (k, &v) in y.iter().enumerate().take(b).skip(a) {
+            let r = (2.0 * std::f64::consts::PI * f * k as f64 / rate).sin() * 0.5;
+            err += (v as f64 - r).powi(2);
+            ref_e += r * r;
+        }
+        (err / ref_e).sqrt()
+    }
+
+    #[test]
+    fn resample_sine_aligned_and_accurate() {
+        for &(from, to, f) in &[
+            (16_000u32, 44_100u32, 1000.0),
+            (16_000, 44_100, 5_300.0),
+            (44_100, 32_000, 3000.0),
+            (44_100, 32_000, 11_000.0),
+            (11_025, 44_100, 2500.0),
+            (22_050, 16_000, 700.0),
+            (48_000, 44_100, 9000.0),
+            (44_099, 44_100, 440.0),
+        ] {
+            let x = sine(from as usize, f, from as f64);
+            let y = resample(&x, from, to).unwrap();
+            assert_eq!(y.len(), to as usize);
+            let e = rel_rms_mid(&y, f, to as f64);
+            println!("{from} -> {to} Hz, {f} Hz sine: relative RMS error {e:.2e}");
+            assert!(e < 1e-4, "{from} -> {to}: relative RMS error {e}");
+        }
+    }
+
+    #[test]
+    fn resample_lengths_short_and_empty() {
+        assert_eq!(resample(&[], 16_000, 44_100).unwrap(), Vec::<f32>::new());
+        assert_eq!(resample(&[0.5], 16_000, 44_100).unwrap().len(), 3); // round(2.756)
+        assert_eq!(resample(&[0.5; 7], 44_100, 16_000).unwrap().len(), 3); // round(2.54)
+        assert_eq!(resample(&[0.5; 1], 44_100, 16_000).unwrap().len(), 0); // round(0.36)
+        for len in [2usize, 10, 100, 1279, 1280, 1281, 5000] {
+            let y = resample(&vec![0.1; len], 16_000, 44_100).unwrap();
+            assert_eq!(y.len() as u64, output_len(len as u64, 16_000, 44_100), "len {len}");
+            assert!(y.iter().all(|v| v.is_finite()));
+        }
+        // A short constant block: the middle of the output keeps the level.
+        let y = resample(&vec![0.25; 400], 16_000, 44_100).unwrap();
+        let mid = y[y.len() / 2];
+        assert!((mid - 0.25).abs() < 1e-3, "mid {mid}");
+    }
+
+    #[test]
+    fn resample_identity_and_bad_rates() {
+        let x = sine(1000, 100.0, 16_000.0);
+        assert_eq!(resample(&x, 16_000, 16_000).unwrap(), x);
+        assert!(matches!(resample(&x, 0, 16_000), Err(Error::InvalidInput(_))));
+        assert!(matches!(resample(&x, 16_000, 0), Err(Error::InvalidInput(_))));
+        assert!(matches!(resample(&x, 16_000, 10_000_000), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn streaming_pieces_equal_whole() {
+        let x = sine(40_000, 1234.0, 22_050.0);
+        let whole = resample(&x, 22_050, 32_000).unwrap();
+        let mut r = StreamResampler::new(22_050, 32_000).unwrap();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for (i, piece) in [1usize, 7, 1000, 3333, 1, 12_000].iter().cycle().enumerate() {
+            if pos >= x.len() || i > 1000 {
+                break;
+            }
+            let end = (pos + piece).min(x.len());
+            r.push(&x[pos..end], &mut out).unwrap();
+            pos = end;
+        }
+        r.finish(&mut out).unwrap();
+        assert_eq!(out, whole);
+    }
+
+    #[test]
+    fn to_mono_mix_pick_and_errors() {
+        let a = DecodedAudio { sample_rate: 8000, channels: vec![vec![1.0, 0.0], vec![0.0, -1.0], vec![0.5, 0.5]] };
+        assert_eq!(to_mono(&a, ChannelSelect::Mix).unwrap(), vec![0.5, -0.5 / 3.0]);
+        assert_eq!(to_mono(&a, ChannelSelect::Channel(1)).unwrap(), vec![0.0, -1.0]);
+        let e = to_mono(&a, ChannelSelect::Channel(3)).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(ref m) if m.contains("3 channel")), "{e}");
+        let empty = DecodedAudio { sample_rate: 8000, channels: vec![] };
+        assert!(matches!(to_mono(&empty, ChannelSelect::Mix), Err(Error::InvalidInput(_))));
+        let ragged = DecodedAudio { sample_rate: 8000, channels: vec![vec![1.0], vec![]] };
+        assert!(matches!(to_mono(&ragged, ChannelSelect::Mix), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn decode_rejects_empty_and_garbage() {
+        assert!(matches!(decode(&[], Some("wav")), Err(Error::Audio(_))));
+        // Deterministic pseudo-random bytes.
+        let mut s = 0x1234_5678_9abc_def0u64;
+        let bytes: Vec<u8> = (0..100_000)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect();
+        for hint in [None, Some("wav"), Some("mp3"), Some("flac"), Some("ogg")] {
+            let r = decode(&bytes, hint);
+            assert!(matches!(r, Err(Error::Audio(_))), "{hint:?}: {r:?}");
+        }
+    }
+}
