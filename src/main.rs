@@ -24,11 +24,12 @@ mod cli {
     use rayon::prelude::*;
     use serde::Serialize;
 
-    use sonomaly::audio::{decode_file, to_mono, ChannelSelect};
+    use sonomaly::anomaly_map::segments;
+    use sonomaly::audio::{decode_file, to_mono, ChannelSelect, MonoStream};
     use sonomaly::bank::Bank;
     use sonomaly::detector::{DetectorConfig, PatchCoreConfig};
     use sonomaly::embedding::EmbeddingConfig;
-    use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model, Progress, Segment};
+    use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model, Progress, Segment, StreamScorer};
 
     /// Audio anomaly detection that shows where and when a sound is abnormal.
     #[derive(Parser)]
@@ -323,6 +324,33 @@ mod cli {
         heatmap: Option<String>,
     }
 
+    /// Files longer than this are scored as a stream with bounded memory (no heatmap PNG).
+    const LONG_FILE_S: f64 = 600.0;
+
+    /// Score, segments and duration of a long file, read and scored window by window.
+    fn score_long(
+        path: &Path,
+        select: ChannelSelect,
+        model: &Model,
+        bank: &Bank,
+    ) -> sonomaly::Result<(f32, Vec<Segment>, f64)> {
+        let mut stream = MonoStream::open(path, select, model.sample_rate())?;
+        let mut scorer = StreamScorer::new(model, bank, model.sample_rate())?;
+        let mut curve = Vec::new();
+        let mut samples = 0usize;
+        while let Some(chunk) = stream.next_chunk()? {
+            samples += chunk.len();
+            for u in scorer.push(model, bank, &chunk)? {
+                curve.extend(u.curve);
+            }
+        }
+        for u in scorer.finish(model, bank)? {
+            curve.extend(u.curve);
+        }
+        let segs = segments(&curve, model.hop_s(), bank.meta.segment_threshold, 2);
+        Ok((scorer.score(), segs, samples as f64 / model.sample_rate() as f64))
+    }
+
     fn load_bank(path: &Path) -> Result<Bank> {
         let bytes = std::fs::read(path).with_context(|| format!("reading bank {}", path.display()))?;
         Bank::from_bytes(&bytes).with_context(|| format!("loading bank {}", path.display()))
@@ -354,6 +382,41 @@ mod cli {
         let stdout = Mutex::new(std::io::stdout());
         let failed = std::sync::atomic::AtomicUsize::new(0);
         files.par_iter().enumerate().for_each(|(i, f)| {
+            let long = MonoStream::open(f, select, model.sample_rate())
+                .ok()
+                .and_then(|s| s.duration_s())
+                .is_some_and(|d| d > LONG_FILE_S);
+            if long {
+                match score_long(f, select, &model, &bank) {
+                    Ok((score, segs, duration_s)) => {
+                        if heatmap_dir.is_some() {
+                            pb.suspend(|| {
+                                eprintln!("{}: longer than {LONG_FILE_S} s, scored as a stream, no heatmap", f.display())
+                            });
+                        }
+                        let line = ScoreLine {
+                            file: f.display().to_string(),
+                            score,
+                            threshold: bank.meta.threshold,
+                            is_anomaly: score > bank.meta.threshold,
+                            segments: &segs,
+                            segment_threshold: bank.meta.segment_threshold,
+                            duration_s,
+                            heatmap: None,
+                        };
+                        let json = serde_json::to_string(&line).expect("serialisable");
+                        pb.suspend(|| {
+                            let _ = writeln!(stdout.lock().expect("stdout lock"), "{json}");
+                        });
+                    }
+                    Err(e) => {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        pb.suspend(|| eprintln!("error: {}: {e}", f.display()));
+                    }
+                }
+                pb.inc(1);
+                return;
+            }
             let r = read_mono(f, select).and_then(|(x, sr)| score_clip(&model, &bank, &x, sr));
             match r {
                 Ok(r) => {
