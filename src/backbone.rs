@@ -228,10 +228,8 @@ impl Backbone {
         }
         let input = Tensor::from_shape(&[1, 1, frames, self.mel_bins], logmel)
             .map_err(|e| Error::model(format!("backbone input: {e}")))?;
-        let result = self
-            .plan
-            .run(tvec!(input.into()))
-            .map_err(|e| Error::model(format!("running the backbone: {e:#}")))?;
+        let result =
+            self.plan.run(tvec!(input.into())).map_err(|e| Error::model(format!("running the backbone: {e:#}")))?;
         let mut maps = Vec::with_capacity(result.len());
         for (name, value) in self.outputs.iter().zip(result.iter()) {
             let spec = self.spec.output(name).expect("checked at load");

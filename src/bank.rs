@@ -122,10 +122,7 @@ pub fn now_iso8601() -> String {
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         iso8601_from_unix(secs)
     }
 }
@@ -165,8 +162,7 @@ impl Bank {
         let view = TensorView::new(Dtype::F32, vec![pc.len(), pc.dims], &data)
             .map_err(|e| Error::bank(format!("memory bank tensor: {e}")))?;
         let info = HashMap::from([(META_KEY.to_string(), json)]);
-        safetensors::serialize([("memory_bank", view)], Some(info))
-            .map_err(|e| Error::bank(format!("writing: {e}")))
+        safetensors::serialize([("memory_bank", view)], Some(info)).map_err(|e| Error::bank(format!("writing: {e}")))
     }
 
     /// Parses and checks bank bytes.
@@ -191,8 +187,8 @@ impl Bank {
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
             Error::bank(format!("not a valid bank file (safetensors: {e}); was it truncated or corrupted?"))
         })?;
-        let (_, metadata) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| Error::bank(format!("unreadable header: {e}")))?;
+        let (_, metadata) =
+            SafeTensors::read_metadata(bytes).map_err(|e| Error::bank(format!("unreadable header: {e}")))?;
         let json = metadata
             .metadata()
             .as_ref()

@@ -58,8 +58,7 @@ impl EmbeddingConfig {
     /// # Errors
     /// [`Error::InvalidInput`] for an empty list.
     pub fn with_layers(mut self, list: &str) -> Result<Self> {
-        let layers: Vec<String> =
-            list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        let layers: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         if layers.is_empty() {
             return Err(Error::invalid("the layer list is empty; give e.g. 'logmel,conv_block2'"));
         }
@@ -132,10 +131,7 @@ impl EmbeddingConfig {
     /// Patch dimension `D` for a spec.
     pub fn dims(&self, spec: &BackboneSpec) -> usize {
         let k = self.neighbourhood * self.neighbourhood;
-        self.layers
-            .iter()
-            .map(|l| if l == LOGMEL_LAYER { k } else { spec.output(l).map_or(0, |o| o.channels) })
-            .sum()
+        self.layers.iter().map(|l| if l == LOGMEL_LAYER { k } else { spec.output(l).map_or(0, |o| o.channels) }).sum()
     }
 }
 
@@ -261,9 +257,7 @@ pub fn embed(
     let s = config.grid_stride;
     let (gt, gf) = (frames / s, mel_bins / s);
     if gt == 0 || gf == 0 || logmel.len() != frames * mel_bins {
-        return Err(Error::invalid(format!(
-            "embedding: a {frames} x {mel_bins} window has no {s} x {s} patch"
-        )));
+        return Err(Error::invalid(format!("embedding: a {frames} x {mel_bins} window has no {s} x {s} patch")));
     }
     let k = config.neighbourhood;
     // Per layer, `[C, gt, gf]` planes.
@@ -272,9 +266,10 @@ pub fn embed(
         if layer == LOGMEL_LAYER {
             planes.push((k * k, logmel_cells(logmel, frames, mel_bins, s, k)));
         } else {
-            let m = maps.iter().find(|m| &m.name == layer).ok_or_else(|| {
-                Error::invalid(format!("embedding: the backbone did not return layer '{layer}'"))
-            })?;
+            let m = maps
+                .iter()
+                .find(|m| &m.name == layer)
+                .ok_or_else(|| Error::invalid(format!("embedding: the backbone did not return layer '{layer}'")))?;
             let avg = neighbourhood_average(&m.data, m.channels, m.time, m.freq, k);
             planes.push((m.channels, resize_bilinear(&avg, m.channels, m.time, m.freq, gt, gf)));
         }

@@ -253,9 +253,11 @@ mod cli {
         model.set_embedding(emb)?;
         model.set_peak_normalize(a.peak_normalize)?;
         let detector = match a.detector {
-            DetectorKind::Patchcore => {
-                DetectorConfig::Patchcore(PatchCoreConfig { coreset_ratio: a.coreset_ratio, seed: a.seed, ..Default::default() })
-            }
+            DetectorKind::Patchcore => DetectorConfig::Patchcore(PatchCoreConfig {
+                coreset_ratio: a.coreset_ratio,
+                seed: a.seed,
+                ..Default::default()
+            }),
         };
         let config = FitConfig { detector, ..Default::default() };
         let start = Instant::now();
@@ -391,7 +393,10 @@ mod cli {
                     Ok((score, segs, duration_s)) => {
                         if heatmap_dir.is_some() {
                             pb.suspend(|| {
-                                eprintln!("{}: longer than {LONG_FILE_S} s, scored as a stream, no heatmap", f.display())
+                                eprintln!(
+                                    "{}: longer than {LONG_FILE_S} s, scored as a stream, no heatmap",
+                                    f.display()
+                                )
                             });
                         }
                         let line = ScoreLine {

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::anomaly_map::{segments, temporal_curve, window_map};
 pub use crate::anomaly_map::Segment;
+use crate::anomaly_map::{segments, temporal_curve, window_map};
 use crate::backbone::{Backbone, BackboneIdentity, BackboneSpec};
 use crate::bank::{now_iso8601, Bank, BankMeta, FORMAT, VERSION};
 use crate::detector::{Detector, DetectorConfig, PatchScores};
@@ -194,11 +194,8 @@ impl Model {
 
     fn plan_backbone(&mut self) -> Result<()> {
         let layers = self.embedding.backbone_layers();
-        self.backbone = if layers.is_empty() {
-            None
-        } else {
-            Some(Backbone::from_bytes(&self.onnx, self.spec.clone(), &layers)?)
-        };
+        self.backbone =
+            if layers.is_empty() { None } else { Some(Backbone::from_bytes(&self.onnx, self.spec.clone(), &layers)?) };
         Ok(())
     }
 
@@ -383,7 +380,12 @@ fn score_window(detector: &Detector, win: &Window) -> Result<(PatchScores, f32, 
 
 /// One scored window: its owned frames' map rows `[owned, M]`, its re-weighted score and largest owned patch
 /// distance.
-fn window_result(detector: &Detector, win: &Window, mel_bins: usize, window_frames: usize) -> Result<(Vec<f32>, f32, f32)> {
+fn window_result(
+    detector: &Detector,
+    win: &Window,
+    mel_bins: usize,
+    window_frames: usize,
+) -> Result<(Vec<f32>, f32, f32)> {
     let (scores, clip, max_patch) = score_window(detector, win)?;
     let wm = window_map(&scores.patch, win.grid.time, win.grid.freq, window_frames, mel_bins, MAP_SIGMA);
     let (a, b) = (win.owned.start - win.start, win.owned.end - win.start);
@@ -792,10 +794,8 @@ impl Fitter {
                 }
             }
         }
-        let weights: Vec<f32> = sum
-            .iter()
-            .map(|&s| if s > 0.0 && count > 0 { (count as f64 / s).sqrt() as f32 } else { 1.0 })
-            .collect();
+        let weights: Vec<f32> =
+            sum.iter().map(|&s| if s > 0.0 && count > 0 { (count as f64 / s).sqrt() as f32 } else { 1.0 }).collect();
         for (windows, _) in &mut self.clips {
             for w in windows {
                 for p in w.grid.data.chunks_exact_mut(dims) {
@@ -851,10 +851,8 @@ impl Fitter {
         let mut peaks = Vec::with_capacity(units.len());
         let m = model.logmel.config().n_mels;
         for f in 0..folds {
-            let train = Self::owned_patches(
-                units.iter().enumerate().filter(|(i, _)| i % folds != f).map(|(_, u)| u.0),
-                dims,
-            );
+            let train =
+                Self::owned_patches(units.iter().enumerate().filter(|(i, _)| i % folds != f).map(|(_, u)| u.0), dims);
             let det = Detector::fit(&self.config.detector, &train, dims)?;
             for (_, u) in units.iter().enumerate().filter(|(i, _)| i % folds == f) {
                 let first = u.0.first().map_or(0, |w| w.owned.start);

@@ -204,7 +204,7 @@ pub fn render(r: &ClipResult) -> RgbImage {
 /// # Errors
 /// [`Error::Io`] if the file cannot be written.
 pub fn save_png(r: &ClipResult, path: &std::path::Path) -> Result<()> {
-    render(r).save(path).map_err(|e| {
-        Error::io(format!("writing {}", path.display()), std::io::Error::other(e.to_string()))
-    })
+    render(r)
+        .save(path)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), std::io::Error::other(e.to_string())))
 }

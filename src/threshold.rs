@@ -46,11 +46,8 @@ pub fn gamma_threshold(scores: &[f32], quantile: f32) -> Result<NormalStats> {
     }
     let n = scores.len() as f64;
     let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
-    let var = if scores.len() > 1 {
-        scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
+    let var =
+        if scores.len() > 1 { scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     let max = scores.iter().cloned().fold(0.0f32, f32::max);
     let fallback = NormalStats {
         scores: scores.to_vec(),

@@ -306,9 +306,7 @@ impl PatchCore {
     /// as anomalib computes it. With one neighbour it is `s*`.
     pub fn clip_score(&self, queries: &[f32], nearest: &Nearest) -> f32 {
         let d = self.dims;
-        let Some((arg, &s_star)) =
-            nearest.distance.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))
-        else {
+        let Some((arg, &s_star)) = nearest.distance.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
             return 0.0;
         };
         let k = self.config.num_neighbors.min(self.len());
@@ -318,9 +316,8 @@ impl PatchCore {
         let m_star = nearest.index[arg] as usize;
         let centre = &self.memory_bank[m_star * d..(m_star + 1) * d];
         // k nearest memory-bank rows of m* (m* itself first, at distance 0).
-        let mut dist: Vec<(f32, usize)> = (0..self.len())
-            .map(|j| (exact_distance(centre, &self.memory_bank[j * d..(j + 1) * d]), j))
-            .collect();
+        let mut dist: Vec<(f32, usize)> =
+            (0..self.len()).map(|j| (exact_distance(centre, &self.memory_bank[j * d..(j + 1) * d]), j)).collect();
         dist.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         dist.truncate(k);
         dist.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));

@@ -1,0 +1,108 @@
+//! The `sonomaly` command line: fit, score, info, and how it treats bad files, bad banks and existing outputs.
+//! Uses the demo clips in www/demo (shipped with the page).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sonomaly"))
+}
+
+fn demo(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("www/demo").join(name)
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn fit_score_info_and_bad_files_in_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("fan.bank");
+    let junk = dir.path().join("junk.wav");
+    std::fs::write(&junk, b"RIFF this is not audio at all").unwrap();
+    let empty = dir.path().join("empty.wav");
+    std::fs::write(&empty, b"").unwrap();
+
+    // A bad file among good ones: reported, the rest fitted, exit code 3.
+    let o = bin().args(["fit", "--out"]).arg(&bank).arg(demo("fan-normal.wav")).arg(&junk).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("junk.wav"), "{err}");
+    assert!(bank.is_file());
+
+    // An existing bank is never overwritten without --force.
+    let before = std::fs::read(&bank).unwrap();
+    let o = bin().args(["fit", "--out"]).arg(&bank).arg(demo("fan-normal.wav")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("--force"));
+    assert_eq!(std::fs::read(&bank).unwrap(), before);
+
+    // Scoring: one JSON line per good file, errors on stderr, PNGs written, exit code 3.
+    let png_dir = dir.path().join("png");
+    let o = bin()
+        .args(["score", "--bank"])
+        .arg(&bank)
+        .arg("--heatmap-dir")
+        .arg(&png_dir)
+        .arg(demo("fan-abnormal.wav"))
+        .arg(&empty)
+        .arg(dir.path().join("missing.wav"))
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    for key in ["file", "score", "threshold", "is_anomaly", "segments"] {
+        assert!(lines[0].get(key).is_some(), "missing {key}");
+    }
+    assert!(err.contains("empty.wav") && err.contains("missing.wav"), "{err}");
+    let png = PathBuf::from(lines[0]["heatmap"].as_str().unwrap());
+    let img = image::open(&png).unwrap();
+    assert!(img.width() > 400 && img.height() > 200);
+
+    // info
+    let o = bin().arg("info").arg(&bank).arg("--json").output().unwrap();
+    let info: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(info["detector"], "patchcore");
+    assert_eq!(info["clips_fitted"], 1);
+}
+
+#[test]
+fn damaged_banks_and_bad_arguments_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("bad.bank");
+    let good = std::fs::read(demo("fan-demo.bank")).unwrap();
+    for (name, bytes) in
+        [("truncated", good[..good.len() / 3].to_vec()), ("random", vec![7u8; 1000]), ("empty", Vec::new())]
+    {
+        std::fs::write(&bank, &bytes).unwrap();
+        let o = bin().args(["score", "--bank"]).arg(&bank).arg(demo("fan-normal.wav")).output().unwrap();
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(out.is_empty());
+        assert!(err.starts_with("error: loading bank") && err.contains("bank:"), "{name}: {err}");
+    }
+    let o = bin()
+        .args(["fit", "--out"])
+        .arg(dir.path().join("x.bank"))
+        .args(["--channel", "left"])
+        .arg(demo("fan-normal.wav"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("--channel"));
+    let o = bin()
+        .args(["fit", "--out"])
+        .arg(dir.path().join("x.bank"))
+        .args(["--layers", "conv_block9"])
+        .arg(demo("fan-normal.wav"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("conv_block9"));
+    let o = bin().args(["score"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
