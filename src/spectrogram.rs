@@ -91,8 +91,10 @@ pub enum Preset {
     /// PANNs CNN14 (torchlibrosa): 32 kHz, frame 1024, hop 320, 64 Slaney bands 50-14000 Hz, `10 log10(max(x, 1e-10))`.
     PannsCnn14,
     /// PANNs CNN14 16 kHz: window 512, hop 160, 64 Slaney bands 50-8000 Hz.
+    #[serde(rename = "panns-16k")]
     Panns16k,
     /// Microsoft CLAP 2022 audio encoder: 44.1 kHz, frame 1024, hop 320, 64 Slaney bands 50-14000 Hz.
+    #[serde(rename = "clap-2022")]
     Clap2022,
 }
 
