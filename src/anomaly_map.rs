@@ -80,6 +80,11 @@ pub fn temporal_curve(map: &[f32], mel_bins: usize) -> Vec<f32> {
     map.chunks_exact(mel_bins).map(|r| r.iter().cloned().fold(f32::NEG_INFINITY, f32::max)).collect()
 }
 
+/// Seconds rounded to the millisecond.
+fn ms(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
 /// A run of frames above a threshold.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Segment {
@@ -92,7 +97,7 @@ pub struct Segment {
 }
 
 /// Segments where `curve` (one value per frame, `hop_s` seconds apart) exceeds `threshold`. Frame `t` spans
-/// `[t hop_s, (t + 1) hop_s)`; runs closer than `min_gap_frames` are merged.
+/// `[t hop_s, (t + 1) hop_s)`; runs closer than `min_gap_frames` are merged; times are rounded to milliseconds.
 pub fn segments(curve: &[f32], hop_s: f64, threshold: f32, min_gap_frames: usize) -> Vec<Segment> {
     let mut out: Vec<(usize, usize, f32)> = Vec::new();
     let mut t = 0;
@@ -115,7 +120,7 @@ pub fn segments(curve: &[f32], hop_s: f64, threshold: f32, min_gap_frames: usize
             t += 1;
         }
     }
-    out.into_iter().map(|(a, b, p)| Segment { start_s: a as f64 * hop_s, end_s: b as f64 * hop_s, peak: p }).collect()
+    out.into_iter().map(|(a, b, p)| Segment { start_s: ms(a as f64 * hop_s), end_s: ms(b as f64 * hop_s), peak: p }).collect()
 }
 
 #[cfg(test)]

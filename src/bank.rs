@@ -49,6 +49,10 @@ pub struct BankMeta {
     pub backbone: BackboneIdentity,
     /// Layers and grid of the patches.
     pub embedding: EmbeddingConfig,
+    /// Highest frequency the fit had signal in (the lowest Nyquist frequency of the normal clips as the model saw
+    /// them), Hz; mel bands above it are not judged. `None`: all bands.
+    #[serde(default)]
+    pub band_limit_hz: Option<f32>,
     /// Normal clips fitted.
     pub clips_fitted: usize,
     /// Seconds of normal audio fitted.
@@ -63,7 +67,8 @@ pub struct BankMeta {
     pub segment_threshold: f32,
     /// Creation time, ISO 8601 UTC.
     pub created: String,
-    /// SHA-256 of the tensor bytes, lower-case hex.
+    /// SHA-256 of the tensor bytes followed by this metadata's JSON with this field empty, lower-case hex: any
+    /// change to the memory bank or to a threshold, a config value or a name is detected at loading.
     pub data_sha256: String,
 }
 
@@ -103,6 +108,26 @@ pub struct BankInfo {
     pub created: String,
     /// File size, bytes (0 before saving).
     pub size_bytes: usize,
+}
+
+/// The checksum stored in [`BankMeta::data_sha256`]: SHA-256 of `data` followed by `meta`'s JSON with
+/// `data_sha256` empty.
+pub fn checksum(meta: &BankMeta, data: &[u8]) -> String {
+    let mut m = meta.clone();
+    m.data_sha256 = String::new();
+    let json = serde_json::to_vec(&m).expect("bank metadata serialises");
+    let mut all = Vec::with_capacity(data.len() + json.len());
+    all.extend_from_slice(data);
+    all.extend_from_slice(&json);
+    sha256_hex(&all)
+}
+
+/// True if `bytes` start like a bank file (a safetensors header with sonomaly metadata), whether or not the
+/// rest is intact or of this version: used to tell a bank that may be overwritten from any other file.
+pub fn looks_like_bank(bytes: &[u8]) -> bool {
+    SafeTensors::read_metadata(bytes)
+        .map(|(_, m)| m.metadata().as_ref().is_some_and(|m| m.contains_key(META_KEY)))
+        .unwrap_or(false)
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -149,17 +174,23 @@ impl Bank {
         self.meta.threshold
     }
 
+    /// Highest frequency judged, Hz (infinite when the fit had signal in every band).
+    pub fn band_limit_hz(&self) -> f32 {
+        self.meta.band_limit_hz.unwrap_or(f32::INFINITY)
+    }
+
     /// Serialises to safetensors bytes.
     ///
     /// # Errors
     /// [`Error::Bank`] if serialisation fails.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let Detector::Patchcore(pc) = &self.detector;
-        let data = f32_bytes(&pc.memory_bank);
+        let (state, rows) = self.detector.state();
+        let cols = self.detector.config().state_cols(self.detector.dims());
+        let data = f32_bytes(state);
         let mut meta = self.meta.clone();
-        meta.data_sha256 = sha256_hex(&data);
+        meta.data_sha256 = checksum(&meta, &data);
         let json = serde_json::to_string(&meta).map_err(|e| Error::bank(format!("metadata: {e}")))?;
-        let view = TensorView::new(Dtype::F32, vec![pc.len(), pc.dims], &data)
+        let view = TensorView::new(Dtype::F32, vec![rows, cols], &data)
             .map_err(|e| Error::bank(format!("memory bank tensor: {e}")))?;
         let info = HashMap::from([(META_KEY.to_string(), json)]);
         safetensors::serialize([("memory_bank", view)], Some(info)).map_err(|e| Error::bank(format!("writing: {e}")))
@@ -212,7 +243,7 @@ impl Bank {
         if t.dtype() != Dtype::F32 {
             return Err(Error::bank(format!("memory_bank has dtype {:?}, expected F32", t.dtype())));
         }
-        let expect = [meta.memory_bank_rows, meta.dims];
+        let expect = [meta.memory_bank_rows, meta.detector.state_cols(meta.dims)];
         if t.shape() != expect || meta.dims == 0 || meta.memory_bank_rows == 0 {
             return Err(Error::bank(format!(
                 "memory_bank has shape {:?} but the metadata says {:?}",
@@ -221,8 +252,10 @@ impl Bank {
             )));
         }
         let data = t.data();
-        if sha256_hex(data) != meta.data_sha256 {
-            return Err(Error::bank("the memory bank's bytes do not match their checksum: the file is corrupted"));
+        if checksum(&meta, data) != meta.data_sha256 {
+            return Err(Error::bank(
+                "the bank's contents do not match their checksum: the file is corrupted (or was edited by hand)",
+            ));
         }
         let memory_bank: Vec<f32> =
             data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
@@ -234,6 +267,8 @@ impl Bank {
                 c.validate().map_err(|e| Error::bank(format!("detector parameters: {e}")))?;
                 Detector::Patchcore(PatchCore::from_memory_bank(memory_bank, meta.dims, c.clone()))
             }
+            other => Detector::from_state(other, meta.dims, memory_bank)
+                .map_err(|e| Error::bank(format!("detector state: {e}")))?,
         };
         if !(meta.threshold.is_finite() && meta.segment_threshold.is_finite()) {
             return Err(Error::bank("the thresholds are not finite numbers"));

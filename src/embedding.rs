@@ -34,6 +34,15 @@ pub struct EmbeddingConfig {
     /// Per-layer multipliers applied to the features (empty = all 1); set by fitting when `balance_layers`.
     #[serde(default)]
     pub layer_weights: Vec<f32>,
+    /// Append the patch's frequency position (grid column x `position_weight`) to every patch, so that a patch is
+    /// compared with normal patches of its own band: in a spectrogram, unlike a photo, where a pattern sits on the
+    /// frequency axis matters (silence where a machine hums is not the silence of its quiet high bands).
+    #[serde(default)]
+    pub frequency_position: bool,
+    /// Weight of one grid column in the position feature; set by fitting to a fraction
+    /// ([`crate::pipeline::POSITION_FRACTION`]) of the RMS norm of the normal patches. 0 means 1 (before fitting).
+    #[serde(default)]
+    pub position_weight: f32,
 }
 
 impl Default for EmbeddingConfig {
@@ -48,6 +57,8 @@ impl Default for EmbeddingConfig {
             grid_stride: 4,
             balance_layers: false,
             layer_weights: Vec::new(),
+            frequency_position: true,
+            position_weight: 0.0,
         }
     }
 }
@@ -130,8 +141,7 @@ impl EmbeddingConfig {
 
     /// Patch dimension `D` for a spec.
     pub fn dims(&self, spec: &BackboneSpec) -> usize {
-        let k = self.neighbourhood * self.neighbourhood;
-        self.layers.iter().map(|l| if l == LOGMEL_LAYER { k } else { spec.output(l).map_or(0, |o| o.channels) }).sum()
+        self.layer_dims(spec).iter().sum::<usize>() + usize::from(self.frequency_position)
     }
 }
 
@@ -274,8 +284,14 @@ pub fn embed(
             planes.push((m.channels, resize_bilinear(&avg, m.channels, m.time, m.freq, gt, gf)));
         }
     }
-    let dims: usize = planes.iter().map(|p| p.0).sum();
+    let dims: usize = planes.iter().map(|p| p.0).sum::<usize>() + usize::from(config.frequency_position);
     let mut data = vec![0.0f32; gt * gf * dims];
+    if config.frequency_position {
+        let w = if config.position_weight > 0.0 { config.position_weight } else { 1.0 };
+        for (p, patch) in data.chunks_exact_mut(dims).enumerate() {
+            patch[dims - 1] = (p % gf) as f32 * w;
+        }
+    }
     let mut offset = 0;
     for (l, (c_n, plane)) in planes.iter().enumerate() {
         let w = config.layer_weights.get(l).copied().unwrap_or(1.0);

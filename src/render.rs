@@ -66,7 +66,13 @@ fn nice_step(range: f64, target_ticks: f64) -> f64 {
 
 /// Renders `r` as an RGB picture.
 pub fn render(r: &ClipResult) -> RgbImage {
-    let (t, m) = (r.frames.max(1), r.mel_bins.max(1));
+    let (t, stride) = (r.frames.max(1), r.mel_bins.max(1));
+    // Show the bands up to the highest frequency judged (a 16 kHz recording has nothing above 8 kHz).
+    let m = if r.mel_hz.len() == stride {
+        r.mel_hz.iter().filter(|&&h| h <= r.band_limit_hz).count().clamp(1, stride)
+    } else {
+        stride
+    };
     let pw = (t * 2).clamp(480, 1600) as u32;
     let ph = (m * 4).clamp(200, 512) as u32;
     let (left, top, gap, curve_h, bottom, right) = (72u32, 24u32, 16u32, 90u32, 36u32, 110u32);
@@ -84,7 +90,7 @@ pub fn render(r: &ClipResult) -> RgbImage {
         let mb = ((ph - 1 - py) as usize * m / ph as usize).min(m - 1);
         for px in 0..pw {
             let f = (px as usize * t / pw as usize).min(t - 1);
-            let i = f * m + mb;
+            let i = f * stride + mb;
             let g = if r.logmel.is_empty() { 0.0 } else { (r.logmel[i] - lo) / lspan };
             let grey = (g * 255.0) as f32;
             let v = if r.map.is_empty() { 0.0 } else { r.map[i] / scale };
@@ -105,15 +111,21 @@ pub fn render(r: &ClipResult) -> RgbImage {
             put(&mut img, x, axis_y as i64 + d, ink);
             put(&mut img, x, (top + ph) as i64 + d, ink);
         }
-        let label = if step < 1.0 { format!("{s:.1}") } else { format!("{s:.0}") };
+        let label = if step < 0.1 {
+            format!("{s:.2}")
+        } else if step < 1.0 {
+            format!("{s:.1}")
+        } else {
+            format!("{s:.0}")
+        };
         text(&mut img, x - 4 * label.len() as i64, axis_y as i64 + 8, &label, ink);
         s += step;
     }
     text(&mut img, (left + pw / 2) as i64 - 32, axis_y as i64 + 22, "time (s)", ink);
     // Frequency axis: ticks at round Hz values, placed through the mel centre frequencies (mel scales crowd the
     // high frequencies, so a 1-2-5 series keeps labels apart).
-    if r.mel_hz.len() == m {
-        let fmax = *r.mel_hz.last().unwrap_or(&1.0);
+    if r.mel_hz.len() == stride {
+        let fmax = r.mel_hz[m - 1];
         let mut last_y = i64::MAX;
         for f in [0.0f32, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4] {
             if f > fmax {
@@ -159,6 +171,8 @@ pub fn render(r: &ClipResult) -> RgbImage {
         prev = Some(y);
     }
     text(&mut img, 2, cy0 as i64 + 4, "score", ink);
+    text(&mut img, (left + pw + 4) as i64, ty - 4, &format!("{:.3}", r.segment_threshold), [200, 30, 30]);
+    text(&mut img, 2, ty - 4, "thresh", [200, 30, 30]);
     // Segments as bars above the spectrogram.
     for seg in &r.segments {
         let x0 = left as i64 + (seg.start_s / dur * pw as f64) as i64;

@@ -40,6 +40,8 @@ fn fan_bank() -> &'static (Model, Bank) {
             fitter.add_clip(&model, &x, sr).expect("fit clip");
         }
         let bank = fitter.finish(&model, &mut |_| true).expect("bank");
+        let mut model = model;
+        model.prepare_for(&bank).expect("the model takes the bank's fitted embedding");
         (model, bank)
     })
 }
@@ -180,4 +182,33 @@ fn bad_audio_gives_errors_not_panics() {
     }
     let e = fitter.finish(&model, &mut |_| false).unwrap_err();
     assert!(matches!(e, sonomaly::Error::Cancelled));
+}
+
+#[test]
+fn silence_is_not_normal_for_a_running_fan() {
+    if fan_dir().is_none() {
+        return;
+    }
+    let (model, bank) = fan_bank();
+    let r = score_clip(model, bank, &vec![0.0f32; 16_000 * 5], 16_000).unwrap();
+    println!("digital silence: score {:.4}, threshold {:.4}", r.score, bank.threshold());
+    assert!(r.is_anomaly, "a silent clip scored {} against threshold {}", r.score, bank.threshold());
+}
+
+#[test]
+fn edited_metadata_is_detected() {
+    if fan_dir().is_none() {
+        return;
+    }
+    let (_, bank) = fan_bank();
+    let bytes = bank.to_bytes().unwrap();
+    // The metadata JSON sits in the safetensors header as an escaped string.
+    let text = format!(r#"threshold\":{}"#, serde_json::to_string(&bank.meta.threshold).unwrap());
+    let pos = bytes.windows(text.len()).position(|w| w == text.as_bytes()).expect("threshold in the header");
+    let mut edited = bytes.clone();
+    // Change one digit of the threshold.
+    let digit = pos + text.len() - 1;
+    edited[digit] = if edited[digit] == b'1' { b'2' } else { b'1' };
+    let e = Bank::from_bytes(&edited).unwrap_err().to_string();
+    assert!(e.contains("checksum"), "{e}");
 }
