@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# Build, serve and test the sonomaly web page.
+#
+#   ./build.sh [build]   compile the crate to wasm32 (+simd128), wasm-bindgen --target web, wasm-opt,
+#                        and assemble the static site in dist/
+#   ./build.sh serve     build, then serve dist/ on http://localhost:${PORT:-8080}
+#   ./build.sh serve --no-build   serve dist/ as it is
+#   ./build.sh test      native tests, wasm-bindgen-test in headless Chromium, end-to-end page tests;
+#                        prints a summary and fails if any step failed
+#
+# Needs: cargo with the wasm32-unknown-unknown target, wasm-bindgen (the CLI at the version in Cargo.lock),
+# wasm-opt (binaryen), python3; for `test` also chromium, chromedriver and node/npm (.ci/run installs them all).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+WASM_TARGET=wasm32-unknown-unknown
+# wasm builds get their own target directory: no lock contention with native builds, no invalidation.
+TARGET_DIR="$ROOT/target"
+WASM_TARGET_DIR="${SONOMALY_WASM_TARGET_DIR:-$ROOT/target/wasm}"
+DIST="$ROOT/dist"
+MODEL_DIR="$ROOT/models/aisfx-cnn14"
+# SIMD for the wasm target only: a target-specific variable leaves the native build's flags (and its cache) alone.
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:--C target-feature=+simd128}"
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+
+# The wasm-bindgen version pinned in Cargo.lock; the CLI must match it exactly.
+lock_wasm_bindgen_version() {
+    awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
+}
+
+check_tools() {
+    command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
+    rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET" \
+        || die "the $WASM_TARGET target is missing: rustup target add $WASM_TARGET"
+    command -v wasm-bindgen >/dev/null || die "wasm-bindgen not found: cargo install wasm-bindgen-cli --version $(lock_wasm_bindgen_version)"
+    local want have
+    want="$(lock_wasm_bindgen_version)"
+    have="$(wasm-bindgen --version | awk '{print $2}')"
+    [ "$want" = "$have" ] || die "wasm-bindgen CLI is $have but Cargo.lock has $want: cargo install wasm-bindgen-cli --version $want"
+}
+
+# wasm-opt: binaryen from npm (tests/e2e, version 132) if installed, else the system's. Debian 12's binaryen 108
+# rewrites the export of wasm-bindgen's externref table to the function table, which breaks the module at start;
+# the result is checked and, if broken, the unoptimised module is kept. WASM_OPT=0 skips this step (fast
+# development builds: the module is then about a third larger).
+wasm_opt_tool() {
+    local npm_opt="$ROOT/tests/e2e/node_modules/.bin/wasm-opt"
+    if [ -x "$npm_opt" ]; then echo "$npm_opt"; else command -v wasm-opt || true; fi
+}
+
+# Exits non-zero unless the wasm's export __wbindgen_externrefs (if any) is a table of externref.
+check_externref_export() {
+    python3 - "$1" <<'PY'
+import sys
+b = open(sys.argv[1], "rb").read()
+def leb(i):
+    r = s = 0
+    while True:
+        x = b[i]; i += 1; r |= (x & 0x7F) << s; s += 7
+        if x < 0x80: return r, i
+i, tables, imported, export = 8, [], 0, None
+while i < len(b):
+    sid = b[i]; n, j = leb(i + 1); end = j + n
+    if sid == 2:  # imports: count imported tables (they come first in the table index space)
+        cnt, k = leb(j)
+        for _ in range(cnt):
+            l, k = leb(k); k += l; l, k = leb(k); k += l; kind = b[k]; k += 1
+            if kind == 0: _, k = leb(k)
+            elif kind in (1, 2):
+                if kind == 1: tables.append(b[k]); k += 1
+                fl = b[k]; k += 1; _, k = leb(k)
+                if fl & 1: _, k = leb(k)
+            elif kind == 3: k += 2
+            elif kind == 4: k += 2
+    elif sid == 4:
+        cnt, k = leb(j)
+        for _ in range(cnt):
+            tables.append(b[k]); k += 1; fl = b[k]; k += 1; _, k = leb(k)
+            if fl & 1: _, k = leb(k)
+    elif sid == 7:
+        cnt, k = leb(j)
+        for _ in range(cnt):
+            l, k = leb(k); name = b[k:k + l]; k += l; kind = b[k]; idx, k = leb(k + 1)
+            if kind == 1 and name == b"__wbindgen_externrefs": export = idx
+    i = end
+sys.exit(0 if export is None or tables[export] == 0x6F else 1)
+PY
+}
+
+optimise_wasm() {
+    local wasm="$1" tool
+    if [ "${WASM_OPT:-1}" = 0 ]; then say "wasm-opt skipped (WASM_OPT=0)"; return; fi
+    tool="$(wasm_opt_tool)"
+    if [ -z "$tool" ]; then echo "warning: no wasm-opt found; the module is not optimised" >&2; return; fi
+    say "wasm-opt -O3 --enable-simd ($("$tool" --version))"
+    # Rust's wasm32 target enables these features by default; wasm-opt must be told to keep them.
+    "$tool" -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+        --enable-mutable-globals --enable-reference-types --enable-multivalue "$wasm" -o "$wasm.opt"
+    if check_externref_export "$wasm.opt"; then
+        mv "$wasm.opt" "$wasm"
+    else
+        rm -f "$wasm.opt"
+        echo "warning: $tool broke the externref table export (binaryen < 116?); keeping the unoptimised module." >&2
+        echo "         Install a newer binaryen: (cd tests/e2e && npm ci) brings version 132." >&2
+    fi
+}
+
+cmd_build() {
+    check_tools
+    say "cargo build --release --target $WASM_TARGET --lib  (RUSTFLAGS for wasm: $CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS)"
+    cargo build --release --target "$WASM_TARGET" --target-dir "$WASM_TARGET_DIR" --lib
+
+    local raw="$WASM_TARGET_DIR/$WASM_TARGET/release/sonomaly.wasm"
+    local out="$TARGET_DIR/wasm-web"
+    # wasm-bindgen and wasm-opt again only if the compiled module (or the wasm-opt choice) changed.
+    local stamp_now stamp_old=""
+    stamp_now="$(sha256sum "$raw" | cut -c1-64) opt=${WASM_OPT:-1}"
+    [ -f "$out/.source" ] && stamp_old="$(cat "$out/.source")"
+    if [ "$stamp_now" = "$stamp_old" ] && [ -f "$out/sonomaly_bg.wasm" ] && [ -f "$out/sonomaly.js" ]; then
+        say "wasm-bindgen and wasm-opt: the module is unchanged, reusing $out"
+    else
+        say "wasm-bindgen --target web"
+        rm -rf "$out"
+        wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name sonomaly "$raw"
+        optimise_wasm "$out/sonomaly_bg.wasm"
+        echo "$stamp_now" > "$out/.source"
+    fi
+
+    say "assembling $DIST"
+    rm -rf "$DIST"
+    mkdir -p "$DIST/pkg" "$DIST/models/aisfx-cnn14"
+    cp -R "$ROOT/www/." "$DIST/"
+    cp "$out/sonomaly.js" "$out/sonomaly_bg.wasm" "$DIST/pkg/"
+    if [ -f "$MODEL_DIR/model.onnx" ] && [ -f "$MODEL_DIR/spec.json" ]; then
+        cp "$MODEL_DIR/model.onnx" "$MODEL_DIR/spec.json" "$DIST/models/aisfx-cnn14/"
+    else
+        echo "warning: $MODEL_DIR/model.onnx or spec.json is missing; the page will say that no model could be loaded" >&2
+    fi
+    [ -f "$DIST/demo/fan-demo.bank" ] \
+        || echo "warning: www/demo/fan-demo.bank is missing; the page will start without a bank" >&2
+    # A build stamp lets the page's model cache notice a new model.
+    local stamp
+    stamp="$( (sha256sum "$DIST/models/aisfx-cnn14/"* 2>/dev/null || true) | sha256sum | cut -c1-16)"
+    printf '{"model":"%s"}\n' "$stamp" > "$DIST/build.json"
+    printf 'wasm: %s bytes (%s)\n' "$(stat -c %s "$DIST/pkg/sonomaly_bg.wasm")" "$DIST/pkg/sonomaly_bg.wasm"
+}
+
+# Serves dist/ on localhost with application/wasm for .wasm and no caching (the page does its own caching).
+serve_dist() {
+    local port="${PORT:-8080}"
+    [ -d "$DIST" ] || die "dist/ does not exist: run ./build.sh build first"
+    say "serving $DIST on http://localhost:$port  (Ctrl-C stops)"
+    exec python3 - "$DIST" "$port" <<'PY'
+import functools, http.server, os, sys
+
+root, port = sys.argv[1], int(sys.argv[2])
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript",
+        ".json": "application/json", ".onnx": "application/octet-stream", ".bank": "application/octet-stream",
+        ".wav": "audio/wav", ".css": "text/css", ".html": "text/html; charset=utf-8",
+    }
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
+    def log_message(self, fmt, *args):
+        if not os.environ.get("QUIET"):
+            super().log_message(fmt, *args)
+
+http.server.ThreadingHTTPServer.allow_reuse_address = True
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=root))
+print(f"http://localhost:{port}/", flush=True)
+server.serve_forever()
+PY
+}
+
+cmd_serve() {
+    if [ "${1:-}" != "--no-build" ]; then cmd_build; fi
+    serve_dist
+}
+
+# ---- test -------------------------------------------------------------------------------------------------
+
+RESULTS=()
+FAILED=0
+step() { # step NAME COMMAND...
+    local name="$1"; shift
+    say "test step: $name"
+    echo "running: $*"
+    local start=$SECONDS rc
+    # A subshell outside any `if`, so that `set -e` still stops the step at its first failing command.
+    set +e
+    (set -e; "$@")
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then
+        RESULTS+=("PASS  $name  ($((SECONDS - start)) s)")
+    else
+        RESULTS+=("FAIL  $name  ($((SECONDS - start)) s, exit $rc)")
+        FAILED=$((FAILED + 1))
+    fi
+}
+
+native_tests() { cargo test --release; }
+
+# The native side of the wasm parity test: a bank fitted natively on the demo normal clip, and the native score
+# of the demo anomalous clip with it. tests/web.rs includes both and checks that wasm gives the same numbers.
+native_reference() {
+    local ref_dir="$TARGET_DIR/web-test"
+    mkdir -p "$ref_dir"
+    cargo build --release --bin sonomaly
+    "$TARGET_DIR/release/sonomaly" fit --force --out "$ref_dir/ref.bank" "$ROOT/www/demo/fan-normal.wav"
+    "$TARGET_DIR/release/sonomaly" score --bank "$ref_dir/ref.bank" "$ROOT/www/demo/fan-abnormal.wav" \
+        > "$ref_dir/native-ref.json"
+    # The same with patches from the CNN (conv_block2 + conv_block3), so that the backbone runs in wasm too.
+    "$TARGET_DIR/release/sonomaly" fit --force --layers conv_block2,conv_block3 --out "$ref_dir/ref-cnn.bank" \
+        "$ROOT/www/demo/fan-normal.wav"
+    "$TARGET_DIR/release/sonomaly" score --bank "$ref_dir/ref-cnn.bank" "$ROOT/www/demo/fan-abnormal.wav" \
+        > "$ref_dir/native-ref-cnn.json"
+    cat "$ref_dir/native-ref.json" "$ref_dir/native-ref-cnn.json"
+}
+
+wasm_tests() {
+    command -v wasm-bindgen-test-runner >/dev/null || { echo "wasm-bindgen-test-runner not found"; return 1; }
+    command -v chromedriver >/dev/null || { echo "chromedriver not found"; return 1; }
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    CHROMEDRIVER="$(command -v chromedriver)" \
+    WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}" \
+        cargo test --release --target "$WASM_TARGET" --target-dir "$WASM_TARGET_DIR" --test web
+}
+
+e2e_tests() {
+    [ -d "$ROOT/tests/e2e/node_modules/playwright-core" ] || (cd "$ROOT/tests/e2e" && npm ci --no-audit --no-fund)
+    local port="${E2E_PORT:-8099}"
+    PORT="$port" QUIET=1 "$ROOT/build.sh" serve --no-build > "$TARGET_DIR/e2e-server.log" 2>&1 &
+    local server=$!
+    local ok=0
+    for _ in $(seq 1 50); do
+        if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null; then ok=1; break; fi
+        sleep 0.2
+    done
+    if [ "$ok" != 1 ]; then kill "$server" 2>/dev/null || true; echo "the test server did not start"; return 1; fi
+    local rc=0
+    (cd "$ROOT/tests/e2e" && BASE_URL="http://localhost:$port" npm test) || rc=$?
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    return $rc
+}
+
+cmd_test() {
+    step "native: cargo test --release" native_tests
+    step "site: ./build.sh build (wasm32 +simd128, wasm-bindgen, wasm-opt, dist/)" cmd_build
+    step "native reference for the browser test: sonomaly score on the demo clip" native_reference
+    step "wasm: wasm-bindgen-test in headless Chromium (cargo test --release --target $WASM_TARGET --test web)" wasm_tests
+    step "end-to-end: playwright-core + Chromium against dist/ (tests/e2e, node --test)" e2e_tests
+
+    say "summary"
+    printf '%s\n' "${RESULTS[@]}"
+    local total=${#RESULTS[@]}
+    echo "$((total - FAILED)) passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}
+
+case "${1:-build}" in
+    build) cmd_build ;;
+    serve) shift; cmd_serve "$@" ;;
+    test) cmd_test ;;
+    -h|--help|help) sed -n '2,13p' "$0" ;;
+    *) die "unknown command '$1' (build | serve [--no-build] | test)" ;;
+esac

@@ -1,0 +1,353 @@
+//! The JavaScript face of sonomaly (wasm32 only): the one `#[wasm_bindgen]` file.
+//!
+//! One class, [`Engine`], holds a model (front end + backbone), at most one bank, at most one live stream and
+//! at most one fit in progress. The page's worker (`www/worker.js`) owns one engine; nothing here touches the
+//! DOM. Results are plain objects with camelCase fields; the big arrays (log-mel, map, curve, mel frequencies)
+//! are `Float32Array`s, copied once out of wasm memory. Errors are JavaScript `Error`s whose message is the
+//! core's plain sentence; panics print their message to the console (`console_error_panic_hook`).
+
+use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+use crate::bank::{front_end_summary, Bank};
+use crate::pipeline::{ClipResult, FitConfig, Fitter, Model, Segment, StreamScorer, StreamUpdate};
+
+/// Installs the panic hook so that a Rust panic shows its message in the browser console.
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// True if this build uses WebAssembly SIMD (`+simd128`), as `./build.sh` builds it.
+#[wasm_bindgen(js_name = simdSupported)]
+pub fn simd_supported() -> bool {
+    cfg!(target_feature = "simd128")
+}
+
+/// The crate's version.
+#[wasm_bindgen]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
+fn js_err(e: crate::Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsError> {
+    let s = serde_wasm_bindgen::Serializer::json_compatible();
+    v.serialize(&s).map_err(|e| JsError::new(&format!("internal: could not convert a result for JavaScript: {e}")))
+}
+
+fn set(obj: &Object, key: &str, value: &JsValue) {
+    // Reflect::set on a fresh plain object cannot fail.
+    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+}
+
+fn f32s(v: &[f32]) -> JsValue {
+    Float32Array::from(v).into()
+}
+
+/// Segment as the page sees it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsSegment {
+    start_s: f64,
+    end_s: f64,
+    peak: f32,
+}
+
+fn js_segments(segs: &[Segment]) -> Vec<JsSegment> {
+    segs.iter().map(|s| JsSegment { start_s: s.start_s, end_s: s.end_s, peak: s.peak }).collect()
+}
+
+/// Scalar part of a clip result.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsClip {
+    score: f32,
+    threshold: f32,
+    is_anomaly: bool,
+    segment_threshold: f32,
+    segments: Vec<JsSegment>,
+    frames: usize,
+    mel_bins: usize,
+    hop_s: f64,
+    duration_s: f64,
+}
+
+fn clip_to_js(r: &ClipResult) -> Result<JsValue, JsError> {
+    let obj: Object = to_js(&JsClip {
+        score: r.score,
+        threshold: r.threshold,
+        is_anomaly: r.is_anomaly,
+        segment_threshold: r.segment_threshold,
+        segments: js_segments(&r.segments),
+        frames: r.frames,
+        mel_bins: r.mel_bins,
+        hop_s: r.hop_s,
+        duration_s: r.duration_s,
+    })?
+    .unchecked_into();
+    set(&obj, "logmel", &f32s(&r.logmel));
+    set(&obj, "map", &f32s(&r.map));
+    set(&obj, "curve", &f32s(&r.curve));
+    set(&obj, "melHz", &f32s(&r.mel_hz));
+    Ok(obj.into())
+}
+
+/// Scalar part of a stream update.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsUpdate {
+    start_frame: usize,
+    frames: usize,
+    mel_bins: usize,
+    hop_s: f64,
+    window_score: f32,
+    score: f32,
+}
+
+fn updates_to_js(updates: &[StreamUpdate]) -> Result<JsValue, JsError> {
+    let out = Array::new();
+    for u in updates {
+        let obj: Object = to_js(&JsUpdate {
+            start_frame: u.start_frame,
+            frames: u.frames,
+            mel_bins: u.mel_bins,
+            hop_s: u.hop_s,
+            window_score: u.window_score,
+            score: u.score,
+        })?
+        .unchecked_into();
+        set(&obj, "logmel", &f32s(&u.logmel));
+        set(&obj, "map", &f32s(&u.map));
+        set(&obj, "curve", &f32s(&u.curve));
+        out.push(&obj);
+    }
+    Ok(out.into())
+}
+
+/// What the page shows about the loaded model.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsModelInfo {
+    name: String,
+    description: String,
+    licence: String,
+    source: String,
+    backbone_sha256: String,
+    layers: Vec<String>,
+    sample_rate: u32,
+    front_end: String,
+    mel_bins: usize,
+    hop_s: f64,
+    window_frames: usize,
+    window_s: f64,
+}
+
+/// What the page shows about the loaded bank.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsBankInfo {
+    detector: String,
+    backbone: String,
+    backbone_sha256: String,
+    front_end: String,
+    layers: String,
+    memory_bank: String,
+    clips: usize,
+    seconds: f64,
+    threshold: f32,
+    segment_threshold: f32,
+    created: String,
+}
+
+fn bank_info(bank: &Bank) -> Result<JsValue, JsError> {
+    let i = bank.info();
+    to_js(&JsBankInfo {
+        detector: i.detector,
+        backbone: i.backbone,
+        backbone_sha256: i.backbone_sha256,
+        front_end: i.front_end,
+        layers: i.layers,
+        memory_bank: i.memory_bank,
+        clips: i.clips_fitted,
+        seconds: i.seconds_fitted,
+        threshold: i.threshold,
+        segment_threshold: i.segment_threshold,
+        created: i.created,
+    })
+}
+
+/// A model, the bank it scores with, and the live stream and fit in progress, if any.
+#[wasm_bindgen]
+pub struct Engine {
+    model: Model,
+    bank: Option<Bank>,
+    stream: Option<StreamScorer>,
+    fitter: Option<Fitter>,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Loads a backbone: the ONNX bytes and its spec JSON (e.g. `models/aisfx-cnn14/model.onnx` and
+    /// `spec.json`). Throws with a plain message for an unreadable model or spec.
+    #[wasm_bindgen(constructor)]
+    pub fn new(onnx: &[u8], spec_json: &str) -> Result<Engine, JsError> {
+        let model = Model::from_bytes(onnx, spec_json).map_err(js_err)?;
+        Ok(Engine { model, bank: None, stream: None, fitter: None })
+    }
+
+    /// The model: `{name, description, licence, source, backboneSha256, layers, sampleRate, frontEnd, melBins,
+    /// hopS, windowFrames, windowS, melHz: Float32Array}`.
+    #[wasm_bindgen(js_name = modelInfo)]
+    pub fn model_info(&self) -> Result<JsValue, JsError> {
+        let spec = self.model.spec();
+        let cfg = self.model.logmel().config();
+        let obj: Object = to_js(&JsModelInfo {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            licence: spec.licence.clone(),
+            source: spec.source.clone(),
+            backbone_sha256: self.model.identity().sha256.chars().take(12).collect(),
+            layers: spec.outputs.iter().map(|o| o.name.clone()).collect(),
+            sample_rate: cfg.sample_rate,
+            front_end: front_end_summary(cfg),
+            mel_bins: cfg.n_mels,
+            hop_s: self.model.hop_s(),
+            window_frames: spec.window_frames,
+            window_s: spec.window_frames as f64 * self.model.hop_s(),
+        })?
+        .unchecked_into();
+        set(&obj, "melHz", &f32s(&self.model.logmel().mel_frequencies_hz()));
+        Ok(obj.into())
+    }
+
+    /// Loads a bank file and makes it the one used for scoring. A bank fitted with another backbone or front end
+    /// is refused (the current bank stays). Returns the bank's info: `{detector, backbone, backboneSha256,
+    /// frontEnd, layers, memoryBank, clips, seconds, threshold, segmentThreshold, created}`.
+    #[wasm_bindgen(js_name = loadBank)]
+    pub fn load_bank(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
+        let bank = Bank::from_bytes(bytes).map_err(js_err)?;
+        self.use_bank(bank)
+    }
+
+    fn use_bank(&mut self, bank: Bank) -> Result<JsValue, JsError> {
+        self.model.prepare_for(&bank).map_err(js_err)?;
+        let info = bank_info(&bank)?;
+        self.bank = Some(bank);
+        self.stream = None;
+        Ok(info)
+    }
+
+    /// True once a bank is loaded.
+    #[wasm_bindgen(js_name = hasBank)]
+    pub fn has_bank(&self) -> bool {
+        self.bank.is_some()
+    }
+
+    /// The loaded bank's info (as [`Engine::load_bank`] returns it), or `undefined`.
+    #[wasm_bindgen(js_name = bankInfo)]
+    pub fn bank_info(&self) -> Result<JsValue, JsError> {
+        match &self.bank {
+            Some(b) => bank_info(b),
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// The loaded bank as a bank file (`Uint8Array`), e.g. to download it.
+    #[wasm_bindgen(js_name = bankBytes)]
+    pub fn bank_bytes(&self) -> Result<Uint8Array, JsError> {
+        let bank = self.bank()?;
+        let bytes = bank.to_bytes().map_err(js_err)?;
+        Ok(Uint8Array::from(bytes.as_slice()))
+    }
+
+    fn bank(&self) -> Result<&Bank, JsError> {
+        self.bank
+            .as_ref()
+            .ok_or_else(|| JsError::new("no bank is loaded: open a bank file or fit one from normal recordings"))
+    }
+
+    /// Scores a mono clip (`samples` at `sampleRate` Hz; resampled to the model's rate inside). Returns
+    /// `{score, threshold, isAnomaly, segmentThreshold, segments: [{startS, endS, peak}], frames, melBins, hopS,
+    /// durationS, logmel, map: Float32Array [frames * melBins] (row-major, one row per frame), curve:
+    /// Float32Array [frames], melHz: Float32Array [melBins]}`.
+    #[wasm_bindgen(js_name = scoreClip)]
+    pub fn score_clip(&self, samples: &[f32], sample_rate: u32) -> Result<JsValue, JsError> {
+        let bank = self.bank()?;
+        let r = crate::pipeline::score_clip(&self.model, bank, samples, sample_rate).map_err(js_err)?;
+        clip_to_js(&r)
+    }
+
+    /// Segments of a temporal curve above `threshold` (the core's rule: frame `t` spans `[t hopS, (t+1) hopS)`,
+    /// runs closer than 2 frames merge): `[{startS, endS, peak}]`.
+    pub fn segments(&self, curve: &[f32], hop_s: f64, threshold: f32) -> Result<JsValue, JsError> {
+        to_js(&js_segments(&crate::anomaly_map::segments(curve, hop_s, threshold, 2)))
+    }
+
+    /// Starts a live stream of mono audio at `sampleRate` Hz (the AudioContext's rate); replaces any stream.
+    #[wasm_bindgen(js_name = streamStart)]
+    pub fn stream_start(&mut self, sample_rate: u32) -> Result<(), JsError> {
+        let bank = self.bank()?;
+        let s = StreamScorer::new(&self.model, bank, sample_rate).map_err(js_err)?;
+        self.stream = Some(s);
+        Ok(())
+    }
+
+    /// Feeds samples to the live stream. Returns the stretches judged so far (often none): `[{startFrame,
+    /// frames, melBins, hopS, windowScore, score, logmel, map, curve}]`; `score` is the clip score of the whole
+    /// stream up to here.
+    #[wasm_bindgen(js_name = streamPush)]
+    pub fn stream_push(&mut self, samples: &[f32]) -> Result<JsValue, JsError> {
+        let bank = self.bank.as_ref().ok_or_else(|| JsError::new("no bank is loaded"))?;
+        let stream = self.stream.as_mut().ok_or_else(|| JsError::new("no live stream was started"))?;
+        let u = stream.push(&self.model, bank, samples).map_err(js_err)?;
+        updates_to_js(&u)
+    }
+
+    /// Ends the live stream: judges the audio still held. Returns the last updates, as `streamPush` does.
+    #[wasm_bindgen(js_name = streamFinish)]
+    pub fn stream_finish(&mut self) -> Result<JsValue, JsError> {
+        let bank = self.bank.as_ref().ok_or_else(|| JsError::new("no bank is loaded"))?;
+        let Some(mut stream) = self.stream.take() else {
+            return updates_to_js(&[]);
+        };
+        match stream.finish(&self.model, bank) {
+            Ok(u) => updates_to_js(&u),
+            // A stream stopped before its first frame has nothing to judge.
+            Err(crate::Error::Audio(_)) if stream.frames() == 0 => updates_to_js(&[]),
+            Err(e) => Err(js_err(e)),
+        }
+    }
+
+    /// Starts fitting a new bank with the default settings (PatchCore); replaces any fit in progress.
+    #[wasm_bindgen(js_name = fitStart)]
+    pub fn fit_start(&mut self) {
+        self.fitter = Some(Fitter::new(&self.model, FitConfig::default()));
+    }
+
+    /// Adds one clip of normal sound (mono `samples` at `sampleRate` Hz) to the fit in progress.
+    #[wasm_bindgen(js_name = fitAdd)]
+    pub fn fit_add(&mut self, samples: &[f32], sample_rate: u32) -> Result<(), JsError> {
+        let fitter = self.fitter.as_mut().ok_or_else(|| JsError::new("no fit was started"))?;
+        fitter.add_clip(&self.model, samples, sample_rate).map_err(js_err)
+    }
+
+    /// Finishes the fit: calibrates the threshold, fits the detector, and makes the new bank the one in use.
+    /// Returns its info (as `loadBank` does).
+    #[wasm_bindgen(js_name = fitFinish)]
+    pub fn fit_finish(&mut self) -> Result<JsValue, JsError> {
+        let fitter = self.fitter.take().ok_or_else(|| JsError::new("no fit was started"))?;
+        let bank = fitter.finish(&self.model, &mut |_| true).map_err(js_err)?;
+        self.use_bank(bank)
+    }
+
+    /// Drops the fit in progress.
+    #[wasm_bindgen(js_name = fitCancel)]
+    pub fn fit_cancel(&mut self) {
+        self.fitter = None;
+    }
+}

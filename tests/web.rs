@@ -1,0 +1,204 @@
+//! Browser tests of the wasm build (wasm-bindgen-test in headless Chromium).
+//!
+//! Run by `./build.sh test`, which first scores the demo clip natively with the CLI (a bank fitted natively on
+//! the demo normal clip, `target/web-test/ref.bank`; its score line in `target/web-test/native-ref.json`), then:
+//!
+//! ```text
+//! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver \
+//!     cargo test --release --target wasm32-unknown-unknown --target-dir target/wasm --test web
+//! ```
+#![cfg(target_arch = "wasm32")]
+
+use sonomaly::audio::{decode, to_mono, ChannelSelect};
+use sonomaly::bank::Bank;
+use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model, StreamScorer};
+use sonomaly::web::Engine;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const ONNX: &[u8] = include_bytes!("../models/aisfx-cnn14/model.onnx");
+const SPEC: &str = include_str!("../models/aisfx-cnn14/spec.json");
+const ABNORMAL_WAV: &[u8] = include_bytes!("../www/demo/fan-abnormal.wav");
+const NORMAL_WAV: &[u8] = include_bytes!("../www/demo/fan-normal.wav");
+const REF_BANK: &[u8] = include_bytes!("../target/web-test/ref.bank");
+const NATIVE_REF: &str = include_str!("../target/web-test/native-ref.json");
+const REF_CNN_BANK: &[u8] = include_bytes!("../target/web-test/ref-cnn.bank");
+const NATIVE_REF_CNN: &str = include_str!("../target/web-test/native-ref-cnn.json");
+
+fn mono(wav: &[u8]) -> (Vec<f32>, u32) {
+    let a = decode(wav, Some("wav")).expect("demo clip decodes");
+    (to_mono(&a, ChannelSelect::Mix).expect("mono"), a.sample_rate)
+}
+
+fn model_for(bank: &Bank) -> Model {
+    let mut m = Model::from_bytes(ONNX, SPEC).expect("model loads");
+    m.prepare_for(bank).expect("the reference bank fits the model");
+    m
+}
+
+fn native() -> serde_json::Value {
+    parse_ref(NATIVE_REF)
+}
+
+fn parse_ref(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.lines().next().expect("one score line")).expect("native reference is JSON")
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+#[wasm_bindgen_test]
+fn wasm_scores_the_demo_clip_as_the_native_build() {
+    same_as_native(REF_BANK, &native());
+}
+
+#[wasm_bindgen_test]
+fn wasm_runs_the_cnn_backbone_as_the_native_build() {
+    same_as_native(REF_CNN_BANK, &parse_ref(NATIVE_REF_CNN));
+}
+
+fn same_as_native(bank_bytes: &[u8], n: &serde_json::Value) {
+    let bank = Bank::from_bytes(bank_bytes).expect("reference bank loads");
+    let model = model_for(&bank);
+    let (x, sr) = mono(ABNORMAL_WAV);
+    let r = score_clip(&model, &bank, &x, sr).expect("scores");
+    let score = n["score"].as_f64().unwrap();
+    assert!(rel(r.score as f64, score) <= 1e-5, "clip score: wasm {} native {score}", r.score);
+    assert!(rel(r.threshold as f64, n["threshold"].as_f64().unwrap()) <= 1e-6);
+    assert_eq!(r.is_anomaly, n["is_anomaly"].as_bool().unwrap());
+    // The map itself, when the native reference carries it.
+    if let Some(map) = n.get("map").and_then(|m| m.as_array()) {
+        assert_eq!(map.len(), r.map.len(), "map size");
+        let worst = map.iter().zip(&r.map).map(|(a, b)| (a.as_f64().unwrap() - *b as f64).abs()).fold(0.0, f64::max);
+        assert!(worst <= 1e-4, "anomaly map max abs diff {worst}");
+    }
+    let segs = n["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), r.segments.len(), "segments: wasm {:?} native {segs:?}", r.segments);
+    for (a, b) in r.segments.iter().zip(segs) {
+        assert!((a.start_s - b["start_s"].as_f64().unwrap()).abs() < 1e-9);
+        assert!((a.end_s - b["end_s"].as_f64().unwrap()).abs() < 1e-9);
+    }
+    assert_eq!(r.frames * r.mel_bins, r.map.len());
+    assert!(r.map.iter().all(|v| v.is_finite()));
+}
+
+#[wasm_bindgen_test]
+fn the_engine_scores_through_the_javascript_surface() {
+    let mut e = Engine::new(ONNX, SPEC).expect("engine");
+    assert!(!e.has_bank());
+    e.load_bank(REF_BANK).expect("bank loads");
+    let (x, sr) = mono(ABNORMAL_WAV);
+    let r = e.score_clip(&x, sr).expect("scores");
+    let get = |k: &str| js_sys::Reflect::get(&r, &JsValue::from_str(k)).unwrap();
+    let score = get("score").as_f64().unwrap();
+    assert!(rel(score, native()["score"].as_f64().unwrap()) <= 1e-5);
+    let frames = get("frames").as_f64().unwrap() as u32;
+    let mel_bins = get("melBins").as_f64().unwrap() as u32;
+    let map: js_sys::Float32Array = get("map").into();
+    assert_eq!(map.length(), frames * mel_bins);
+    let curve: js_sys::Float32Array = get("curve").into();
+    assert_eq!(curve.length(), frames);
+}
+
+#[wasm_bindgen_test]
+fn bank_round_trips_through_bytes() {
+    let bank = Bank::from_bytes(REF_BANK).expect("loads");
+    let bytes = bank.to_bytes().expect("saves");
+    let again = Bank::from_bytes(&bytes).expect("loads again");
+    assert_eq!(again.meta.threshold, bank.meta.threshold);
+    assert_eq!(again.detector, bank.detector);
+    // Through the engine: the bytes it hands out load back.
+    let mut e = Engine::new(ONNX, SPEC).expect("engine");
+    e.load_bank(REF_BANK).expect("bank");
+    let out = e.bank_bytes().expect("bytes").to_vec();
+    let b3 = Bank::from_bytes(&out).expect("engine bytes load");
+    assert_eq!(b3.detector, bank.detector);
+}
+
+#[wasm_bindgen_test]
+fn streaming_matches_the_whole_clip_score() {
+    let bank = Bank::from_bytes(REF_BANK).expect("loads");
+    let model = model_for(&bank);
+    let (x, sr) = mono(ABNORMAL_WAV);
+    let whole = score_clip(&model, &bank, &x, sr).expect("scores");
+    let mut s = StreamScorer::new(&model, &bank, sr).expect("stream");
+    let mut updates = Vec::new();
+    for chunk in x.chunks(4096) {
+        updates.extend(s.push(&model, &bank, chunk).expect("push"));
+    }
+    updates.extend(s.finish(&model, &bank).expect("finish"));
+    let frames: usize = updates.iter().map(|u| u.frames).sum();
+    assert!(updates.len() >= 2, "updates arrive as audio arrives");
+    assert!((frames as i64 - whole.frames as i64).abs() <= 2, "stream frames {frames}, clip {}", whole.frames);
+    let last = updates.last().unwrap().score;
+    assert!(rel(last as f64, whole.score as f64) <= 1e-2, "stream score {last}, clip {}", whole.score);
+}
+
+#[wasm_bindgen_test]
+fn fitting_in_wasm_gives_a_usable_bank() {
+    let model = Model::from_bytes(ONNX, SPEC).expect("model");
+    let (x, sr) = mono(NORMAL_WAV);
+    let mut f = Fitter::new(&model, FitConfig::default());
+    f.add_clip(&model, &x, sr).expect("adds");
+    let bank = f.finish(&model, &mut |_| true).expect("fits");
+    assert!(bank.meta.threshold.is_finite() && bank.meta.threshold > 0.0);
+    let native = Bank::from_bytes(REF_BANK).expect("native bank");
+    // Same clip, same seed: the native and wasm fits agree on the threshold.
+    let r = rel(bank.meta.threshold as f64, native.meta.threshold as f64);
+    assert!(r <= 1e-3, "threshold: wasm {} native {}", bank.meta.threshold, native.meta.threshold);
+}
+
+#[wasm_bindgen_test]
+fn bad_inputs_give_errors_not_panics() {
+    // A model that is not ONNX is refused when it is loaded, or at the latest when a bank is matched to it
+    // (an embedding made of log-mel patches alone never runs the network, so the core may not parse it).
+    match Engine::new(b"not an onnx model", SPEC) {
+        Err(_) => {}
+        Ok(mut e) => assert!(e.load_bank(REF_BANK).is_err(), "a bank was accepted for a model that is not ONNX"),
+    }
+    assert!(Engine::new(ONNX, "{ not json").is_err());
+    let mut e = Engine::new(ONNX, SPEC).expect("engine");
+    // No bank yet.
+    assert!(e.score_clip(&[0.0; 1000], 16000).is_err());
+    assert!(e.stream_start(48000).is_err());
+    assert!(e.bank_bytes().is_err());
+    // Garbage and truncated banks.
+    assert!(e.load_bank(b"").is_err());
+    assert!(e.load_bank(b"definitely not a bank").is_err());
+    assert!(e.load_bank(&REF_BANK[..REF_BANK.len() / 2]).is_err());
+    assert!(!e.has_bank());
+    e.load_bank(REF_BANK).expect("bank");
+    // Empty, non-finite, zero-rate audio.
+    assert!(e.score_clip(&[], 16000).is_err());
+    assert!(e.score_clip(&[0.0, f32::NAN, 0.0], 16000).is_err());
+    assert!(e.score_clip(&[0.0; 1000], 0).is_err());
+    assert!(e.stream_start(0).is_err());
+    assert!(e.stream_push(&[0.0; 10]).is_err(), "push before start");
+    e.stream_start(48000).expect("stream");
+    assert!(e.stream_push(&[f32::INFINITY; 10]).is_err());
+    // Fitting with nothing.
+    e.fit_start();
+    assert!(e.fit_finish().is_err());
+    // Still works afterwards.
+    let (x, sr) = mono(NORMAL_WAV);
+    assert!(e.score_clip(&x, sr).is_ok());
+}
+
+#[wasm_bindgen_test]
+fn a_bank_for_another_front_end_is_refused_with_a_message() {
+    let bank = Bank::from_bytes(REF_BANK).expect("loads");
+    let mut other = bank.clone();
+    other.meta.front_end.n_mels += 1;
+    let mut e = Engine::new(ONNX, SPEC).expect("engine");
+    let bytes = other.to_bytes().expect("saves");
+    let err: JsValue = e.load_bank(&bytes).err().expect("refused").into();
+    let msg: String = js_sys::Error::from(err).message().into();
+    assert!(msg.contains("front end"), "message: {msg}");
+    let mut other2 = bank.clone();
+    other2.meta.backbone.sha256 = "0".repeat(64);
+    assert!(e.load_bank(&other2.to_bytes().unwrap()).is_err());
+    assert!(!e.has_bank());
+}

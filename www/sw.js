@@ -1,0 +1,42 @@
+// Service worker: keeps the page itself (HTML, modules, wasm, demo files) so that a second visit works offline.
+// Network first, so a new build is picked up at once when online; the cache answers when the network does not.
+// The model files are not handled here: the analysis worker caches them itself (Cache API, versioned by
+// build.json) and reads them from there without asking the network.
+
+const SHELL = "sonomaly-shell-v1";
+
+// Kept at install, so that even the second visit works offline.
+const PRECACHE = [
+  "./", "index.html", "style.css", "main.js", "render.js", "audio.js", "store.js", "worker.js", "recorder-worklet.js",
+  "pkg/sonomaly.js", "pkg/sonomaly_bg.wasm", "build.json", "demo/fan-demo.bank", "demo/fan-normal.wav",
+  "demo/fan-abnormal.wav", "demo/LICENSE.md",
+];
+
+self.addEventListener("install", (ev) => {
+  self.skipWaiting();
+  ev.waitUntil(
+    caches.open(SHELL).then((cache) =>
+      Promise.all(PRECACHE.map((p) => cache.add(p).catch(() => console.warn("sonomaly: not kept offline:", p))))),
+  );
+});
+self.addEventListener("activate", (ev) => ev.waitUntil(self.clients.claim()));
+
+self.addEventListener("fetch", (ev) => {
+  const req = ev.request;
+  const url = new URL(req.url);
+  if (req.method !== "GET" || url.origin !== self.location.origin || url.pathname.includes("/models/")) return;
+  ev.respondWith(
+    (async () => {
+      const cache = await caches.open(SHELL);
+      try {
+        const res = await fetch(req);
+        if (res.ok && res.type === "basic") cache.put(req, res.clone()).catch(() => {});
+        return res;
+      } catch (e) {
+        const hit = await cache.match(req, { ignoreSearch: true });
+        if (hit) return hit;
+        throw e;
+      }
+    })(),
+  );
+});
