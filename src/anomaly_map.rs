@@ -120,7 +120,9 @@ pub fn segments(curve: &[f32], hop_s: f64, threshold: f32, min_gap_frames: usize
             t += 1;
         }
     }
-    out.into_iter().map(|(a, b, p)| Segment { start_s: ms(a as f64 * hop_s), end_s: ms(b as f64 * hop_s), peak: p }).collect()
+    out.into_iter()
+        .map(|(a, b, p)| Segment { start_s: ms(a as f64 * hop_s), end_s: ms(b as f64 * hop_s), peak: p })
+        .collect()
 }
 
 #[cfg(test)]

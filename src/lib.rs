@@ -17,7 +17,11 @@ pub mod bank;
 pub mod detector;
 pub mod embedding;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod eval;
 pub mod metrics;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mix;
 pub mod pipeline;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod render;

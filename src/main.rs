@@ -27,7 +27,7 @@ mod cli {
     use sonomaly::anomaly_map::segments;
     use sonomaly::audio::{decode_file, to_mono, ChannelSelect, MonoStream};
     use sonomaly::bank::Bank;
-    use sonomaly::detector::{DetectorConfig, PatchCoreConfig};
+    use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
     use sonomaly::embedding::EmbeddingConfig;
     use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model, Progress, Segment, StreamScorer};
 
@@ -43,6 +43,12 @@ mod cli {
     enum DetectorKind {
         /// PatchCore: greedy coreset memory bank, nearest-neighbour patch distances.
         Patchcore,
+        /// PaDiM: a Gaussian per position of the window's patch grid, Mahalanobis distances.
+        Padim,
+        /// PaDiM conditioned on frequency: a Gaussian per frequency row, pooled over time (any length, streams).
+        PadimFreq,
+        /// Baseline without a backbone: clip mean and std of the log-mel bands, distance to the nearest normal clip.
+        Baseline,
     }
 
     #[derive(Subcommand)]
@@ -76,6 +82,10 @@ mod cli {
             /// Scale each layer to unit RMS norm on the normal patches (so no layer dominates the distances).
             #[arg(long)]
             balance_layers: bool,
+            /// Do not append the frequency position to the patches (patches may then match normal patches of any
+            /// band).
+            #[arg(long)]
+            no_frequency_position: bool,
             /// Channel to analyse: `mix` or a 0-based index.
             #[arg(long, default_value = "mix")]
             channel: String,
@@ -107,6 +117,96 @@ mod cli {
             #[arg(required = true)]
             files: Vec<PathBuf>,
         },
+        /// Build an EnvMix-style set: background clips, some with one event at a known onset and SNR, and masks.
+        Mix {
+            /// Background recordings or folders of them.
+            #[arg(long, required = true, num_args = 1..)]
+            backgrounds: Vec<PathBuf>,
+            /// Event recordings or folders of them.
+            #[arg(long, required = true, num_args = 1..)]
+            events: Vec<PathBuf>,
+            /// Output folder (fit/, test/, test/masks/, fit.csv, test.csv, split.json).
+            #[arg(long)]
+            out: PathBuf,
+            /// Clip length, seconds.
+            #[arg(long, default_value_t = 10.0)]
+            length: f64,
+            /// Sample rate of the written clips, Hz.
+            #[arg(long, default_value_t = 16000)]
+            sample_rate: u32,
+            /// Normal clips for fitting.
+            #[arg(long, default_value_t = 30)]
+            fit_clips: usize,
+            /// Normal test clips.
+            #[arg(long, default_value_t = 30)]
+            test_normal: usize,
+            /// Anomalous test clips (spread evenly over the SNRs).
+            #[arg(long, default_value_t = 60)]
+            test_anomalous: usize,
+            /// Event-to-background SNRs in dB, comma-separated.
+            #[arg(long, default_value = "-6,0,6", allow_hyphen_values = true)]
+            snr: String,
+            /// Seed of every random choice.
+            #[arg(long, default_value_t = 0)]
+            seed: u64,
+            /// Backbone folder whose front end the masks use (default: the embedded aisfx CNN14).
+            #[arg(long)]
+            model: Option<PathBuf>,
+        },
+        /// Evaluate: fit on normal files (or load a bank), score a labelled test CSV, report the paper's metrics.
+        Eval {
+            /// Normal recordings for fitting: files, folders, or a CSV with a `path` column (relative to it).
+            #[arg(long, num_args = 1.., required_unless_present = "bank")]
+            fit: Vec<PathBuf>,
+            /// Test list: CSV with `path,label` and optionally `onset_s,offset_s,snr_db,mask`.
+            #[arg(long)]
+            test: PathBuf,
+            /// Use this bank instead of fitting one.
+            #[arg(long, conflicts_with = "fit")]
+            bank: Option<PathBuf>,
+            /// Backbone folder (default: the embedded aisfx CNN14).
+            #[arg(long)]
+            model: Option<PathBuf>,
+            /// Detector.
+            #[arg(long, value_enum, default_value = "patchcore")]
+            detector: DetectorKind,
+            /// Layers that make a patch, comma-separated (backbone outputs and/or `logmel`).
+            #[arg(long)]
+            layers: Option<String>,
+            /// Spectrogram frames (and mel bins) per patch.
+            #[arg(long)]
+            grid_stride: Option<usize>,
+            /// PatchCore: fraction of normal patches kept in the memory bank.
+            #[arg(long, default_value_t = 0.1)]
+            coreset_ratio: f32,
+            /// Seed of the detector, the bootstrap and the random faithfulness regions.
+            #[arg(long, default_value_t = 0)]
+            seed: u64,
+            /// Channel to analyse: `mix` or a 0-based index.
+            #[arg(long, default_value = "mix")]
+            channel: String,
+            /// PaDiM: channels kept (random subset, capped at the patch dimension).
+            #[arg(long, default_value_t = 100)]
+            padim_d: usize,
+            /// Bootstrap resamples for the 95 % intervals.
+            #[arg(long, default_value_t = 1000)]
+            bootstrap: usize,
+            /// Anomalous clips used for faithfulness (0 = skip it).
+            #[arg(long, default_value_t = 30)]
+            faithfulness_clips: usize,
+            /// Name of the set in the report.
+            #[arg(long, default_value = "test")]
+            name: String,
+            /// Print the report as JSON on stdout (instead of the Markdown table).
+            #[arg(long)]
+            json: bool,
+            /// Also write the Markdown report here.
+            #[arg(long)]
+            markdown: Option<PathBuf>,
+            /// Also write a self-contained HTML report here.
+            #[arg(long)]
+            html: Option<PathBuf>,
+        },
         /// Describe a bank file.
         Info {
             /// Bank file.
@@ -119,20 +219,34 @@ mod cli {
 
     const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "flac", "ogg", "mp3", "oga", "wave"];
 
+    /// Audio files of a folder and its subfolders, sorted.
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for f in entries {
+            if f.is_dir() {
+                walk(&f, out)?;
+            } else if f
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                out.push(f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Files and folders (searched recursively for audio files) to a list of files without repeats.
     fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         for p in paths {
             if p.is_dir() {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                    .with_context(|| format!("reading folder {}", p.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| {
-                        f.extension()
-                            .and_then(|e| e.to_str())
-                            .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-                    })
-                    .collect();
-                found.sort();
+                let mut found = Vec::new();
+                walk(p, &mut found)?;
                 if found.is_empty() {
                     bail!("folder {} holds no audio file ({})", p.display(), AUDIO_EXTENSIONS.join(", "));
                 }
@@ -141,7 +255,46 @@ mod cli {
                 out.push(p.clone());
             }
         }
-        Ok(out)
+        let mut seen = std::collections::HashSet::new();
+        let mut unique = Vec::with_capacity(out.len());
+        for f in out {
+            let key = std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone());
+            if seen.insert(key) {
+                unique.push(f);
+            } else {
+                eprintln!("note: {} is listed more than once; it is used once", f.display());
+            }
+        }
+        Ok(unique)
+    }
+
+    /// Refuses an output path that would destroy something: a folder, a device, a file that is not a bank (even
+    /// with --force), an input file, or a place whose folder does not exist.
+    fn check_out(out: &Path, force: bool, inputs: &[PathBuf]) -> Result<()> {
+        if let Ok(meta) = std::fs::symlink_metadata(out) {
+            if !meta.is_file() {
+                bail!("{} exists and is not a regular file; choose another --out", out.display());
+            }
+            if !force {
+                bail!("{} already exists; pass --force to overwrite it or choose another --out", out.display());
+            }
+            let bytes = std::fs::read(out).with_context(|| format!("reading {}", out.display()))?;
+            if !sonomaly::bank::looks_like_bank(&bytes) {
+                bail!(
+                    "{} exists and is not a sonomaly bank; refusing to overwrite it even with --force",
+                    out.display()
+                );
+            }
+            let target = std::fs::canonicalize(out).ok();
+            if inputs.iter().any(|i| std::fs::canonicalize(i).ok() == target) {
+                bail!("{} is also an input file; choose another --out", out.display());
+            }
+        }
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            bail!("the folder of --out, {}, does not exist", parent.display());
+        }
+        Ok(())
     }
 
     fn channel(s: &str) -> Result<ChannelSelect> {
@@ -189,6 +342,7 @@ mod cli {
                 seed,
                 peak_normalize,
                 balance_layers,
+                no_frequency_position,
                 channel: ch,
                 force,
                 files,
@@ -202,6 +356,7 @@ mod cli {
                 seed,
                 peak_normalize,
                 balance_layers,
+                no_frequency_position,
                 channel: ch,
                 force,
                 files,
@@ -210,6 +365,68 @@ mod cli {
                 score(&bank, model.as_deref(), heatmap_dir.as_deref(), threshold, &ch, &files)
             }
             Command::Info { bank, json } => info(&bank, json),
+            Command::Eval {
+                fit,
+                test,
+                bank,
+                model,
+                detector,
+                layers,
+                grid_stride,
+                coreset_ratio,
+                seed,
+                channel: ch,
+                padim_d,
+                bootstrap,
+                faithfulness_clips,
+                name,
+                json,
+                markdown,
+                html,
+            } => eval(EvalArgs {
+                padim_d,
+                fit,
+                test,
+                bank,
+                model,
+                detector,
+                layers,
+                grid_stride,
+                coreset_ratio,
+                seed,
+                channel: ch,
+                bootstrap,
+                faithfulness_clips,
+                name,
+                json,
+                markdown,
+                html,
+            }),
+            Command::Mix {
+                backgrounds,
+                events,
+                out,
+                length,
+                sample_rate,
+                fit_clips,
+                test_normal,
+                test_anomalous,
+                snr,
+                seed,
+                model,
+            } => mix(MixArgs {
+                backgrounds,
+                events,
+                out,
+                length,
+                sample_rate,
+                fit_clips,
+                test_normal,
+                test_anomalous,
+                snr,
+                seed,
+                model,
+            }),
         };
         match result {
             Ok(code) => code,
@@ -230,17 +447,16 @@ mod cli {
         seed: u64,
         peak_normalize: bool,
         balance_layers: bool,
+        no_frequency_position: bool,
         channel: String,
         force: bool,
         files: Vec<PathBuf>,
     }
 
     fn fit(a: FitArgs) -> Result<i32> {
-        if a.out.exists() && !a.force {
-            bail!("{} already exists; pass --force to overwrite it or choose another --out", a.out.display());
-        }
         let select = channel(&a.channel)?;
         let files = expand(&a.files)?;
+        check_out(&a.out, a.force, &files)?;
         let mut model = load_model(a.model.as_deref())?;
         let mut emb = EmbeddingConfig::default();
         if let Some(l) = &a.layers {
@@ -250,22 +466,17 @@ mod cli {
             emb.grid_stride = s;
         }
         emb.balance_layers = a.balance_layers;
+        emb.frequency_position = !a.no_frequency_position;
         model.set_embedding(emb)?;
         model.set_peak_normalize(a.peak_normalize)?;
-        let detector = match a.detector {
-            DetectorKind::Patchcore => DetectorConfig::Patchcore(PatchCoreConfig {
-                coreset_ratio: a.coreset_ratio,
-                seed: a.seed,
-                ..Default::default()
-            }),
-        };
+        let detector = detector_config(a.detector, a.coreset_ratio, a.seed);
         let config = FitConfig { detector, ..Default::default() };
         let start = Instant::now();
         let pb = bar(files.len() as u64, "analysing");
         let analysed: Vec<_> = files
             .par_iter()
             .map(|f| {
-                pb.set_message(f.display().to_string());
+                pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
                 let r = read_mono(f, select).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr));
                 pb.inc(1);
                 (f, r)
@@ -287,6 +498,7 @@ mod cli {
             bail!("no file could be used: nothing to fit");
         }
         let pb = bar(1, "fitting");
+        let (fitter_clips, seconds) = (fitter.clips(), fitter.seconds());
         let bank = fitter.finish(&model, &mut |p: Progress| {
             pb.set_length(p.total as u64);
             pb.set_position(p.done as u64);
@@ -296,9 +508,20 @@ mod cli {
         pb.finish_and_clear();
         let bytes = bank.to_bytes()?;
         // Write beside the target, then rename: an interrupted write never leaves half a bank.
-        let tmp = a.out.with_extension("partial");
-        std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &a.out).with_context(|| format!("moving {} to {}", tmp.display(), a.out.display()))?;
+        let tmp = PathBuf::from(format!("{}.partial", a.out.display()));
+        let written = std::fs::write(&tmp, &bytes)
+            .with_context(|| format!("writing {}", tmp.display()))
+            .and_then(|_| std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display())));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if fitter_clips < 3 || seconds < 30.0 {
+            eprintln!(
+                "warning: fitted on {fitter_clips} clip(s), {seconds:.1} s of normal audio; the threshold is rough \
+                 with so little. 30 s or more in several clips is better"
+            );
+        }
         let i = bank.info();
         eprintln!(
             "wrote {} ({:.1} MB): {} clips, {:.1} s of audio, memory bank {}, threshold {:.4}, in {:.1} s",
@@ -370,8 +593,8 @@ mod cli {
         let files = expand(files)?;
         let mut bank = load_bank(bank_path)?;
         if let Some(t) = threshold {
-            if !t.is_finite() {
-                bail!("--threshold must be a finite number");
+            if !(t.is_finite() && t > 0.0) {
+                bail!("--threshold must be a positive number (scores are distances, 0 or more), got {t}");
             }
             bank.meta.threshold = t;
         }
@@ -383,6 +606,7 @@ mod cli {
         let pb = bar(files.len() as u64, "scoring");
         let stdout = Mutex::new(std::io::stdout());
         let failed = std::sync::atomic::AtomicUsize::new(0);
+        let write_failed = std::sync::atomic::AtomicBool::new(false);
         files.par_iter().enumerate().for_each(|(i, f)| {
             let long = MonoStream::open(f, select, model.sample_rate())
                 .ok()
@@ -411,7 +635,9 @@ mod cli {
                         };
                         let json = serde_json::to_string(&line).expect("serialisable");
                         pb.suspend(|| {
-                            let _ = writeln!(stdout.lock().expect("stdout lock"), "{json}");
+                            if writeln!(stdout.lock().expect("stdout lock"), "{json}").is_err() {
+                                write_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
                         });
                     }
                     Err(e) => {
@@ -447,7 +673,9 @@ mod cli {
                     let json = serde_json::to_string(&line).expect("serialisable");
                     pb.suspend(|| {
                         let mut out = stdout.lock().expect("stdout lock");
-                        let _ = writeln!(out, "{json}");
+                        if writeln!(out, "{json}").and_then(|_| out.flush()).is_err() {
+                            write_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                     });
                 }
                 Err(e) => {
@@ -458,11 +686,181 @@ mod cli {
             pb.inc(1);
         });
         pb.finish_and_clear();
+        if write_failed.into_inner() {
+            bail!("writing the results to standard output failed (is the disk full or the pipe closed?)");
+        }
         let failed = failed.into_inner();
+        if failed == files.len() {
+            bail!("none of the {} files could be scored", files.len());
+        }
         if failed > 0 {
             eprintln!("{failed} of {} files could not be scored", files.len());
             return Ok(3);
         }
+        Ok(0)
+    }
+
+    struct EvalArgs {
+        fit: Vec<PathBuf>,
+        test: PathBuf,
+        bank: Option<PathBuf>,
+        model: Option<PathBuf>,
+        detector: DetectorKind,
+        layers: Option<String>,
+        grid_stride: Option<usize>,
+        coreset_ratio: f32,
+        seed: u64,
+        channel: String,
+        padim_d: usize,
+        bootstrap: usize,
+        faithfulness_clips: usize,
+        name: String,
+        json: bool,
+        markdown: Option<PathBuf>,
+        html: Option<PathBuf>,
+    }
+
+    /// Files from paths: a `.csv` contributes its `path` column (relative to the CSV), folders their audio files.
+    fn expand_lists(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for p in paths {
+            if p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+                let items = sonomaly::eval::read_test_csv(p)?;
+                if items.iter().any(|i| i.anomaly) {
+                    bail!("{} lists anomalous clips; fitting takes normal clips only", p.display());
+                }
+                out.extend(items.into_iter().map(|i| i.path));
+            } else {
+                out.extend(expand(std::slice::from_ref(p))?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn eval(a: EvalArgs) -> Result<i32> {
+        let select = channel(&a.channel)?;
+        let items = sonomaly::eval::read_test_csv(&a.test)?;
+        let mut model = load_model(a.model.as_deref())?;
+        let start = Instant::now();
+        let bank = match &a.bank {
+            Some(b) => load_bank(b)?,
+            None => {
+                let files = expand_lists(&a.fit)?;
+                let mut emb = EmbeddingConfig::default();
+                if let Some(l) = &a.layers {
+                    emb = emb.with_layers(l)?;
+                }
+                if let Some(s) = a.grid_stride {
+                    emb.grid_stride = s;
+                }
+                model.set_embedding(emb)?;
+                let mut detector = detector_config(a.detector, a.coreset_ratio, a.seed);
+                if let DetectorConfig::Padim(c) = &mut detector {
+                    c.d = a.padim_d;
+                }
+                let analysed: Vec<_> = files
+                    .par_iter()
+                    .map(|f| (f, read_mono(f, select).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr))))
+                    .collect();
+                let mut fitter = Fitter::new(&model, FitConfig { detector, ..Default::default() });
+                for (f, r) in analysed {
+                    fitter.add_analysed(r.with_context(|| format!("fitting on {}", f.display()))?);
+                }
+                fitter.finish(&model, &mut |_| true)?
+            }
+        };
+        let fit_s = start.elapsed().as_secs_f64();
+        model.prepare_for(&bank)?;
+        let cfg = sonomaly::eval::EvalConfig {
+            bootstrap_rounds: a.bootstrap,
+            seed: a.seed,
+            faithfulness_clips: a.faithfulness_clips,
+            channel: select,
+        };
+        let report = sonomaly::eval::evaluate(&model, &bank, &items, &cfg, &a.name)?;
+        let md = sonomaly::eval::markdown(&report);
+        if let Some(p) = &a.markdown {
+            std::fs::write(p, &md).with_context(|| format!("writing {}", p.display()))?;
+        }
+        if let Some(p) = &a.html {
+            std::fs::write(p, sonomaly::eval::html(std::slice::from_ref(&report)))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        if a.json {
+            let mut v = serde_json::to_value(&report)?;
+            v["fit_seconds"] = serde_json::json!(fit_s);
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            print!("{md}");
+        }
+        eprintln!(
+            "eval: fit {:.1} s, scoring {:.1} s, faithfulness {:.1} s",
+            fit_s, report.score_seconds, report.faithfulness_seconds
+        );
+        Ok(0)
+    }
+
+    fn detector_config(kind: DetectorKind, coreset_ratio: f32, seed: u64) -> DetectorConfig {
+        match kind {
+            DetectorKind::Patchcore => {
+                DetectorConfig::Patchcore(PatchCoreConfig { coreset_ratio, seed, ..Default::default() })
+            }
+            DetectorKind::Padim => {
+                DetectorConfig::Padim(PadimConfig { seed, variant: PadimVariant::Full, ..Default::default() })
+            }
+            DetectorKind::PadimFreq => {
+                DetectorConfig::Padim(PadimConfig { seed, variant: PadimVariant::Frequency, ..Default::default() })
+            }
+            DetectorKind::Baseline => DetectorConfig::Baseline(BaselineConfig::default()),
+        }
+    }
+
+    struct MixArgs {
+        backgrounds: Vec<PathBuf>,
+        events: Vec<PathBuf>,
+        out: PathBuf,
+        length: f64,
+        sample_rate: u32,
+        fit_clips: usize,
+        test_normal: usize,
+        test_anomalous: usize,
+        snr: String,
+        seed: u64,
+        model: Option<PathBuf>,
+    }
+
+    fn mix(a: MixArgs) -> Result<i32> {
+        let snrs_db = a
+            .snr
+            .split(',')
+            .map(|s| s.trim().parse::<f64>().map_err(|_| anyhow::anyhow!("--snr: '{s}' is not a number")))
+            .collect::<Result<Vec<f64>>>()?;
+        let cfg = sonomaly::mix::MixConfig {
+            length_s: a.length,
+            sample_rate: a.sample_rate,
+            fit_clips: a.fit_clips,
+            test_normal: a.test_normal,
+            test_anomalous: a.test_anomalous,
+            snrs_db,
+            seed: a.seed,
+            ..Default::default()
+        };
+        let model = load_model(a.model.as_deref())?;
+        let backgrounds = expand(&a.backgrounds)?;
+        let events = expand(&a.events)?;
+        let start = Instant::now();
+        let s = sonomaly::mix::make_set(&backgrounds, &events, &a.out, &cfg, model.logmel())?;
+        eprintln!(
+            "wrote {} fit and {} test clips to {} ({} fit / {} test backgrounds, {} events, {} too short) in {:.1} s",
+            s.fit.len(),
+            s.test.len(),
+            a.out.display(),
+            s.fit_backgrounds.len(),
+            s.test_backgrounds.len(),
+            s.events.len(),
+            s.skipped_short.len(),
+            start.elapsed().as_secs_f64()
+        );
         Ok(0)
     }
 
@@ -471,20 +869,30 @@ mod cli {
         let bank = Bank::from_bytes(&bytes).with_context(|| format!("loading bank {}", path.display()))?;
         let mut i = bank.info();
         i.size_bytes = bytes.len();
-        if json {
-            println!("{}", serde_json::to_string_pretty(&i)?);
+        let text = if json {
+            serde_json::to_string_pretty(&i)?
         } else {
-            println!("bank          {}", path.display());
-            println!("detector      {}", i.detector);
-            println!("backbone      {} (sha256 {}...)", i.backbone, i.backbone_sha256);
-            println!("front end     {}", i.front_end);
-            println!("layers        {}", i.layers);
-            println!("memory bank   {}", i.memory_bank);
-            println!("fitted on     {} clips, {:.1} s", i.clips_fitted, i.seconds_fitted);
-            println!("threshold     {:.4} (clip), {:.4} (segments)", i.threshold, i.segment_threshold);
-            println!("created       {}", i.created);
-            println!("size          {:.2} MB", i.size_bytes as f64 / 1e6);
-        }
+            let e = &bank.meta.embedding;
+            [
+                format!("bank          {}", path.display()),
+                format!("detector      {} ({})", i.detector, serde_json::to_string(&bank.meta.detector)?),
+                format!("backbone      {} (sha256 {}...)", i.backbone, i.backbone_sha256),
+                format!("front end     {}", i.front_end),
+                format!(
+                    "layers        {} (grid stride {}, frequency position {})",
+                    i.layers,
+                    e.grid_stride,
+                    if e.frequency_position { "on" } else { "off" }
+                ),
+                format!("memory bank   {}", i.memory_bank),
+                format!("fitted on     {} clips, {:.1} s", i.clips_fitted, i.seconds_fitted),
+                format!("threshold     {:.4} (clip), {:.4} (segments)", i.threshold, i.segment_threshold),
+                format!("created       {}", i.created),
+                format!("size          {:.2} MB", i.size_bytes as f64 / 1e6),
+            ]
+            .join("\n")
+        };
+        writeln!(std::io::stdout(), "{text}").context("writing to standard output")?;
         Ok(0)
     }
 }

@@ -1042,8 +1042,11 @@ impl Fitter {
         let mut peaks = Vec::with_capacity(units.len());
         let m = model.logmel.config().n_mels;
         for f in 0..folds {
-            let train =
-                Self::owned_patches(units.iter().enumerate().filter(|(i, _)| i % folds != f).map(|(_, u)| u.0), dims, full);
+            let train = Self::owned_patches(
+                units.iter().enumerate().filter(|(i, _)| i % folds != f).map(|(_, u)| u.0),
+                dims,
+                full,
+            );
             let det = Detector::fit(&det_cfg, &train, dims)?;
             for (_, u) in units.iter().enumerate().filter(|(i, _)| i % folds == f) {
                 let first = u.0.first().map_or(0, |w| w.owned.start);

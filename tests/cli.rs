@@ -106,3 +106,76 @@ fn damaged_banks_and_bad_arguments_are_refused_clearly() {
     let o = bin().args(["score"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn outputs_that_would_destroy_something_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // An audio file (here: also an input) is never overwritten by a bank, even with --force.
+    let wav = dir.path().join("victim.wav");
+    std::fs::copy(demo("fan-normal.wav"), &wav).unwrap();
+    let before = std::fs::read(&wav).unwrap();
+    let o = bin().args(["fit", "--force", "--out"]).arg(&wav).arg(&wav).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("not a sonomaly bank"), "{}", text(&o).1);
+    assert_eq!(std::fs::read(&wav).unwrap(), before);
+    // A folder as --out, and a folder that does not exist, are refused before any work.
+    let o = bin().args(["fit", "--force", "--out"]).arg(dir.path()).arg(demo("fan-normal.wav")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("not a regular file"), "{}", text(&o).1);
+    let o = bin()
+        .args(["fit", "--out"])
+        .arg(dir.path().join("no/such/a.bank"))
+        .arg(demo("fan-normal.wav"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("does not exist"), "{}", text(&o).1);
+    // A threshold that is not a positive number.
+    let o = bin()
+        .args(["score", "--threshold=-1", "--bank"])
+        .arg(demo("fan-demo.bank"))
+        .arg(demo("fan-normal.wav"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("--threshold"));
+}
+
+#[test]
+fn folders_are_searched_recursively_and_repeats_used_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub dir");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(demo("fan-normal.wav"), sub.join("a.wav")).unwrap();
+    std::fs::copy(demo("fan-abnormal.wav"), dir.path().join("b.wav")).unwrap();
+    let o = bin()
+        .args(["score", "--bank"])
+        .arg(demo("fan-demo.bank"))
+        .arg(dir.path())
+        .arg(dir.path().join("b.wav"))
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(err.contains("more than once"), "{err}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_on_stdout_is_an_error() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+    let Ok(full) = full else {
+        eprintln!("skipped: /dev/full is not available");
+        return;
+    };
+    let o = bin()
+        .args(["score", "--bank"])
+        .arg(demo("fan-demo.bank"))
+        .arg(demo("fan-normal.wav"))
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
+    assert!(text(&o).1.contains("standard output"));
+}
