@@ -220,12 +220,12 @@ native_reference() {
     mkdir -p "$ref_dir"
     cargo build --release --bin sonomaly
     "$TARGET_DIR/release/sonomaly" fit --force --out "$ref_dir/ref.bank" "$ROOT/www/demo/fan-normal.wav"
-    "$TARGET_DIR/release/sonomaly" score --bank "$ref_dir/ref.bank" "$ROOT/www/demo/fan-abnormal.wav" \
+    "$TARGET_DIR/release/sonomaly" score --include-map --bank "$ref_dir/ref.bank" "$ROOT/www/demo/fan-abnormal.wav" \
         > "$ref_dir/native-ref.json"
     # The same with patches from the CNN (conv_block2 + conv_block3), so that the backbone runs in wasm too.
     "$TARGET_DIR/release/sonomaly" fit --force --layers conv_block2,conv_block3 --out "$ref_dir/ref-cnn.bank" \
         "$ROOT/www/demo/fan-normal.wav"
-    "$TARGET_DIR/release/sonomaly" score --bank "$ref_dir/ref-cnn.bank" "$ROOT/www/demo/fan-abnormal.wav" \
+    "$TARGET_DIR/release/sonomaly" score --include-map --bank "$ref_dir/ref-cnn.bank" "$ROOT/www/demo/fan-abnormal.wav" \
         > "$ref_dir/native-ref-cnn.json"
     cat "$ref_dir/native-ref.json" "$ref_dir/native-ref-cnn.json"
 }

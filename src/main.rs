@@ -110,6 +110,10 @@ mod cli {
             /// Clip-score threshold instead of the bank's label-free default.
             #[arg(long)]
             threshold: Option<f32>,
+            /// Add `frames`, `mel_bins`, the anomaly map (`map`, [frames * mel_bins]) and the temporal curve
+            /// (`curve`) to each JSON line (files of 10 minutes or less).
+            #[arg(long)]
+            include_map: bool,
             /// Channel to analyse: `mix` or a 0-based index.
             #[arg(long, default_value = "mix")]
             channel: String,
@@ -361,8 +365,8 @@ mod cli {
                 force,
                 files,
             }),
-            Command::Score { bank, model, heatmap_dir, threshold, channel: ch, files } => {
-                score(&bank, model.as_deref(), heatmap_dir.as_deref(), threshold, &ch, &files)
+            Command::Score { bank, model, heatmap_dir, threshold, channel: ch, include_map, files } => {
+                score(&bank, model.as_deref(), heatmap_dir.as_deref(), threshold, &ch, include_map, &files)
             }
             Command::Info { bank, json } => info(&bank, json),
             Command::Eval {
@@ -547,6 +551,15 @@ mod cli {
         duration_s: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         heatmap: Option<String>,
+        /// With --include-map: frames `T`, mel bins `M`, the map `[T * M]` and the curve `[T]`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        frames: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mel_bins: Option<usize>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        map: Option<&'a [f32]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        curve: Option<&'a [f32]>,
     }
 
     /// Files longer than this are scored as a stream with bounded memory (no heatmap PNG).
@@ -587,6 +600,7 @@ mod cli {
         heatmap_dir: Option<&Path>,
         threshold: Option<f32>,
         ch: &str,
+        include_map: bool,
         files: &[PathBuf],
     ) -> Result<i32> {
         let select = channel(ch)?;
@@ -632,6 +646,10 @@ mod cli {
                             segment_threshold: bank.meta.segment_threshold,
                             duration_s,
                             heatmap: None,
+                            frames: None,
+                            mel_bins: None,
+                            map: None,
+                            curve: None,
                         };
                         let json = serde_json::to_string(&line).expect("serialisable");
                         pb.suspend(|| {
@@ -669,6 +687,10 @@ mod cli {
                         segment_threshold: r.segment_threshold,
                         duration_s: r.duration_s,
                         heatmap: heatmap.map(|p| p.display().to_string()),
+                        frames: include_map.then_some(r.frames),
+                        mel_bins: include_map.then_some(r.mel_bins),
+                        map: include_map.then_some(r.map.as_slice()),
+                        curve: include_map.then_some(r.curve.as_slice()),
                     };
                     let json = serde_json::to_string(&line).expect("serialisable");
                     pb.suspend(|| {
