@@ -751,7 +751,7 @@ fn score_logmel_band_limited(
     }
     if lm.frames < MIN_FRAMES {
         return Err(Error::audio(format!(
-            "the clip gives {} spectrogram frames; at least {MIN_FRAMES} ({:.2} s) are needed to judge it",
+            "the clip is too short to judge: it gives {} spectrogram frame(s), at least {MIN_FRAMES} ({:.2} s) are needed",
             lm.frames,
             MIN_FRAMES as f64 * model.hop_s()
         )));
@@ -880,6 +880,11 @@ impl Fitter {
     /// [`Error::Audio`] for empty or non-finite audio.
     pub fn analyse_clip(model: &Model, samples: &[f32], sample_rate: u32) -> Result<AnalysedClip> {
         let lm = model.logmel_of(samples, sample_rate)?;
+        if lm.data.iter().all(|&v| v == model.pad_value) {
+            return Err(Error::audio(
+                "this clip is digital silence: a bank must learn the sound of the machine running",
+            ));
+        }
         let band_limit_hz = model.nyquist(sample_rate);
         let windows = model.analyse(&lm, model.valid_columns(band_limit_hz), &mut |_, _| {})?;
         Ok(AnalysedClip {
@@ -1062,6 +1067,12 @@ impl Fitter {
             }
         }
         let normal_scores = gamma_threshold(&scores, THRESHOLD_QUANTILE)?;
+        if !(normal_scores.threshold > 0.0) {
+            return Err(Error::invalid(
+                "every held-out normal clip scored 0: the normal material does not change at all (silence or a \
+                 constant signal?); record the machine while it runs",
+            ));
+        }
         let normal_curve_peaks = gamma_threshold(&peaks, THRESHOLD_QUANTILE)?;
         let all = Self::owned_patches(self.clips.iter().map(|c| c.0.as_slice()), dims, full);
         let detector = Detector::fit(&det_cfg, &all, dims)?;
@@ -1140,6 +1151,12 @@ impl Fitter {
             }
         }
         let normal_scores = gamma_threshold(&scores, THRESHOLD_QUANTILE)?;
+        if !(normal_scores.threshold > 0.0) {
+            return Err(Error::invalid(
+                "every held-out normal clip scored 0: the normal material does not change at all (silence or a \
+                 constant signal?); record the machine while it runs",
+            ));
+        }
         let normal_curve_peaks = gamma_threshold(&peaks, THRESHOLD_QUANTILE)?;
         let all: Vec<&[f32]> = self.logmels.iter().map(|l| l.as_slice()).collect();
         let detector = Detector::Baseline(crate::detector::Baseline::fit(&all, self.dims, cfg.clone())?);

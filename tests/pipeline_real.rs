@@ -212,3 +212,11 @@ fn edited_metadata_is_detected() {
     let e = Bank::from_bytes(&edited).unwrap_err().to_string();
     assert!(e.contains("checksum"), "{e}");
 }
+
+#[test]
+fn silent_normal_material_is_refused() {
+    let model = Model::embedded_default().unwrap();
+    let mut fitter = Fitter::new(&model, FitConfig::default());
+    let e = fitter.add_clip(&model, &vec![0.0f32; 16_000 * 10], 16_000).unwrap_err().to_string();
+    assert!(e.contains("digital silence"), "{e}");
+}

@@ -327,11 +327,13 @@ function segmentsOf(series, thr) {
 
 // The temporal curve's threshold moves with the clip threshold, in proportion to the bank's two defaults.
 function segThreshold() {
-  if (state.threshold == null || !state.defaultThreshold) return null;
+  if (state.threshold == null || state.defaultThreshold == null || state.defaultSegThreshold == null) return null;
+  if (!(state.defaultThreshold > 0)) return state.defaultSegThreshold;
   return state.defaultSegThreshold * (state.threshold / state.defaultThreshold);
 }
 
 async function openFiles(files) {
+  const failures = [];
   for (const file of files) {
     const ok = await busy("open", async () => {
       setStatus(`Decoding ${file.name}…`);
@@ -345,7 +347,11 @@ async function openFiles(files) {
       await scoreClip(clip);
       return true;
     });
-    if (!ok) break;
+    // A bad file is reported and the others are still opened; the errors are listed together at the end.
+    if (!ok) failures.push($("error-text").textContent);
+  }
+  if (failures.length && files.length > 1) {
+    fail(`${failures.length} of ${files.length} files could not be opened:\n${failures.join("\n")}`);
   }
 }
 
@@ -831,6 +837,8 @@ $("fit-button").onclick = () =>
       const r = await call("fit", { clips }, clips.map((c) => c.samples.buffer), (msg) => {
         setStatus(msg.text);
         bar.value = msg.total ? msg.done / msg.total : 0;
+        // The last step (memory bank and threshold) runs in one piece in the worker: it cannot be cancelled.
+        if (msg.total && msg.done >= msg.total - 1) $("fit-cancel").hidden = true;
       }).catch((e) => {
         throw new Error(/cancel/i.test(e.message) ? "Fitting was cancelled; the bank in use has not changed." : `Fitting failed: ${e.message}`);
       });

@@ -270,7 +270,7 @@ const handlers = {
           throw new Error(`${clips[i].name}: ${plain(e)}`);
         }
       }
-      progress(id, "fit", clips.length, clips.length + 1, "Fitting: building the memory bank…");
+      progress(id, "fit", clips.length, clips.length + 1, "Fitting: calibrating the threshold and building the memory bank (this last step cannot be cancelled)…");
       await yieldToEvents();
       if (fitCancelled) throw new Error("Fitting was cancelled.");
       const info = engine.fitFinish();
