@@ -2,6 +2,9 @@
 //
 // Data layout is the core's: logmel and map are [frames, melBins] row-major, curve is [frames], melHz [melBins].
 
+/** Widest spectrogram image drawn, in columns (frames are pooled by their maximum beyond it). */
+const MAX_IMAGE_COLUMNS = 4096;
+
 // Perceptually uniform colour maps (matplotlib's), sampled at 9 evenly spaced points and interpolated.
 const MAPS = {
   viridis: ["#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962", "#addc30", "#fde725"],
@@ -213,7 +216,10 @@ export class Figure {
       for (const c of [spec, heat]) c.getContext("2d").clearRect(0, 0, c.width, c.height);
       return;
     }
-    const W = this.view.frames;
+    // Long views are drawn at most MAX_IMAGE_COLUMNS wide (a canvas wider than about 32k pixels does not draw):
+    // each column shows the largest value of the frames it covers, so no anomaly is lost.
+    const W = Math.min(this.view.frames, MAX_IMAGE_COLUMNS);
+    const step = this.view.frames / W;
     const M = s.melBins;
     if (spec.width !== W || spec.height !== M) {
       spec.width = heat.width = W;
@@ -235,17 +241,24 @@ export class Figure {
     const sp = specImg.data;
     const hp = heatImg.data;
     for (let x = 0; x < W; x++) {
-      const t = this.view.start + x;
+      const t = this.view.start + Math.floor(x * step);
       if (t >= s.frames) break;
+      const tEnd = Math.min(s.frames, Math.max(t + 1, this.view.start + Math.floor((x + 1) * step)));
       for (let m = 0; m < M; m++) {
         const y = M - 1 - m; // low frequencies at the bottom
         const o = (y * W + x) * 4;
-        const v = Math.min(255, Math.max(0, Math.round(((s.logmel[t * M + m] - lo) / span) * 255)));
+        let lm = s.logmel[t * M + m];
+        let mp = s.map[t * M + m];
+        for (let u = t + 1; u < tEnd; u++) {
+          lm = Math.max(lm, s.logmel[u * M + m]);
+          mp = Math.max(mp, s.map[u * M + m]);
+        }
+        const v = Math.min(255, Math.max(0, Math.round(((lm - lo) / span) * 255)));
         sp[o] = lut[v * 3];
         sp[o + 1] = lut[v * 3 + 1];
         sp[o + 2] = lut[v * 3 + 2];
         sp[o + 3] = 255;
-        const h = (s.map[t * M + m] - hLo) / hSpan;
+        const h = (mp - hLo) / hSpan;
         if (h > 0) {
           const c = heatColour(h);
           hp[o] = c[0];

@@ -197,7 +197,8 @@ test("first load shows the model and the demo bank; the demo anomalous clip is s
     await s.page.locator("#threshold-reset").click();
     assert.equal((await s.page.getByTestId("verdict").textContent()).trim(), "anomalous");
 
-    const normals = sharedClips("normal", 1);
+    // normal/00000019.wav: the one normal fan clip the demo bank was not fitted on (www/demo/LICENSE.md).
+    const normals = sharedClips("normal", 20)?.slice(-1);
     if (!normals) {
       t.diagnostic(`skipped the real normal clip: ${SHARED} is absent`);
     } else {
