@@ -24,16 +24,12 @@ fn check(labels: &[bool], scores: &[f32]) -> Result<(usize, usize)> {
     Ok((pos, neg))
 }
 
-/// ROC curve points `(fpr, tpr)` from the highest threshold down, one point per distinct score (scikit-learn
-/// `roc_curve` with `drop_intermediate=False`), starting at `(0, 0)`.
-///
-/// # Errors
-/// [`Error::InvalidInput`] for mismatched lengths, non-finite scores, or a single class.
-pub fn roc_curve(labels: &[bool], scores: &[f32]) -> Result<Vec<(f64, f64)>> {
-    let (pos, neg) = check(labels, scores)?;
+/// Cumulative `(threshold, true positives, false positives)` at each distinct score, from the highest down (every
+/// example scoring at least `threshold` is called anomalous).
+fn cumulative_counts(labels: &[bool], scores: &[f32]) -> Vec<(f32, usize, usize)> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let mut pts = vec![(0.0, 0.0)];
+    let mut out = Vec::new();
     let (mut tp, mut fp) = (0usize, 0usize);
     let mut i = 0;
     while i < order.len() {
@@ -46,8 +42,24 @@ pub fn roc_curve(labels: &[bool], scores: &[f32]) -> Result<Vec<(f64, f64)>> {
             }
             i += 1;
         }
-        pts.push((fp as f64 / neg as f64, tp as f64 / pos as f64));
+        out.push((s, tp, fp));
     }
+    out
+}
+
+/// ROC curve points `(fpr, tpr)` from the highest threshold down, one point per distinct score (scikit-learn
+/// `roc_curve` with `drop_intermediate=False`), starting at `(0, 0)`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for mismatched lengths, non-finite scores, or a single class.
+pub fn roc_curve(labels: &[bool], scores: &[f32]) -> Result<Vec<(f64, f64)>> {
+    let (pos, neg) = check(labels, scores)?;
+    let mut pts = vec![(0.0, 0.0)];
+    pts.extend(
+        cumulative_counts(labels, scores)
+            .into_iter()
+            .map(|(_, tp, fp)| (fp as f64 / neg as f64, tp as f64 / pos as f64)),
+    );
     Ok(pts)
 }
 
@@ -97,21 +109,8 @@ pub fn partial_auc(labels: &[bool], scores: &[f32], max_fpr: f64) -> Result<f64>
 /// As [`roc_curve`].
 pub fn f1_max(labels: &[bool], scores: &[f32]) -> Result<(f64, f32)> {
     let (pos, _) = check(labels, scores)?;
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let (mut tp, mut fp) = (0usize, 0usize);
     let mut best = (0.0, f32::INFINITY);
-    let mut i = 0;
-    while i < order.len() {
-        let s = scores[order[i]];
-        while i < order.len() && scores[order[i]] == s {
-            if labels[order[i]] {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            i += 1;
-        }
+    for (s, tp, fp) in cumulative_counts(labels, scores) {
         let f1 = 2.0 * tp as f64 / (2 * tp + fp + (pos - tp)) as f64;
         if f1 > best.0 {
             best = (f1, s);
