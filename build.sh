@@ -8,8 +8,9 @@
 #   ./build.sh test      native tests, wasm-bindgen-test in headless Chromium, end-to-end page tests;
 #                        prints a summary and fails if any step failed
 #
-# Needs: cargo with the wasm32-unknown-unknown target, wasm-bindgen (the CLI at the version in Cargo.lock),
-# wasm-opt (binaryen), python3; for `test` also chromium, chromedriver and node/npm (.ci/run installs them all).
+# Needs cargo (rustup), python3 and npm; `build` installs the wasm32 target, the wasm-bindgen CLI at the version
+# in Cargo.lock and binaryen's wasm-opt (npm) when they are missing. `test` also needs chromium and chromedriver
+# (.ci/run installs everything on a fresh Debian machine).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,15 +33,29 @@ lock_wasm_bindgen_version() {
     awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
 }
 
+# Installs what the wasm build needs and a fresh machine lacks (the wasm32 target, the wasm-bindgen CLI at the
+# version in Cargo.lock, binaryen's wasm-opt from npm), so that `./build.sh serve` works on its own.
 check_tools() {
     command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
-    rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET" \
-        || die "the $WASM_TARGET target is missing: rustup target add $WASM_TARGET"
-    command -v wasm-bindgen >/dev/null || die "wasm-bindgen not found: cargo install wasm-bindgen-cli --version $(lock_wasm_bindgen_version)"
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"; then
+        say "installing the $WASM_TARGET target (rustup target add $WASM_TARGET)"
+        rustup target add "$WASM_TARGET" || die "could not install the $WASM_TARGET target"
+    fi
     local want have
     want="$(lock_wasm_bindgen_version)"
-    have="$(wasm-bindgen --version | awk '{print $2}')"
-    [ "$want" = "$have" ] || die "wasm-bindgen CLI is $have but Cargo.lock has $want: cargo install wasm-bindgen-cli --version $want"
+    have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
+    if [ "$want" != "$have" ]; then
+        say "installing wasm-bindgen-cli $want (cargo install; a few minutes, once)"
+        # --locked first; its lock file can name a dependency version the registry no longer serves.
+        cargo install wasm-bindgen-cli --version "$want" --locked \
+            || cargo install wasm-bindgen-cli --version "$want" --force \
+            || die "could not install wasm-bindgen-cli $want: cargo install wasm-bindgen-cli --version $want"
+    fi
+    if [ "${WASM_OPT:-1}" != 0 ] && [ ! -x "$ROOT/tests/e2e/node_modules/.bin/wasm-opt" ] && command -v npm >/dev/null; then
+        say "installing binaryen's wasm-opt from npm (cd tests/e2e && npm ci)"
+        (cd "$ROOT/tests/e2e" && npm ci --no-audit --no-fund) \
+            || echo "warning: npm ci failed; the wasm module will be built without wasm-opt" >&2
+    fi
 }
 
 # wasm-opt: binaryen from npm (tests/e2e, version 132) if installed, else the system's. Debian 12's binaryen 108
