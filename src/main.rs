@@ -58,37 +58,8 @@ mod cli {
             /// Where to write the bank file (refuses to overwrite unless --force).
             #[arg(long)]
             out: PathBuf,
-            /// Backbone folder with model.onnx and spec.json (default: the embedded aisfx CNN14).
-            #[arg(long)]
-            model: Option<PathBuf>,
-            /// Detector.
-            #[arg(long, value_enum, default_value = "patchcore")]
-            detector: DetectorKind,
-            /// Layers that make a patch, comma-separated (backbone outputs and/or `logmel`).
-            #[arg(long)]
-            layers: Option<String>,
-            /// Spectrogram frames (and mel bins) per patch.
-            #[arg(long)]
-            grid_stride: Option<usize>,
-            /// Fraction of normal patches kept in the memory bank.
-            #[arg(long, default_value_t = 0.1)]
-            coreset_ratio: f32,
-            /// Seed of the random projection and the coreset's first centre.
-            #[arg(long, default_value_t = 0)]
-            seed: u64,
-            /// Divide each clip by its peak before the front end (aisfx's own preprocessing).
-            #[arg(long)]
-            peak_normalize: bool,
-            /// Scale each layer to unit RMS norm on the normal patches (so no layer dominates the distances).
-            #[arg(long)]
-            balance_layers: bool,
-            /// Do not append the frequency position to the patches (patches may then match normal patches of any
-            /// band).
-            #[arg(long)]
-            no_frequency_position: bool,
-            /// Channel to analyse: `mix` or a 0-based index.
-            #[arg(long, default_value = "mix")]
-            channel: String,
+            #[command(flatten)]
+            patch: FitOptions,
             /// Overwrite --out if it exists.
             #[arg(long)]
             force: bool,
@@ -168,30 +139,8 @@ mod cli {
             /// Use this bank instead of fitting one.
             #[arg(long, conflicts_with = "fit")]
             bank: Option<PathBuf>,
-            /// Backbone folder (default: the embedded aisfx CNN14).
-            #[arg(long)]
-            model: Option<PathBuf>,
-            /// Detector.
-            #[arg(long, value_enum, default_value = "patchcore")]
-            detector: DetectorKind,
-            /// Layers that make a patch, comma-separated (backbone outputs and/or `logmel`).
-            #[arg(long)]
-            layers: Option<String>,
-            /// Spectrogram frames (and mel bins) per patch.
-            #[arg(long)]
-            grid_stride: Option<usize>,
-            /// PatchCore: fraction of normal patches kept in the memory bank.
-            #[arg(long, default_value_t = 0.1)]
-            coreset_ratio: f32,
-            /// Seed of the detector, the bootstrap and the random faithfulness regions.
-            #[arg(long, default_value_t = 0)]
-            seed: u64,
-            /// Channel to analyse: `mix` or a 0-based index.
-            #[arg(long, default_value = "mix")]
-            channel: String,
-            /// PaDiM: channels kept (random subset, capped at the patch dimension).
-            #[arg(long, default_value_t = 100)]
-            padim_d: usize,
+            #[command(flatten)]
+            patch: FitOptions,
             /// Bootstrap resamples for the 95 % intervals.
             #[arg(long, default_value_t = 1000)]
             bootstrap: usize,
@@ -219,6 +168,74 @@ mod cli {
             #[arg(long)]
             json: bool,
         },
+    }
+
+    /// How patches are made and which detector is fitted: shared by `fit` and `eval`.
+    #[derive(clap::Args)]
+    struct FitOptions {
+        /// Backbone folder with model.onnx and spec.json (default: the embedded aisfx CNN14).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Detector.
+        #[arg(long, value_enum, default_value = "patchcore")]
+        detector: DetectorKind,
+        /// Layers that make a patch, comma-separated (backbone outputs and/or `logmel`) [default: logmel].
+        #[arg(long)]
+        layers: Option<String>,
+        /// Spectrogram frames (and mel bins) per patch [default: 4].
+        #[arg(long)]
+        grid_stride: Option<usize>,
+        /// PatchCore: fraction of normal patches kept in the memory bank.
+        #[arg(long, default_value_t = 0.1)]
+        coreset_ratio: f32,
+        /// PaDiM: channels kept (random subset, capped at the patch dimension).
+        #[arg(long, default_value_t = 100)]
+        padim_d: usize,
+        /// Seed of the detector (random projection, first coreset centre, PaDiM channels); in `eval` also of the
+        /// bootstrap and the random faithfulness regions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Divide each clip by its peak before the front end (aisfx's own preprocessing).
+        #[arg(long)]
+        peak_normalize: bool,
+        /// Scale each layer to unit RMS norm on the normal patches (so no layer dominates the distances).
+        #[arg(long)]
+        balance_layers: bool,
+        /// Do not append the frequency position to the patches (patches may then match normal patches of any
+        /// band).
+        #[arg(long)]
+        no_frequency_position: bool,
+        /// Channel to analyse: `mix` or a 0-based index.
+        #[arg(long, default_value = "mix")]
+        channel: String,
+    }
+
+    impl FitOptions {
+        /// The backbone with the embedding and front end these options ask for.
+        fn model(&self) -> Result<Model> {
+            let mut model = load_model(self.model.as_deref())?;
+            let mut emb = EmbeddingConfig::default();
+            if let Some(l) = &self.layers {
+                emb = emb.with_layers(l)?;
+            }
+            if let Some(s) = self.grid_stride {
+                emb.grid_stride = s;
+            }
+            emb.balance_layers = self.balance_layers;
+            emb.frequency_position = !self.no_frequency_position;
+            model.set_embedding(emb)?;
+            model.set_peak_normalize(self.peak_normalize)?;
+            Ok(model)
+        }
+
+        /// The fit configuration these options ask for.
+        fn fit_config(&self) -> FitConfig {
+            let mut detector = detector_config(self.detector, self.coreset_ratio, self.seed);
+            if let DetectorConfig::Padim(c) = &mut detector {
+                c.d = self.padim_d;
+            }
+            FitConfig { detector, ..Default::default() }
+        }
     }
 
     const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "flac", "ogg", "mp3", "oga", "wave"];
@@ -336,76 +353,14 @@ mod cli {
     pub fn run() -> i32 {
         let cli = Cli::parse();
         let result = match cli.command {
-            Command::Fit {
-                out,
-                model,
-                detector,
-                layers,
-                grid_stride,
-                coreset_ratio,
-                seed,
-                peak_normalize,
-                balance_layers,
-                no_frequency_position,
-                channel: ch,
-                force,
-                files,
-            } => fit(FitArgs {
-                out,
-                model,
-                detector,
-                layers,
-                grid_stride,
-                coreset_ratio,
-                seed,
-                peak_normalize,
-                balance_layers,
-                no_frequency_position,
-                channel: ch,
-                force,
-                files,
-            }),
+            Command::Fit { out, patch, force, files } => fit(FitArgs { out, patch, force, files }),
             Command::Score { bank, model, heatmap_dir, threshold, channel: ch, include_map, files } => {
                 score(&bank, model.as_deref(), heatmap_dir.as_deref(), threshold, &ch, include_map, &files)
             }
             Command::Info { bank, json } => info(&bank, json),
-            Command::Eval {
-                fit,
-                test,
-                bank,
-                model,
-                detector,
-                layers,
-                grid_stride,
-                coreset_ratio,
-                seed,
-                channel: ch,
-                padim_d,
-                bootstrap,
-                faithfulness_clips,
-                name,
-                json,
-                markdown,
-                html,
-            } => eval(EvalArgs {
-                padim_d,
-                fit,
-                test,
-                bank,
-                model,
-                detector,
-                layers,
-                grid_stride,
-                coreset_ratio,
-                seed,
-                channel: ch,
-                bootstrap,
-                faithfulness_clips,
-                name,
-                json,
-                markdown,
-                html,
-            }),
+            Command::Eval { fit, test, bank, patch, bootstrap, faithfulness_clips, name, json, markdown, html } => {
+                eval(EvalArgs { fit, test, bank, patch, bootstrap, faithfulness_clips, name, json, markdown, html })
+            }
             Command::Mix {
                 backgrounds,
                 events,
@@ -443,38 +398,17 @@ mod cli {
 
     struct FitArgs {
         out: PathBuf,
-        model: Option<PathBuf>,
-        detector: DetectorKind,
-        layers: Option<String>,
-        grid_stride: Option<usize>,
-        coreset_ratio: f32,
-        seed: u64,
-        peak_normalize: bool,
-        balance_layers: bool,
-        no_frequency_position: bool,
-        channel: String,
+        patch: FitOptions,
         force: bool,
         files: Vec<PathBuf>,
     }
 
     fn fit(a: FitArgs) -> Result<i32> {
-        let select = channel(&a.channel)?;
+        let select = channel(&a.patch.channel)?;
         let files = expand(&a.files)?;
         check_out(&a.out, a.force, &files)?;
-        let mut model = load_model(a.model.as_deref())?;
-        let mut emb = EmbeddingConfig::default();
-        if let Some(l) = &a.layers {
-            emb = emb.with_layers(l)?;
-        }
-        if let Some(s) = a.grid_stride {
-            emb.grid_stride = s;
-        }
-        emb.balance_layers = a.balance_layers;
-        emb.frequency_position = !a.no_frequency_position;
-        model.set_embedding(emb)?;
-        model.set_peak_normalize(a.peak_normalize)?;
-        let detector = detector_config(a.detector, a.coreset_ratio, a.seed);
-        let config = FitConfig { detector, ..Default::default() };
+        let model = a.patch.model()?;
+        let config = a.patch.fit_config();
         let start = Instant::now();
         let pb = bar(files.len() as u64, "analysing");
         let analysed: Vec<_> = files
@@ -726,14 +660,7 @@ mod cli {
         fit: Vec<PathBuf>,
         test: PathBuf,
         bank: Option<PathBuf>,
-        model: Option<PathBuf>,
-        detector: DetectorKind,
-        layers: Option<String>,
-        grid_stride: Option<usize>,
-        coreset_ratio: f32,
-        seed: u64,
-        channel: String,
-        padim_d: usize,
+        patch: FitOptions,
         bootstrap: usize,
         faithfulness_clips: usize,
         name: String,
@@ -760,31 +687,23 @@ mod cli {
     }
 
     fn eval(a: EvalArgs) -> Result<i32> {
-        let select = channel(&a.channel)?;
+        let select = channel(&a.patch.channel)?;
         let items = sonomaly::eval::read_test_csv(&a.test)?;
-        let mut model = load_model(a.model.as_deref())?;
+        let mut model = match a.bank {
+            // The bank brings its own embedding and front end; only the backbone comes from the options.
+            Some(_) => load_model(a.patch.model.as_deref())?,
+            None => a.patch.model()?,
+        };
         let start = Instant::now();
         let bank = match &a.bank {
             Some(b) => load_bank(b)?,
             None => {
                 let files = expand_lists(&a.fit)?;
-                let mut emb = EmbeddingConfig::default();
-                if let Some(l) = &a.layers {
-                    emb = emb.with_layers(l)?;
-                }
-                if let Some(s) = a.grid_stride {
-                    emb.grid_stride = s;
-                }
-                model.set_embedding(emb)?;
-                let mut detector = detector_config(a.detector, a.coreset_ratio, a.seed);
-                if let DetectorConfig::Padim(c) = &mut detector {
-                    c.d = a.padim_d;
-                }
                 let analysed: Vec<_> = files
                     .par_iter()
                     .map(|f| (f, read_mono(f, select).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr))))
                     .collect();
-                let mut fitter = Fitter::new(&model, FitConfig { detector, ..Default::default() });
+                let mut fitter = Fitter::new(&model, a.patch.fit_config());
                 for (f, r) in analysed {
                     fitter.add_analysed(r.with_context(|| format!("fitting on {}", f.display()))?);
                 }
@@ -795,7 +714,7 @@ mod cli {
         model.prepare_for(&bank)?;
         let cfg = sonomaly::eval::EvalConfig {
             bootstrap_rounds: a.bootstrap,
-            seed: a.seed,
+            seed: a.patch.seed,
             faithfulness_clips: a.faithfulness_clips,
             channel: select,
         };
