@@ -95,6 +95,22 @@ pub struct MixRow {
     pub event: Option<String>,
 }
 
+impl MixRow {
+    /// A normal clip (no event) cut from `background`.
+    fn normal(path: String, background: String) -> Self {
+        MixRow {
+            path,
+            anomaly: false,
+            onset_s: None,
+            offset_s: None,
+            snr_db: None,
+            mask: None,
+            background,
+            event: None,
+        }
+    }
+}
+
 /// What was written.
 #[derive(Debug, Clone, Serialize)]
 pub struct MixSummary {
@@ -407,32 +423,14 @@ pub fn make_set(
         let (bg, x) = cut(&fit_pool, i, &mut rng);
         let path = format!("fit/fit_{i:04}.wav");
         write_wav_f32(&out.join(&path), &x, sr)?;
-        fit.push(MixRow {
-            path,
-            anomaly: false,
-            onset_s: None,
-            offset_s: None,
-            snr_db: None,
-            mask: None,
-            background: bg,
-            event: None,
-        });
+        fit.push(MixRow::normal(path, bg));
     }
     let mut test = Vec::new();
     for i in 0..cfg.test_normal {
         let (bg, x) = cut(&test_pool, i, &mut rng);
         let path = format!("test/normal_{i:04}.wav");
         write_wav_f32(&out.join(&path), &x, sr)?;
-        test.push(MixRow {
-            path,
-            anomaly: false,
-            onset_s: None,
-            offset_s: None,
-            snr_db: None,
-            mask: None,
-            background: bg,
-            event: None,
-        });
+        test.push(MixRow::normal(path, bg));
     }
     // Anomalous clips use the test backgrounds in another order than the normal ones.
     let offset = test_pool.len() / 2;
