@@ -21,13 +21,14 @@ pub enum Error {
     #[error("bank: {0}")]
     Bank(String),
     /// Reading or writing a file failed.
-    #[error("{context}: {source}")]
+    // The OS error is part of the message and deliberately not a `source`, so that reports that print the error
+    // chain (anyhow's `{:#}`) do not repeat it.
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done, e.g. "reading bank.safetensors".
         context: String,
         /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The operation was cancelled by the caller.
     #[error("cancelled")]
@@ -56,6 +57,6 @@ impl Error {
     }
     /// An [`Error::Io`] with the action that failed.
     pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
-        Error::Io { context: context.to_string(), source }
+        Error::Io { context: context.to_string(), cause: source }
     }
 }
