@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
+use crate::cnn::Cnn14Plan;
 use crate::error::{Error, Result};
 use crate::spectrogram::{LogMelConfig, Preset};
 
@@ -124,18 +125,38 @@ pub struct FeatureMap {
     pub data: Vec<f32>,
 }
 
+/// Which code runs the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// The direct CNN14 path ([`crate::cnn`], Winograd convolutions) when the graph is a plain CNN14 chain, else
+    /// tract.
+    #[default]
+    Auto,
+    /// Always tract.
+    Tract,
+}
+
+enum Runner {
+    Tract(Arc<TypedRunnableModel>),
+    Direct(Cnn14Plan),
+}
+
 /// A loaded and optimised backbone.
 pub struct Backbone {
     spec: BackboneSpec,
     identity: BackboneIdentity,
     mel_bins: usize,
     outputs: Vec<String>,
-    plan: Arc<TypedRunnableModel>,
+    runner: Runner,
 }
 
 impl std::fmt::Debug for Backbone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backbone").field("spec", &self.spec.name).field("outputs", &self.outputs).finish()
+        f.debug_struct("Backbone")
+            .field("spec", &self.spec.name)
+            .field("outputs", &self.outputs)
+            .field("runtime", &self.runtime_name())
+            .finish()
     }
 }
 
@@ -153,6 +174,15 @@ impl Backbone {
     /// [`Error::Model`] if the ONNX cannot be parsed or optimised, if an output is not in the spec or the graph,
     /// or if the graph's outputs do not have the shapes the spec announces.
     pub fn from_bytes(onnx: &[u8], spec: BackboneSpec, outputs: &[String]) -> Result<Self> {
+        Self::with_runtime(onnx, spec, outputs, Runtime::Auto)
+    }
+
+    /// [`Backbone::from_bytes`] with the choice of [`Runtime`]. With [`Runtime::Auto`], a graph that is a plain
+    /// CNN14 chain (as the converters in `models/` write) runs on [`crate::cnn`]; any other graph runs on tract.
+    ///
+    /// # Errors
+    /// As [`Backbone::from_bytes`].
+    pub fn with_runtime(onnx: &[u8], spec: BackboneSpec, outputs: &[String], runtime: Runtime) -> Result<Self> {
         if onnx.is_empty() {
             return Err(Error::model("the ONNX file is empty"));
         }
@@ -174,25 +204,68 @@ impl Backbone {
             outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
         };
         let shape = [1usize, 1, spec.window_frames, mel_bins];
-        let plan = (|| -> TractResult<Arc<TypedRunnableModel>> {
-            let mut model = tract_onnx::onnx().model_for_read(&mut Cursor::new(onnx))?;
-            let outlets = outputs
-                .iter()
-                .map(|n| {
-                    model
-                        .find_outlet_label(n)
-                        .ok_or_else(|| TractError::msg(format!("the ONNX graph has no tensor named '{n}'")))
-                })
-                .collect::<TractResult<Vec<_>>>()?;
-            model.select_output_outlets(&outlets)?;
-            let model = model.with_input_fact(0, f32::fact(shape).into())?;
-            model.into_optimized()?.into_runnable()
-        })()
-        .map_err(|e| Error::model(format!("loading the ONNX backbone '{}': {e:#}", spec.name)))?;
-        let backbone = Backbone { spec, identity, mel_bins, outputs: outputs.to_vec(), plan };
+        let direct = match runtime {
+            Runtime::Auto => tract_onnx::onnx()
+                .proto_model_for_read(&mut Cursor::new(onnx))
+                .ok()
+                .and_then(|proto| Cnn14Plan::from_onnx(&proto, outputs, mel_bins).ok()),
+            Runtime::Tract => None,
+        };
+        let runner = match direct {
+            Some(plan) => Runner::Direct(plan),
+            None => Runner::Tract(
+                Self::tract_plan(onnx, outputs, shape)
+                    .map_err(|e| Error::model(format!("loading the ONNX backbone '{}': {e:#}", spec.name)))?,
+            ),
+        };
+        let backbone = Backbone { spec, identity, mel_bins, outputs: outputs.to_vec(), runner };
         // One run on zeros checks the output shapes against the spec before anyone relies on them.
         backbone.run(&vec![0.0; shape[2] * mel_bins])?;
         Ok(backbone)
+    }
+
+    /// Like [`Backbone::from_bytes`], but optimised for an input of `frames` frames instead of the spec's window:
+    /// `[1, 1, frames, mel_bins]`, e.g. a whole 10 s clip in one run. The pipeline always runs the spec's window;
+    /// this is for comparing the network's speed with other runtimes on the same input (`benches/`).
+    ///
+    /// # Errors
+    /// As [`Backbone::from_bytes`], and [`Error::InvalidInput`] for `frames == 0`.
+    pub fn with_frames(
+        onnx: &[u8],
+        mut spec: BackboneSpec,
+        outputs: &[String],
+        frames: usize,
+        runtime: Runtime,
+    ) -> Result<Self> {
+        if frames == 0 {
+            return Err(Error::invalid("a backbone input needs at least one frame"));
+        }
+        spec.window_frames = frames;
+        spec.window_hop = frames;
+        Self::with_runtime(onnx, spec, outputs, runtime)
+    }
+
+    fn tract_plan(onnx: &[u8], outputs: &[String], shape: [usize; 4]) -> TractResult<Arc<TypedRunnableModel>> {
+        let mut model = tract_onnx::onnx().model_for_read(&mut Cursor::new(onnx))?;
+        let outlets = outputs
+            .iter()
+            .map(|n| {
+                model
+                    .find_outlet_label(n)
+                    .ok_or_else(|| TractError::msg(format!("the ONNX graph has no tensor named '{n}'")))
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        model.select_output_outlets(&outlets)?;
+        let model = model.with_input_fact(0, f32::fact(shape).into())?;
+        model.into_optimized()?.into_runnable()
+    }
+
+    /// `"cnn14-winograd"` for the direct path ([`crate::cnn`]), `"tract"` otherwise.
+    pub fn runtime_name(&self) -> &'static str {
+        match self.runner {
+            Runner::Direct(_) => "cnn14-winograd",
+            Runner::Tract(_) => "tract",
+        }
     }
 
     /// The spec this backbone was loaded with.
@@ -226,26 +299,45 @@ impl Backbone {
                 logmel.len()
             )));
         }
-        let input = Tensor::from_shape(&[1, 1, frames, self.mel_bins], logmel)
-            .map_err(|e| Error::model(format!("backbone input: {e}")))?;
-        let result =
-            self.plan.run(tvec!(input.into())).map_err(|e| Error::model(format!("running the backbone: {e:#}")))?;
+        let result: Vec<(Vec<usize>, Vec<f32>)> = match &self.runner {
+            Runner::Direct(plan) => {
+                plan.run(logmel, frames)?.into_iter().map(|a| (vec![1, a.channels, a.time, a.freq], a.data)).collect()
+            }
+            Runner::Tract(plan) => {
+                let input = Tensor::from_shape(&[1, 1, frames, self.mel_bins], logmel)
+                    .map_err(|e| Error::model(format!("backbone input: {e}")))?;
+                let run = || plan.run(tvec!(input.into()));
+                // Natively, tract's matrix products use rayon's pool (the current one: all cores by default).
+                #[cfg(not(target_arch = "wasm32"))]
+                let result = tract_linalg::multithread::multithread_tract_scope(
+                    tract_linalg::multithread::Executor::RayonGlobal,
+                    run,
+                );
+                #[cfg(target_arch = "wasm32")]
+                let result = run();
+                let result = result.map_err(|e| Error::model(format!("running the backbone: {e:#}")))?;
+                let mut out = Vec::with_capacity(result.len());
+                for (name, value) in self.outputs.iter().zip(result.iter()) {
+                    let data: Vec<f32> = value
+                        .to_plain_array_view::<f32>()
+                        .map_err(|e| Error::model(format!("backbone output '{name}' is not f32: {e}")))?
+                        .iter()
+                        .copied()
+                        .collect();
+                    out.push((value.shape().to_vec(), data));
+                }
+                out
+            }
+        };
         let mut maps = Vec::with_capacity(result.len());
-        for (name, value) in self.outputs.iter().zip(result.iter()) {
+        for (name, (shape, data)) in self.outputs.iter().zip(result) {
             let spec = self.spec.output(name).expect("checked at load");
-            let shape = value.shape();
             if shape.len() != 4 || shape[0] != 1 || shape[1] != spec.channels {
                 return Err(Error::model(format!(
                     "backbone output '{name}' has shape {shape:?}, the spec announces [1, {}, T, F]",
                     spec.channels
                 )));
             }
-            let data: Vec<f32> = value
-                .to_plain_array_view::<f32>()
-                .map_err(|e| Error::model(format!("backbone output '{name}' is not f32: {e}")))?
-                .iter()
-                .copied()
-                .collect();
             maps.push(FeatureMap { name: name.clone(), channels: shape[1], time: shape[2], freq: shape[3], data });
         }
         Ok(maps)

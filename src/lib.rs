@@ -14,6 +14,7 @@ pub mod anomaly_map;
 pub mod audio;
 pub mod backbone;
 pub mod bank;
+pub mod cnn;
 pub mod detector;
 pub mod embedding;
 pub mod error;

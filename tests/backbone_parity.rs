@@ -1,8 +1,10 @@
-//! The default backbone run by tract equals onnxruntime on the same ONNX (fixture written by
-//! `tests/reference/backbone_ref.py`): a real MIMII log-mel window and a random input of odd length.
+//! The default backbone equals onnxruntime on the same ONNX (fixture written by `tests/reference/backbone_ref.py`): a
+//! real MIMII log-mel window and a random input of odd length, with both runtimes (the direct CNN14 path of
+//! `sonomaly::cnn` and tract). The two runtimes also agree with each other on every output and odd shapes.
 
 use safetensors::SafeTensors;
-use sonomaly::backbone::{Backbone, BackboneSpec};
+use sonomaly::backbone::{Backbone, BackboneSpec, Runtime};
+use sonomaly::cnn::Cnn14Plan;
 use sonomaly::pipeline::{DEFAULT_ONNX, DEFAULT_SPEC};
 
 fn tensor(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -12,6 +14,11 @@ fn tensor(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn check(prefix: &str, input: &str, frames: usize) {
+    check_runtime(prefix, input, frames, Runtime::Auto, "cnn14-winograd");
+    check_runtime(prefix, input, frames, Runtime::Tract, "tract");
+}
+
+fn check_runtime(prefix: &str, input: &str, frames: usize, runtime: Runtime, expected: &str) {
     let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/backbone_aisfx.safetensors"))
         .expect("fixture");
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -19,7 +26,8 @@ fn check(prefix: &str, input: &str, frames: usize) {
     spec.window_frames = frames;
     spec.window_hop = frames;
     let outputs: Vec<String> = ["conv_block2", "conv_block3", "conv_block4"].map(String::from).to_vec();
-    let backbone = Backbone::from_bytes(DEFAULT_ONNX, spec, &outputs).unwrap();
+    let backbone = Backbone::with_runtime(DEFAULT_ONNX, spec, &outputs, runtime).unwrap();
+    assert_eq!(backbone.runtime_name(), expected);
     let (shape, x) = tensor(&st, input);
     assert_eq!(shape, vec![1, 1, frames, 96]);
     let maps = backbone.run(&x).unwrap();
@@ -31,7 +39,7 @@ fn check(prefix: &str, input: &str, frames: usize) {
             let err = (a - b).abs() / b.abs().max(1.0);
             worst = worst.max(err);
         }
-        println!("{input} -> {name}: max error {worst:e} (absolute below 1, relative above)");
+        println!("{expected}: {input} -> {name}: max error {worst:e} (absolute below 1, relative above)");
         assert!(worst <= 1e-4, "{name}: {worst}");
     }
 }
@@ -44,6 +52,65 @@ fn tract_equals_onnxruntime_on_a_real_clip() {
 #[test]
 fn tract_equals_onnxruntime_on_an_odd_random_input() {
     check("random_", "random_logmel", 37);
+}
+
+/// Deterministic values in [-2, 2).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+#[test]
+fn direct_path_equals_tract_on_every_output_and_odd_shapes() {
+    let names: Vec<String> = (1..=4).map(|b| format!("conv_block{b}")).collect();
+    // (From 16 frames, the pipeline's minimum: for a 1-row input to a pooling, tract gives 1 row where ONNX says 0.)
+    for frames in [16usize, 17, 37, 100, 431] {
+        let mut spec = BackboneSpec::from_json(DEFAULT_SPEC).unwrap();
+        spec.window_frames = frames;
+        spec.window_hop = frames;
+        let direct = Backbone::with_runtime(DEFAULT_ONNX, spec.clone(), &names, Runtime::Auto).unwrap();
+        let tract = Backbone::with_runtime(DEFAULT_ONNX, spec, &names, Runtime::Tract).unwrap();
+        assert_eq!(direct.runtime_name(), "cnn14-winograd");
+        let x = noise(frames * 96, frames as u64);
+        let (a, b) = (direct.run(&x).unwrap(), tract.run(&x).unwrap());
+        for (ma, mb) in a.iter().zip(&b) {
+            assert_eq!((ma.channels, ma.time, ma.freq), (mb.channels, mb.time, mb.freq), "{frames}: {}", ma.name);
+            // Error relative to the layer's largest value: Winograd and im2col round differently, and this random
+            // input (wider than any log-mel) makes large activations.
+            let scale = mb.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = ma.data.iter().zip(&mb.data).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max) / scale;
+            println!("{frames} frames, {}: {worst:e} of the largest value {scale}", ma.name);
+            assert!(worst <= 1e-5, "{frames} frames, {}: {worst}", ma.name);
+            assert!(ma.data.is_empty() || ma.data.iter().any(|v| *v != 0.0), "{frames} frames, {}: all zero", ma.name);
+        }
+    }
+}
+
+#[test]
+fn graphs_outside_the_cnn14_chain_go_to_tract() {
+    use tract_onnx::prelude::Framework;
+    let proto = tract_onnx::onnx().proto_model_for_read(&mut std::io::Cursor::new(DEFAULT_ONNX)).unwrap();
+    let outputs = vec!["conv_block2".to_string()];
+    assert!(Cnn14Plan::from_onnx(&proto, &outputs, 96).is_ok());
+    let err = Cnn14Plan::from_onnx(&proto, &outputs, 64).unwrap_err().to_string();
+    assert!(err.contains("not a plain CNN14 chain"), "{err}");
+    assert!(Cnn14Plan::from_onnx(&proto, &["no_such_tensor".to_string()], 96).is_err());
+    let mut changed = proto.clone();
+    let graph = changed.graph.as_mut().unwrap();
+    let relu = graph.node.iter_mut().find(|n| n.op_type == "Relu").unwrap();
+    relu.op_type = "Sigmoid".into();
+    let err = Cnn14Plan::from_onnx(&changed, &outputs, 96).unwrap_err().to_string();
+    assert!(err.contains("Sigmoid"), "{err}");
+    let mut changed = proto.clone();
+    let graph = changed.graph.as_mut().unwrap();
+    let conv = graph.node.iter_mut().find(|n| n.op_type == "Conv").unwrap();
+    conv.attribute.iter_mut().find(|a| a.name == "strides").unwrap().ints = vec![2, 2];
+    assert!(Cnn14Plan::from_onnx(&changed, &outputs, 96).is_err());
 }
 
 #[test]
