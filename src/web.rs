@@ -10,6 +10,7 @@ use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+use crate::backbone::{Backbone, BackboneSpec, Runtime};
 use crate::bank::{front_end_summary, Bank};
 use crate::pipeline::{ClipResult, FitConfig, Fitter, Model, Segment, StreamScorer, StreamUpdate};
 
@@ -349,5 +350,56 @@ impl Engine {
     #[wasm_bindgen(js_name = fitCancel)]
     pub fn fit_cancel(&mut self) {
         self.fitter = None;
+    }
+}
+
+/// The backbone alone, for speed measurements (`benches/web`; the page does not use it): the ONNX optimised once
+/// for input `[1, 1, frames, mel_bins]` and run on a log-mel.
+#[wasm_bindgen]
+pub struct BackboneRunner {
+    backbone: Backbone,
+}
+
+#[wasm_bindgen]
+impl BackboneRunner {
+    /// `onnx`: the model's bytes; `spec_json`: its `spec.json`; `outputs`: output names separated by commas
+    /// (e.g. `"conv_block2,conv_block3,conv_block4"`); `frames`: input frames (a whole clip, or the spec's
+    /// window); `runtime` (optional): `"auto"` (the default: the direct CNN14 path when the graph allows it, as
+    /// the pipeline runs) or `"tract"`. Throws for an unreadable model or spec, an unknown output or runtime, or zero frames.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        onnx: &[u8],
+        spec_json: &str,
+        outputs: &str,
+        frames: usize,
+        runtime: Option<String>,
+    ) -> Result<BackboneRunner, JsError> {
+        let spec = BackboneSpec::from_json(spec_json).map_err(js_err)?;
+        let outputs: Vec<String> = outputs.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        let runtime = match runtime.as_deref().unwrap_or("auto") {
+            "auto" => Runtime::Auto,
+            "tract" => Runtime::Tract,
+            other => return Err(JsError::new(&format!("unknown runtime '{other}' (use 'auto' or 'tract')"))),
+        };
+        let backbone = Backbone::with_frames(onnx, spec, &outputs, frames, runtime).map_err(js_err)?;
+        Ok(BackboneRunner { backbone })
+    }
+
+    /// `"cnn14-winograd"` or `"tract"`: which code runs the network.
+    #[wasm_bindgen(getter)]
+    pub fn runtime(&self) -> String {
+        self.backbone.runtime_name().to_string()
+    }
+
+    /// Runs the network once on `logmel` `[frames, mel_bins]` (row-major) and returns the outputs, concatenated in
+    /// the order named, each `[C, T_l, F_l]` flattened. Throws if `logmel` has the wrong length.
+    pub fn run(&self, logmel: &[f32]) -> Result<Float32Array, JsError> {
+        let maps = self.backbone.run(logmel).map_err(js_err)?;
+        let len = maps.iter().map(|m| m.data.len()).sum::<usize>();
+        let mut all = Vec::with_capacity(len);
+        for m in &maps {
+            all.extend_from_slice(&m.data);
+        }
+        Ok(Float32Array::from(all.as_slice()))
     }
 }
