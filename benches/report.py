@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Turns the benchmark results in target/bench/*.json into BENCH.md (run by benches/run.sh).
+
+    python3 benches/report.py [--out target/bench] [--write BENCH.md]
+
+Ratios are ours / theirs on the same work in the same run: below 1 means sonomaly is faster. Absolute times on
+a shared 2-core machine are noise; ratios within one run are the figures to read.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(path):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+
+
+def ms(r):
+    return "—" if r is None or "median_ms" not in r else f"{r['median_ms']:.1f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or "median_ms" not in a or "median_ms" not in b:
+        return "—"
+    return f"{a['median_ms'] / b['median_ms']:.2f}x"
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
+    ap.add_argument("--write", help="write the report here (default: print it)")
+    a = ap.parse_args()
+    native = load(os.path.join(a.out, "native.json")) or {"records": []}
+    ref = load(os.path.join(a.out, "reference.json")) or {"records": []}
+    browser = load(os.path.join(a.out, "browser.json")) or {"records": []}
+    fit = load(os.path.join(a.out, "fit100.json"))
+    fit_info = load(os.path.join(a.out, "fit100.info.json"))
+    rec = {r["id"]: r for r in native["records"] + ref["records"] + browser["records"]}
+    get = rec.get
+    targets = []
+    md = []
+    quick = native.get("reps", 10) < 5
+    md.append("# Speed, side by side\n")
+    md.append(
+        "Made by `benches/run.sh` (one command: installs the reference tools, builds, runs everything below in one go "
+        "and writes this file). Medians of {} runs after warm-up runs{}; ratios are **sonomaly / reference on the same "
+        "work in the same run** (below 1: sonomaly is faster). The machine is shared and noisy: read the ratios, not "
+        "the milliseconds.\n".format(native.get("reps", "?"), " (**quick run**: 3 repetitions)" if quick else ""))
+    md.append("- Date: {}; CPU: {} ({} threads available); Python {}, numpy {}".format(
+        datetime.date.today().isoformat(), native.get("cpu", "?"), native.get("threads_available", "?"),
+        ref.get("python", "?"), ref.get("numpy", "?")))
+    versions = []
+    for key, label in (("backbone.aisfx.onnxruntime.whole-1t", "onnxruntime"), ("knn.demo.faiss.1t", "faiss-cpu"),
+                       ("spectrogram.aisfx.librosa", "librosa")):
+        if get(key):
+            versions.append(f"{label} {get(key).get('version')}")
+    if browser.get("ort_web_version"):
+        versions.append(f"onnxruntime-web {browser['ort_web_version']}")
+    if browser.get("chromium"):
+        versions.append(f"Chromium {browser['chromium']}")
+    md.append("- References: " + ", ".join(versions))
+    md.append("- Input: `www/demo/fan-normal.wav` (10 s, MIMII fan) resampled to each front end's rate; models "
+              "`models/aisfx-cnn14` (the default, 431 x 96 log-mel for 10 s) and a CNN14 in the PANNs layout with "
+              "random weights (`models/convert_cnn14.py --synthetic`, 1001 x 64), all four conv_block outputs.\n")
+
+    # Backbone, native
+    md.append("## 1. Backbone, native (CPU)\n")
+    sgemm1, sgemm2 = get("sgemm.numpy.1t"), get("sgemm.numpy.2t")
+    peak = {1: sgemm1["gflops"] if sgemm1 else None, 2: sgemm2["gflops"] if sgemm2 else None}
+    rows = []
+    for model in ("aisfx", "cnn14-panns"):
+        flops = get(f"flops.{model}")
+        gflop = 2 * flops["conv_macs"] / 1e9 if flops else None
+        for threads in (1, 2):
+            ort = get(f"backbone.{model}.onnxruntime.whole-{threads}t")
+            for impl, key in (("sonomaly (direct CNN14, Winograd)", "sonomaly.whole"), ("tract 0.23", "tract.whole"),
+                              ("onnxruntime", "onnxruntime.whole")):
+                r = get(f"backbone.{model}.{key}-{threads}t")
+                if r is None:
+                    continue
+                rate = gflop / (r["median_ms"] / 1e3) if gflop else None
+                rows.append([model, threads, impl, ms(r), ratio(r, ort),
+                             "—" if rate is None else f"{rate:.0f}",
+                             "—" if rate is None or not peak[threads] else f"{100 * rate / peak[threads]:.0f} %",
+                             f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""])
+            ours = get(f"backbone.{model}.sonomaly.whole-{threads}t")
+            if ours and ort:
+                targets.append((f"native backbone, {model}, {threads} thread(s): <= 1.2x onnxruntime",
+                                ours["median_ms"] / ort["median_ms"], 1.2))
+    md.append(table(["model", "threads", "runtime", "ms / 10 s clip", "vs onnxruntime", "GFLOP/s (equivalent)",
+                     "of sgemm peak", "max abs diff vs ours"], rows))
+    md.append("\nGFLOP/s counts the direct convolution's multiply-adds x 2 (Winograd does fewer, so its figure is an "
+              "equivalent rate and can pass the sgemm peak). sgemm peak: numpy (OpenBLAS) float32 2048^3, {} GFLOP/s "
+              "on 1 thread, {} on 2.".format("—" if not peak[1] else f"{peak[1]:.0f}",
+                                           "—" if not peak[2] else f"{peak[2]:.0f}"))
+    rows = []
+    for model in ("aisfx", "cnn14-panns"):
+        for threads in (1, 2):
+            r = get(f"backbone.{model}.sonomaly.windows-{threads}t")
+            w = get(f"backbone.{model}.sonomaly.whole-{threads}t")
+            if r:
+                rows.append([model, threads, f"{r['windows']} x {r['window_frames']} frames (hop {r['window_hop']})",
+                             ms(r), ratio(r, w)])
+    md.append("\nWhat the pipeline runs: windows of the spec's length every hop frames, the last one aligned to the "
+              "end (each frame is judged in the window whose centre is nearest, so the windows overlap by half):\n")
+    md.append(table(["model", "threads", "windows per 10 s", "ms / 10 s clip", "vs whole input"], rows))
+
+    # FLOPs per second of audio
+    md.append("\n## 2. FLOPs per second of audio\n")
+    rows = []
+    for model in ("aisfx", "cnn14-panns"):
+        f = get(f"flops.{model}")
+        win = get(f"backbone.{model}.sonomaly.windows-1t")
+        if not f:
+            continue
+        per_s = 2 * f["conv_macs"] / f["seconds_of_audio"] / 1e9
+        frames = f["input_shape"][2]
+        overlap = (win["windows"] * win["window_frames"] / frames) if win else None
+        rows.append([model, f"{f['input_shape']}", f"{per_s:.2f}",
+                     "—" if overlap is None else f"{per_s * overlap:.2f} ({overlap:.2f}x)",
+                     f"{per_s / 2.25:.2f}"])
+    md.append(table(["model", "input for 10 s", "GFLOP per s of audio (whole input)",
+                     "with the pipeline's windows", "multiplications done by Winograd F(2x2,3x3), GFLOP/s-equivalent"],
+                    rows))
+
+    # Browser backbone
+    md.append("\n## 3. Backbone in the browser (headless Chromium, wasm)\n")
+    rows = []
+    for model in ("aisfx", "cnn14-panns"):
+        ort1 = get(f"browser.backbone.{model}.ort-web.plain-1t")
+        ort2 = get(f"browser.backbone.{model}.ort-web.isolated-2t")
+        for key, label in (("sonomaly.whole", "sonomaly, whole input, 1 thread"),
+                           ("sonomaly.tract-whole", "tract 0.23 (wasm), whole input, 1 thread"),
+                           ("sonomaly.windows", "sonomaly, pipeline windows, 1 worker"),
+                           ("sonomaly.windows-2workers", "sonomaly, pipeline windows, 2 workers"),
+                           ("ort-web.plain-1t", "onnxruntime-web, plain page, 1 thread"),
+                           ("ort-web.isolated-2t", "onnxruntime-web, isolated page, 2 threads")):
+            r = get(f"browser.backbone.{model}.{key}")
+            if r is None:
+                continue
+            if "skipped" in r:
+                rows.append([model, label, "skipped: " + r["skipped"], "", "", ""])
+                continue
+            rows.append([model, label, ms(r), ratio(r, ort1), ratio(r, ort2),
+                         f"{r['max_abs_diff_vs_sonomaly']:.1e}" if "max_abs_diff_vs_sonomaly" in r else ""])
+        ours = get(f"browser.backbone.{model}.sonomaly.whole")
+        if ours and ort1 and "median_ms" in ort1:
+            targets.append((f"wasm backbone, {model}: <= 1.0x onnxruntime-web (1 thread)",
+                            ours["median_ms"] / ort1["median_ms"], 1.0))
+        if ours and ort2 and "median_ms" in ort2:
+            targets.append((f"wasm backbone, {model}: vs onnxruntime-web with 2 threads (goal 0.5x of 1 thread)",
+                            ours["median_ms"] / ort2["median_ms"], None))
+    md.append(table(["model", "runtime", "ms / 10 s clip", "vs ort-web 1 thread", "vs ort-web 2 threads",
+                     "max abs diff vs ours"], rows) if rows else "(no browser results: run without --no-browser)")
+
+    # Whole pipeline in the browser
+    md.append("\n## 4. Whole pipeline in the browser\n")
+    rows = []
+    for key, label in (("browser.pipeline.default.score-10s", "score a 10 s clip, default model + demo bank (log-mel patches)"),
+                       ("browser.pipeline.cnn.score-10s", "score a 10 s clip, conv_block2,3,4 bank")):
+        r = get(key)
+        if r and "median_ms" in r:
+            rows.append([label, ms(r), f"{r.get('rtf', 10000 / r['median_ms']):.1f}"])
+            if "default" in key:
+                targets.append(("browser real-time factor, default model: >= 10", r.get("rtf", 10000 / r["median_ms"]),
+                                ">=10"))
+    r = get("browser.page.open-to-heatmap")
+    if r and "median_ms" in r:
+        rows.append(["page: open a 10 s file -> heatmap painted", ms(r), ""])
+    md.append(table(["what", "ms", "real-time factor"], rows) if rows else "(no browser results)")
+    size = get("browser.wasm.size")
+    if size:
+        md.append(f"\nwasm download: {size['bytes'] / 1e6:.1f} MB ({size['gzip_bytes'] / 1e6:.1f} MB gzip -9)")
+        osize = get("browser.ortweb.size")
+        if osize:
+            md.append(f"; onnxruntime-web's wasm files: {osize.get('bytes', 0) / 1e6:.1f} MB "
+                      f"({osize.get('gzip_bytes', 0) / 1e6:.1f} MB gzip -9).")
+
+    # kNN
+    md.append("\n## 5. PatchCore nearest neighbours, coreset, fit\n")
+    rows = []
+    for name, label in (("demo", "demo bank (default embedding)"), ("cnn", "CNN-sized (synthetic clusters)")):
+        for threads in (1, 2):
+            ours, fa = get(f"knn.{name}.sonomaly.{threads}t"), get(f"knn.{name}.faiss.{threads}t")
+            if ours is None:
+                continue
+            rows.append([label, f"{ours['bank_rows']} x {ours['dims']}", ours["queries"], threads, ms(ours), ms(fa),
+                         ratio(ours, fa), f"{fa['max_abs_diff']:.1e}" if fa else ""])
+            if fa:
+                targets.append((f"kNN, {label}, {threads} thread(s): <= 1.5x faiss", ours["median_ms"] / fa["median_ms"],
+                                1.5))
+    md.append(table(["bank", "rows x dims", "queries", "threads", "sonomaly ms", "faiss IndexFlatL2 ms", "ratio",
+                     "max distance diff"], rows))
+    rows = []
+    for d in (10, 896):
+        ours, ref_ = get(f"coreset.d{d}.sonomaly.2t"), get(f"coreset.d{d}.numpy.1t")
+        if ours is None:
+            continue
+        per_ours = ours["median_ms"] / ours["coreset"]
+        per_ref = ref_["per_centre_ms"] if ref_ else None
+        rows.append([f"100,000 x {d}", ours["projected_dims"], ours["coreset"], f"{ours['median_ms'] / 1e3:.1f} s",
+                     f"{per_ours:.2f}", "—" if per_ref is None else f"{per_ref:.2f} ({ref_['centres_timed']} centres)",
+                     "—" if per_ref is None else f"{per_ours / per_ref:.2f}x"])
+    md.append("\nCoreset selection (PatchCore fit: sparse random projection, then greedy k-center, ratio 0.1); "
+              "sonomaly on 2 threads, the reference (anomalib's algorithm in numpy + scikit-learn) on 1:\n")
+    md.append(table(["patches", "projected dims", "coreset", "sonomaly total", "sonomaly ms / centre",
+                     "reference ms / centre", "ratio"], rows))
+    if fit:
+        info = fit_info or {}
+        bank = info.get("memory_bank", "?")
+        try:
+            patches = int(bank.split(" x ")[0]) * 10  # coreset ratio 0.1
+            rate = f"{patches / fit['seconds']:.0f} patches/s"
+        except (ValueError, AttributeError):
+            rate = "?"
+        md.append(f"\nFit on {fit['clips']} clips of 10 s (`sonomaly fit`, default embedding, calibration included): "
+                  f"{fit['seconds']:.1f} s, about {rate}, peak memory {fit['peak_rss_kib'] / 1024:.0f} MiB; "
+                  f"memory bank {bank}.")
+
+    # Spectrogram
+    md.append("\n## 6. Log-mel spectrogram\n")
+    rows = []
+    for key, label in (("aisfx", "aisfx (44.1 kHz, 2048/1024, 96 mels)"), ("panns", "PANNs CNN14 (32 kHz, 1024/320, 64 mels)")):
+        ours, lib = get(f"spectrogram.{key}.sonomaly"), get(f"spectrogram.{key}.librosa")
+        if ours:
+            rows.append([label, ms(ours), ms(lib), ratio(ours, lib), f"{lib['max_abs_diff']:.1e}" if lib else ""])
+    md.append(table(["preset", "sonomaly ms", "librosa ms", "ratio", "max abs diff"], rows))
+
+    # Targets
+    md.append("\n## Targets\n")
+    rows = []
+    for what, value, limit in targets:
+        if limit is None:
+            rows.append([what, f"{value:.2f}x", "—"])
+        elif limit == ">=10":
+            rows.append([what, f"{value:.1f}", "met" if value >= 10 else "**not met**"])
+        else:
+            rows.append([what, f"{value:.2f}x", "met" if value <= limit else "**not met**"])
+    md.append(table(["target", "measured", ""], rows))
+    md.append("")
+    text = "\n".join(md) + "\n"
+    if a.write:
+        with open(a.write, "w") as fh:
+            fh.write(text)
+        print("wrote", a.write)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
