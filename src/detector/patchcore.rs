@@ -160,18 +160,33 @@ pub fn k_center_greedy(features: &[f32], dims: usize, size: usize, seed: u64) ->
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut idx = rng.random_range(0..n);
+    // Dimension-major copy [dims, n]: each update below then streams contiguous rows and vectorises across
+    // patches, for any dimension. Each distance is still summed over the dimensions in order, as before.
+    let mut columns = vec![0.0f32; n * dims];
+    for (row, r) in features.chunks_exact(dims).enumerate() {
+        for (k, v) in r.iter().enumerate() {
+            columns[k * n + row] = *v;
+        }
+    }
     let mut min_dist = vec![f32::INFINITY; n];
     let mut chosen = Vec::with_capacity(size);
     chosen.push(idx);
+    const CHUNK: usize = 2048;
     while chosen.len() < size {
         let centre = &features[idx * dims..(idx + 1) * dims];
-        for_each_chunk(&mut min_dist, 4096, |ci, chunk| {
-            for (j, m) in chunk.iter_mut().enumerate() {
-                let row = ci * 4096 + j;
-                let r = &features[row * dims..(row + 1) * dims];
-                let d: f32 = r.iter().zip(centre).map(|(a, b)| (a - b) * (a - b)).sum();
-                if d < *m {
-                    *m = d;
+        for_each_chunk(&mut min_dist, CHUNK, |ci, chunk| {
+            let start = ci * CHUNK;
+            let mut acc = [0.0f32; CHUNK];
+            let acc = &mut acc[..chunk.len()];
+            for (k, &c) in centre.iter().enumerate() {
+                let col = &columns[k * n + start..k * n + start + acc.len()];
+                for (a, x) in acc.iter_mut().zip(col) {
+                    *a += (x - c) * (x - c);
+                }
+            }
+            for (m, d) in chunk.iter_mut().zip(acc.iter()) {
+                if *d < *m {
+                    *m = *d;
                 }
             }
         });
