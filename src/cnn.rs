@@ -422,9 +422,18 @@ fn scratch(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// Tiles transformed together in the inner loops (one or two SIMD registers wide).
 const LANES: usize = 16;
 
-/// Tiles per block: the transformed input `[16, c_in, block]` and products `[16, c_out, block]` stay near 1 MB.
+/// Threads the tile blocks are spread over: rayon's current pool natively, one in wasm.
+fn threads() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    return 1;
+}
+
+/// Tiles per block: the transformed input `[16, c_in, block]` and products `[16, c_out, block]` stay near 2 MB, and
+/// each matrix product is wide enough that packing the kernels costs little next to it.
 fn block_tiles(c_in: usize, c_out: usize) -> usize {
-    (65536 / c_in.max(c_out)).clamp(16, 512)
+    (131072 / c_in.max(c_out)).clamp(16, 512)
 }
 
 /// 3x3 convolution (pad 1, stride 1) + bias + optional ReLU by Winograd F(2x2, 3x3).
@@ -436,7 +445,7 @@ fn winograd_conv(x: &Activation, c_in: usize, c_out: usize, u: &[f32], bias: &[f
     let (h, w) = (x.time, x.freq);
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
     let tiles = th * tw;
-    let block = block_tiles(c_in, c_out);
+    let block = block_tiles(c_in, c_out).min(tiles.div_ceil(threads())).max(1);
     let mut data = vec![0.0f32; c_out * h * w];
     let blocks = tiles.div_ceil(block);
     let run_block = |bi: usize, out: &mut OutWriter| {
