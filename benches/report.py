@@ -182,6 +182,9 @@ def main():
     r = get("browser.page.open-to-heatmap")
     if r and "median_ms" in r:
         rows.append(["page: open a 10 s file -> heatmap painted", ms(r), ""])
+    r = get("browser.page.nav-to-demo-heatmap")
+    if r and "median_ms" in r:
+        rows.append(["page, first visit: navigation -> demo clip's heatmap painted (model download included)", ms(r), ""])
     md.append(table(["what", "ms", "real-time factor"], rows) if rows else "(no browser results)")
     size = get("browser.wasm.size")
     if size:
