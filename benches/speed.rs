@@ -12,7 +12,7 @@
 //! - `spectrogram.*`: log-mel of the 10 s clip, aisfx (44.1 kHz) and PANNs (32 kHz) presets.
 //! - `backbone.<model>.*`: the network on the clip's log-mel: the whole input in one run on 1 and 2 threads, by
 //!   sonomaly's direct CNN14 path and by tract (`multithread-mm` on rayon's pool), and the windows the pipeline runs (spec window and hop, last window aligned to the
-//!   end) on 1 thread and spread over 2 threads. Models: the default `models/aisfx-cnn14` and a CNN14 in the PANNs
+//!   end, in batches of 4) on 1 and 2 threads. Models: the default `models/aisfx-cnn14` and a CNN14 in the PANNs
 //!   layout at `<out>/cnn14-panns` (random weights; `benches/run.sh` makes it), all four outputs.
 //! - `knn.*`: PatchCore nearest-neighbour search, on 1 and 2 threads: the demo bank with 4800 queries (one 10 s
 //!   clip's patches with the default embedding: memory-bank rows plus noise), and a CNN-sized bank (20,000 x 896,
@@ -213,10 +213,11 @@ fn bench_backbone(
         let p = pool(threads);
         let t = p.install(|| {
             measure(o, || {
-                use rayon::prelude::*;
-                starts.par_iter().for_each(|&s| {
-                    windowed.run(&logmel[s * mel..(s + w) * mel]).unwrap();
-                });
+                // As the pipeline runs them: batches of 4 windows, each batch spread over the pool's threads.
+                for batch in starts.chunks(4) {
+                    let refs: Vec<&[f32]> = batch.iter().map(|&s| &logmel[s * mel..(s + w) * mel]).collect();
+                    windowed.run_batch(&refs).unwrap();
+                }
             })
         });
         record(

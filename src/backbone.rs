@@ -283,13 +283,31 @@ impl Backbone {
         &self.outputs
     }
 
-    /// Runs one window: `logmel` is `[window_frames, mel_bins]` row-major; returns one [`FeatureMap`] per kept
-    /// output, `[C, T_l, F_l]` each.
+    /// Runs several windows, `[window_frames, mel_bins]` each; returns their feature maps in order. The direct CNN14
+    /// path computes them together (wider matrix products); tract runs them one by one. Same results as
+    /// [`Backbone::run`] on each.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] if `logmel` has the wrong length; [`Error::Model`] if tract fails or an output's
-    /// shape disagrees with the spec.
-    pub fn run(&self, logmel: &[f32]) -> Result<Vec<FeatureMap>> {
+    /// As [`Backbone::run`].
+    pub fn run_batch(&self, windows: &[&[f32]]) -> Result<Vec<Vec<FeatureMap>>> {
+        match &self.runner {
+            Runner::Direct(plan) => {
+                let frames = self.spec.window_frames;
+                for w in windows {
+                    self.check_window(w)?;
+                }
+                plan.run_batch(windows, frames)?
+                    .into_iter()
+                    .map(|acts| {
+                        self.to_maps(acts.into_iter().map(|a| (vec![1, a.channels, a.time, a.freq], a.data)).collect())
+                    })
+                    .collect()
+            }
+            Runner::Tract(_) => windows.iter().map(|w| self.run(w)).collect(),
+        }
+    }
+
+    fn check_window(&self, logmel: &[f32]) -> Result<()> {
         let frames = self.spec.window_frames;
         if logmel.len() != frames * self.mel_bins {
             return Err(Error::invalid(format!(
@@ -299,6 +317,18 @@ impl Backbone {
                 logmel.len()
             )));
         }
+        Ok(())
+    }
+
+    /// Runs one window: `logmel` is `[window_frames, mel_bins]` row-major; returns one [`FeatureMap`] per kept
+    /// output, `[C, T_l, F_l]` each.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `logmel` has the wrong length; [`Error::Model`] if tract fails or an output's
+    /// shape disagrees with the spec.
+    pub fn run(&self, logmel: &[f32]) -> Result<Vec<FeatureMap>> {
+        let frames = self.spec.window_frames;
+        self.check_window(logmel)?;
         let result: Vec<(Vec<usize>, Vec<f32>)> = match &self.runner {
             Runner::Direct(plan) => {
                 plan.run(logmel, frames)?.into_iter().map(|a| (vec![1, a.channels, a.time, a.freq], a.data)).collect()
@@ -329,6 +359,11 @@ impl Backbone {
                 out
             }
         };
+        self.to_maps(result)
+    }
+
+    /// Names the raw outputs `(shape, data)` and checks their shapes against the spec.
+    fn to_maps(&self, result: Vec<(Vec<usize>, Vec<f32>)>) -> Result<Vec<FeatureMap>> {
         let mut maps = Vec::with_capacity(result.len());
         for (name, (shape, data)) in self.outputs.iter().zip(result) {
             let spec = self.spec.output(name).expect("checked at load");

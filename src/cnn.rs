@@ -43,6 +43,16 @@ pub struct Cnn14Plan {
     mel_bins: usize,
 }
 
+/// `batch` images of `[channels, time, freq]` each, one after the other (the chain's working value).
+#[derive(Debug, Clone)]
+struct Stack {
+    batch: usize,
+    channels: usize,
+    time: usize,
+    freq: usize,
+    data: Vec<f32>,
+}
+
 /// Activations `[C, T, F]`.
 #[derive(Debug, Clone)]
 pub struct Activation {
@@ -289,15 +299,31 @@ impl Cnn14Plan {
     /// # Errors
     /// [`Error::InvalidInput`] if `logmel.len()` is not `frames * mel_bins`.
     pub fn run(&self, logmel: &[f32], frames: usize) -> Result<Vec<Activation>> {
-        if logmel.len() != frames * self.mel_bins {
-            return Err(Error::invalid(format!(
-                "CNN input must be {frames} x {} values, got {}",
-                self.mel_bins,
-                logmel.len()
-            )));
+        Ok(self.run_batch(&[logmel], frames)?.pop().expect("one input, one result"))
+    }
+
+    /// Runs the chain on several inputs of the same size at once (e.g. the windows of a clip), `[frames, mel_bins]`
+    /// each; returns, per input, the requested outputs in order. The same as [`Cnn14Plan::run`] on each input, but
+    /// the matrix products span the tiles of all inputs, which keeps them wide in the deep layers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if an input's length is not `frames * mel_bins`.
+    pub fn run_batch(&self, inputs: &[&[f32]], frames: usize) -> Result<Vec<Vec<Activation>>> {
+        let mut data = Vec::with_capacity(inputs.len() * frames * self.mel_bins);
+        for logmel in inputs {
+            if logmel.len() != frames * self.mel_bins {
+                return Err(Error::invalid(format!(
+                    "CNN input must be {frames} x {} values, got {}",
+                    self.mel_bins,
+                    logmel.len()
+                )));
+            }
+            data.extend_from_slice(logmel);
         }
-        let mut x = Activation { channels: 1, time: frames, freq: self.mel_bins, data: logmel.to_vec() };
-        let mut out: Vec<Option<Activation>> = vec![None; self.taps.len()];
+        let batch = inputs.len();
+        let mut x = Stack { batch, channels: 1, time: frames, freq: self.mel_bins, data };
+        let mut out: Vec<Vec<Activation>> = (0..batch).map(|_| Vec::with_capacity(self.taps.len())).collect();
+        let mut taken: Vec<Option<Stack>> = vec![None; self.taps.len()];
         for (s, step) in self.steps.iter().enumerate() {
             x = match step {
                 Step::MelAffine { scale, shift } => {
@@ -314,26 +340,43 @@ impl Cnn14Plan {
             };
             for (k, (tap, _)) in self.taps.iter().enumerate() {
                 if *tap == s {
-                    out[k] = Some(x.clone());
+                    taken[k] = Some(x.clone());
                 }
             }
         }
-        Ok(out.into_iter().map(|a| a.expect("every tap is on the chain")).collect())
+        for t in taken {
+            let t = t.expect("every tap is on the chain");
+            let size = t.channels * t.time * t.freq;
+            for (b, o) in out.iter_mut().enumerate() {
+                o.push(Activation {
+                    channels: t.channels,
+                    time: t.time,
+                    freq: t.freq,
+                    data: t.data[b * size..(b + 1) * size].to_vec(),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
 /// 3x3 convolution (pad 1, stride 1) of a one-channel input, directly: each output row is the sum of the 9
 /// shifted input rows times their weights, plus bias, then optional ReLU.
-fn direct_conv1(x: &Activation, c_out: usize, kernel: &[f32], bias: &[f32], relu: bool) -> Activation {
+fn direct_conv1(x: &Stack, c_out: usize, kernel: &[f32], bias: &[f32], relu: bool) -> Stack {
     let (h, w) = (x.time, x.freq);
-    // Input rows zero-padded by one column on each side, plus a zero row above and below.
+    // Input rows of each image zero-padded by one column on each side, plus a zero row above and below.
     let pw = w + 2;
-    let mut padded = vec![0.0f32; (h + 2) * pw];
-    for y in 0..h {
-        padded[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].copy_from_slice(&x.data[y * w..(y + 1) * w]);
+    let mut padded = vec![0.0f32; x.batch * (h + 2) * pw];
+    for (b, img) in padded.chunks_exact_mut((h + 2) * pw).enumerate() {
+        for y in 0..h {
+            let src = &x.data[(b * h + y) * w..(b * h + y + 1) * w];
+            img[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].copy_from_slice(src);
+        }
     }
-    let mut data = vec![0.0f32; c_out * h * w];
-    let conv_plane = |o: usize, plane: &mut [f32]| {
+    let mut data = vec![0.0f32; x.batch * c_out * h * w];
+    let conv_plane = |i: usize, plane: &mut [f32]| {
+        let (b, o) = (i / c_out, i % c_out);
+        let padded = &padded[b * (h + 2) * pw..(b + 1) * (h + 2) * pw];
         let k = &kernel[o * 9..(o + 1) * 9];
         for (y, out) in plane.chunks_exact_mut(w).enumerate() {
             out.fill(bias[o]);
@@ -362,14 +405,14 @@ fn direct_conv1(x: &Activation, c_out: usize, kernel: &[f32], bias: &[f32], relu
     {
         data.chunks_mut(h * w).enumerate().for_each(|(o, plane)| conv_plane(o, plane));
     }
-    Activation { channels: c_out, time: h, freq: w, data }
+    Stack { batch: x.batch, channels: c_out, time: h, freq: w, data }
 }
 
 /// 2x2 max or average pooling, stride 2, floor.
-fn pool2(x: &Activation, max: bool) -> Activation {
+fn pool2(x: &Stack, max: bool) -> Stack {
     let (t, f) = (x.time / 2, x.freq / 2);
-    let mut data = Vec::with_capacity(x.channels * t * f);
-    for c in 0..x.channels {
+    let mut data = Vec::with_capacity(x.batch * x.channels * t * f);
+    for c in 0..x.batch * x.channels {
         let plane = &x.data[c * x.time * x.freq..(c + 1) * x.time * x.freq];
         for i in 0..t {
             let (r0, r1) = (&plane[2 * i * x.freq..], &plane[(2 * i + 1) * x.freq..]);
@@ -379,7 +422,7 @@ fn pool2(x: &Activation, max: bool) -> Activation {
             }
         }
     }
-    Activation { channels: x.channels, time: t, freq: f, data }
+    Stack { batch: x.batch, channels: x.channels, time: t, freq: f, data }
 }
 
 /// `c[m, n] = a[m, k] b[k, n]`, all row-major.
@@ -438,27 +481,27 @@ fn block_tiles(c_in: usize, c_out: usize) -> usize {
 
 /// 3x3 convolution (pad 1, stride 1) + bias + optional ReLU by Winograd F(2x2, 3x3).
 ///
-/// Tiles are numbered row by row (`t = ty * tw + tx`, `tw = ceil(F / 2)`) and processed in blocks; in a block the
-/// transforms run along runs of tiles of one tile row, on even/odd column planes, so that every inner loop reads
-/// and writes contiguous memory and vectorises.
-fn winograd_conv(x: &Activation, c_in: usize, c_out: usize, u: &[f32], bias: &[f32], relu: bool) -> Activation {
+/// Tiles are numbered image by image and row by row (`t = (b * th + ty) * tw + tx`, `tw = ceil(F / 2)`) and
+/// processed in blocks; in a block the transforms run along runs of tiles of one tile row, on even/odd column
+/// planes, so that every inner loop reads and writes contiguous memory and vectorises.
+fn winograd_conv(x: &Stack, c_in: usize, c_out: usize, u: &[f32], bias: &[f32], relu: bool) -> Stack {
     let (h, w) = (x.time, x.freq);
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-    let tiles = th * tw;
+    let tiles = x.batch * th * tw;
     let block = block_tiles(c_in, c_out).min(tiles.div_ceil(threads())).max(1);
-    let mut data = vec![0.0f32; c_out * h * w];
+    let mut data = vec![0.0f32; x.batch * c_out * h * w];
     let blocks = tiles.div_ceil(block);
     let run_block = |bi: usize, out: &mut OutWriter| {
         SCRATCH.with_borrow_mut(|[v, m, y]| {
             let t0 = bi * block;
             let nt = (tiles - t0).min(block);
-            // Runs of consecutive tiles within one tile row: (tile row, first tx, count, offset in the block).
+            // Runs of consecutive tiles within one tile row: (image, tile row, first tx, count, offset in the block).
             let mut runs = Vec::new();
             let mut t = t0;
             while t < t0 + nt {
-                let (ty, tx) = (t / tw, t % tw);
+                let (row, tx) = (t / tw, t % tw);
                 let len = (tw - tx).min(t0 + nt - t);
-                runs.push((ty, tx, len, t - t0));
+                runs.push((row / th, row % th, tx, len, t - t0));
                 t += len;
             }
             // Every element of v, m and y is written before it is read, so the reused buffers need no clearing.
@@ -469,8 +512,8 @@ fn winograd_conv(x: &Activation, c_in: usize, c_out: usize, u: &[f32], bias: &[f
             let mut even = vec![0.0f32; 4 * half];
             let mut odd = vec![0.0f32; 4 * half];
             for c in 0..c_in {
-                let plane = &x.data[c * h * w..(c + 1) * h * w];
-                for &(ty, tx0, len, off) in &runs {
+                for &(b, ty, tx0, len, off) in &runs {
+                    let plane = &x.data[(b * c_in + c) * h * w..(b * c_in + c + 1) * h * w];
                     for r in 0..4 {
                         let (e, o) = (&mut even[r * half..(r + 1) * half], &mut odd[r * half..(r + 1) * half]);
                         e.fill(0.0);
@@ -581,13 +624,13 @@ fn winograd_conv(x: &Activation, c_in: usize, c_out: usize, u: &[f32], bias: &[f
                     }
                     k0 += n;
                 }
-                for &(ty, tx0, len, off) in &runs {
+                for &(b, ty, tx0, len, off) in &runs {
                     for r in 0..2 {
                         let row = 2 * ty + r;
                         if row >= h {
                             continue;
                         }
-                        let base = o * h * w + row * w;
+                        let base = ((b * c_out + o) * h + row) * w;
                         for k in 0..len {
                             let col = 2 * (tx0 + k);
                             out.write(base + col, y[(2 * r) * nt + off + k]);
@@ -610,7 +653,7 @@ fn winograd_conv(x: &Activation, c_in: usize, c_out: usize, u: &[f32], bias: &[f
     {
         (0..blocks).for_each(|bi| run_block(bi, &mut writer.clone()));
     }
-    Activation { channels: c_out, time: h, freq: w, data }
+    Stack { batch: x.batch, channels: c_out, time: h, freq: w, data }
 }
 
 /// Writes output values of disjoint tiles from several threads.

@@ -328,17 +328,6 @@ impl Model {
         self.logmel.compute(x)
     }
 
-    /// Patches of the window `[W, M]` starting at `frames[0]`.
-    fn window_patches(&self, window: &[f32]) -> Result<PatchGrid> {
-        let w = self.spec.window_frames;
-        let m = self.logmel.config().n_mels;
-        let maps = match &self.backbone {
-            Some(b) => b.run(window)?,
-            None => Vec::new(),
-        };
-        embed(&self.embedding, window, w, m, &maps)
-    }
-
     /// Patch-grid columns (from the lowest frequency up) whose lowest mel band lies at or below `band_limit_hz`;
     /// at least one.
     pub fn valid_columns(&self, band_limit_hz: f32) -> usize {
@@ -381,23 +370,38 @@ impl Model {
         let (w, m) = (self.spec.window_frames, self.logmel.config().n_mels);
         let s = self.embedding.grid_stride;
         let mut out = Vec::with_capacity(starts.len());
-        let mut buf = vec![self.pad_value; w * m];
-        for (i, (&start, own)) in starts.iter().zip(owned).enumerate() {
-            for r in 0..w {
-                let src = if total >= w { start + r } else { r % total } - buf_start;
-                buf[r * m..(r + 1) * m].copy_from_slice(&frames[src * m..(src + 1) * m]);
-            }
-            let mut grid = self.window_patches(&buf)?;
-            if cols < grid.freq {
-                grid = crop_columns(&grid, cols);
-            }
-            let rows: Vec<usize> = (0..grid.time).filter(|r| own.contains(&(start + r * s + s / 2))).collect();
-            let owned_patches = match (rows.first(), rows.last()) {
-                (Some(&a), Some(&b)) => a * grid.freq..(b + 1) * grid.freq,
-                _ => 0..0,
+        // Windows go through the backbone in batches: wider matrix products, progress still reported often.
+        const BATCH: usize = 4;
+        let items: Vec<(usize, &Range<usize>)> = starts.iter().copied().zip(owned).collect();
+        for batch in items.chunks(BATCH) {
+            let bufs: Vec<Vec<f32>> = batch
+                .iter()
+                .map(|&(start, _)| {
+                    let mut buf = vec![self.pad_value; w * m];
+                    for r in 0..w {
+                        let src = if total >= w { start + r } else { r % total } - buf_start;
+                        buf[r * m..(r + 1) * m].copy_from_slice(&frames[src * m..(src + 1) * m]);
+                    }
+                    buf
+                })
+                .collect();
+            let maps = match &self.backbone {
+                Some(b) => b.run_batch(&bufs.iter().map(|b| b.as_slice()).collect::<Vec<_>>())?,
+                None => vec![Vec::new(); bufs.len()],
             };
-            out.push(Window { start, owned: own.clone(), grid, owned_patches });
-            progress(i + 1, starts.len());
+            for ((&(start, own), buf), maps) in batch.iter().zip(&bufs).zip(&maps) {
+                let mut grid = embed(&self.embedding, buf, w, m, maps)?;
+                if cols < grid.freq {
+                    grid = crop_columns(&grid, cols);
+                }
+                let rows: Vec<usize> = (0..grid.time).filter(|r| own.contains(&(start + r * s + s / 2))).collect();
+                let owned_patches = match (rows.first(), rows.last()) {
+                    (Some(&a), Some(&b)) => a * grid.freq..(b + 1) * grid.freq,
+                    _ => 0..0,
+                };
+                out.push(Window { start, owned: own.clone(), grid, owned_patches });
+                progress(out.len(), starts.len());
+            }
         }
         Ok(out)
     }

@@ -92,6 +92,23 @@ fn direct_path_equals_tract_on_every_output_and_odd_shapes() {
 }
 
 #[test]
+fn a_batch_of_windows_equals_the_windows_one_by_one() {
+    let names: Vec<String> = ["conv_block2", "conv_block3", "conv_block4"].map(String::from).to_vec();
+    let spec = BackboneSpec::from_json(DEFAULT_SPEC).unwrap();
+    for runtime in [Runtime::Auto, Runtime::Tract] {
+        let backbone = Backbone::with_runtime(DEFAULT_ONNX, spec.clone(), &names, runtime).unwrap();
+        let windows: Vec<Vec<f32>> = (0..5).map(|i| noise(100 * 96, 100 + i)).collect();
+        let refs: Vec<&[f32]> = windows.iter().map(|w| w.as_slice()).collect();
+        let batch = backbone.run_batch(&refs).unwrap();
+        assert_eq!(batch.len(), 5);
+        for (w, maps) in windows.iter().zip(&batch) {
+            assert_eq!(&backbone.run(w).unwrap(), maps, "{}", backbone.runtime_name());
+        }
+        assert!(backbone.run_batch(&[&windows[0], &[0.0; 7]]).is_err());
+    }
+}
+
+#[test]
 fn graphs_outside_the_cnn14_chain_go_to_tract() {
     use tract_onnx::prelude::Framework;
     let proto = tract_onnx::onnx().proto_model_for_read(&mut std::io::Cursor::new(DEFAULT_ONNX)).unwrap();
