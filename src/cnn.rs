@@ -408,18 +408,29 @@ fn direct_conv1(x: &Stack, c_out: usize, kernel: &[f32], bias: &[f32], relu: boo
     Stack { batch: x.batch, channels: c_out, time: h, freq: w, data }
 }
 
-/// 2x2 max or average pooling, stride 2, floor.
+/// 2x2 max or average pooling, stride 2, floor; planes spread over threads natively.
 fn pool2(x: &Stack, max: bool) -> Stack {
     let (t, f) = (x.time / 2, x.freq / 2);
-    let mut data = Vec::with_capacity(x.batch * x.channels * t * f);
-    for c in 0..x.batch * x.channels {
+    let mut data = vec![0.0f32; x.batch * x.channels * t * f];
+    let pool_plane = |c: usize, out: &mut [f32]| {
         let plane = &x.data[c * x.time * x.freq..(c + 1) * x.time * x.freq];
-        for i in 0..t {
+        for (i, row) in out.chunks_exact_mut(f.max(1)).enumerate().take(t) {
             let (r0, r1) = (&plane[2 * i * x.freq..], &plane[(2 * i + 1) * x.freq..]);
-            for j in 0..f {
+            for (j, v) in row.iter_mut().enumerate() {
                 let (a, b, c2, d) = (r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
-                data.push(if max { a.max(b).max(c2.max(d)) } else { (a + b + c2 + d) * 0.25 });
+                *v = if max { a.max(b).max(c2.max(d)) } else { (a + b + c2 + d) * 0.25 };
             }
+        }
+    };
+    if t * f > 0 {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            data.par_chunks_mut(t * f).enumerate().for_each(|(c, out)| pool_plane(c, out));
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            data.chunks_mut(t * f).enumerate().for_each(|(c, out)| pool_plane(c, out));
         }
     }
     Stack { batch: x.batch, channels: x.channels, time: t, freq: f, data }
