@@ -148,6 +148,7 @@ pub struct Backbone {
     mel_bins: usize,
     outputs: Vec<String>,
     runner: Runner,
+    tract_reason: Option<String>,
 }
 
 impl std::fmt::Debug for Backbone {
@@ -156,6 +157,7 @@ impl std::fmt::Debug for Backbone {
             .field("spec", &self.spec.name)
             .field("outputs", &self.outputs)
             .field("runtime", &self.runtime_name())
+            .field("tract_reason", &self.tract_reason)
             .finish()
     }
 }
@@ -207,18 +209,21 @@ impl Backbone {
         let direct = match runtime {
             Runtime::Auto => tract_onnx::onnx()
                 .proto_model_for_read(&mut Cursor::new(onnx))
-                .ok()
-                .and_then(|proto| Cnn14Plan::from_onnx(&proto, outputs, mel_bins).ok()),
-            Runtime::Tract => None,
+                .map_err(|e| format!("the ONNX file could not be read: {e}"))
+                .and_then(|proto| Cnn14Plan::from_onnx(&proto, outputs, mel_bins).map_err(|e| e.to_string())),
+            Runtime::Tract => Err("tract was asked for".to_string()),
         };
-        let runner = match direct {
-            Some(plan) => Runner::Direct(plan),
-            None => Runner::Tract(
-                Self::tract_plan(onnx, outputs, shape)
-                    .map_err(|e| Error::model(format!("loading the ONNX backbone '{}': {e:#}", spec.name)))?,
+        let (runner, tract_reason) = match direct {
+            Ok(plan) => (Runner::Direct(plan), None),
+            Err(reason) => (
+                Runner::Tract(
+                    Self::tract_plan(onnx, outputs, shape)
+                        .map_err(|e| Error::model(format!("loading the ONNX backbone '{}': {e:#}", spec.name)))?,
+                ),
+                Some(reason),
             ),
         };
-        let backbone = Backbone { spec, identity, mel_bins, outputs: outputs.to_vec(), runner };
+        let backbone = Backbone { spec, identity, mel_bins, outputs: outputs.to_vec(), runner, tract_reason };
         // One run on zeros checks the output shapes against the spec before anyone relies on them.
         backbone.run(&vec![0.0; shape[2] * mel_bins])?;
         Ok(backbone)
@@ -266,6 +271,12 @@ impl Backbone {
             Runner::Direct(_) => "cnn14-winograd",
             Runner::Tract(_) => "tract",
         }
+    }
+
+    /// Why the network runs on tract rather than the direct CNN14 path (e.g. the graph has an operator outside the
+    /// chain), or `None` when it runs on the direct path.
+    pub fn tract_reason(&self) -> Option<&str> {
+        self.tract_reason.as_deref()
     }
 
     /// The spec this backbone was loaded with.

@@ -74,6 +74,11 @@ fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     node.attribute.iter().find(|a| a.name == name)
 }
 
+/// True if the node has no `auto_pad` or `auto_pad = NOTSET` (explicit pads).
+fn explicit_pads(node: &NodeProto) -> bool {
+    attr(node, "auto_pad").map_or(true, |a| a.s.is_empty() || a.s == b"NOTSET")
+}
+
 fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
     attr(node, name).map(|a| a.ints.clone())
 }
@@ -138,8 +143,13 @@ impl Cnn14Plan {
             consts.insert(t.name.clone(), float_values(t)?);
             shapes.insert(t.name.clone(), t.dims.clone());
         }
-        let get = |consts: &HashMap<String, Vec<f32>>, name: &str| {
-            consts.get(name).cloned().ok_or_else(|| unsupported(format!("'{name}' is not a constant")))
+        // A constant of exactly `len` values (weights stored outside the file, or of the wrong size, are refused).
+        let get = |consts: &HashMap<String, Vec<f32>>, name: &str, len: usize| {
+            let v = consts.get(name).ok_or_else(|| unsupported(format!("'{name}' is not a constant")))?;
+            if v.len() != len {
+                return Err(unsupported(format!("'{name}' has {} values, {len} expected", v.len())));
+            }
+            Ok(v.clone())
         };
         let mut steps: Vec<Step> = Vec::new();
         let mut taps: Vec<(usize, String)> = Vec::new();
@@ -177,14 +187,11 @@ impl Cnn14Plan {
                 "BatchNormalization" if transposed => {
                     let eps = attr(n, "epsilon").map_or(1e-5, |a| a.f);
                     let (g, b, m, v) = (
-                        get(&consts, &n.input[1])?,
-                        get(&consts, &n.input[2])?,
-                        get(&consts, &n.input[3])?,
-                        get(&consts, &n.input[4])?,
+                        get(&consts, &n.input[1], mel_bins)?,
+                        get(&consts, &n.input[2], mel_bins)?,
+                        get(&consts, &n.input[3], mel_bins)?,
+                        get(&consts, &n.input[4], mel_bins)?,
                     );
-                    if g.len() != mel_bins {
-                        return Err(unsupported(format!("bn0 has {} bins, the front end {mel_bins}", g.len())));
-                    }
                     let scale: Vec<f32> = g.iter().zip(&v).map(|(g, v)| g / (v + eps).sqrt()).collect();
                     let shift = b.iter().zip(&m).zip(&scale).map(|((b, m), s)| b - m * s).collect();
                     steps.push(Step::MelAffine { scale, shift });
@@ -196,6 +203,7 @@ impl Cnn14Plan {
                         && ints(n, "strides").map_or(true, |s| s == [1, 1])
                         && ints(n, "dilations").map_or(true, |d| d == [1, 1])
                         && attr(n, "group").map_or(true, |g| g.i == 1)
+                        && explicit_pads(n)
                         && w_shape.len() == 4
                         && w_shape[2] == 3
                         && w_shape[3] == 3
@@ -208,9 +216,9 @@ impl Cnn14Plan {
                         )));
                     }
                     let (c_out, c_in) = (w_shape[0] as usize, w_shape[1] as usize);
-                    let w = get(&consts, &n.input[1])?;
+                    let w = get(&consts, &n.input[1], c_out * c_in * 9)?;
                     let mut bias = match n.input.get(2) {
-                        Some(b) if !b.is_empty() => get(&consts, b)?,
+                        Some(b) if !b.is_empty() => get(&consts, b, c_out)?,
                         _ => vec![0.0; c_out],
                     };
                     let mut scale = vec![1.0f32; c_out];
@@ -222,10 +230,10 @@ impl Cnn14Plan {
                     {
                         let eps = attr(bn, "epsilon").map_or(1e-5, |a| a.f);
                         let (g, b, m, v) = (
-                            get(&consts, &bn.input[1])?,
-                            get(&consts, &bn.input[2])?,
-                            get(&consts, &bn.input[3])?,
-                            get(&consts, &bn.input[4])?,
+                            get(&consts, &bn.input[1], c_out)?,
+                            get(&consts, &bn.input[2], c_out)?,
+                            get(&consts, &bn.input[3], c_out)?,
+                            get(&consts, &bn.input[4], c_out)?,
                         );
                         for c in 0..c_out {
                             scale[c] = g[c] / (v[c] + eps).sqrt();
@@ -256,6 +264,9 @@ impl Cnn14Plan {
                         taps.push((steps.len() - 1, current.clone()));
                     }
                     i += 1;
+                    if outputs.iter().all(|o| taps.iter().any(|(_, t)| t == o)) {
+                        break; // whatever follows (a classifier head, say) is not needed
+                    }
                     continue;
                 }
                 "MaxPool" | "AveragePool" => {
@@ -263,6 +274,8 @@ impl Cnn14Plan {
                         && ints(n, "strides") == Some(vec![2, 2])
                         && ints(n, "pads").map_or(true, |p| p.iter().all(|&v| v == 0))
                         && attr(n, "ceil_mode").map_or(true, |c| c.i == 0)
+                        && ints(n, "dilations").map_or(true, |d| d == [1, 1])
+                        && explicit_pads(n)
                         && !transposed;
                     if !ok {
                         return Err(unsupported(format!("{op} '{}' is not a 2x2 stride-2 pooling", n.name)));
@@ -276,6 +289,9 @@ impl Cnn14Plan {
                 taps.push((steps.len() - 1, current.clone()));
             }
             i += 1;
+            if outputs.iter().all(|o| taps.iter().any(|(_, t)| t == o)) {
+                break; // whatever follows (a classifier head, say) is not needed
+            }
         }
         let mut ordered = Vec::with_capacity(outputs.len());
         for name in outputs {
@@ -461,7 +477,8 @@ fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 }
 
 thread_local! {
-    /// Per-thread buffers of [`winograd_conv`]: transformed input, products, output rows.
+    /// Per-thread buffers of [`winograd_conv`]: transformed input, products, output rows. They keep their largest
+    /// size (a few MB per thread for a whole 10 s clip, under 2 MB for the pipeline's windows) for the next run.
     static SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
@@ -654,7 +671,7 @@ fn winograd_conv(x: &Stack, c_in: usize, c_out: usize, u: &[f32], bias: &[f32], 
             }
         })
     };
-    let writer = OutWriter(data.as_mut_ptr());
+    let writer = OutWriter(data.as_mut_ptr(), data.len());
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
@@ -669,7 +686,7 @@ fn winograd_conv(x: &Stack, c_in: usize, c_out: usize, u: &[f32], bias: &[f32], 
 
 /// Writes output values of disjoint tiles from several threads.
 #[derive(Clone, Copy)]
-struct OutWriter(*mut f32);
+struct OutWriter(*mut f32, usize);
 
 // SAFETY: every block writes only the output positions of its own tiles, so no two threads write one element, and
 // the buffer outlives the parallel loop that uses the writer.
@@ -678,7 +695,8 @@ unsafe impl Sync for OutWriter {}
 
 impl OutWriter {
     fn write(&mut self, i: usize, v: f32) {
-        // SAFETY: `i < c_out * h * w` by construction of the tile loops above; see the Send/Sync note.
+        assert!(i < self.1, "output index {i} out of {}", self.1);
+        // SAFETY: `i` is in bounds (checked above); see the Send/Sync note.
         unsafe { *self.0.add(i) = v }
     }
 }

@@ -123,6 +123,35 @@ fn graphs_outside_the_cnn14_chain_go_to_tract() {
     relu.op_type = "Sigmoid".into();
     let err = Cnn14Plan::from_onnx(&changed, &outputs, 96).unwrap_err().to_string();
     assert!(err.contains("Sigmoid"), "{err}");
+    // The same graph through Backbone: runs on tract and says why.
+    let mut bytes = Vec::new();
+    prost::Message::encode(&changed, &mut bytes).unwrap();
+    let spec = BackboneSpec::from_json(DEFAULT_SPEC).unwrap();
+    let b = Backbone::from_bytes(&bytes, spec, &outputs).unwrap();
+    assert_eq!(b.runtime_name(), "tract");
+    assert!(b.tract_reason().unwrap().contains("Sigmoid"), "{:?}", b.tract_reason());
+    // Outputs before an unsupported tail are still taken on the direct path.
+    let mut tail = proto.clone();
+    let graph = tail.graph.as_mut().unwrap();
+    let last = graph.node.iter_mut().rev().find(|n| n.op_type == "Relu").unwrap();
+    last.op_type = "Sigmoid".into();
+    assert!(Cnn14Plan::from_onnx(&tail, &outputs, 96).is_ok());
+    // A pooling with auto_pad and a short weight tensor are refused.
+    let mut changed = proto.clone();
+    let graph = changed.graph.as_mut().unwrap();
+    let pool = graph.node.iter_mut().find(|n| n.op_type == "MaxPool").unwrap();
+    pool.attribute.push(tract_onnx::pb::AttributeProto {
+        name: "auto_pad".into(),
+        s: b"SAME_UPPER".to_vec(),
+        ..Default::default()
+    });
+    assert!(Cnn14Plan::from_onnx(&changed, &outputs, 96).is_err());
+    let mut changed = proto.clone();
+    let graph = changed.graph.as_mut().unwrap();
+    let w = graph.initializer.iter_mut().find(|t| t.name.starts_with("conv_block1.conv2.weight")).unwrap();
+    w.raw_data.truncate(w.raw_data.len() / 2);
+    let err = Cnn14Plan::from_onnx(&changed, &outputs, 96).unwrap_err().to_string();
+    assert!(err.contains("expected"), "{err}");
     let mut changed = proto.clone();
     let graph = changed.graph.as_mut().unwrap();
     let conv = graph.node.iter_mut().find(|n| n.op_type == "Conv").unwrap();
