@@ -385,6 +385,29 @@ impl BackboneRunner {
         Ok(BackboneRunner { backbone })
     }
 
+    /// Runs several inputs at once, as the pipeline runs batches of windows: `inputs` holds them one after the
+    /// other, `[frames, mel_bins]` each. Returns every input's outputs, in input order, concatenated as
+    /// [`BackboneRunner::run`] returns them. Throws if the length is not a whole number of inputs.
+    #[wasm_bindgen(js_name = runBatch)]
+    pub fn run_batch(&self, inputs: &[f32]) -> Result<Float32Array, JsError> {
+        let size = self.backbone.spec().window_frames * self.backbone.spec().front_end_config().n_mels;
+        if inputs.is_empty() || inputs.len() % size != 0 {
+            return Err(JsError::new(&format!(
+                "runBatch needs a whole number of inputs of {size} values, got {} values",
+                inputs.len()
+            )));
+        }
+        let windows: Vec<&[f32]> = inputs.chunks_exact(size).collect();
+        let all: Vec<f32> = self
+            .backbone
+            .run_batch(&windows)
+            .map_err(js_err)?
+            .into_iter()
+            .flat_map(|maps| maps.into_iter().flat_map(|m| m.data))
+            .collect();
+        Ok(Float32Array::from(all.as_slice()))
+    }
+
     /// `"cnn14-winograd"` or `"tract"`: which code runs the network.
     #[wasm_bindgen(getter)]
     pub fn runtime(&self) -> String {

@@ -1,10 +1,12 @@
 // A Web Worker of the browser benchmark (bench.js, sonomalyWorkers): its own sonomaly module and BackboneRunner
-// for one window size; runs the windows it is given and sends their feature maps back.
+// for one window size; runs the windows it is given (in batches of 4, as the pipeline) and sends the feature maps
+// back.
 //
 //   {type: "init", onnx, specText, outputs, frames, melBins}  -> {}
-//   {type: "run", logmel, starts}                             -> {maps: [Float32Array per window]}
+//   {type: "run", logmel, starts}                             -> {maps: [Float32Array per batch]}
 
 import init, { BackboneRunner } from "../../dist/pkg/sonomaly.js";
+import { runBatches } from "./batches.js";
 
 let runner = null;
 let frames = 0;
@@ -18,7 +20,7 @@ self.onmessage = async ({ data }) => {
       ({ frames, melBins } = data);
       self.postMessage({});
     } else if (data.type === "run") {
-      const maps = data.starts.map((s) => runner.run(data.logmel.subarray(s * melBins, (s + frames) * melBins)));
+      const maps = runBatches(runner, data.logmel, data.starts, frames, melBins);
       self.postMessage({ maps }, maps.map((m) => m.buffer));
     }
   } catch (e) {

@@ -9,6 +9,7 @@
 
 import init, { BackboneRunner, Engine, simdSupported, version } from "../../dist/pkg/sonomaly.js";
 import * as ort from "./node_modules/onnxruntime-web/dist/ort.wasm.min.mjs";
+import { runBatches } from "./batches.js";
 
 const ROOT = new URL("../../", import.meta.url);
 
@@ -118,15 +119,14 @@ const KINDS = {
     };
   },
 
-  // sonomaly on the pipeline's windows, one after the other on this thread.
+  // sonomaly on the pipeline's windows, in batches of 4 as the pipeline runs them, on this thread.
   async "sonomaly-windows"({ m }) {
     const { onnx, specText, spec, names, logmel } = await loadModel(m);
     const { w, hop, starts } = windowsOf(spec, logmel);
-    const mel = logmel.melBins;
     const runner = new BackboneRunner(onnx, specText, names.join(","), w);
     return {
       info: { windowFrames: w, windowHop: hop, windows: starts.length },
-      run: () => starts.map((s) => runner.run(logmel.data.subarray(s * mel, (s + w) * mel))),
+      run: () => runBatches(runner, logmel.data, starts, w, logmel.melBins),
       summary: () => ({}),
       dispose: () => runner.free(),
     };
