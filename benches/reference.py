@@ -8,17 +8,19 @@ writes `<out>/reference.json`: the same record layout as `native.json` (median a
 warm-up runs, milliseconds), plus sameness checks against sonomaly's results. Measured:
 
 - `spectrogram.*.librosa`: librosa 0.11 log-mel of the same resampled clip, as `tests/reference/spectrogram_ref.py`
-  defines each preset (aisfx, PANNs CNN14).
+  defines each preset (aisfx, PANNs CNN14), BLAS limited to one thread.
 - `backbone.<model>.onnxruntime.whole-{1,2}t`: onnxruntime (CPU execution provider, all graph optimisations,
   intra-op threads 1 and 2, sequential execution) on the same ONNX file and the same log-mel tensor, all outputs;
   `max_abs_diff` against sonomaly's outputs.
 - `knn.*.faiss.{1,2}t`: faiss-cpu `IndexFlatL2` (exact search, k = 1) on the same bank and queries; `max_abs_diff`
   of the distances against sonomaly's.
 - `coreset.*.numpy`: anomalib's PatchCore coreset (scikit-learn `SparseRandomProjection(eps=0.9)` when it lowers
-  the dimension, then the greedy k-center loop of `anomalib.models.image.patchcore.KCenterGreedy` in numpy) on the
-  same patches. The 896-dimensional case runs the first 1000 centres only and reports the time per centre.
+  the dimension, then the greedy k-center loop of `anomalib.models.image.patchcore.KCenterGreedy`, in numpy rather
+  than torch) on the same patches, one thread. The 896-dimensional case runs the first 1000 centres only; the time
+  per centre excludes the projection (timed on its own).
 - `sgemm.numpy.{1,2}t`: numpy (OpenBLAS) float32 2048^3 matrix product: the machine's measured sgemm peak.
-- `flops.<model>`: multiply-adds of each ONNX model's convolutions for the 10 s input (from ONNX shape inference).
+- `flops.<model>`: multiply-adds of each ONNX model's convolutions for the 10 s input (from ONNX shape inference),
+  and of those with one input channel (which sonomaly computes directly, not by Winograd).
 """
 
 import argparse
@@ -57,7 +59,7 @@ def record(records, rid, timing, **extra):
 
 
 def conv_macs(onnx_path, input_shape):
-    """Multiply-adds of every Conv node for the given input shape, and the input's name."""
+    """Multiply-adds of the Conv nodes for the given input shape: all of them, and those with one input channel."""
     import onnx
     from onnx import shape_inference
 
@@ -75,13 +77,15 @@ def conv_macs(onnx_path, input_shape):
     for node in model.graph.node:  # weights stored as float16 + Cast
         if node.op_type == "Cast" and node.input[0] in inits:
             inits[node.output[0]] = inits[node.input[0]]
-    macs = 0
+    macs = macs_cin1 = 0
     for node in model.graph.node:
         if node.op_type == "Conv":
             w = inits[node.input[1]]
             out = shapes[node.output[0]]
-            macs += int(np.prod(out)) * w[1] * w[2] * w[3]
-    return macs
+            n = int(np.prod(out)) * w[1] * w[2] * w[3]
+            macs += n
+            macs_cin1 += n if w[1] == 1 else 0
+    return macs, macs_cin1
 
 
 def main():
@@ -97,13 +101,16 @@ def main():
     records = []
 
     import librosa
+    from threadpoolctl import threadpool_limits
 
     for key, preset in (("aisfx", "aisfx"), ("panns", "panns-cnn14")):
         y = inputs[f"audio_{key}"]
         ref = spectrogram_ref.logmel(preset, y)
         diff = float(np.abs(ref - inputs[f"logmel_{key}"][0, 0]).max())
-        record(records, f"spectrogram.{key}.librosa", measure(lambda: spectrogram_ref.logmel(preset, y), reps, warmup),
-               group="spectrogram", impl="librosa", version=librosa.__version__, threads=1, max_abs_diff=diff)
+        with threadpool_limits(limits=1):  # one thread, as sonomaly's front end
+            t = measure(lambda: spectrogram_ref.logmel(preset, y), reps, warmup)
+        record(records, f"spectrogram.{key}.librosa", t, group="spectrogram", impl="librosa",
+               version=librosa.__version__, threads=1, max_abs_diff=diff)
 
     import onnxruntime as ort
 
@@ -115,9 +122,10 @@ def main():
         spec = json.load(open(os.path.join(folder, "spec.json")))
         x = inputs["logmel_aisfx" if model == "aisfx" else "logmel_panns"]
         names = [o["name"] for o in spec["outputs"]]
-        macs = conv_macs(onnx_path, list(x.shape))
+        macs, macs_cin1 = conv_macs(onnx_path, list(x.shape))
         records.append({"id": f"flops.{model}", "group": "flops", "model": model, "input_shape": list(x.shape),
-                        "conv_macs": macs, "seconds_of_audio": 10.0, "window_frames": spec["window_frames"],
+                        "conv_macs": macs, "conv_macs_one_input_channel": macs_cin1, "seconds_of_audio": 10.0,
+                        "window_frames": spec["window_frames"],
                         "window_hop": spec["window_hop"]})
         print(f"flops.{model}: {2 * macs / 1e9:.1f} GFLOP for the 10 s input {list(x.shape)}")
         for threads in (1, 2):
@@ -156,9 +164,12 @@ def main():
         size = int(n * 0.1)
         limit = size if d < 100 else 1000
 
-        def coreset():
-            k = johnson_lindenstrauss_min_dim(n, eps=0.9)
-            f = SparseRandomProjection(eps=0.9, random_state=0).fit_transform(x).astype(np.float32) if k < d else x
+        k = johnson_lindenstrauss_min_dim(n, eps=0.9)
+        t0 = time.perf_counter()
+        f = SparseRandomProjection(eps=0.9, random_state=0).fit_transform(x).astype(np.float32) if k < d else x
+        projection_ms = (time.perf_counter() - t0) * 1e3
+
+        def greedy():
             # anomalib KCenterGreedy.select_coreset_idxs: min distance to the chosen set, take the farthest
             min_d = None
             idx = 0
@@ -171,12 +182,10 @@ def main():
                 chosen.append(idx)
             return chosen
 
-        t = measure(coreset, 1, 0)
+        t = measure(greedy, 1, 0)
         record(records, f"{key.rsplit('.', 1)[0]}.numpy.1t", t, group="coreset", impl="numpy + scikit-learn",
-               threads=1, patches=n, dims=d, coreset=size, centres_timed=limit,
-               per_centre_ms=t["median_ms"] / limit)
-
-    from threadpoolctl import threadpool_limits
+               threads=1, patches=n, dims=d, projected_dims=int(k if k < d else d), coreset=size,
+               centres_timed=limit, projection_ms=projection_ms, per_centre_ms=t["median_ms"] / limit)
 
     m = 2048
     g = np.random.default_rng(0)
