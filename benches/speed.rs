@@ -50,16 +50,37 @@ impl Options {
     }
 }
 
+fn fail(msg: &str) -> ! {
+    eprintln!("speed: {msg}");
+    std::process::exit(2);
+}
+
+/// The value after option `what`; cargo appends `--bench`, which is never a value.
+fn value(args: &mut impl Iterator<Item = String>, what: &str) -> String {
+    match args.next() {
+        Some(v) if !v.starts_with("--") => v,
+        _ => fail(&format!("{what} needs a value")),
+    }
+}
+
 fn options() -> Options {
     let mut o = Options { out: PathBuf::from("target/bench"), reps: 10, warmup: 2, only: Vec::new() };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--out" => o.out = PathBuf::from(args.next().expect("--out needs a directory")),
-            "--reps" => o.reps = args.next().and_then(|v| v.parse().ok()).expect("--reps needs a number"),
+            "--out" => o.out = PathBuf::from(value(&mut args, "--out")),
+            "--reps" => {
+                o.reps = match value(&mut args, "--reps").parse() {
+                    Ok(n) if n >= 1 => n,
+                    _ => fail("--reps needs a whole number of at least 1"),
+                }
+            }
             "--only" => {
-                o.only =
-                    args.next().expect("--only needs groups, e.g. backbone,knn").split(',').map(String::from).collect()
+                o.only = value(&mut args, "--only").split(',').map(String::from).collect();
+                const GROUPS: [&str; 4] = ["backbone", "knn", "coreset", "sgemm"];
+                if let Some(g) = o.only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+                    fail(&format!("--only: unknown group '{g}' (known: {})", GROUPS.join(", ")));
+                }
             }
             "--quick" => {
                 o.reps = 3;
@@ -68,8 +89,7 @@ fn options() -> Options {
             // cargo bench passes --bench to every bench target
             "--bench" => {}
             other => {
-                eprintln!("speed: unknown argument '{other}' (known: --out DIR, --reps N, --quick, --only GROUP,...)");
-                std::process::exit(2);
+                fail(&format!("unknown argument '{other}' (known: --out DIR, --reps N, --quick, --only GROUP,...)"))
             }
         }
     }
