@@ -96,6 +96,10 @@ def main():
     a = ap.parse_args()
     reps, warmup = (3, 1) if a.quick else (a.reps, 2)
     MODELS["cnn14-panns"] = os.path.join(a.out, "cnn14-panns")
+    for name in ("inputs.safetensors", "outputs.safetensors"):
+        if not os.path.exists(os.path.join(a.out, name)):
+            raise SystemExit(f"reference.py: {os.path.join(a.out, name)} is missing: "
+                             f"run `cargo bench --bench speed -- --out {a.out}` first (benches/run.sh does)")
     inputs = load_file(os.path.join(a.out, "inputs.safetensors"))
     ours = load_file(os.path.join(a.out, "outputs.safetensors"))
     records = []

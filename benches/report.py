@@ -58,20 +58,27 @@ def main():
     browser = load(os.path.join(a.out, "browser.json")) or {"records": []}
     fit = load(os.path.join(a.out, "fit100.json"))
     fit_info = load(os.path.join(a.out, "fit100.info.json"))
+    if not native["records"] and not ref["records"]:
+        raise SystemExit(f"report.py: no results in {a.out} (native.json and reference.json are missing): "
+                         "run benches/run.sh")
     rec = {r["id"]: r for r in native["records"] + ref["records"] + browser["records"]}
     get = rec.get
     targets = []
+    busy = []  # models whose onnxruntime 2-thread run was barely faster than 1 thread: the machine was busy
     md = []
     quick = min([d.get("reps", 10) for d in (native, ref, browser) if d.get("records")] or [10]) < 5
     md.append("# Speed, side by side\n")
     md.append(
         "Made by `benches/run.sh` (one command: installs the reference tools, builds, runs everything below in one go "
-        "and writes this file). Medians of {} runs after warm-up runs{} (the page rows: 3 cold runs; coreset and fit: "
-        "one run); ratios are **sonomaly / reference on the same work in one run of the script** (below 1: sonomaly "
-        "is faster). The machine is shared and noisy: read the ratios, not the milliseconds. Native sonomaly and "
-        "the Python references run one after the other, minutes apart; the browser cases are interleaved round by "
-        "round, so their ratios are the steadier ones.\n".format(
-            native.get("reps", "?"), " (**quick run**: 3 repetitions)" if quick else ""))
+        "and writes this file). {}Medians of {} runs after warm-up runs ({}coreset and fit: one run); ratios are "
+        "**sonomaly / reference on the same work in one run of the script** (below 1: sonomaly is faster). The "
+        "machine is shared and noisy: read the ratios, not the milliseconds. Native sonomaly and the Python "
+        "references run one after the other, minutes apart{}.\n".format(
+            "**Quick run (3 repetitions): a smoke test, not figures to quote.** " if quick else "",
+            native.get("reps", "?"),
+            "the page rows: 3 cold runs; " if browser["records"] else "",
+            "; the browser cases are interleaved round by round, so their ratios are the steadier ones"
+            if browser["records"] else ""))
     md.append("- Report written: {}; CPU: {} ({} threads available); Python {}, numpy {}".format(
         datetime.date.today().isoformat(), native.get("cpu", "?"), native.get("threads_available", "?"),
         ref.get("python", "?"), ref.get("numpy", "?")))
@@ -114,8 +121,14 @@ def main():
             if ours and ort:
                 targets.append((f"native backbone, {model}, {threads} thread(s): <= 1.2x onnxruntime",
                                 ours["median_ms"] / ort["median_ms"], 1.2))
+        ort1, ort2 = get(f"backbone.{model}.onnxruntime.whole-1t"), get(f"backbone.{model}.onnxruntime.whole-2t")
+        if ort1 and ort2 and ort2["median_ms"] > 0.8 * ort1["median_ms"]:
+            busy.append(model)
     md.append(table(["model", "threads", "runtime", "ms / 10 s clip", "vs onnxruntime", "GFLOP/s (equivalent)",
-                     "of numpy sgemm", "max abs diff (onnxruntime, tract: vs sonomaly)"], rows))
+                     "of numpy sgemm", "max abs diff vs tract (sonomaly row) or vs sonomaly"], rows))
+    if busy:
+        md.append("\n**Warning:** onnxruntime on 2 threads was less than 1.25x faster than on 1 thread for {}: the "
+                  "machine was busy during this run and its 2-thread rows are unreliable.".format(", ".join(busy)))
     md.append("\nGFLOP/s counts the direct convolution's multiply-adds x 2 for everyone (Winograd does fewer "
               "multiplications, so sonomaly's figure is an equivalent rate). The reference rate is numpy (OpenBLAS) "
               "float32 2048^3 measured in this run, {} GFLOP/s on 1 thread, {} on 2: a well-tuned library's matrix "
@@ -149,11 +162,16 @@ def main():
                      "—" if overlap is None else f"{per_s * overlap:.2f} ({overlap:.2f}x)",
                      f"{(per_s - cin1) / 2.25 + cin1:.2f}"])
     md.append(table(["model", "input for 10 s", "GFLOP per s of audio (whole input)",
-                     "with the pipeline's windows", "multiply-add GFLOP per s of audio sonomaly does (Winograd)"],
+                     "with the pipeline's windows", "GFLOP per s of audio sonomaly does (Winograd)"],
                     rows))
-    md.append("\nThe last column: the 3x3 convolutions with more than one input channel at 1/2.25 of their "
-              "multiply-adds (Winograd F(2x2, 3x3)), the first convolution (one input channel) direct; whole input, "
-              "transforms and the padding of odd sizes not counted.")
+    md.append("\nGFLOP = multiply-adds x 2. The last column: the 3x3 convolutions with more than one input channel "
+              "at 1/2.25 of their multiply-adds (Winograd F(2x2, 3x3)), the first convolution (one input channel) "
+              "direct; whole input, transforms and the padding of odd sizes not counted.")
+    mm = get("sgemm.matrixmultiply.1t")
+    if mm:
+        md.append(f"\nThe matrix products sonomaly uses (matrixmultiply, float32 1024^3, 1 thread): "
+                  f"{mm['gflops']:.0f} GFLOP/s, against numpy's {peak[1]:.0f} GFLOP/s on 1 thread (2048^3)."
+                  if peak[1] else "")
 
     # Browser backbone
     md.append("\n## 3. Backbone in the browser (headless Chromium, wasm)\n")
@@ -280,8 +298,13 @@ def main():
     # Targets
     md.append("\n## Targets\n")
     rows = []
+    if not browser["records"]:
+        for what in ("wasm backbone: <= 1.0x onnxruntime-web, 1 thread (goal 0.5x)", "browser: >= 10x real time"):
+            targets.append((what, None, "not measured"))
     for what, value, limit in targets:
-        if limit is None:
+        if limit == "not measured":
+            rows.append([what, "—", "not measured (--no-browser)"])
+        elif limit is None:
             rows.append([what, f"{value:.2f}x", "—"])
         elif limit == ">=10":
             rows.append([what, f"{value:.1f}", "met" if value >= 10 else "**not met**"])

@@ -31,7 +31,6 @@ import http from "node:http";
 import path from "node:path";
 import zlib from "node:zlib";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -515,6 +514,8 @@ async function main() {
   checkPrerequisites();
   const plain = await serve(false);
   const isolated = await serve(true);
+  // Imported here, after checkPrerequisites, so that a missing `npm ci` gives its message rather than a stack.
+  const { chromium } = await import("playwright-core");
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
   try {
     const { envs, ortWasm } = await benchBackbones(browser, plain.origin, isolated.origin, opts.reps);
