@@ -236,11 +236,12 @@ def main():
                   "`Engine.scoreClip` in one worker: front end, backbone windows, PatchCore, anomaly map, segments.")
     size = get("browser.wasm.size")
     if size:
-        md.append(f"\nwasm download: {size['bytes'] / 1e6:.1f} MB ({size['gzip_bytes'] / 1e6:.1f} MB gzip -9)")
+        line = f"\nwasm download: {size['bytes'] / 1e6:.1f} MB ({size['gzip_bytes'] / 1e6:.1f} MB gzip -9)"
         osize = get("browser.ortweb.size")
         if osize:
-            md.append(f"; onnxruntime-web's wasm files: {osize.get('bytes', 0) / 1e6:.1f} MB "
-                      f"({osize.get('gzip_bytes', 0) / 1e6:.1f} MB gzip -9).")
+            line += (f"; onnxruntime-web's wasm files: {osize.get('bytes', 0) / 1e6:.1f} MB "
+                     f"({osize.get('gzip_bytes', 0) / 1e6:.1f} MB gzip -9).")
+        md.append(line)
 
     # kNN
     md.append("\n## 5. PatchCore nearest neighbours, coreset, fit\n")

@@ -16,8 +16,10 @@
 #    wasm and onnxruntime-web in the same headless Chromium),
 # 4. writes BENCH.md (benches/report.py) from this run's target/bench/*.json and prints it.
 #
-# --quick: 3 repetitions instead of 10 (a smoke run; the report says so). --no-browser: native rows only.
-# Takes about 20 minutes on 2 cores (most of it the coreset references and the browser).
+# --quick: 3 repetitions instead of 10, report in target/bench/BENCH-quick.md (a smoke run: BENCH.md is left alone;
+# the one-run items, coreset and fit, take as long as ever). --no-browser: native rows only.
+# Takes about 20 minutes on 2 cores once built (most of it the coresets, their references and the browser); the
+# first run also builds the crate natively and for wasm, 15-25 minutes more.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,8 +72,10 @@ cargo bench --bench speed --no-run
 SONOMALY="$ROOT/target/release/sonomaly"
 mapfile -t FAN_CLIPS < <(find "$FAN" -maxdepth 1 -name '*.wav' | sort | head -20)
 
-say "conv_block2,3,4 bank of 10 fan clips -> $OUT/fan-cnn.bank"
-"$SONOMALY" fit --layers conv_block2,conv_block3,conv_block4 --out "$OUT/fan-cnn.bank" --force "${FAN_CLIPS[@]:0:10}"
+if [ "$BROWSER" = 1 ]; then
+    say "conv_block2,3,4 bank of 10 fan clips (for the browser's pipeline row) -> $OUT/fan-cnn.bank"
+    "$SONOMALY" fit --layers conv_block2,conv_block3,conv_block4 --out "$OUT/fan-cnn.bank" --force "${FAN_CLIPS[@]:0:10}"
+fi
 
 say "sonomaly (cargo bench --bench speed)"
 cargo bench --bench speed -- --out "$OUT" ${QUICK[@]+"${QUICK[@]}"}
@@ -113,6 +117,8 @@ if [ "$BROWSER" = 1 ]; then
     node benches/web/run.mjs --out "$OUT/browser.json" ${QUICK[@]+"${QUICK[@]}"}
 fi
 
-say "BENCH.md"
-python3 benches/report.py --out "$OUT" --write BENCH.md
-cat BENCH.md
+REPORT=BENCH.md
+[ "${#QUICK[@]}" -gt 0 ] && REPORT="$OUT/BENCH-quick.md"
+say "$REPORT"
+python3 benches/report.py --out "$OUT" --write "$REPORT"
+cat "$REPORT"

@@ -312,6 +312,7 @@ fn bench_knn(
 
 fn bench_coreset(o: &Options, records: &mut Vec<Value>, inputs: &mut Tensors, d: usize, seed: u64) {
     let n = 100_000;
+    println!("coreset of {n} x {d} patches (one run; up to a few minutes for the larger one) ...");
     let patches = clusters(n, d, 64, seed);
     inputs.add(&format!("coreset.d{d}.patches"), &[n, d], &patches);
     let config = PatchCoreConfig::default();
