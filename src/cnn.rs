@@ -7,7 +7,8 @@
 //! from a 4x4 input tile with 16 multiplications instead of 36, so a 3x3 convolution becomes 16 matrix products
 //! `[C_out, C_in] x [C_in, tiles]` (2.25x fewer multiply-adds than direct or im2col convolution), run by
 //! `matrixmultiply`'s sgemm (AVX2/AVX-512 FMA kernels natively, simd128 in wasm). Tiles are processed in blocks that
-//! stay in cache, spread over threads on native targets.
+//! stay in cache, spread over threads on native targets. The first convolution (one input channel) is computed
+//! directly, which is cheaper there. [`Cnn14Plan::run_batch`] runs several windows through one set of products.
 //!
 //! [`Cnn14Plan::from_onnx`] reads the ONNX graph and accepts only the chain above (the graphs that
 //! `models/convert_aisfx.py` and `models/convert_cnn14.py` write); anything else is refused with the reason, and
