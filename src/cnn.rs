@@ -21,6 +21,7 @@ use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
 use tract_onnx::prelude::f16;
 
 use crate::error::{Error, Result};
+use crate::linalg::matmul;
 
 /// One step of the chain.
 #[derive(Debug, Clone)]
@@ -339,8 +340,7 @@ impl Cnn14Plan {
         }
         let batch = inputs.len();
         let mut x = Stack { batch, channels: 1, time: frames, freq: self.mel_bins, data };
-        let mut out: Vec<Vec<Activation>> = (0..batch).map(|_| Vec::with_capacity(self.taps.len())).collect();
-        let mut taken: Vec<Option<Stack>> = vec![None; self.taps.len()];
+        let mut out: Vec<Vec<Option<Activation>>> = vec![vec![None; self.taps.len()]; batch];
         for (s, step) in self.steps.iter().enumerate() {
             x = match step {
                 Step::MelAffine { scale, shift } => {
@@ -355,25 +355,22 @@ impl Cnn14Plan {
                 Step::Conv { c_in, c_out, u, bias, relu, .. } => winograd_conv(&x, *c_in, *c_out, u, bias, *relu),
                 Step::Pool { max } => pool2(&x, *max),
             };
+            // Outputs are copied per input as soon as they are computed, into the slot of the order requested.
             for (k, (tap, _)) in self.taps.iter().enumerate() {
                 if *tap == s {
-                    taken[k] = Some(x.clone());
+                    let size = x.channels * x.time * x.freq;
+                    for (b, o) in out.iter_mut().enumerate() {
+                        o[k] = Some(Activation {
+                            channels: x.channels,
+                            time: x.time,
+                            freq: x.freq,
+                            data: x.data[b * size..(b + 1) * size].to_vec(),
+                        });
+                    }
                 }
             }
         }
-        for t in taken {
-            let t = t.expect("every tap is on the chain");
-            let size = t.channels * t.time * t.freq;
-            for (b, o) in out.iter_mut().enumerate() {
-                o.push(Activation {
-                    channels: t.channels,
-                    time: t.time,
-                    freq: t.freq,
-                    data: t.data[b * size..(b + 1) * size].to_vec(),
-                });
-            }
-        }
-        Ok(out)
+        Ok(out.into_iter().map(|o| o.into_iter().map(|a| a.expect("every tap is on the chain")).collect()).collect())
     }
 }
 
@@ -451,30 +448,6 @@ fn pool2(x: &Stack, max: bool) -> Stack {
         }
     }
     Stack { batch: x.batch, channels: x.channels, time: t, freq: f, data }
-}
-
-/// `c[m, n] = a[m, k] b[k, n]`, all row-major.
-fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    debug_assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the slices hold at least the m x k, k x n and m x n row-major matrices the strides describe.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
 }
 
 thread_local! {
@@ -604,12 +577,13 @@ fn winograd_conv(x: &Stack, c_in: usize, c_out: usize, u: &[f32], bias: &[f32], 
             // 16 products M[xi] = U[xi] V[xi]: [c_out, c_in] x [c_in, nt].
             let m = scratch(m, 16 * c_out * nt);
             for xi in 0..16 {
-                sgemm(
+                matmul(
                     c_out,
                     c_in,
                     nt,
                     &u[xi * c_out * c_in..(xi + 1) * c_out * c_in],
                     &v[xi * c_in * nt..(xi + 1) * c_in * nt],
+                    false,
                     &mut m[xi * c_out * nt..(xi + 1) * c_out * nt],
                 );
             }

@@ -20,6 +20,7 @@ pub mod embedding;
 pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
+mod linalg;
 pub mod metrics;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mix;

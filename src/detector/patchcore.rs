@@ -111,30 +111,7 @@ pub fn sparse_random_projection(k: usize, d: usize, seed: u64) -> Vec<f32> {
 
 /// `c[m, n] = a[m, k] . b[n, k]^T` (both row-major).
 fn matmul_abt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
-    debug_assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: slices are at least the sizes the strides describe (checked above in debug builds, and by
-    // construction at every call site).
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    crate::linalg::matmul(m, k, n, a, b, true, c);
 }
 
 /// Runs `f` over `[chunk_rows, ...]` pieces of `out`, in parallel on native targets.
