@@ -105,7 +105,22 @@ fn a_batch_of_windows_equals_the_windows_one_by_one() {
             assert_eq!(&backbone.run(w).unwrap(), maps, "{}", backbone.runtime_name());
         }
         assert!(backbone.run_batch(&[&windows[0], &[0.0; 7]]).is_err());
+        assert!(backbone.run_batch(&[]).unwrap().is_empty());
     }
+}
+
+#[test]
+fn outputs_come_in_the_order_asked_and_zero_frames_are_refused() {
+    let spec = BackboneSpec::from_json(DEFAULT_SPEC).unwrap();
+    let forward: Vec<String> = ["conv_block2", "conv_block4"].map(String::from).to_vec();
+    let backward: Vec<String> = ["conv_block4", "conv_block2"].map(String::from).to_vec();
+    let x = noise(100 * 96, 9);
+    let f = Backbone::from_bytes(DEFAULT_ONNX, spec.clone(), &forward).unwrap().run(&x).unwrap();
+    let b = Backbone::from_bytes(DEFAULT_ONNX, spec.clone(), &backward).unwrap().run(&x).unwrap();
+    assert_eq!((b[0].name.as_str(), b[1].name.as_str()), ("conv_block4", "conv_block2"));
+    assert_eq!((&f[0], &f[1]), (&b[1], &b[0]));
+    let err = Backbone::with_frames(DEFAULT_ONNX, spec, &forward, 0, Runtime::Auto).unwrap_err().to_string();
+    assert!(err.contains("at least one frame"), "{err}");
 }
 
 #[test]

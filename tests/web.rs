@@ -12,7 +12,7 @@
 use sonomaly::audio::{decode, to_mono, ChannelSelect};
 use sonomaly::bank::Bank;
 use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model, StreamScorer};
-use sonomaly::web::Engine;
+use sonomaly::web::{BackboneRunner, Engine};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
@@ -185,6 +185,34 @@ fn bad_inputs_give_errors_not_panics() {
     // Still works afterwards.
     let (x, sr) = mono(NORMAL_WAV);
     assert!(e.score_clip(&x, sr).is_ok());
+}
+
+#[wasm_bindgen_test]
+fn the_backbone_runner_refuses_bad_input_and_batches_like_single_runs() {
+    let outputs = "conv_block2,conv_block3";
+    // Empty, corrupt and truncated models, a bad spec, unknown outputs or runtime, zero frames.
+    assert!(BackboneRunner::new(b"", SPEC, outputs, 100, None).is_err());
+    assert!(BackboneRunner::new(b"not an onnx model", SPEC, outputs, 100, None).is_err());
+    assert!(BackboneRunner::new(&ONNX[..ONNX.len() / 2], SPEC, outputs, 100, None).is_err());
+    assert!(BackboneRunner::new(ONNX, "{ not json", outputs, 100, None).is_err());
+    assert!(BackboneRunner::new(ONNX, SPEC, "conv_block9", 100, None).is_err());
+    assert!(BackboneRunner::new(ONNX, SPEC, "", 100, None).is_err());
+    assert!(BackboneRunner::new(ONNX, SPEC, outputs, 0, None).is_err());
+    assert!(BackboneRunner::new(ONNX, SPEC, outputs, 100, Some("onnxruntime".into())).is_err());
+    let r = BackboneRunner::new(ONNX, SPEC, outputs, 100, None).expect("runner");
+    assert_eq!(r.runtime(), "cnn14-winograd");
+    // Wrong lengths, empty batches and a ragged batch are errors.
+    assert!(r.run(&[0.0; 7]).is_err());
+    assert!(r.run(&[]).is_err());
+    assert!(r.run_batch(&[]).is_err());
+    assert!(r.run_batch(&vec![0.0; 100 * 96 + 1]).is_err());
+    // A batch of two windows equals the two windows run alone.
+    let a: Vec<f32> = (0..100 * 96).map(|i| ((i * 37) % 101) as f32 / 50.0).collect();
+    let b: Vec<f32> = a.iter().rev().copied().collect();
+    let both: Vec<f32> = a.iter().chain(&b).copied().collect();
+    let batch = r.run_batch(&both).expect("batch").to_vec();
+    let single: Vec<f32> = [r.run(&a).expect("a").to_vec(), r.run(&b).expect("b").to_vec()].concat();
+    assert_eq!(batch, single);
 }
 
 #[wasm_bindgen_test]
