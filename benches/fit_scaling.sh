@@ -79,9 +79,9 @@ for run in runs:
                  "final_patches": cores[-1][0] if cores else None, "final_candidates": cores[-1][1] if cores else None,
                  "memory_bank": bank})
 json.dump({"tag": tag, "args": args, "runs": rows}, open(out, "w"), indent=1)
-print(f"| clips (audio) | fit s | coreset s ({'coresets'}) | rest s | peak RSS MiB | patches (final fit) | candidates | bank |")
+print("| clips (audio) | fit s | CPU s | coreset s (selections) | rest s | peak RSS MiB | patches (final fit) | candidates | bank |")
 for r in rows:
-    print(f"| {r['clips']} ({r['audio_s'] / 60:.1f} min) | {r['seconds']:.1f} | {r['coreset_seconds']:.1f} ({r['coresets']}) | "
+    print(f"| {r['clips']} ({r['audio_s'] / 60:.1f} min) | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['coreset_seconds']:.1f} ({r['coresets']}) | "
           f"{r['seconds'] - r['coreset_seconds']:.1f} | {r['peak_rss_kib'] / 1024:.0f} | {r['final_patches']} | "
           f"{r['final_candidates']} | {r['memory_bank']} |")
 a = {r["clips"]: r["seconds"] for r in rows}

@@ -90,11 +90,12 @@ def capped_coreset_section(get, fitscales):
                   "front end, patches, calibration scoring and writing.\n")
         rows = []
         for r in runs:
-            rows.append([f"{r['clips']} ({r['audio_s'] / 60:.1f} min)", f"{r['seconds']:.1f}",
+            rows.append([f"{r['clips']} ({r['audio_s'] / 60:.1f} min)", f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
                          f"{r['coreset_seconds']:.1f} ({r['coresets']} selections)",
                          f"{r['seconds'] - r['coreset_seconds']:.1f}", f"{r['peak_rss_kib'] / 1024:.0f}",
                          r["final_patches"], r["final_candidates"], r["memory_bank"]])
-        md.append(table(["clips (audio)", "fit s", "coreset s", "rest s", "peak RSS MiB", "patches (final fit)",
+        md.append(table(["clips (audio)", "fit s (wall)", "CPU s (user + sys)", "coreset s (wall)", "rest s (wall)",
+                         "peak RSS MiB", "patches (final fit)",
                          "candidates", "memory bank"], rows))
         t = {r["clips"]: r["seconds"] for r in runs}
         if 90 in t and 360 in t:

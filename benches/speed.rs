@@ -316,7 +316,6 @@ fn bench_knn(
 /// all patches (`coreset.d{d}.sonomaly`, the rows the numpy reference of anomalib's algorithm is compared with),
 /// `Some` the capped selection (`coreset.capped.n{n}.d{d}.sonomaly`; its candidates go to the inputs for the
 /// reference, which times anomalib's greedy on them). Returns the memory bank.
-#[allow(clippy::too_many_arguments)]
 fn bench_coreset(
     o: &Options,
     records: &mut Vec<Value>,
