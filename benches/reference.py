@@ -16,8 +16,10 @@ warm-up runs, milliseconds), plus sameness checks against sonomaly's results. Me
   of the distances against sonomaly's.
 - `coreset.*.numpy`: anomalib's PatchCore coreset (scikit-learn `SparseRandomProjection(eps=0.9)` when it lowers
   the dimension, then the greedy k-center loop of `anomalib.models.image.patchcore.KCenterGreedy`, in numpy rather
-  than torch) on the same patches, one thread. The 896-dimensional case runs the first 1000 centres only; the time
-  per centre excludes the projection (timed on its own).
+  than torch) on the same patches, one thread; `coreset.capped.*.numpy`: the same greedy on the candidates of
+  sonomaly's capped selection (the random subset it drew), with the cap as the coreset size. 896-dimensional
+  cases run the first 1000 centres only; the time per centre excludes the projection (timed on its own).
+  `--coreset-only` runs these rows alone on the files of `cargo bench --bench speed -- --only coreset`.
 - `sgemm.numpy.{1,2}t`: numpy (OpenBLAS) float32 2048^3 matrix product: the machine's measured sgemm peak.
 - `flops.<model>`: multiply-adds of each ONNX model's convolutions for the 10 s input (from ONNX shape inference),
   and of those with one input channel (which sonomaly computes directly, not by Winograd).
@@ -88,13 +90,69 @@ def conv_macs(onnx_path, input_shape):
     return macs, macs_cin1
 
 
+def load_json(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def coreset_rows(inputs, ours_native, records):
+    """anomalib's KCenterGreedy on the same patches as sonomaly's exact coreset rows, and on the candidates of its
+    capped selection (the same greedy on the random subset sonomaly drew; the cap is the coreset size there)."""
+    from sklearn.random_projection import SparseRandomProjection, johnson_lindenstrauss_min_dim
+
+    for key in sorted(k for k in inputs if k.startswith("coreset.") or k.startswith("coreset_capped.")):
+        x = inputs[key]
+        n, d = x.shape
+        if key.startswith("coreset_capped."):
+            _, tag, dtag, _ = key.split(".")
+            cap = next(r["coreset"] for r in ours_native["records"] if r["id"] == f"coreset.capped.{tag}.{dtag}.sonomaly")
+            size, rid = cap, f"coreset.capped.{tag}.{dtag}.numpy.1t"
+        else:
+            size, rid = int(n * 0.1), f"{key.rsplit('.', 1)[0]}.numpy.1t"
+        limit = size if d < 100 else 1000
+
+        k = johnson_lindenstrauss_min_dim(n, eps=0.9)
+        t0 = time.perf_counter()
+        f = SparseRandomProjection(eps=0.9, random_state=0).fit_transform(x).astype(np.float32) if k < d else x
+        projection_ms = (time.perf_counter() - t0) * 1e3
+
+        def greedy():
+            # anomalib KCenterGreedy.select_coreset_idxs: min distance to the chosen set, take the farthest
+            min_d = None
+            idx = 0
+            chosen = []
+            for _ in range(limit):
+                dist = np.linalg.norm(f - f[idx], axis=1)
+                min_d = dist if min_d is None else np.minimum(min_d, dist)
+                idx = int(np.argmax(min_d))
+                min_d[idx] = 0
+                chosen.append(idx)
+            return chosen
+
+        t = measure(greedy, 1, 0)
+        record(records, rid, t, group="coreset", impl="numpy + scikit-learn",
+               threads=1, patches=n, dims=d, projected_dims=int(k if k < d else d), coreset=size,
+               centres_timed=limit, projection_ms=projection_ms, per_centre_ms=t["median_ms"] / limit)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="3 reps, 1 warm-up")
+    ap.add_argument("--coreset-only", action="store_true",
+                    help="only the coreset rows, on the files of `cargo bench --bench speed -- --only coreset` "
+                         "(inputs-partial.safetensors, native-partial.json); writes reference-partial.json")
     a = ap.parse_args()
     reps, warmup = (3, 1) if a.quick else (a.reps, 2)
+    if a.coreset_only:
+        records = []
+        coreset_rows(load_file(os.path.join(a.out, "inputs-partial.safetensors")),
+                     load_json(os.path.join(a.out, "native-partial.json")), records)
+        with open(os.path.join(a.out, "reference-partial.json"), "w") as fh:
+            json.dump({"records": records, "python": platform.python_version(), "numpy": np.__version__}, fh, indent=1)
+        print("wrote", os.path.join(a.out, "reference-partial.json"))
+        return
     MODELS["cnn14-panns"] = os.path.join(a.out, "cnn14-panns")
     for name in ("inputs.safetensors", "outputs.safetensors"):
         if not os.path.exists(os.path.join(a.out, name)):
@@ -160,36 +218,7 @@ def main():
                    group="knn", impl="faiss", version=faiss.__version__, threads=threads, bank_rows=bank.shape[0],
                    dims=bank.shape[1], queries=queries.shape[0], max_abs_diff=diff)
 
-    from sklearn.random_projection import SparseRandomProjection, johnson_lindenstrauss_min_dim
-
-    for key in sorted(k for k in inputs if k.startswith("coreset.")):
-        x = inputs[key]
-        n, d = x.shape
-        size = int(n * 0.1)
-        limit = size if d < 100 else 1000
-
-        k = johnson_lindenstrauss_min_dim(n, eps=0.9)
-        t0 = time.perf_counter()
-        f = SparseRandomProjection(eps=0.9, random_state=0).fit_transform(x).astype(np.float32) if k < d else x
-        projection_ms = (time.perf_counter() - t0) * 1e3
-
-        def greedy():
-            # anomalib KCenterGreedy.select_coreset_idxs: min distance to the chosen set, take the farthest
-            min_d = None
-            idx = 0
-            chosen = []
-            for _ in range(limit):
-                dist = np.linalg.norm(f - f[idx], axis=1)
-                min_d = dist if min_d is None else np.minimum(min_d, dist)
-                idx = int(np.argmax(min_d))
-                min_d[idx] = 0
-                chosen.append(idx)
-            return chosen
-
-        t = measure(greedy, 1, 0)
-        record(records, f"{key.rsplit('.', 1)[0]}.numpy.1t", t, group="coreset", impl="numpy + scikit-learn",
-               threads=1, patches=n, dims=d, projected_dims=int(k if k < d else d), coreset=size,
-               centres_timed=limit, projection_ms=projection_ms, per_centre_ms=t["median_ms"] / limit)
+    coreset_rows(inputs, load_json(os.path.join(a.out, "native.json")), records)
 
     m = 2048
     g = np.random.default_rng(0)

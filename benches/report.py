@@ -48,11 +48,79 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def capped_coreset_section(get, fitscales):
+    """Markdown for the capped coreset against the exact one (speed) and the fit-scaling runs of
+    benches/fit_scaling.sh (`fitscales`: the fitscale.*.json contents)."""
+    md = ["\n### Capped coreset against the exact greedy\n",
+          "PatchCore fit with the default `max_bank_rows` (the cap): above `cap / coreset_ratio` patches the greedy "
+          "runs on that many seeded random candidates, below it on all patches (then it is the exact selection; "
+          "the `same bank` column checks it). The reference is anomalib's greedy in numpy on the same candidates "
+          "(1 thread, the 896-dimensional cases timed on their first 1000 centres); its total is projection + "
+          "per-centre time x coreset. Seeded Gaussian clusters, one run each.\n"]
+    rows = []
+    for n in (100_000, 1_000_000):
+        for d in (10, 896):
+            for sel in ("exact", "capped"):
+                if sel == "exact":
+                    ours = get(f"coreset.d{d}.sonomaly") if n == 100_000 else get(f"coreset.exact.n{n}.d{d}.sonomaly")
+                    ref_ = get(f"coreset.d{d}.numpy.1t") if n == 100_000 else None
+                else:
+                    ours = get(f"coreset.capped.n{n}.d{d}.sonomaly")
+                    ref_ = get(f"coreset.capped.n{n}.d{d}.numpy.1t") or (
+                        get(f"coreset.d{d}.numpy.1t") if ours and ours.get("candidates") == n else None)
+                if ours is None:
+                    continue
+                total_ref = None
+                if ref_:
+                    total_ref = ref_["projection_ms"] + ref_["per_centre_ms"] * ours["coreset"]
+                same = ours.get("same_bank_as_exact")
+                rows.append([f"{n:,} x {d}", sel, ours["candidates"], ours["projected_dims"], ours["coreset"],
+                             ours["threads"], f"{ours['median_ms'] / 1e3:.1f} s",
+                             "—" if total_ref is None else f"{total_ref / 1e3:.1f} s",
+                             "—" if total_ref is None else f"{ours['median_ms'] / total_ref:.2f}x",
+                             "" if same is None else ("yes" if same else "**no**")])
+    md.append(table(["patches", "selection", "candidates", "projected dims", "bank rows", "threads", "sonomaly",
+                     "reference (est.)", "ratio", "same bank as exact"], rows))
+    for fs in fitscales:
+        runs = fs["runs"]
+        md.append(f"\n`sonomaly fit` {('`' + fs['args'] + '`') if fs['args'] else '(default settings)'} on the MIMII fan "
+                  "clips rotated in time (`benches/fit_scaling.sh`): wall time and peak resident memory from "
+                  "`/usr/bin/time -v`; the coreset time is the sum of every PatchCore fit's selection "
+                  "(`SONOMALY_CORESET_LOG=1`: one per calibration fold and the final one), the rest is decoding, "
+                  "front end, patches, calibration scoring and writing.\n")
+        rows = []
+        for r in runs:
+            rows.append([f"{r['clips']} ({r['audio_s'] / 60:.1f} min)", f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
+                         f"{r['coreset_seconds']:.1f} ({r['coresets']} selections)",
+                         f"{r['seconds'] - r['coreset_seconds']:.1f}", f"{r['peak_rss_kib'] / 1024:.0f}",
+                         r["final_patches"], r["final_candidates"], r["memory_bank"]])
+        md.append(table(["clips (audio)", "fit s (wall)", "CPU s (user + sys)", "coreset s (wall)", "rest s (wall)",
+                         "peak RSS MiB", "patches (final fit)",
+                         "candidates", "memory bank"], rows))
+        t = {r["clips"]: r["seconds"] for r in runs}
+        if 90 in t and 360 in t:
+            md.append(f"\nFit time 360 clips / 90 clips: {t[360] / t[90]:.2f} (linear: 4; target <= 5); "
+                      f"1 hour fitted in {t[360]:.0f} s (target <= 60 s).")
+    return md
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
     ap.add_argument("--write", help="write the report here (default: print it)")
+    ap.add_argument("--coreset-section", action="store_true",
+                    help="print only the capped-coreset section, from native-partial.json, reference-partial.json "
+                         "and fitscale.*.json (cargo bench --bench speed -- --only coreset, reference.py "
+                         "--coreset-only, benches/fit_scaling.sh)")
     a = ap.parse_args()
+    fitscales = [load(os.path.join(a.out, f)) for f in sorted(os.listdir(a.out))
+                 if f.startswith("fitscale.") and f.endswith(".json") and f.count(".") == 2] if os.path.isdir(a.out) else []
+    fitscales.sort(key=lambda f: f["tag"] != "default")
+    if a.coreset_section:
+        recs = {r["id"]: r for f in ("native-partial.json", "reference-partial.json")
+                for r in (load(os.path.join(a.out, f)) or {"records": []})["records"]}
+        print("\n".join(capped_coreset_section(recs.get, fitscales)))
+        return
     native = load(os.path.join(a.out, "native.json")) or {"records": []}
     ref = load(os.path.join(a.out, "reference.json")) or {"records": []}
     browser = load(os.path.join(a.out, "browser.json")) or {"records": []}
@@ -274,6 +342,8 @@ def main():
               "scikit-learn, not torch; 1 thread) excludes it:\n")
     md.append(table(["patches", "projected dims", "coreset", "sonomaly threads", "sonomaly total",
                      "sonomaly ms / centre", "reference ms / centre", "ratio"], rows))
+    if get("coreset.capped.n1000000.d10.sonomaly") or fitscales:
+        md += capped_coreset_section(get, fitscales)
     if fit:
         info = fit_info or {}
         bank = info.get("memory_bank", "?")
