@@ -16,7 +16,9 @@ Writes, all float32:
   logits             [1, 527]
   random_logmel      [1, 1, 128, 37]   numpy.random.default_rng(0).standard_normal(...) (odd frame count)
   random_features.N, random_logits     the same on `random_logmel`
-The metadata records the clip, the model's sha256 and the library versions.
+The metadata records the clip, the model's sha256 and the library versions. When the original export
+(../shared/models/efficientat-mn04/mn04_as.onnx) is there, the script also checks that models/prepare_efficientat.py
+changed nothing it computes: the original's logits equal the prepared model's bit for bit on both inputs.
 """
 
 import argparse
@@ -67,6 +69,16 @@ def main():
         for name, out in zip(names, sess.run(names, {"spec": x})):
             tensors[prefix + name] = np.ascontiguousarray(out.astype(np.float32))
 
+    original = os.path.join(ROOT, "..", "shared", "models", "efficientat-mn04", "mn04_as.onnx")
+    same = "not checked (original export absent)"
+    if os.path.exists(original):
+        orig = ort.InferenceSession(original, providers=["CPUExecutionProvider"])
+        for prefix, x in (("", logmel), ("random_", random_logmel)):
+            if not np.array_equal(orig.run(["logits"], {"spec": x})[0], tensors[prefix + "logits"]):
+                raise SystemExit(f"{prefix}logits of the prepared model differ from the original export's")
+        same = "bit-identical to the original export's (mn04_as.onnx), both inputs"
+        print("logits: " + same)
+
     with open(args.model, "rb") as f:
         model_sha = hashlib.sha256(f.read()).hexdigest()
     metadata = {
@@ -75,6 +87,7 @@ def main():
         "model_sha256": model_sha,
         "generator": "tests/reference/efficientat_backbone_ref.py",
         "random_logmel": f"numpy.random.default_rng(0).standard_normal((1, 1, 128, {RANDOM_FRAMES})).astype(float32)",
+        "logits_vs_original": same,
         "versions": f"numpy {np.__version__}, librosa {librosa.__version__}, onnxruntime {ort.__version__}",
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
