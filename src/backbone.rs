@@ -253,8 +253,9 @@ impl Backbone {
     }
 
     /// Like [`Backbone::from_bytes`], but optimised for an input of `frames` frames instead of the spec's window:
-    /// `[1, 1, frames, mel_bins]` (or `[1, 1, mel_bins, frames]`), e.g. a whole 10 s clip in one run. The pipeline always runs the spec's window;
-    /// this is for comparing the network's speed with other runtimes on the same input (`benches/`).
+    /// `[1, 1, frames, mel_bins]` (`[1, 1, mel_bins, frames]` for `ncft`), e.g. a whole 10 s clip in one run. The
+    /// pipeline always runs the spec's window; this is for comparing the network's speed with other runtimes on the
+    /// same input (`benches/`).
     ///
     /// # Errors
     /// As [`Backbone::from_bytes`], and [`Error::InvalidInput`] for `frames == 0`.
