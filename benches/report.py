@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Turns the benchmark results in target/bench/*.json into BENCH.md (run by benches/run.sh).
 
-    python3 benches/report.py [--out target/bench] [--write BENCH.md]
+    python3 benches/report.py [--out target/bench] [--write BENCH.md] [--partial]
+
+--partial reads the results of `cargo bench --bench speed -- --only ...` and `benches/reference.py --only ...`
+(native-partial.json, reference-partial.json) instead of a full run's.
 
 Ratios are ours / theirs on the same work in the same run: below 1 means sonomaly is faster. Absolute times on
 a shared 2-core machine are noise; ratios within one run are the figures to read.
@@ -38,6 +41,9 @@ def diff(r, key):
     v = None if r is None else r.get(key)
     return "" if v is None else f"{v:.1e}"
 
+
+NATIVE_MODELS = ("aisfx", "cnn14-panns", "mn04", "mn04-f12-15")
+CNN14_MODELS = ("aisfx", "cnn14-panns")
 
 RUNTIME_LABEL = {"cnn14-winograd": "sonomaly (direct CNN14, Winograd)", "tract": "sonomaly on tract (fallback)"}
 
@@ -108,10 +114,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
     ap.add_argument("--write", help="write the report here (default: print it)")
+    ap.add_argument("--partial", action="store_true", help="read native-partial.json and reference-partial.json")
     ap.add_argument("--coreset-section", action="store_true",
                     help="print only the capped-coreset section, from native-partial.json, reference-partial.json "
                          "and fitscale.*.json (cargo bench --bench speed -- --only coreset, reference.py "
-                         "--coreset-only, benches/fit_scaling.sh)")
+                         "--only coreset, benches/fit_scaling.sh)")
     a = ap.parse_args()
     fitscales = [load(os.path.join(a.out, f)) for f in sorted(os.listdir(a.out))
                  if f.startswith("fitscale.") and f.endswith(".json") and f.count(".") == 2] if os.path.isdir(a.out) else []
@@ -121,8 +128,9 @@ def main():
                 for r in (load(os.path.join(a.out, f)) or {"records": []})["records"]}
         print("\n".join(capped_coreset_section(recs.get, fitscales)))
         return
-    native = load(os.path.join(a.out, "native.json")) or {"records": []}
-    ref = load(os.path.join(a.out, "reference.json")) or {"records": []}
+    suffix = "-partial" if a.partial else ""
+    native = load(os.path.join(a.out, f"native{suffix}.json")) or {"records": []}
+    ref = load(os.path.join(a.out, f"reference{suffix}.json")) or {"records": []}
     browser = load(os.path.join(a.out, "browser.json")) or {"records": []}
     fit = load(os.path.join(a.out, "fit100.json"))
     fit_info = load(os.path.join(a.out, "fit100.info.json"))
@@ -162,14 +170,16 @@ def main():
     md.append("- References: " + ", ".join(versions))
     md.append("- Input: `www/demo/fan-normal.wav` (10 s, MIMII fan) resampled to each front end's rate; models "
               "`models/aisfx-cnn14` (the default, 431 x 96 log-mel for 10 s) and a CNN14 in the PANNs layout with "
-              "random weights (`models/convert_cnn14.py --synthetic`, 1001 x 64), all four conv_block outputs.\n")
+              "random weights (`models/convert_cnn14.py --synthetic`, 1001 x 64), all four conv_block outputs; "
+              "EfficientAT `models/efficientat-mn04` (128 x 1000), all 17 blocks (`mn04`) and the two a PatchCore "
+              "bank on it uses, features.12 + features.15 (`mn04-f12-15`; tract prunes the rest).\n")
 
     # Backbone, native
     md.append("## 1. Backbone, native (CPU)\n")
     sgemm1, sgemm2 = get("sgemm.numpy.1t"), get("sgemm.numpy.2t")
     peak = {1: sgemm1["gflops"] if sgemm1 else None, 2: sgemm2["gflops"] if sgemm2 else None}
     rows = []
-    for model in ("aisfx", "cnn14-panns"):
+    for model in NATIVE_MODELS:
         flops = get(f"flops.{model}")
         gflop = 2 * flops["conv_macs"] / 1e9 if flops else None
         for threads in (1, 2):
@@ -203,32 +213,35 @@ def main():
               "product, not the hardware's peak (onnxruntime's direct convolution kernels pass it).".format(
                   "—" if not peak[1] else f"{peak[1]:.0f}", "—" if not peak[2] else f"{peak[2]:.0f}"))
     rows = []
-    for model in ("aisfx", "cnn14-panns"):
+    for model in NATIVE_MODELS:
         for threads in (1, 2):
             r = get(f"backbone.{model}.sonomaly.windows-{threads}t")
             w = get(f"backbone.{model}.sonomaly.whole-{threads}t")
+            o = get(f"backbone.{model}.onnxruntime.windows-{threads}t")
             if r:
                 rows.append([model, threads, f"{r['windows']} x {r['window_frames']} frames (hop {r['window_hop']})",
-                             ms(r), ratio(r, w)])
+                             ms(r), f"{r['median_ms'] / r['windows']:.2f}", ratio(r, w), ms(o), ratio(r, o)])
     md.append("\nWhat the pipeline runs: windows of the spec's length every hop frames, the last one aligned to the "
-              "end (each frame is judged in the window whose centre is nearest, so the windows overlap by half):\n")
-    md.append(table(["model", "threads", "windows per 10 s", "ms / 10 s clip", "vs whole input"], rows))
+              "end (each frame is judged in the window whose centre is nearest, so the windows overlap by half). "
+              "onnxruntime runs the same windows one by one (sonomaly: in batches of 4):\n")
+    md.append(table(["model", "threads", "windows per 10 s", "ms / 10 s clip", "ms / window", "vs whole input",
+                     "onnxruntime ms / 10 s clip", "vs onnxruntime"], rows))
 
     # FLOPs per second of audio
     md.append("\n## 2. FLOPs per second of audio\n")
     rows = []
-    for model in ("aisfx", "cnn14-panns"):
+    for model in NATIVE_MODELS:
         f = get(f"flops.{model}")
         win = get(f"backbone.{model}.sonomaly.windows-1t")
         if not f:
             continue
         per_s = 2 * f["conv_macs"] / f["seconds_of_audio"] / 1e9
-        frames = f["input_shape"][2]
+        frames = win["frames"] if win else f["input_shape"][2]
         overlap = (win["windows"] * win["window_frames"] / frames) if win else None
         cin1 = 2 * f.get("conv_macs_one_input_channel", 0) / f["seconds_of_audio"] / 1e9
         rows.append([model, f"{f['input_shape']}", f"{per_s:.2f}",
                      "—" if overlap is None else f"{per_s * overlap:.2f} ({overlap:.2f}x)",
-                     f"{(per_s - cin1) / 2.25 + cin1:.2f}"])
+                     f"{(per_s - cin1) / 2.25 + cin1:.2f}" if model in CNN14_MODELS else "— (tract, no Winograd)"])
     md.append(table(["model", "input for 10 s", "GFLOP per s of audio (whole input)",
                      "with the pipeline's windows", "GFLOP per s of audio sonomaly does (Winograd)"],
                     rows))
@@ -360,11 +373,15 @@ def main():
     # Spectrogram
     md.append("\n## 6. Log-mel spectrogram\n")
     rows = []
-    for key, label in (("aisfx", "aisfx (44.1 kHz, 2048/1024, 96 mels)"), ("panns", "PANNs CNN14 (32 kHz, 1024/320, 64 mels)")):
-        ours, lib = get(f"spectrogram.{key}.sonomaly"), get(f"spectrogram.{key}.librosa")
+    for key, label, ref_impl in (("aisfx", "aisfx (44.1 kHz, 2048/1024, 96 mels)", "librosa"),
+                                 ("panns", "PANNs CNN14 (32 kHz, 1024/320, 64 mels)", "librosa"),
+                                 ("efficientat", "EfficientAT (32 kHz, pre-emphasis, 800 in 1024 / 320, 128 Kaldi mels)",
+                                  "numpy")):
+        ours, lib = get(f"spectrogram.{key}.sonomaly"), get(f"spectrogram.{key}.{ref_impl}")
         if ours:
-            rows.append([label, ms(ours), ms(lib), ratio(ours, lib), diff(lib, "max_abs_diff")])
-    md.append(table(["preset", "sonomaly ms", "librosa ms", "ratio", "max abs diff"], rows))
+            rows.append([label, ms(ours), f"{ms(lib)} ({ref_impl})" if lib else "—", ratio(ours, lib),
+                         diff(lib, "max_abs_diff")])
+    md.append(table(["preset", "sonomaly ms", "reference ms", "ratio", "max abs diff"], rows))
 
     # Targets
     md.append("\n## Targets\n")
