@@ -59,6 +59,10 @@ pub struct BackboneSpec {
     /// Grid stride for patches made of `patch_layers` (default: the embedding's default).
     #[serde(default)]
     pub patch_grid_stride: Option<usize>,
+    /// Grid stride for log-mel patches with this front end (the `machine` fit preset; default: the embedding's
+    /// default, 4).
+    #[serde(default)]
+    pub logmel_grid_stride: Option<usize>,
     /// Licence of the weights.
     #[serde(default)]
     pub licence: String,
@@ -94,8 +98,8 @@ impl BackboneSpec {
         if let Some(l) = spec.patch_layers.iter().find(|l| spec.output(l).is_none()) {
             return Err(Error::model(format!("backbone spec: patch layer '{l}' is not one of its outputs")));
         }
-        if spec.patch_grid_stride == Some(0) {
-            return Err(Error::model("backbone spec: patch_grid_stride is 0"));
+        if spec.patch_grid_stride == Some(0) || spec.logmel_grid_stride == Some(0) {
+            return Err(Error::model("backbone spec: a grid stride is 0"));
         }
         for o in &spec.outputs {
             if o.channels == 0 || o.time_stride == 0 || o.freq_stride == 0 {

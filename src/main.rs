@@ -75,7 +75,7 @@ mod cli {
             /// Bank file from `sonomaly fit`.
             #[arg(long)]
             bank: PathBuf,
-            /// Backbone folder (default: the embedded aisfx CNN14).
+            /// Backbone folder (default: the embedded model the bank was fitted with, EfficientAT mn04_as or aisfx CNN14).
             #[arg(long)]
             model: Option<PathBuf>,
             /// Write a PNG per file: spectrogram with the anomaly map, score curve, segments.
@@ -127,7 +127,7 @@ mod cli {
             /// Seed of every random choice.
             #[arg(long, default_value_t = 0)]
             seed: u64,
-            /// Backbone folder whose front end the masks use (default: the embedded aisfx CNN14).
+            /// Backbone folder whose front end the masks use (default: the embedded EfficientAT mn04_as).
             #[arg(long)]
             model: Option<PathBuf>,
         },
@@ -176,15 +176,16 @@ mod cli {
     /// How patches are made and which detector is fitted: shared by `fit` and `eval`.
     #[derive(clap::Args)]
     struct FitOptions {
-        /// Backbone folder with model.onnx and spec.json (default: the embedded aisfx CNN14).
+        /// Backbone folder with model.onnx and spec.json (default: the embedded EfficientAT mn04_as; models/aisfx-cnn14
+        /// is the other shipped one).
         #[arg(long)]
         model: Option<PathBuf>,
         /// Detector.
         #[arg(long, value_enum, default_value = "patchcore")]
         detector: DetectorKind,
         /// Which sounds the bank is for, choosing its members: `machine` (PatchCore on log-mel patches),
-        /// `environment` (PatchCore on the backbone's recommended layers) or `both` (the two, fused) [default:
-        /// machine]. Conflicts with --layers.
+        /// `environment` (PatchCore on the backbone's recommended layers) or `both` (the two, fused by their
+        /// largest z-score) [default: both]. Conflicts with --layers.
         #[arg(long, conflicts_with = "layers")]
         preset: Option<String>,
         /// Layers that make a member's patches, comma-separated (backbone outputs and/or `logmel`); repeat the
@@ -192,9 +193,10 @@ mod cli {
         /// features.12,features.15`).
         #[arg(long)]
         layers: Vec<String>,
-        /// Spectrogram frames (and mel bins) per patch [default: 4].
+        /// Spectrogram frames (and mel bins) per patch: one value for every member, or one per member, comma-separated
+        /// [default: 4 for log-mel patches, the spec's patch_grid_stride for a preset's network member].
         #[arg(long)]
-        grid_stride: Option<usize>,
+        grid_stride: Option<String>,
         /// PatchCore: fraction of normal patches kept in the memory bank.
         #[arg(long, default_value_t = 0.1)]
         coreset_ratio: f32,
@@ -223,10 +225,10 @@ mod cli {
         /// Channel to analyse: `mix` or a 0-based index.
         #[arg(long, default_value = "mix")]
         channel: String,
-        /// Clip threshold in robust z units of the held-out normal clips [default: 3].
+        /// Clip threshold in robust z units of the held-out normal clips [default: 2].
         #[arg(long, allow_hyphen_values = true)]
         clip_z: Option<f32>,
-        /// Segment threshold in robust z units of the held-out normal curve peaks [default: 3].
+        /// Segment threshold in robust z units of the held-out normal curve peaks [default: 2].
         #[arg(long, allow_hyphen_values = true)]
         segment_z: Option<f32>,
     }
@@ -248,10 +250,25 @@ mod cli {
             if let DetectorConfig::Padim(c) = &mut detector {
                 c.d = self.padim_d;
             }
-            for m in &mut members {
-                if let Some(s) = self.grid_stride {
-                    m.embedding.grid_stride = s;
+            if let Some(list) = &self.grid_stride {
+                let strides = list
+                    .split(',')
+                    .map(|v| {
+                        v.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("--grid-stride: '{v}' is not a number"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if strides.len() != 1 && strides.len() != members.len() {
+                    bail!(
+                        "--grid-stride gives {} values for {} members: give one, or one per member",
+                        strides.len(),
+                        members.len()
+                    );
                 }
+                for (k, m) in members.iter_mut().enumerate() {
+                    m.embedding.grid_stride = strides[k.min(strides.len() - 1)];
+                }
+            }
+            for m in &mut members {
                 m.embedding.balance_layers = self.balance_layers;
                 m.embedding.frequency_position = !self.no_frequency_position;
                 m.detector = detector.clone();
@@ -363,6 +380,17 @@ mod cli {
             Some(d) => Model::from_dir(d)?,
             None => Model::embedded_default()?,
         })
+    }
+
+    /// The model to score `bank` with: the folder given, else the embedded model the bank was fitted with (banks of
+    /// the aisfx CNN14 keep working), else the default (which then refuses the bank naming both backbones).
+    fn model_for_bank(dir: Option<&Path>, bank: &Bank) -> Result<Model> {
+        if dir.is_none() {
+            if let Some(m) = Model::embedded_for(&bank.meta.backbone) {
+                return Ok(m?);
+            }
+        }
+        load_model(dir)
     }
 
     fn read_mono(path: &Path, select: ChannelSelect) -> sonomaly::Result<(Vec<f32>, u32)> {
@@ -516,6 +544,9 @@ mod cli {
         /// `z` or `distance` (banks of format version 1).
         units: &'static str,
         members: &'a [MemberScore],
+        /// How far the clip's band levels lie from the normal clips' (in their spreads).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        level_distance: Option<f32>,
         #[serde(skip_serializing_if = "Option::is_none")]
         out_of_distribution: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -579,7 +610,7 @@ mod cli {
         if let Some(t) = threshold {
             bank.override_threshold(t).context("--threshold")?;
         }
-        let mut model = load_model(model_dir)?;
+        let mut model = model_for_bank(model_dir, &bank)?;
         model.prepare_for(&bank)?;
         if let Some(d) = heatmap_dir {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -614,6 +645,7 @@ mod cli {
                             duration_s,
                             units: if bank.is_z_scored() { "z" } else { "distance" },
                             members: &members,
+                            level_distance: None,
                             out_of_distribution: None,
                             heatmap: None,
                             frames: None,
@@ -658,6 +690,7 @@ mod cli {
                         duration_s: r.duration_s,
                         units: r.units,
                         members: &r.members,
+                        level_distance: r.level_distance,
                         out_of_distribution: r.out_of_distribution.as_deref(),
                         heatmap: heatmap.map(|p| p.display().to_string()),
                         frames: include_map.then_some(r.frames),
@@ -731,7 +764,10 @@ mod cli {
         let start = Instant::now();
         let (mut model, bank) = match &a.bank {
             // The bank brings its own embeddings and front end; only the backbone comes from the options.
-            Some(b) => (load_model(a.patch.model.as_deref())?, load_bank(b)?),
+            Some(b) => {
+                let bank = load_bank(b)?;
+                (model_for_bank(a.patch.model.as_deref(), &bank)?, bank)
+            }
             None => {
                 let (model, config) = a.patch.model_and_config()?;
                 let files = expand_lists(&a.fit)?;

@@ -39,7 +39,8 @@ impl MemberConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FitPreset {
-    /// Steady machines: PatchCore on log-mel patches (level and spectral shape are the evidence).
+    /// Steady machines: PatchCore on log-mel patches (level and spectral shape are the evidence), on the grid the
+    /// backbone's spec recommends (`logmel_grid_stride`).
     Machine,
     /// Environments and events: PatchCore on the backbone's recommended layers (`patch_layers` in its spec).
     Environment,
@@ -66,7 +67,11 @@ impl FitPreset {
     /// # Errors
     /// [`Error::InvalidInput`] for `environment` or `both` with a backbone whose spec recommends no layers.
     pub fn members(self, spec: &BackboneSpec) -> Result<Vec<MemberConfig>> {
-        let logmel = || MemberConfig::patchcore(EmbeddingConfig::default());
+        let logmel = || {
+            let mut e = EmbeddingConfig::default();
+            e.grid_stride = spec.logmel_grid_stride.unwrap_or(e.grid_stride);
+            MemberConfig::patchcore(e)
+        };
         let network = || -> Result<MemberConfig> {
             if spec.patch_layers.is_empty() {
                 return Err(Error::invalid(format!(
@@ -116,6 +121,14 @@ impl FitConfig {
     /// A fit of `members` with the default calibration.
     pub fn with_members(members: Vec<MemberConfig>) -> Self {
         FitConfig { members, ..FitConfig::default() }
+    }
+
+    /// The members of the default preset ([`super::DEFAULT_PRESET`]) for backbone `spec`.
+    ///
+    /// # Errors
+    /// As [`FitPreset::members`].
+    pub fn default_for(spec: &BackboneSpec) -> Result<Self> {
+        Ok(Self::with_members(FitPreset::parse(super::DEFAULT_PRESET)?.members(spec)?))
     }
 
     /// PatchCore with default parameters on each embedding `model` serves.

@@ -24,14 +24,14 @@ use serde::Serialize;
 
 pub use crate::anomaly_map::Segment;
 pub use fit::{AnalysedClip, FitConfig, FitPreset, Fitter, MemberConfig};
+pub use model::{Model, AISFX_SPEC, DEFAULT_SPEC, EFFICIENTAT_SPEC};
 #[cfg(not(target_arch = "wasm32"))]
-pub use model::DEFAULT_ONNX;
-pub use model::{Model, DEFAULT_SPEC};
+pub use model::{AISFX_ONNX, DEFAULT_ONNX, EFFICIENTAT_ONNX};
 pub use score::{display_range, score_clip, score_clip_with_progress, score_logmel, segments_for};
 pub use stream::{StreamScorer, StreamUpdate};
 
 /// The fit preset used when none is chosen (see [`FitPreset`]).
-pub const DEFAULT_PRESET: &str = "machine";
+pub const DEFAULT_PRESET: &str = "both";
 /// Gaussian smoothing of the anomaly map, in spectrogram pixels (anomalib: 4).
 pub const MAP_SIGMA: f32 = 4.0;
 /// Fewest spectrogram frames a clip must have to be scored (about 0.37 s with the aisfx front end): shorter
@@ -51,18 +51,23 @@ pub const POSITION_FRACTION: f32 = 0.02;
 pub const THRESHOLD_QUANTILE: f32 = 0.9;
 /// Default clip threshold of new banks, in robust z units of the held-out normal clip scores (see RESULTS.md,
 /// "Threshold", for the measurement that chose it).
-pub const CLIP_Z: f32 = 3.0;
+pub const CLIP_Z: f32 = 2.0;
 /// Default segment threshold of new banks on the temporal curve, robust z units of the held-out curve peaks.
-pub const SEGMENT_Z: f32 = 3.0;
+pub const SEGMENT_Z: f32 = 2.0;
 /// The heatmap is painted from this many z units below the segment threshold (z-scored banks).
 pub const DISPLAY_BELOW_Z: f32 = 1.0;
 /// Smallest spread of a band's level over normal clips, as a fraction of the normal clips' frame-to-frame
 /// standard deviation of the log-mel (so that a few very similar clips do not make every other level look
 /// foreign).
-pub const LEVEL_STD_FLOOR: f32 = 0.25;
+pub const LEVEL_STD_FLOOR: f32 = 0.1;
 /// A clip whose band levels lie more than this many of the normal clips' spreads from theirs (median over the
 /// judged bands) is reported as unlike the sound the bank learned.
-pub const LEVEL_DISTANCE_LIMIT: f32 = 8.0;
+pub const LEVEL_DISTANCE_LIMIT: f32 = 6.0;
+/// A z-scored clip this far above the clip threshold, with its temporal curve above the segment threshold over at
+/// least [`FAR_SHARE`] of its length, is reported as lying outside what the bank learned throughout.
+pub const FAR_Z: f32 = 4.0;
+/// See [`FAR_Z`].
+pub const FAR_SHARE: f32 = 0.8;
 
 /// One member's part of a clip's result.
 #[derive(Debug, Clone, PartialEq, Serialize)]

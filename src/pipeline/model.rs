@@ -10,11 +10,22 @@ use crate::spectrogram::{LogCompression, LogMel, LogMelConfig, Spectrogram};
 
 use super::MAX_ABS_SAMPLE;
 
-/// The embedded default backbone (native builds): aisfx CNN14 conv_block1..4, `models/aisfx-cnn14/`.
+/// The aisfx CNN14 conv_block1..4 backbone (native builds), `models/aisfx-cnn14/`: the default of format
+/// version 1 banks.
 #[cfg(not(target_arch = "wasm32"))]
-pub const DEFAULT_ONNX: &[u8] = include_bytes!("../../models/aisfx-cnn14/model.onnx");
+pub const AISFX_ONNX: &[u8] = include_bytes!("../../models/aisfx-cnn14/model.onnx");
+/// The aisfx backbone's spec JSON.
+pub const AISFX_SPEC: &str = include_str!("../../models/aisfx-cnn14/spec.json");
+/// The EfficientAT mn04_as backbone (native builds), `models/efficientat-mn04/`: the default.
+#[cfg(not(target_arch = "wasm32"))]
+pub const EFFICIENTAT_ONNX: &[u8] = include_bytes!("../../models/efficientat-mn04/model.onnx");
+/// The EfficientAT backbone's spec JSON.
+pub const EFFICIENTAT_SPEC: &str = include_str!("../../models/efficientat-mn04/spec.json");
+/// The embedded default backbone (native builds): EfficientAT mn04_as.
+#[cfg(not(target_arch = "wasm32"))]
+pub const DEFAULT_ONNX: &[u8] = EFFICIENTAT_ONNX;
 /// The embedded default backbone's spec JSON.
-pub const DEFAULT_SPEC: &str = include_str!("../../models/aisfx-cnn14/spec.json");
+pub const DEFAULT_SPEC: &str = EFFICIENTAT_SPEC;
 
 /// A front end and a backbone, with the patch embeddings of the members it currently serves.
 ///
@@ -98,13 +109,34 @@ impl Model {
         Ok(model)
     }
 
-    /// The embedded default model (aisfx CNN14) with the default embedding.
+    /// The embedded default model (EfficientAT mn04_as) with the default embedding.
     ///
     /// # Errors
     /// [`Error::Model`] if the embedded model fails to load (a build problem).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn embedded_default() -> Result<Model> {
         Self::from_bytes(DEFAULT_ONNX, DEFAULT_SPEC)
+    }
+
+    /// The embedded aisfx CNN14 model with the default embedding.
+    ///
+    /// # Errors
+    /// As [`Model::embedded_default`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn embedded_aisfx() -> Result<Model> {
+        Self::from_bytes(AISFX_ONNX, AISFX_SPEC)
+    }
+
+    /// The embedded model a bank was fitted with (matched by the SHA-256 of its ONNX), if it is one of them.
+    ///
+    /// # Errors
+    /// As [`Model::embedded_default`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn embedded_for(backbone: &BackboneIdentity) -> Option<Result<Model>> {
+        [(EFFICIENTAT_ONNX, EFFICIENTAT_SPEC), (AISFX_ONNX, AISFX_SPEC)]
+            .into_iter()
+            .find(|(onnx, _)| crate::backbone::sha256_hex(onnx) == backbone.sha256)
+            .map(|(onnx, spec)| Self::from_bytes(onnx, spec))
     }
 
     /// Loads `model.onnx` and `spec.json` from a directory.

@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::spectrogram::Spectrogram;
 
 use super::windows::{MemberPatches, Window};
-use super::{ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA, MIN_FRAMES};
+use super::{
+    ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, FAR_SHARE, FAR_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA, MIN_FRAMES,
+};
 
 /// Scores of one member's patches in one window.
 pub(super) struct WindowScore {
@@ -196,16 +198,26 @@ pub(super) fn level_distance(levels: &BandLevels, lm: &[f32], mel_bins: usize, v
     Some(d[d.len() / 2])
 }
 
-/// The sentence for a clip whose levels lie `distance` spreads from the normal clips', if that is far.
-pub(super) fn out_of_distribution(distance: Option<f32>) -> Option<String> {
-    let d = distance?;
-    (d > LEVEL_DISTANCE_LIMIT).then(|| {
-        format!(
+/// The sentence for a clip that lies far outside what the bank learned: its band levels `distance` spreads from
+/// the normal clips', or (z-scored banks) a score [`FAR_Z`] above the threshold with the curve above the segment
+/// threshold over `share_above` of the clip.
+pub(super) fn out_of_distribution(bank: &Bank, distance: Option<f32>, score: f32, share_above: f32) -> Option<String> {
+    if let Some(d) = distance.filter(|&d| d > LEVEL_DISTANCE_LIMIT) {
+        return Some(format!(
             "this recording does not sound like the normal recordings the bank was fitted on (its band levels lie \
              {d:.0} times their usual spread away), so the verdict compares it with another sound; fit a bank on \
              normal recordings of this machine or place"
-        )
-    })
+        ));
+    }
+    if bank.is_z_scored() && score > bank.meta.threshold + FAR_Z && share_above >= FAR_SHARE {
+        return Some(format!(
+            "the whole recording lies far outside the normal sound the bank learned ({:.0} % of it above the segment \
+             threshold): either it sounds different throughout, or the bank was fitted on another sound; check that \
+             the bank was fitted on this machine or place",
+            100.0 * share_above
+        ));
+    }
+    None
 }
 
 /// Scores one mono clip (`samples` at `sample_rate` Hz, resampled inside).
@@ -293,6 +305,8 @@ fn score_logmel_band_limited(
     let segs = segments_for(&curve, hop_s, bank.meta.segment_threshold, duration_s);
     let (display_floor, display_ceiling) = display_range(bank, bank.meta.segment_threshold);
     let level_distance = bank.meta.band_levels.as_ref().and_then(|l| level_distance(l, &lm.data, m, valid_bins));
+    let share_above =
+        curve.iter().filter(|&&v| v > bank.meta.segment_threshold).count() as f32 / curve.len().max(1) as f32;
     Ok(ClipResult {
         score,
         threshold: bank.meta.threshold,
@@ -304,7 +318,7 @@ fn score_logmel_band_limited(
         display_floor,
         display_ceiling,
         level_distance,
-        out_of_distribution: out_of_distribution(level_distance),
+        out_of_distribution: out_of_distribution(bank, level_distance, score, share_above),
         frames: lm.frames,
         mel_bins: m,
         hop_s,
