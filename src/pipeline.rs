@@ -870,7 +870,7 @@ impl Fitter {
     /// Adds one normal clip (mono `samples` at `sample_rate` Hz).
     ///
     /// # Errors
-    /// [`Error::Audio`] for empty or non-finite audio.
+    /// As [`Fitter::analyse_clip`].
     pub fn add_clip(&mut self, model: &Model, samples: &[f32], sample_rate: u32) -> Result<()> {
         let clip = Self::analyse_clip(model, samples, sample_rate)?;
         self.add_analysed(clip);
@@ -881,9 +881,18 @@ impl Fitter {
     /// added with [`Fitter::add_analysed`]).
     ///
     /// # Errors
-    /// [`Error::Audio`] for empty or non-finite audio.
+    /// [`Error::Audio`] for empty or non-finite audio, digital silence, or a clip shorter than [`MIN_FRAMES`]
+    /// frames (one that could not be scored either).
     pub fn analyse_clip(model: &Model, samples: &[f32], sample_rate: u32) -> Result<AnalysedClip> {
         let lm = model.logmel_of(samples, sample_rate)?;
+        if lm.frames < MIN_FRAMES {
+            return Err(Error::audio(format!(
+                "the clip is too short to learn from: it gives {} spectrogram frame(s), at least {MIN_FRAMES} \
+                 ({:.2} s) are needed, as for scoring",
+                lm.frames,
+                MIN_FRAMES as f64 * model.hop_s()
+            )));
+        }
         if lm.data.iter().all(|&v| v == model.pad_value) {
             return Err(Error::audio(
                 "this clip is digital silence: a bank must learn the sound of the machine running",
