@@ -54,12 +54,27 @@ export function heatLegendCss() {
   return `linear-gradient(to right, rgba(107,0,22,0) 0%, ${stops.join(", ")})`;
 }
 
-// Grows with appended frames; used for whole clips and for the live recording alike.
+// Mel bins whose centre frequency is at or below `bandLimitHz` (all of them when there is no limit): the band
+// the core judged. Bands above the Nyquist frequency of the clip (or of the bank's normal clips) hold no signal
+// and are not shown.
+export function judgedBins(melHz, bandLimitHz) {
+  if (!melHz || !(bandLimitHz > 0) || !Number.isFinite(bandLimitHz)) return melHz ? melHz.length : 0;
+  let n = 0;
+  while (n < melHz.length && melHz[n] <= bandLimitHz * 1.0001) n++;
+  return Math.max(1, n);
+}
+
+// Grows with appended frames; used for whole clips and for the live recording alike. `bandLimitHz` (or null):
+// the highest frequency judged; `durationS` (or null while it grows): the audio's length, which the last frame
+// may overrun by part of a hop.
 export class Series {
-  constructor(melBins, hopS, melHz) {
+  constructor(melBins, hopS, melHz, bandLimitHz = null) {
     this.melBins = melBins;
     this.hopS = hopS;
     this.melHz = melHz;
+    this.bandLimitHz = bandLimitHz;
+    this.visibleBins = judgedBins(melHz, bandLimitHz) || melBins;
+    this.durationS = null;
     this.frames = 0;
     this.capacity = 0;
     this.logmel = new Float32Array(0);
@@ -70,8 +85,9 @@ export class Series {
   }
 
   static fromResult(r) {
-    const s = new Series(r.melBins, r.hopS, r.melHz);
+    const s = new Series(r.melBins, r.hopS, r.melHz, r.bandLimitHz);
     s.write(0, r.frames, r.logmel, r.map, r.curve);
+    s.durationS = r.durationS ?? null;
     return s;
   }
 
@@ -97,15 +113,20 @@ export class Series {
     this.map.set(map.subarray(0, frames * M), start * M);
     this.curve.set(curve.subarray(0, frames), start);
     this.frames = Math.max(this.frames, start + frames);
-    for (let i = 0; i < frames * M; i++) {
-      const v = logmel[i];
-      if (v < this.lmMin) this.lmMin = v;
-      if (v > this.lmMax) this.lmMax = v;
+    // The colour range of the spectrogram: over the bins shown only (silent bands above the limit would
+    // otherwise pull it down).
+    const V = this.visibleBins;
+    for (let t = 0; t < frames; t++) {
+      for (let m = 0; m < V; m++) {
+        const v = logmel[t * M + m];
+        if (v < this.lmMin) this.lmMin = v;
+        if (v > this.lmMax) this.lmMax = v;
+      }
     }
   }
 
   get duration() {
-    return this.frames * this.hopS;
+    return this.durationS ?? this.frames * this.hopS;
   }
 
   curveMax() {
@@ -154,6 +175,7 @@ export class Figure {
     this.liveSpan = 0;
     this.playhead = null; // seconds or null
     this.segments = [];
+    this.stale = false;
   }
 
   setColourMap(name) {
@@ -167,11 +189,13 @@ export class Figure {
     this.draw();
   }
 
-  // Whole clip: the view is the whole series.
-  showClip(series, threshold, segments) {
+  // Whole clip: the view is the whole series. `stale`: the map was made with a bank no longer in use, so only
+  // the spectrogram is drawn.
+  showClip(series, threshold, segments, stale = false) {
     this.series = series;
     this.threshold = threshold;
     this.segments = segments || [];
+    this.stale = stale;
     this.live = false;
     this.view = { start: 0, frames: series.frames };
     this.draw();
@@ -180,6 +204,7 @@ export class Figure {
   // Live: the view follows the last `spanS` seconds.
   showLive(series, threshold, spanS) {
     this.series = series;
+    this.stale = false;
     this.threshold = threshold;
     this.segments = [];
     this.live = true;
@@ -220,19 +245,20 @@ export class Figure {
     // each column shows the largest value of the frames it covers, so no anomaly is lost.
     const W = Math.min(this.view.frames, MAX_IMAGE_COLUMNS);
     const step = this.view.frames / W;
-    const M = s.melBins;
-    if (spec.width !== W || spec.height !== M) {
+    const M = s.melBins; // row length of the data
+    const V = s.visibleBins; // rows drawn: the judged band
+    if (spec.width !== W || spec.height !== V) {
       spec.width = heat.width = W;
-      spec.height = heat.height = M;
+      spec.height = heat.height = V;
     }
-    const specImg = new ImageData(W, M);
-    const heatImg = new ImageData(W, M);
+    const specImg = new ImageData(W, V);
+    const heatImg = new ImageData(W, V);
     const lo = s.lmMin;
     const span = s.lmMax > s.lmMin ? s.lmMax - s.lmMin : 1;
     const thr = this.threshold > 0 ? this.threshold : 1;
     let viewMax = 0;
-    for (let t = this.view.start; t < Math.min(s.frames, this.view.start + W); t++) {
-      for (let m = 0; m < M; m++) viewMax = Math.max(viewMax, s.map[t * M + m]);
+    for (let t = this.view.start; t < Math.min(s.frames, this.view.start + this.view.frames); t++) {
+      for (let m = 0; m < V; m++) viewMax = Math.max(viewMax, s.map[t * M + m]);
     }
     const hLo = HEAT_LOW * thr;
     const hSpan = Math.max(HEAT_HIGH * thr, viewMax) - hLo;
@@ -244,8 +270,8 @@ export class Figure {
       const t = this.view.start + Math.floor(x * step);
       if (t >= s.frames) break;
       const tEnd = Math.min(s.frames, Math.max(t + 1, this.view.start + Math.floor((x + 1) * step)));
-      for (let m = 0; m < M; m++) {
-        const y = M - 1 - m; // low frequencies at the bottom
+      for (let m = 0; m < V; m++) {
+        const y = V - 1 - m; // low frequencies at the bottom
         const o = (y * W + x) * 4;
         let lm = s.logmel[t * M + m];
         let mp = s.map[t * M + m];
@@ -258,7 +284,7 @@ export class Figure {
         sp[o + 1] = lut[v * 3 + 1];
         sp[o + 2] = lut[v * 3 + 2];
         sp[o + 3] = 255;
-        const h = (mp - hLo) / hSpan;
+        const h = this.stale ? 0 : (mp - hLo) / hSpan;
         if (h > 0) {
           const c = heatColour(h);
           hp[o] = c[0];
@@ -284,9 +310,10 @@ export class Figure {
     g.font = `${11 * dpr}px system-ui, sans-serif`;
     g.textAlign = "right";
     g.textBaseline = "middle";
+    const ticks = [];
     if (s && s.melHz && s.melHz.length > 1) {
       const hz = s.melHz;
-      const M = hz.length;
+      const M = Math.max(2, s.visibleBins); // the judged band only
       const H = faxis.height;
       const candidates = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000];
       let lastY = Infinity;
@@ -298,6 +325,7 @@ export class Figure {
         const y = H - ((pos + 0.5) / M) * H;
         if (lastY - y < 14 * dpr) continue;
         lastY = y;
+        ticks.push(f);
         g.fillText(fmtHz(f), faxis.width - 7 * dpr, y);
         g.fillRect(faxis.width - 5 * dpr, y, 5 * dpr, 1 * dpr);
       }
@@ -307,7 +335,9 @@ export class Figure {
       g.textAlign = "center";
       g.fillText("Hz", 0, 0);
       g.restore();
+      faxis.dataset.topHz = String(Math.round(hz[M - 1]));
     }
+    faxis.dataset.ticks = ticks.join(",");
     // time axis (bottom)
     dpr = fitCanvas(taxis);
     g = taxis.getContext("2d");
@@ -340,6 +370,13 @@ export class Figure {
     g.clearRect(0, 0, W, H);
     const s = this.series;
     if (!s || this.view.frames <= 0) return;
+    if (this.stale) {
+      g.fillStyle = getComputedStyle(c).color;
+      g.font = `${12 * dpr}px system-ui, sans-serif`;
+      g.textBaseline = "middle";
+      g.fillText("scored with a bank no longer in use: no curve until it is rescored", 8 * dpr, H / 2);
+      return;
+    }
     const thr = this.threshold;
     let vmax = thr * 1.25;
     for (let i = 0; i < s.frames; i++) vmax = Math.max(vmax, s.curve[i] * 1.05);
