@@ -224,6 +224,15 @@ function fmtBytes(n) {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1e3))} KB`;
 }
 
+// "the demo bank (fan-demo.bank)", "the bank fan.bank": a bank's name in a sentence.
+function theBank(name) {
+  return /\.(bank|safetensors)$/i.test(name || "") ? `the bank ${name}` : `the ${name}`;
+}
+
+function cap(s) {
+  return s ? s[0].toUpperCase() + s.slice(1) : s;
+}
+
 function plural(n, word) {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
@@ -335,7 +344,7 @@ async function start() {
     const e = error === "missing"
       ? new UserError("The demo bank (demo/fan-demo.bank) is not on this server. Open a bank file, or fit one from normal sound below.", null, "no-bank")
       : bankFileError(name, error);
-    if (r.bank) note(`${e.message} Using the ${r.bankSource} instead.`);
+    if (r.bank) note(`${e.message} Using ${theBank(r.bankSource)} instead.`);
     else fail(e, "no-bank");
   }
   if (r.bank) setStatus(`Ready (${((performance.now() - t0) / 1000).toFixed(1)} s): open a file, try a demo clip, or record.`);
@@ -412,7 +421,7 @@ async function loadModelFiles(files) {
         throw modelError(onnx.name, spec.name, e);
       });
     afterModelSwitch(r);
-    setStatus(`Loaded the model ${onnx.name}${r.bank ? ` with the ${r.bankName}` : ""}.`);
+    setStatus(`Loaded the model ${onnx.name}${r.bank ? ` with ${theBank(r.bankName)}` : ""}.`);
   });
 }
 
@@ -422,7 +431,7 @@ $("default-model").onclick = () =>
     await stopRecordingIfRunning();
     const r = await call("useDefaultModel", { banks }, [], progressHandler);
     afterModelSwitch(r);
-    setStatus(`Back to the default model${r.bank ? `, with the ${r.bankName}` : ""}.`);
+    setStatus(`Back to the default model${r.bank ? `, with ${theBank(r.bankName)}` : ""}.`);
   });
 
 // After a model switch: says which bank is in use and why, or why none is.
@@ -430,16 +439,16 @@ function afterModelSwitch(r) {
   const back = state.model && state.model.isDefault ? "Use default model" : "loading the earlier model again";
   showModel(r.model);
   setBank(r.bank, r.bankName, r.serial);
-  const why = r.previousBankError ? mismatch(`the ${r.previousBank}`, r.previousBankError) : null;
+  const why = r.previousBankError ? mismatch(theBank(r.previousBank), r.previousBankError) : null;
   const fact = why ? why.fact : r.previousBankError ? sentence(r.previousBankError) : null;
   if (!r.bank) {
     throw new UserError(`No bank fits this model${fact ? `: ${fact}` : "."} Fit a bank below with this model, or ` +
-      "open a bank fitted with it" + (r.previousBank ? `; ${back} brings the ${r.previousBank} back.` : "."),
+      "open a bank fitted with it" + (r.previousBank ? `; ${back} brings ${theBank(r.previousBank)} back.` : "."),
     r.previousBankError, "no-bank");
   }
   if (fact && r.bankName !== r.previousBank) {
-    note(`The bank changed with the model: ${fact} The ${r.bankName} fits this model and is in use now; the ` +
-      `${r.previousBank} comes back when you load its model again.`);
+    note(`The bank changed with the model: ${fact} ${cap(theBank(r.bankName))} fits this model and is in use now; ` +
+      `${theBank(r.previousBank)} comes back when you load its model again.`);
   }
 }
 
@@ -709,7 +718,9 @@ async function scoreClip(clip, { show = true } = {}) {
   clip.result = resultOf(r);
   clip.rescoreError = null;
   if (!state.clips.includes(clip)) state.clips.push(clip);
-  if (!state.fitMaterial.some((m) => m.clip === clip)) addFitMaterial(clip, false);
+  // Offered once as fit material (unticked); a rescore does not bring back what "Clear" took away.
+  if (!clip.offered && !state.fitMaterial.some((m) => m.clip === clip)) addFitMaterial(clip, false);
+  clip.offered = true;
   updateSlider();
   if (show || state.current === clip) showClip(clip);
   else renderClipList();
@@ -737,7 +748,7 @@ async function rescoreLoop() {
       !(c.kind === "recording" && state.rec && state.rec.running));
     if (!stale.length) break;
     const c = stale.includes(state.current) ? state.current : stale[0];
-    if (!state.busy) setStatus(`Rescoring ${plural(stale.length, "clip")} with the ${state.bankName}…`);
+    if (!state.busy) setStatus(`Rescoring ${plural(stale.length, "clip")} with ${theBank(state.bankName)}…`);
     try {
       await scoreClip(c, { show: false });
       done++;
@@ -748,7 +759,7 @@ async function rescoreLoop() {
     }
   }
   state.rescoring = false;
-  if (done && !state.busy) setStatus(`Rescored ${plural(done, "clip")} with the ${state.bankName}.`);
+  if (done && !state.busy) setStatus(`Rescored ${plural(done, "clip")} with ${theBank(state.bankName)}.`);
 }
 
 function showClip(clip) {
@@ -810,8 +821,8 @@ function showVerdict(clip, segments, live = null) {
     stale.textContent = !state.bank
       ? "Not judged: no bank is loaded."
       : clip.rescoreError && clip.rescoreError.serial === state.bankSerial
-        ? `Not judged: it could not be rescored with the ${state.bankName}: ${clip.rescoreError.text}`
-        : `Scored with a bank no longer in use: rescoring it with the ${state.bankName}…`;
+        ? `Not judged: it could not be rescored with ${theBank(state.bankName)}: ${clip.rescoreError.text}`
+        : `Scored with a bank no longer in use: rescoring it with ${theBank(state.bankName)}…`;
   } else stale.hidden = true;
   const ood = $("ood");
   const oodText = fresh && r && r.outOfDistribution;
@@ -1219,6 +1230,7 @@ async function stopRecording() {
   const clip = rec.clip;
   clip.name = `recording ${rec.takes > 1 ? `(${rec.takes} takes) ` : ""}${(rec.length / rec.sampleRate).toFixed(1)} s`;
   clip.label = clip.name;
+  clip.baseLabel = clip.name;
   clip.samples = all;
   clip.sampleRate = rec.sampleRate;
   clip.duration = all.length / rec.sampleRate;

@@ -374,7 +374,7 @@ export class Figure {
       g.fillStyle = getComputedStyle(c).color;
       g.font = `${12 * dpr}px system-ui, sans-serif`;
       g.textBaseline = "middle";
-      g.fillText("scored with a bank no longer in use: no curve until it is rescored", 8 * dpr, H / 2);
+      g.fillText("not judged by the bank in use: no curve", 8 * dpr, H / 2);
       return;
     }
     const thr = this.threshold;
