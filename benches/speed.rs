@@ -403,7 +403,9 @@ fn main() {
 fn bench_demo_knn(o: &Options, records: &mut Vec<Value>, inputs: &mut Tensors, outputs: &mut Tensors, root: &Path) {
     // kNN: the demo bank with queries near its rows, and a CNN-sized bank.
     let bank = Bank::from_bytes(&std::fs::read(root.join("www/demo/fan-demo.bank")).expect("demo bank")).expect("bank");
-    let Detector::Patchcore(demo) = bank.detector else { panic!("the demo bank is not a PatchCore bank") };
+    let Some(Detector::Patchcore(demo)) = bank.detectors.into_iter().next() else {
+        panic!("the demo bank is not a PatchCore bank")
+    };
     let d = demo.dims;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let noise = clusters(4800, d, 1, 11);

@@ -49,6 +49,13 @@ pub struct BackboneSpec {
     pub window_frames: usize,
     /// Frames between the starts of consecutive windows.
     pub window_hop: usize,
+    /// The outputs recommended for patch embeddings (the `environment` fit preset), e.g. `conv_block2`,
+    /// `conv_block3`, `conv_block4`; empty: none recommended.
+    #[serde(default)]
+    pub patch_layers: Vec<String>,
+    /// Grid stride for patches made of `patch_layers` (default: the embedding's default).
+    #[serde(default)]
+    pub patch_grid_stride: Option<usize>,
     /// Licence of the weights.
     #[serde(default)]
     pub licence: String,
@@ -79,6 +86,12 @@ impl BackboneSpec {
                 "backbone spec: need 0 < window_hop ({}) <= window_frames ({})",
                 spec.window_hop, spec.window_frames
             )));
+        }
+        if let Some(l) = spec.patch_layers.iter().find(|l| spec.output(l).is_none()) {
+            return Err(Error::model(format!("backbone spec: patch layer '{l}' is not one of its outputs")));
+        }
+        if spec.patch_grid_stride == Some(0) {
+            return Err(Error::model("backbone spec: patch_grid_stride is 0"));
         }
         for o in &spec.outputs {
             if o.channels == 0 || o.time_stride == 0 || o.freq_stride == 0 {

@@ -1,14 +1,23 @@
 //! Bank files: everything needed to score, in one safetensors file.
 //!
-//! Layout: a safetensors file (tensors + a string map header) whose header key `sonomaly` holds [`BankMeta`] as
-//! JSON: format name and version, detector kind and parameters, front-end config, backbone identity (name,
-//! SHA-256 of the ONNX bytes, output names), embedding config, clips and seconds fitted, normal-score statistics
-//! and thresholds, creation time, and the SHA-256 of the tensor bytes. Tensors: `memory_bank` `[n, dims]` f32
-//! (PatchCore).
+//! A bank holds one or more **members**, each a detector fitted on its own patch embedding of the same front end
+//! and backbone (e.g. PatchCore on log-mel patches and PatchCore on EfficientAT blocks). Each member is
+//! calibrated on held-out normal clips: its clip scores and maps become robust z-scores ([`Norm`]), so members
+//! are comparable and the bank's clip score, temporal curve and map are the largest member z-score (max fusion,
+//! as in DCASE Task 2 ensembles of z-normalised systems).
+//!
+//! Layout: a safetensors file whose header key `sonomaly` holds [`BankMeta`] as JSON: format name and version,
+//! front end, backbone identity (name, SHA-256 of the ONNX bytes, output names), the members (name, detector and
+//! parameters, embedding, held-out normal scores and their normalisation), the fused calibration and thresholds,
+//! band levels of the normal clips, clips and seconds fitted, creation time, and a SHA-256 over the tensors and
+//! the metadata. Tensors: `member{i}` `[rows, cols]` f32, one per member (PatchCore: the memory bank).
+//!
+//! Version 1 banks (one detector, raw distances, a gamma threshold) still load: they become a one-member bank whose
+//! normalisation is the identity, so they score exactly as before; saving writes version 2.
 //!
 //! Loading checks, before allocating anything, that the header parses, that the file is as long as the header
-//! says, that the tensor shapes agree with the metadata, and that the data hash matches; a bank made for another
-//! backbone, front end or embedding is refused by [`Bank::check_compatible`] with an error naming both sides.
+//! says, that the tensor shapes agree with the metadata, and that the checksum matches; a bank made for another
+//! backbone or front end is refused by [`Bank::check_compatible`] with an error naming both sides.
 
 use std::collections::HashMap;
 
@@ -16,17 +25,51 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{sha256_hex, BackboneIdentity};
-use crate::detector::{Detector, DetectorConfig, PatchCore};
+use crate::detector::{Detector, DetectorConfig};
 use crate::embedding::EmbeddingConfig;
 use crate::error::{Error, Result};
 use crate::spectrogram::LogMelConfig;
-use crate::threshold::NormalStats;
+use crate::threshold::{Norm, NormalStats, ThresholdRule};
 
 /// Format name in every bank's metadata.
 pub const FORMAT: &str = "sonomaly-bank";
-/// Current format version; banks of other versions are refused.
-pub const VERSION: u32 = 1;
+/// Current format version (written); version 1 is still read.
+pub const VERSION: u32 = 2;
 const META_KEY: &str = "sonomaly";
+
+/// One member of a bank: a detector on one patch embedding, with its calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberMeta {
+    /// Short name for people, e.g. `logmel` or `features.12+features.15`.
+    pub name: String,
+    /// Detector kind and parameters.
+    pub detector: DetectorConfig,
+    /// Patch dimension `D`.
+    pub dims: usize,
+    /// Rows of the stored state (PatchCore: memory bank rows).
+    pub state_rows: usize,
+    /// Layers and grid of the patches, with the weights set at fit time.
+    pub embedding: EmbeddingConfig,
+    /// Held-out normal clip scores (raw detector units) and their gamma fit.
+    pub normal_scores: NormalStats,
+    /// Held-out normal maxima of the temporal curve (raw units) and their gamma fit.
+    pub normal_curve_peaks: NormalStats,
+    /// Raw clip score -> z-score.
+    pub score_norm: Norm,
+    /// Raw map value -> z-score (from the held-out curve peaks, so a normal clip's peak sits near 0).
+    pub map_norm: Norm,
+}
+
+/// Mean and spread of each mel band's level over the normal clips: tells a recording of another sound from the
+/// sound the bank learned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BandLevels {
+    /// Per mel band `[M]`: mean over the normal clips of the clip's mean log-mel value.
+    pub mean: Vec<f32>,
+    /// Per mel band `[M]`: standard deviation of the clips' mean log-mel values, floored (see
+    /// [`crate::pipeline::LEVEL_STD_FLOOR`]).
+    pub std: Vec<f32>,
+}
 
 /// A bank's metadata (stored as JSON in the safetensors header).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,18 +80,10 @@ pub struct BankMeta {
     pub version: u32,
     /// sonomaly version that wrote it.
     pub writer: String,
-    /// Detector kind and parameters.
-    pub detector: DetectorConfig,
-    /// Patch dimension `D`.
-    pub dims: usize,
-    /// Rows of the memory bank.
-    pub memory_bank_rows: usize,
     /// The front end the patches were computed with.
     pub front_end: LogMelConfig,
     /// The backbone the patches were computed with.
     pub backbone: BackboneIdentity,
-    /// Layers and grid of the patches.
-    pub embedding: EmbeddingConfig,
     /// Highest frequency the fit had signal in (the lowest Nyquist frequency of the normal clips as the model saw
     /// them), Hz; mel bands above it are not judged. `None`: all bands.
     #[serde(default)]
@@ -57,34 +92,65 @@ pub struct BankMeta {
     pub clips_fitted: usize,
     /// Seconds of normal audio fitted.
     pub seconds_fitted: f64,
-    /// Held-out normal clip scores and their gamma fit.
-    pub normal_scores: NormalStats,
-    /// Held-out normal maxima of the temporal curve and their gamma fit.
-    pub normal_curve_peaks: NormalStats,
-    /// Clip-score threshold (label-free default: `normal_scores.threshold`).
+    /// The members, in the order of their tensors.
+    pub members: Vec<MemberMeta>,
+    /// Held-out normal clip scores of the fused bank (z units; raw units for a version 1 bank).
+    pub fused_scores: Vec<f32>,
+    /// Held-out normal temporal-curve maxima of the fused bank (same units).
+    pub fused_curve_peaks: Vec<f32>,
+    /// How the thresholds were set.
+    pub threshold_rule: ThresholdRule,
+    /// Clip-score threshold (label-free default).
     pub threshold: f32,
-    /// Temporal-curve threshold for segments (label-free default: `normal_curve_peaks.threshold`).
+    /// Temporal-curve threshold for segments (label-free default).
     pub segment_threshold: f32,
+    /// Band levels of the normal clips (`None` in version 1 banks).
+    #[serde(default)]
+    pub band_levels: Option<BandLevels>,
     /// Creation time, ISO 8601 UTC.
     pub created: String,
-    /// SHA-256 of the tensor bytes followed by this metadata's JSON with this field empty, lower-case hex: any
-    /// change to the memory bank or to a threshold, a config value or a name is detected at loading.
+    /// SHA-256 of the tensor bytes (in member order) followed by this metadata's JSON with this field empty,
+    /// lower-case hex: any change to a memory bank, a threshold, a config value or a name is detected at loading.
     pub data_sha256: String,
 }
 
-/// A fitted detector with its metadata.
+/// Version 1 metadata: one detector, raw distances (read only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct BankMetaV1 {
+    format: String,
+    version: u32,
+    writer: String,
+    detector: DetectorConfig,
+    dims: usize,
+    memory_bank_rows: usize,
+    front_end: LogMelConfig,
+    backbone: BackboneIdentity,
+    embedding: EmbeddingConfig,
+    #[serde(default)]
+    band_limit_hz: Option<f32>,
+    clips_fitted: usize,
+    seconds_fitted: f64,
+    normal_scores: NormalStats,
+    normal_curve_peaks: NormalStats,
+    threshold: f32,
+    segment_threshold: f32,
+    created: String,
+    data_sha256: String,
+}
+
+/// A fitted bank: its metadata and one fitted detector per member.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bank {
     /// Metadata.
     pub meta: BankMeta,
-    /// The fitted detector.
-    pub detector: Detector,
+    /// The fitted detectors, one per [`BankMeta::members`] entry.
+    pub detectors: Vec<Detector>,
 }
 
 /// Summary for people (CLI `info`, the page's "loaded" panel).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BankInfo {
-    /// Detector kind, e.g. `patchcore`.
+    /// Detector kinds of the members, e.g. `patchcore` or `patchcore + patchcore`.
     pub detector: String,
     /// Backbone name.
     pub backbone: String,
@@ -92,10 +158,13 @@ pub struct BankInfo {
     pub backbone_sha256: String,
     /// Front-end summary, e.g. `44100 Hz, 96 mel bins, hop 1024`.
     pub front_end: String,
-    /// Layers, comma-separated.
+    /// Layers of each member, members separated by ` + `, e.g. `logmel + features.12,features.15`.
     pub layers: String,
-    /// Memory bank rows x dims.
+    /// Stored rows x dims of each member, separated by ` + `.
     pub memory_bank: String,
+    /// Units of scores and thresholds: `z` (robust z-scores against held-out normal clips) or `distance`
+    /// (version 1 banks).
+    pub units: String,
     /// Normal clips fitted.
     pub clips_fitted: usize,
     /// Seconds fitted.
@@ -110,16 +179,26 @@ pub struct BankInfo {
     pub size_bytes: usize,
 }
 
-/// The checksum stored in [`BankMeta::data_sha256`]: SHA-256 of `data` followed by `meta`'s JSON with
-/// `data_sha256` empty.
-pub fn checksum(meta: &BankMeta, data: &[u8]) -> String {
+/// The checksum stored in [`BankMeta::data_sha256`]: SHA-256 of the tensors' bytes in member order followed by
+/// `meta`'s JSON with `data_sha256` empty.
+pub fn checksum(meta: &BankMeta, data: &[&[u8]]) -> String {
     let mut m = meta.clone();
     m.data_sha256 = String::new();
-    let json = serde_json::to_vec(&m).expect("bank metadata serialises");
-    let mut all = Vec::with_capacity(data.len() + json.len());
-    all.extend_from_slice(data);
-    all.extend_from_slice(&json);
+    checksum_of(&serde_json::to_vec(&m).expect("bank metadata serialises"), data)
+}
+
+fn checksum_of(json: &[u8], data: &[&[u8]]) -> String {
+    let mut all = Vec::with_capacity(data.iter().map(|d| d.len()).sum::<usize>() + json.len());
+    for d in data {
+        all.extend_from_slice(d);
+    }
+    all.extend_from_slice(json);
     sha256_hex(&all)
+}
+
+/// Name of member `i`'s tensor.
+fn tensor_name(i: usize) -> String {
+    format!("member{i}")
 }
 
 /// True if `bytes` start like a bank file (a safetensors header with sonomaly metadata), whether or not the
@@ -169,9 +248,74 @@ pub fn iso8601_from_unix(secs: u64) -> String {
 }
 
 impl Bank {
+    /// A bank from fitted members: fills in the format, version, writer, creation time and checksum.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if the members and detectors disagree in number, dimension or state size, or a
+    /// threshold is not finite.
+    pub fn new(mut meta: BankMeta, detectors: Vec<Detector>) -> Result<Bank> {
+        if meta.members.is_empty() || meta.members.len() != detectors.len() {
+            return Err(Error::invalid(format!(
+                "a bank needs one detector per member: {} members, {} detectors",
+                meta.members.len(),
+                detectors.len()
+            )));
+        }
+        for (m, d) in meta.members.iter_mut().zip(&detectors) {
+            if m.dims != d.dims() || m.detector != d.config() {
+                return Err(Error::invalid(format!("member '{}' does not describe its detector", m.name)));
+            }
+            m.state_rows = d.state().1;
+        }
+        if !(meta.threshold.is_finite() && meta.segment_threshold.is_finite()) {
+            return Err(Error::invalid("the thresholds are not finite numbers"));
+        }
+        meta.format = FORMAT.to_string();
+        meta.version = VERSION;
+        meta.writer = format!("sonomaly {}", env!("CARGO_PKG_VERSION"));
+        if meta.created.is_empty() {
+            meta.created = now_iso8601();
+        }
+        let data: Vec<Vec<u8>> = detectors.iter().map(|d| f32_bytes(d.state().0)).collect();
+        meta.data_sha256 = checksum(&meta, &data.iter().map(|d| d.as_slice()).collect::<Vec<_>>());
+        Ok(Bank { meta, detectors })
+    }
+
     /// The clip-score threshold.
     pub fn threshold(&self) -> f32 {
         self.meta.threshold
+    }
+
+    /// Replaces the clip threshold with `threshold` (the bank's units) and moves the segment threshold with it:
+    /// by the same difference for z-scored banks, in proportion for raw-distance banks. The command line's
+    /// `--threshold` and the page's slider both go through here, so they give the same segments.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a non-finite threshold, or one that is not positive for a raw-distance bank.
+    pub fn override_threshold(&mut self, threshold: f32) -> Result<()> {
+        if !threshold.is_finite() {
+            return Err(Error::invalid(format!("the threshold must be a finite number, got {threshold}")));
+        }
+        if self.is_z_scored() {
+            self.meta.segment_threshold += threshold - self.meta.threshold;
+        } else {
+            if !(threshold > 0.0) {
+                return Err(Error::invalid(format!(
+                    "this bank's scores are distances (0 or more): the threshold must be a positive number, got \
+                     {threshold}"
+                )));
+            }
+            if self.meta.threshold > 0.0 {
+                self.meta.segment_threshold *= threshold / self.meta.threshold;
+            }
+        }
+        self.meta.threshold = threshold;
+        Ok(())
+    }
+
+    /// True when scores are robust z-scores (format version 2); false for the raw distances of version 1 banks.
+    pub fn is_z_scored(&self) -> bool {
+        matches!(self.meta.threshold_rule, ThresholdRule::RobustZ { .. })
     }
 
     /// Highest frequency judged, Hz (infinite when the fit had signal in every band).
@@ -179,24 +323,35 @@ impl Bank {
         self.meta.band_limit_hz.unwrap_or(f32::INFINITY)
     }
 
-    /// Serialises to safetensors bytes.
+    /// The members' embeddings, in member order.
+    pub fn embeddings(&self) -> Vec<EmbeddingConfig> {
+        self.meta.members.iter().map(|m| m.embedding.clone()).collect()
+    }
+
+    /// Serialises to safetensors bytes (format version 2).
     ///
     /// # Errors
     /// [`Error::Bank`] if serialisation fails.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let (state, rows) = self.detector.state();
-        let cols = self.detector.config().state_cols(self.detector.dims());
-        let data = f32_bytes(state);
+        let data: Vec<Vec<u8>> = self.detectors.iter().map(|d| f32_bytes(d.state().0)).collect();
         let mut meta = self.meta.clone();
-        meta.data_sha256 = checksum(&meta, &data);
+        // A version 1 bank read into memory is written in this version's layout.
+        meta.version = VERSION;
+        meta.data_sha256 = checksum(&meta, &data.iter().map(|d| d.as_slice()).collect::<Vec<_>>());
         let json = serde_json::to_string(&meta).map_err(|e| Error::bank(format!("metadata: {e}")))?;
-        let view = TensorView::new(Dtype::F32, vec![rows, cols], &data)
-            .map_err(|e| Error::bank(format!("memory bank tensor: {e}")))?;
+        let mut views = Vec::with_capacity(data.len());
+        for (i, (d, bytes)) in self.detectors.iter().zip(&data).enumerate() {
+            let (_, rows) = d.state();
+            let cols = d.config().state_cols(d.dims());
+            let view = TensorView::new(Dtype::F32, vec![rows, cols], bytes)
+                .map_err(|e| Error::bank(format!("member {i} tensor: {e}")))?;
+            views.push((tensor_name(i), view));
+        }
         let info = HashMap::from([(META_KEY.to_string(), json)]);
-        safetensors::serialize([("memory_bank", view)], Some(info)).map_err(|e| Error::bank(format!("writing: {e}")))
+        safetensors::serialize(views, Some(info)).map_err(|e| Error::bank(format!("writing: {e}")))
     }
 
-    /// Parses and checks bank bytes.
+    /// Parses and checks bank bytes (format version 1 or 2).
     ///
     /// # Errors
     /// [`Error::Bank`] naming the problem: not a safetensors file, truncated, no or malformed metadata, another
@@ -231,65 +386,119 @@ impl Bank {
             return Err(Error::bank("metadata does not name the sonomaly bank format"));
         }
         let version = probe.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-        if version != VERSION as u64 {
-            return Err(Error::bank(format!(
-                "bank format version {version} is not supported by this sonomaly (reads version {VERSION}); \
-                 refit the bank with this version"
-            )));
-        }
-        let meta: BankMeta =
-            serde_json::from_str(json).map_err(|e| Error::bank(format!("metadata is malformed: {e}")))?;
-        let t = st.tensor("memory_bank").map_err(|_| Error::bank("the bank has no 'memory_bank' tensor"))?;
-        if t.dtype() != Dtype::F32 {
-            return Err(Error::bank(format!("memory_bank has dtype {:?}, expected F32", t.dtype())));
-        }
-        let expect = [meta.memory_bank_rows, meta.detector.state_cols(meta.dims)];
-        if t.shape() != expect || meta.dims == 0 || meta.memory_bank_rows == 0 {
-            return Err(Error::bank(format!(
-                "memory_bank has shape {:?} but the metadata says {:?}",
-                t.shape(),
-                expect
-            )));
-        }
-        let data = t.data();
-        if checksum(&meta, data) != meta.data_sha256 {
-            return Err(Error::bank(
-                "the bank's contents do not match their checksum: the file is corrupted (or was edited by hand)",
-            ));
-        }
-        let memory_bank: Vec<f32> =
-            data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
-        if memory_bank.iter().any(|v| !v.is_finite()) {
-            return Err(Error::bank("the memory bank holds non-finite values"));
-        }
-        let detector = match &meta.detector {
-            DetectorConfig::Patchcore(c) => {
-                c.validate().map_err(|e| Error::bank(format!("detector parameters: {e}")))?;
-                Detector::Patchcore(PatchCore::from_memory_bank(memory_bank, meta.dims, c.clone()))
+        let bank = match version {
+            1 => Self::from_v1(&st, json)?,
+            2 => Self::from_v2(&st, json)?,
+            _ => {
+                return Err(Error::bank(format!(
+                    "bank format version {version} is not supported by this sonomaly (reads versions 1 and \
+                     {VERSION}); refit the bank with this version"
+                )))
             }
-            other => Detector::from_state(other, meta.dims, memory_bank)
-                .map_err(|e| Error::bank(format!("detector state: {e}")))?,
         };
-        if !(meta.threshold.is_finite() && meta.segment_threshold.is_finite()) {
+        if !(bank.meta.threshold.is_finite() && bank.meta.segment_threshold.is_finite()) {
             return Err(Error::bank("the thresholds are not finite numbers"));
         }
-        Ok(Bank { meta, detector })
+        Ok(bank)
     }
 
-    /// Refuses a bank made with another backbone, front end or embedding than `backbone`/`front_end`.
+    fn from_v2(st: &SafeTensors, json: &str) -> Result<Self> {
+        let meta: BankMeta =
+            serde_json::from_str(json).map_err(|e| Error::bank(format!("metadata is malformed: {e}")))?;
+        if meta.members.is_empty() {
+            return Err(Error::bank("the bank has no member"));
+        }
+        if st.len() != meta.members.len() {
+            return Err(Error::bank(format!(
+                "the bank holds {} tensors but its metadata lists {} members",
+                st.len(),
+                meta.members.len()
+            )));
+        }
+        let mut data = Vec::with_capacity(meta.members.len());
+        for (i, m) in meta.members.iter().enumerate() {
+            let name = tensor_name(i);
+            let t = st.tensor(&name).map_err(|_| Error::bank(format!("the bank has no '{name}' tensor")))?;
+            check_tensor(&name, &t, m.state_rows, m.detector.state_cols(m.dims), m.dims)?;
+            data.push(t.data());
+        }
+        if stored_checksum(json, &data)? != meta.data_sha256 {
+            return Err(corrupted());
+        }
+        for m in &meta.members {
+            for n in [m.score_norm, m.map_norm] {
+                if !(n.loc.is_finite() && n.scale.is_finite() && n.scale > 0.0) {
+                    return Err(Error::bank(format!("member '{}' has a broken normalisation", m.name)));
+                }
+            }
+        }
+        let detectors = meta
+            .members
+            .iter()
+            .zip(data)
+            .map(|(m, d)| detector_from(&m.detector, m.dims, d))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Bank { meta, detectors })
+    }
+
+    fn from_v1(st: &SafeTensors, json: &str) -> Result<Self> {
+        let v1: BankMetaV1 =
+            serde_json::from_str(json).map_err(|e| Error::bank(format!("metadata is malformed: {e}")))?;
+        let t = st.tensor("memory_bank").map_err(|_| Error::bank("the bank has no 'memory_bank' tensor"))?;
+        check_tensor("memory_bank", &t, v1.memory_bank_rows, v1.detector.state_cols(v1.dims), v1.dims)?;
+        if stored_checksum(json, &[t.data()])? != v1.data_sha256 {
+            return Err(corrupted());
+        }
+        let detector = detector_from(&v1.detector, v1.dims, t.data())?;
+        let member = MemberMeta {
+            name: v1.embedding.layers.join(","),
+            detector: v1.detector,
+            dims: v1.dims,
+            state_rows: v1.memory_bank_rows,
+            embedding: v1.embedding,
+            score_norm: Norm::IDENTITY,
+            map_norm: Norm::IDENTITY,
+            normal_scores: v1.normal_scores.clone(),
+            normal_curve_peaks: v1.normal_curve_peaks.clone(),
+        };
+        let meta = BankMeta {
+            format: FORMAT.to_string(),
+            version: 1,
+            writer: v1.writer,
+            front_end: v1.front_end,
+            backbone: v1.backbone,
+            band_limit_hz: v1.band_limit_hz,
+            clips_fitted: v1.clips_fitted,
+            seconds_fitted: v1.seconds_fitted,
+            members: vec![member],
+            fused_scores: v1.normal_scores.scores.clone(),
+            fused_curve_peaks: v1.normal_curve_peaks.scores.clone(),
+            threshold_rule: ThresholdRule::Gamma { quantile: v1.normal_scores.quantile },
+            threshold: v1.threshold,
+            segment_threshold: v1.segment_threshold,
+            band_levels: None,
+            created: v1.created,
+            data_sha256: String::new(),
+        };
+        Ok(Bank { meta, detectors: vec![detector] })
+    }
+
+    /// Refuses a bank made with another backbone or front end than `backbone`/`front_end`.
     ///
     /// # Errors
     /// [`Error::Bank`] naming what differs, with both values.
     pub fn check_compatible(&self, backbone: &BackboneIdentity, front_end: &LogMelConfig) -> Result<()> {
         let b = &self.meta.backbone;
         if b.sha256 != backbone.sha256 || b.name != backbone.name {
+            let same_name = b.name == backbone.name;
             return Err(Error::bank(format!(
-                "this bank was fitted with backbone '{}' (sha256 {}), but the loaded backbone is '{}' (sha256 {}); \
+                "this bank was fitted with backbone '{}' (sha256 {}), but the loaded backbone is '{}' (sha256 {}){}; \
                  load the matching backbone or refit the bank",
                 b.name,
                 &b.sha256[..b.sha256.len().min(12)],
                 backbone.name,
-                &backbone.sha256[..backbone.sha256.len().min(12)]
+                &backbone.sha256[..backbone.sha256.len().min(12)],
+                if same_name { ": same name, different weights" } else { "" }
             )));
         }
         if &self.meta.front_end != front_end {
@@ -305,13 +514,17 @@ impl Bank {
     /// Summary for people.
     pub fn info(&self) -> BankInfo {
         let m = &self.meta;
+        let join = |f: &dyn Fn(&MemberMeta, &Detector) -> String| {
+            m.members.iter().zip(&self.detectors).map(|(mm, d)| f(mm, d)).collect::<Vec<_>>().join(" + ")
+        };
         BankInfo {
-            detector: self.detector.kind().to_string(),
+            detector: join(&|_, d| d.kind().to_string()),
             backbone: m.backbone.name.clone(),
             backbone_sha256: m.backbone.sha256.chars().take(12).collect(),
             front_end: front_end_summary(&m.front_end),
-            layers: m.embedding.layers.join(","),
-            memory_bank: format!("{} x {}", m.memory_bank_rows, m.dims),
+            layers: join(&|mm, _| mm.embedding.layers.join(",")),
+            memory_bank: join(&|mm, _| format!("{} x {}", mm.state_rows, mm.dims)),
+            units: if self.is_z_scored() { "z" } else { "distance" }.to_string(),
             clips_fitted: m.clips_fitted,
             seconds_fitted: m.seconds_fitted,
             threshold: m.threshold,
@@ -320,6 +533,45 @@ impl Bank {
             size_bytes: 0,
         }
     }
+
+    /// Floats of detector state over all members.
+    pub fn state_floats(&self) -> usize {
+        self.detectors.iter().map(|d| d.state().0.len()).sum()
+    }
+}
+
+/// The checksum of a stored bank, computed on the metadata JSON exactly as it was written (with the checksum's
+/// value emptied), so that fields added to the configs by later versions never invalidate older banks.
+fn stored_checksum(json: &str, data: &[&[u8]]) -> Result<String> {
+    const KEY: &str = "\"data_sha256\":\"";
+    let at = json.rfind(KEY).ok_or_else(|| Error::bank("the bank's metadata has no checksum"))? + KEY.len();
+    let end = json[at..].find('"').map(|e| at + e).ok_or_else(|| Error::bank("the bank's checksum is malformed"))?;
+    let blank = format!("{}{}", &json[..at], &json[end..]);
+    Ok(checksum_of(blank.as_bytes(), data))
+}
+
+fn corrupted() -> Error {
+    Error::bank("the bank's contents do not match their checksum: the file is corrupted (or was edited by hand)")
+}
+
+/// Checks a state tensor's dtype and shape against the metadata before its values are read.
+fn check_tensor(name: &str, t: &TensorView, rows: usize, cols: usize, dims: usize) -> Result<()> {
+    if t.dtype() != Dtype::F32 {
+        return Err(Error::bank(format!("{name} has dtype {:?}, expected F32", t.dtype())));
+    }
+    if t.shape() != [rows, cols] || dims == 0 || rows == 0 {
+        return Err(Error::bank(format!("{name} has shape {:?} but the metadata says {:?}", t.shape(), [rows, cols])));
+    }
+    Ok(())
+}
+
+/// A fitted detector from its stored state bytes (little-endian f32, already shape-checked).
+fn detector_from(config: &DetectorConfig, dims: usize, data: &[u8]) -> Result<Detector> {
+    let state: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+    if state.iter().any(|v| !v.is_finite()) {
+        return Err(Error::bank("the memory bank holds non-finite values"));
+    }
+    Detector::from_state(config, dims, state).map_err(|e| Error::bank(format!("detector state: {e}")))
 }
 
 /// `44100 Hz, 96 mel bins, frame 2048, hop 1024` and the like.

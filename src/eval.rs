@@ -176,6 +176,16 @@ pub struct Metrics {
     pub temporal_auc: Option<WithInterval>,
     /// Spectrogram-level ROC-AUC (None without masks).
     pub spectrogram_auc: Option<WithInterval>,
+    /// Share of the anomalous clips the bank's own threshold flags (true positive rate at the threshold).
+    pub flagged_anomalous: f64,
+    /// Share of the normal clips the bank's own threshold flags (false positive rate at the threshold).
+    pub flagged_normal: f64,
+    /// Mean share of a normal clip's judged pixels that the page paints (map at or above the display floor).
+    pub painted_normal: f64,
+    /// The same for the anomalous clips.
+    pub painted_anomalous: f64,
+    /// Sample-level ROC-AUC of each member's own clip score `(name, AUC)`, for banks of several members.
+    pub member_sample_auc: Vec<(String, f64)>,
 }
 
 /// Faithfulness at one q.
@@ -204,6 +214,14 @@ pub struct ClipScore {
     pub snr_db: Option<f64>,
     /// Clip score.
     pub score: f32,
+    /// Flagged by the bank's threshold.
+    pub is_anomaly: bool,
+    /// Each member's clip score (bank units).
+    pub members: Vec<f32>,
+    /// Share of the judged pixels painted at the default display.
+    pub painted: f32,
+    /// Distance of the clip's band levels from the normal clips' (see [`ClipResult::level_distance`]).
+    pub level_distance: Option<f32>,
 }
 
 /// Points of a ROC curve for plotting.
@@ -230,6 +248,14 @@ pub struct EvalReport {
     pub bank_floats: usize,
     /// Clips fitted.
     pub fit_clips: usize,
+    /// Units of scores and thresholds: `z` or `distance`.
+    pub units: String,
+    /// The bank's clip threshold.
+    pub threshold: f32,
+    /// The bank's segment threshold.
+    pub segment_threshold: f32,
+    /// Held-out normal clip scores of the bank (its calibration), bank units.
+    pub calibration_scores: Vec<f32>,
     /// Bootstrap resamples.
     pub bootstrap_rounds: usize,
     /// Metrics on all test clips.
@@ -429,6 +455,27 @@ fn metrics_of(
             }
         }
     }
+    let share = |anomaly: bool, f: &dyn Fn(&ClipResult) -> f64| -> f64 {
+        let v: Vec<f64> = subset.iter().filter(|&&i| items[i].anomaly == anomaly).map(|&i| f(&results[i])).collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let flag = |r: &ClipResult| if r.is_anomaly { 1.0 } else { 0.0 };
+    let painted = |r: &ClipResult| r.painted_fraction() as f64;
+    let n_members = subset.first().map_or(0, |&i| results[i].members.len());
+    let member_sample_auc = if n_members > 1 {
+        (0..n_members)
+            .map(|k| {
+                let s: Vec<f32> = subset.iter().map(|&i| results[i].members[k].score).collect();
+                Ok((results[subset[0]].members[k].name.clone(), roc_auc(&labels, &s).unwrap_or(f64::NAN)))
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     let spectral_sub = Pooled::new(sub, clip_label.clone());
     let spectral = Pooled::new(pixels, clip_label);
     let spectrogram_auc = spectral_sub.auc_interval(rounds.min(200), seed).and_then(|w| {
@@ -455,6 +502,11 @@ fn metrics_of(
         sample_f1_max,
         temporal_auc: temporal_auc.filter(|_| temporal.clip_label.iter().any(|l| *l)),
         spectrogram_auc: spectrogram_auc.filter(|_| spectral.clip_label.iter().any(|l| *l)),
+        flagged_anomalous: share(true, &flag),
+        flagged_normal: share(false, &flag),
+        painted_normal: share(false, &painted),
+        painted_anomalous: share(true, &painted),
+        member_sample_auc,
     })
 }
 
@@ -494,6 +546,9 @@ fn faithfulness(
             let mut order: Vec<usize> = (0..t * m).collect();
             order.sort_by(|&a, &b| r.map[b].total_cmp(&r.map[a]));
             let s0 = r.score as f64;
+            // Relative to the lowest score the bank can give (0 for raw distances; the largest member z-score of
+            // a raw 0 for z-scored banks), so that the drop is the share of the clip's evidence removed.
+            let floor = score_floor(bank);
             let mut out = Vec::new();
             for q in FAITHFULNESS_Q {
                 let k = ((q / 100.0) * (t * m) as f64).round() as usize;
@@ -504,7 +559,7 @@ fn faithfulness(
                     let data = replace_region(&r.logmel, t, m, region);
                     let lm = Spectrogram { frames: t, mel_bins: m, data };
                     let s = score_logmel(model, bank, &lm, &mut |_, _| {})?.score as f64;
-                    Ok(if s0 > 0.0 { 100.0 * (s0 - s) / s0 } else { 0.0 })
+                    Ok(if s0 > floor { 100.0 * (s0 - s) / (s0 - floor) } else { 0.0 })
                 };
                 out.push((drop(top)?, drop(&random)?));
             }
@@ -529,6 +584,11 @@ fn faithfulness(
             }
         })
         .collect())
+}
+
+/// The lowest clip score `bank` can give: the largest member z-score of a raw score of 0.
+fn score_floor(bank: &Bank) -> f64 {
+    bank.meta.members.iter().map(|m| m.score_norm.z(0.0) as f64).fold(f64::NEG_INFINITY, f64::max)
 }
 
 fn png_base64(r: &ClipResult) -> String {
@@ -628,8 +688,12 @@ pub fn evaluate(model: &Model, bank: &Bank, items: &[TestItem], cfg: &EvalConfig
         detector: info.detector,
         layers: info.layers,
         bank: info.memory_bank,
-        bank_floats: bank.detector.state().0.len(),
+        bank_floats: bank.state_floats(),
         fit_clips: info.clips_fitted,
+        units: info.units.clone(),
+        threshold: bank.meta.threshold,
+        segment_threshold: bank.meta.segment_threshold,
+        calibration_scores: bank.meta.fused_scores.clone(),
         bootstrap_rounds: rounds,
         overall,
         per_snr,
@@ -642,6 +706,10 @@ pub fn evaluate(model: &Model, bank: &Bank, items: &[TestItem], cfg: &EvalConfig
                 anomaly: it.anomaly,
                 snr_db: it.snr_db,
                 score: r.score,
+                is_anomaly: r.is_anomaly,
+                members: r.members.iter().map(|m| m.score).collect(),
+                painted: r.painted_fraction(),
+                level_distance: r.level_distance,
             })
             .collect(),
         curves,
@@ -666,25 +734,31 @@ fn fmt_pct(w: &WithInterval) -> String {
 /// Markdown header of [`markdown_row`]s.
 pub const MARKDOWN_HEADER: &str =
     "| set | detector | layers | sample ROC-AUC | sample pAUC (FPR<=0.1) | sample F1-max | \
-temporal ROC-AUC | spectrogram ROC-AUC |\n|---|---|---|---|---|---|---|---|\n";
+temporal ROC-AUC | spectrogram ROC-AUC | flagged: anomalous / normal | painted: anomalous / normal |\n\
+|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// One Markdown table row for the overall metrics (or a subset's).
 pub fn markdown_row(set: &str, detector: &str, layers: &str, m: &Metrics) -> String {
     format!(
-        "| {set} | {detector} | {layers} | {} | {} | {} | {} | {} |\n",
+        "| {set} | {detector} | {layers} | {} | {} | {} | {} | {} | {:.0} % / {:.0} % | {:.1} % / {:.1} % |\n",
         fmt_ci(Some(&m.sample_auc)),
         fmt_ci(Some(&m.sample_pauc)),
         fmt_ci(Some(&m.sample_f1_max)),
         fmt_ci(m.temporal_auc.as_ref()),
-        fmt_ci(m.spectrogram_auc.as_ref())
+        fmt_ci(m.spectrogram_auc.as_ref()),
+        100.0 * m.flagged_anomalous,
+        100.0 * m.flagged_normal,
+        100.0 * m.painted_anomalous,
+        100.0 * m.painted_normal
     )
 }
 
 /// The whole report as Markdown: overall, per SNR, faithfulness.
 pub fn markdown(r: &EvalReport) -> String {
     let mut s = format!(
-        "### {} — {} ({}; bank {}; {} clips fitted)\n\n{MARKDOWN_HEADER}",
-        r.name, r.detector, r.layers, r.bank, r.fit_clips
+        "### {} — {} ({}; bank {}; {} clips fitted; threshold {:.3}, segment threshold {:.3}, {} units)\n\n\
+         {MARKDOWN_HEADER}",
+        r.name, r.detector, r.layers, r.bank, r.fit_clips, r.threshold, r.segment_threshold, r.units
     );
     s += &markdown_row(
         &format!("all ({} normal, {} anomalous)", r.overall.normal, r.overall.anomalous),
@@ -694,6 +768,11 @@ pub fn markdown(r: &EvalReport) -> String {
     );
     for (snr, m) in &r.per_snr {
         s += &markdown_row(&format!("SNR {snr:+} dB ({} anomalous)", m.anomalous), &r.detector, &r.layers, m);
+    }
+    if !r.overall.member_sample_auc.is_empty() {
+        s += "\nSample ROC-AUC of each member alone (its own z-score): ";
+        s += &r.overall.member_sample_auc.iter().map(|(n, a)| format!("`{n}` {:.3}", a)).collect::<Vec<_>>().join(", ");
+        s += "\n";
     }
     if !r.faithfulness.is_empty() {
         s += "\nFaithfulness (relative clip-score drop, %, when the region is replaced by the band's median level):\n\n\

@@ -24,12 +24,14 @@ mod cli {
     use rayon::prelude::*;
     use serde::Serialize;
 
-    use sonomaly::anomaly_map::segments;
     use sonomaly::audio::{decode_file, to_mono, ChannelSelect, MonoStream};
     use sonomaly::bank::Bank;
     use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
     use sonomaly::embedding::EmbeddingConfig;
-    use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model, Progress, Segment, StreamScorer};
+    use sonomaly::pipeline::{
+        score_clip, segments_for, FitConfig, FitPreset, Fitter, MemberConfig, MemberScore, Model, Progress, Segment,
+        StreamScorer,
+    };
 
     /// Audio anomaly detection that shows where and when a sound is abnormal.
     #[derive(Parser)]
@@ -179,9 +181,16 @@ mod cli {
         /// Detector.
         #[arg(long, value_enum, default_value = "patchcore")]
         detector: DetectorKind,
-        /// Layers that make a patch, comma-separated (backbone outputs and/or `logmel`) [default: logmel].
+        /// Which sounds the bank is for, choosing its members: `machine` (PatchCore on log-mel patches),
+        /// `environment` (PatchCore on the backbone's recommended layers) or `both` (the two, fused) [default:
+        /// machine]. Conflicts with --layers.
+        #[arg(long, conflicts_with = "layers")]
+        preset: Option<String>,
+        /// Layers that make a member's patches, comma-separated (backbone outputs and/or `logmel`); repeat the
+        /// option for several members, fused by their largest z-score (e.g. `--layers logmel --layers
+        /// features.12,features.15`).
         #[arg(long)]
-        layers: Option<String>,
+        layers: Vec<String>,
         /// Spectrogram frames (and mel bins) per patch [default: 4].
         #[arg(long)]
         grid_stride: Option<usize>,
@@ -208,33 +217,49 @@ mod cli {
         /// Channel to analyse: `mix` or a 0-based index.
         #[arg(long, default_value = "mix")]
         channel: String,
+        /// Clip threshold in robust z units of the held-out normal clips [default: 3].
+        #[arg(long, allow_hyphen_values = true)]
+        clip_z: Option<f32>,
+        /// Segment threshold in robust z units of the held-out normal curve peaks [default: 3].
+        #[arg(long, allow_hyphen_values = true)]
+        segment_z: Option<f32>,
     }
 
     impl FitOptions {
-        /// The backbone with the embedding and front end these options ask for.
-        fn model(&self) -> Result<Model> {
+        /// The backbone, planned for the members these options ask for, and the fit configuration.
+        fn model_and_config(&self) -> Result<(Model, FitConfig)> {
             let mut model = load_model(self.model.as_deref())?;
-            let mut emb = EmbeddingConfig::default();
-            if let Some(l) = &self.layers {
-                emb = emb.with_layers(l)?;
-            }
-            if let Some(s) = self.grid_stride {
-                emb.grid_stride = s;
-            }
-            emb.balance_layers = self.balance_layers;
-            emb.frequency_position = !self.no_frequency_position;
-            model.set_embedding(emb)?;
-            model.set_peak_normalize(self.peak_normalize)?;
-            Ok(model)
-        }
-
-        /// The fit configuration these options ask for.
-        fn fit_config(&self) -> FitConfig {
+            let mut members = if self.layers.is_empty() {
+                let preset = FitPreset::parse(self.preset.as_deref().unwrap_or(sonomaly::pipeline::DEFAULT_PRESET))?;
+                preset.members(model.spec())?
+            } else {
+                self.layers
+                    .iter()
+                    .map(|l| Ok(MemberConfig::patchcore(EmbeddingConfig::default().with_layers(l)?)))
+                    .collect::<Result<Vec<_>>>()?
+            };
             let mut detector = detector_config(self.detector, self.coreset_ratio, self.seed);
             if let DetectorConfig::Padim(c) = &mut detector {
                 c.d = self.padim_d;
             }
-            FitConfig { detector, ..Default::default() }
+            for m in &mut members {
+                if let Some(s) = self.grid_stride {
+                    m.embedding.grid_stride = s;
+                }
+                m.embedding.balance_layers = self.balance_layers;
+                m.embedding.frequency_position = !self.no_frequency_position;
+                m.detector = detector.clone();
+            }
+            let mut config = FitConfig::with_members(members);
+            if let Some(z) = self.clip_z {
+                config.clip_z = z;
+            }
+            if let Some(z) = self.segment_z {
+                config.segment_z = z;
+            }
+            model.set_embeddings(config.embeddings())?;
+            model.set_peak_normalize(self.peak_normalize)?;
+            Ok((model, config))
         }
     }
 
@@ -407,8 +432,7 @@ mod cli {
         let select = channel(&a.patch.channel)?;
         let files = expand(&a.files)?;
         check_out(&a.out, a.force, &files)?;
-        let model = a.patch.model()?;
-        let config = a.patch.fit_config();
+        let (model, config) = a.patch.model_and_config()?;
         let start = Instant::now();
         let pb = bar(files.len() as u64, "analysing");
         let analysed: Vec<_> = files
@@ -421,11 +445,11 @@ mod cli {
             })
             .collect();
         pb.finish_and_clear();
-        let mut fitter = Fitter::new(&model, config);
+        let mut fitter = Fitter::new(&model, config)?;
         let mut failed = 0;
         for (f, r) in analysed {
-            match r {
-                Ok(c) => fitter.add_analysed(c),
+            match r.and_then(|c| fitter.add_analysed(c)) {
+                Ok(()) => {}
                 Err(e) => {
                     failed += 1;
                     eprintln!("skipped {}: {e}", f.display());
@@ -483,6 +507,11 @@ mod cli {
         segments: &'a [Segment],
         segment_threshold: f32,
         duration_s: f64,
+        /// `z` or `distance` (banks of format version 1).
+        units: &'static str,
+        members: &'a [MemberScore],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        out_of_distribution: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         heatmap: Option<String>,
         /// With --include-map: frames `T`, mel bins `M`, the map `[T * M]` and the curve `[T]`.
@@ -505,7 +534,7 @@ mod cli {
         select: ChannelSelect,
         model: &Model,
         bank: &Bank,
-    ) -> sonomaly::Result<(f32, Vec<Segment>, f64)> {
+    ) -> sonomaly::Result<(f32, Vec<Segment>, f64, Vec<MemberScore>)> {
         let mut stream = MonoStream::open(path, select, model.sample_rate())?;
         let mut scorer = StreamScorer::new(model, bank, model.sample_rate())?;
         let mut curve = Vec::new();
@@ -519,8 +548,9 @@ mod cli {
         for u in scorer.finish(model, bank)? {
             curve.extend(u.curve);
         }
-        let segs = segments(&curve, model.hop_s(), bank.meta.segment_threshold, 2);
-        Ok((scorer.score(), segs, samples as f64 / model.sample_rate() as f64))
+        let duration_s = samples as f64 / model.sample_rate() as f64;
+        let segs = segments_for(&curve, model.hop_s(), bank.meta.segment_threshold, duration_s);
+        Ok((scorer.score(bank), segs, duration_s, scorer.member_scores(bank)))
     }
 
     fn load_bank(path: &Path) -> Result<Bank> {
@@ -541,10 +571,7 @@ mod cli {
         let files = expand(files)?;
         let mut bank = load_bank(bank_path)?;
         if let Some(t) = threshold {
-            if !(t.is_finite() && t > 0.0) {
-                bail!("--threshold must be a positive number (scores are distances, 0 or more), got {t}");
-            }
-            bank.meta.threshold = t;
+            bank.override_threshold(t).context("--threshold")?;
         }
         let mut model = load_model(model_dir)?;
         model.prepare_for(&bank)?;
@@ -562,7 +589,7 @@ mod cli {
                 .is_some_and(|d| d > LONG_FILE_S);
             if long {
                 match score_long(f, select, &model, &bank) {
-                    Ok((score, segs, duration_s)) => {
+                    Ok((score, segs, duration_s, members)) => {
                         if heatmap_dir.is_some() {
                             pb.suspend(|| {
                                 eprintln!(
@@ -579,6 +606,9 @@ mod cli {
                             segments: &segs,
                             segment_threshold: bank.meta.segment_threshold,
                             duration_s,
+                            units: if bank.is_z_scored() { "z" } else { "distance" },
+                            members: &members,
+                            out_of_distribution: None,
                             heatmap: None,
                             frames: None,
                             mel_bins: None,
@@ -620,6 +650,9 @@ mod cli {
                         segments: &r.segments,
                         segment_threshold: r.segment_threshold,
                         duration_s: r.duration_s,
+                        units: r.units,
+                        members: &r.members,
+                        out_of_distribution: r.out_of_distribution.as_deref(),
                         heatmap: heatmap.map(|p| p.display().to_string()),
                         frames: include_map.then_some(r.frames),
                         mel_bins: include_map.then_some(r.mel_bins),
@@ -689,25 +722,25 @@ mod cli {
     fn eval(a: EvalArgs) -> Result<i32> {
         let select = channel(&a.patch.channel)?;
         let items = sonomaly::eval::read_test_csv(&a.test)?;
-        let mut model = match a.bank {
-            // The bank brings its own embedding and front end; only the backbone comes from the options.
-            Some(_) => load_model(a.patch.model.as_deref())?,
-            None => a.patch.model()?,
-        };
         let start = Instant::now();
-        let bank = match &a.bank {
-            Some(b) => load_bank(b)?,
+        let (mut model, bank) = match &a.bank {
+            // The bank brings its own embeddings and front end; only the backbone comes from the options.
+            Some(b) => (load_model(a.patch.model.as_deref())?, load_bank(b)?),
             None => {
+                let (model, config) = a.patch.model_and_config()?;
                 let files = expand_lists(&a.fit)?;
                 let analysed: Vec<_> = files
                     .par_iter()
                     .map(|f| (f, read_mono(f, select).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr))))
                     .collect();
-                let mut fitter = Fitter::new(&model, a.patch.fit_config());
+                let mut fitter = Fitter::new(&model, config)?;
                 for (f, r) in analysed {
-                    fitter.add_analysed(r.with_context(|| format!("fitting on {}", f.display()))?);
+                    fitter
+                        .add_analysed(r.with_context(|| format!("fitting on {}", f.display()))?)
+                        .with_context(|| format!("fitting on {}", f.display()))?;
                 }
-                fitter.finish(&model, &mut |_| true)?
+                let bank = fitter.finish(&model, &mut |_| true)?;
+                (model, bank)
             }
         };
         let fit_s = start.elapsed().as_secs_f64();
@@ -813,25 +846,37 @@ mod cli {
         let text = if json {
             serde_json::to_string_pretty(&i)?
         } else {
-            let e = &bank.meta.embedding;
-            [
-                format!("bank          {}", path.display()),
-                format!("detector      {} ({})", i.detector, serde_json::to_string(&bank.meta.detector)?),
+            let mut lines = vec![
+                format!("bank          {} (format version {})", path.display(), bank.meta.version),
                 format!("backbone      {} (sha256 {}...)", i.backbone, i.backbone_sha256),
                 format!("front end     {}", i.front_end),
-                format!(
-                    "layers        {} (grid stride {}, frequency position {})",
-                    i.layers,
+            ];
+            for (k, m) in bank.meta.members.iter().enumerate() {
+                let e = &m.embedding;
+                lines.push(format!(
+                    "member {k}      {}: {} on {} (grid stride {}, frequency position {}), {} x {}, held-out normal \
+                     median {:.4}, spread {:.4}",
+                    m.name,
+                    serde_json::to_string(&m.detector)?,
+                    e.layers.join(","),
                     e.grid_stride,
-                    if e.frequency_position { "on" } else { "off" }
-                ),
-                format!("memory bank   {}", i.memory_bank),
+                    if e.frequency_position { "on" } else { "off" },
+                    m.state_rows,
+                    m.dims,
+                    m.score_norm.loc,
+                    m.score_norm.scale,
+                ));
+            }
+            lines.extend([
                 format!("fitted on     {} clips, {:.1} s", i.clips_fitted, i.seconds_fitted),
-                format!("threshold     {:.4} (clip), {:.4} (segments)", i.threshold, i.segment_threshold),
+                format!(
+                    "threshold     {:.4} (clip), {:.4} (segments), {} units",
+                    i.threshold, i.segment_threshold, i.units
+                ),
                 format!("created       {}", i.created),
                 format!("size          {:.2} MB", i.size_bytes as f64 / 1e6),
-            ]
-            .join("\n")
+            ]);
+            lines.join("\n")
         };
         writeln!(std::io::stdout(), "{text}").context("writing to standard output")?;
         Ok(0)

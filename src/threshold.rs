@@ -4,6 +4,11 @@
 //! distribution and the threshold is its 90th percentile. The gamma is fitted by the method of moments
 //! (`shape = mean^2 / var`, `scale = var / mean`, location 0), which is stable for the handful of scores a
 //! small fit has (the baseline's `scipy.stats.gamma.fit` also frees the location, which needs many scores).
+//!
+//! A few unusual normal clips dominate a gamma fitted by moments. Banks of format version 2 therefore turn each
+//! member's scores into robust z-scores ([`Norm::robust`]: median and scaled median absolute deviation, which
+//! ignore up to half the clips being unusual; Rousseeuw & Croux, "Alternatives to the Median Absolute Deviation",
+//! JASA 1993) and set the threshold as a number of those deviations ([`ThresholdRule`]).
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Gamma};
@@ -71,6 +76,90 @@ pub fn gamma_threshold(scores: &[f32], quantile: f32) -> Result<NormalStats> {
     Ok(NormalStats { gamma_shape: shape as f32, gamma_scale: scale as f32, threshold: t as f32, ..fallback })
 }
 
+/// Consistency factor of the median absolute deviation for normal data: `1 / Phi^-1(3/4)`.
+pub const MAD_TO_SIGMA: f64 = 1.482_602_218_505_602;
+
+/// Smallest robust scale as a fraction of the median's magnitude: keeps z-scores finite and meaningful when the
+/// normal clips score almost alike (a constant hum, a handful of clips with tied scores).
+pub const MIN_RELATIVE_SCALE: f64 = 0.05;
+
+/// An affine map from raw scores to z-scores, `z = (x - loc) / scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Norm {
+    /// Location subtracted, raw units.
+    pub loc: f32,
+    /// Scale divided by, raw units (> 0).
+    pub scale: f32,
+}
+
+impl Norm {
+    /// No change (`z = x`): banks of format version 1, whose scores are raw distances.
+    pub const IDENTITY: Norm = Norm { loc: 0.0, scale: 1.0 };
+
+    /// Median and `1.4826 x` median absolute deviation of `scores`. The scale is at least
+    /// [`MIN_RELATIVE_SCALE`] of the median's magnitude (and at least the smallest positive normal f32 when the
+    /// median is 0), so that nearly identical normal scores do not make every other score look extreme.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for no score or a non-finite one.
+    pub fn robust(scores: &[f32]) -> Result<Norm> {
+        if scores.is_empty() {
+            return Err(Error::invalid("no normal score to normalise by"));
+        }
+        if let Some(s) = scores.iter().find(|s| !s.is_finite()) {
+            return Err(Error::invalid(format!("normal score {s} is not a finite number")));
+        }
+        let mut v: Vec<f64> = scores.iter().map(|&s| s as f64).collect();
+        let med = median(&mut v);
+        let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
+        let mad = median(&mut dev);
+        let scale = (MAD_TO_SIGMA * mad).max(MIN_RELATIVE_SCALE * med.abs()).max(f32::MIN_POSITIVE as f64);
+        Ok(Norm { loc: med as f32, scale: scale as f32 })
+    }
+
+    /// `(x - loc) / scale`.
+    pub fn z(&self, x: f32) -> f32 {
+        (x - self.loc) / self.scale
+    }
+
+    /// The raw value whose z-score is `z`.
+    pub fn raw(&self, z: f32) -> f32 {
+        self.loc + z * self.scale
+    }
+}
+
+/// Median of `v` (sorted in place); `v` must not be empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// How a bank's thresholds were set from its held-out normal scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum ThresholdRule {
+    /// The `quantile` of a gamma fitted by moments to the held-out normal scores (DCASE Task 2 baselines; banks
+    /// of format version 1).
+    Gamma {
+        /// Quantile, e.g. 0.9.
+        quantile: f32,
+    },
+    /// A fixed number of robust standard deviations: scores are z-scores against the held-out normal scores
+    /// ([`Norm::robust`]), and the clip is anomalous above `clip_z`; the temporal curve's segments start above
+    /// `segment_z`.
+    RobustZ {
+        /// Clip threshold, z units.
+        clip_z: f32,
+        /// Segment threshold on the temporal curve, z units.
+        segment_z: f32,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +174,30 @@ mod tests {
         assert!((st.gamma_scale - 0.4).abs() < 1e-6);
         // scipy.stats.gamma.ppf(0.9, 5, scale=0.4) = 3.1974...
         assert!((st.threshold - 3.19741).abs() < 1e-3, "{}", st.threshold);
+    }
+
+    #[test]
+    fn robust_norm_ignores_outliers() {
+        // numpy: np.median([1,2,3,4,100]) = 3; MAD = median(|x-3|) = median([2,1,0,1,97]) = 1.
+        let n = Norm::robust(&[1.0, 2.0, 3.0, 4.0, 100.0]).unwrap();
+        assert_eq!(n.loc, 3.0);
+        assert!((n.scale as f64 - MAD_TO_SIGMA).abs() < 1e-6);
+        assert!((n.z(100.0) - 97.0 / MAD_TO_SIGMA as f32).abs() < 1e-4);
+        assert!((n.raw(n.z(7.5)) - 7.5).abs() < 1e-5);
+        // Even count: median of [1,2,3,10] = 2.5, deviations [1.5,0.5,0.5,7.5] -> MAD 1.
+        let n = Norm::robust(&[10.0, 1.0, 3.0, 2.0]).unwrap();
+        assert_eq!(n.loc, 2.5);
+        assert!((n.scale as f64 - MAD_TO_SIGMA).abs() < 1e-6);
+    }
+
+    #[test]
+    fn robust_norm_of_ties_keeps_a_scale() {
+        let n = Norm::robust(&[2.0, 2.0, 2.0, 2.1]).unwrap();
+        assert!((n.scale - 0.1).abs() < 1e-6, "{n:?}");
+        let n = Norm::robust(&[0.0, 0.0]).unwrap();
+        assert!(n.scale > 0.0 && n.z(1.0).is_finite());
+        assert!(Norm::robust(&[]).is_err());
+        assert!(Norm::robust(&[1.0, f32::INFINITY]).is_err());
     }
 
     #[test]

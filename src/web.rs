@@ -12,7 +12,11 @@ use wasm_bindgen::prelude::*;
 
 use crate::backbone::{Backbone, BackboneSpec, Runtime};
 use crate::bank::{front_end_summary, Bank};
-use crate::pipeline::{ClipResult, FitConfig, Fitter, Model, Segment, StreamScorer, StreamUpdate, MIN_FRAMES};
+use crate::embedding::EmbeddingConfig;
+use crate::pipeline::{
+    ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Segment, StreamScorer, StreamUpdate, DEFAULT_PRESET,
+    MIN_FRAMES,
+};
 use crate::spectrogram::LogMel;
 
 /// Installs the panic hook so that a Rust panic shows its message in the browser console.
@@ -64,39 +68,57 @@ fn js_segments(segs: &[Segment]) -> Vec<JsSegment> {
     segs.iter().map(|s| JsSegment { start_s: s.start_s, end_s: s.end_s, peak: s.peak }).collect()
 }
 
-/// `snake_case` -> `camelCase` (`band_limit_hz` -> `bandLimitHz`).
-fn camel(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    let mut upper = false;
-    for c in key.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// One member's clip score as the page sees it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsMember {
+    name: String,
+    score: f32,
+    raw: f32,
 }
 
-/// The same JSON value with every object key in camelCase.
-fn camel_keys(v: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (camel(&k), camel_keys(v))).collect()),
-        Value::Array(a) => Value::Array(a.into_iter().map(camel_keys).collect()),
-        other => other,
-    }
+/// Scalar part of a clip result.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsClip {
+    score: f32,
+    threshold: f32,
+    is_anomaly: bool,
+    segment_threshold: f32,
+    segments: Vec<JsSegment>,
+    members: Vec<JsMember>,
+    units: String,
+    display_floor: f32,
+    display_ceiling: f32,
+    level_distance: Option<f32>,
+    out_of_distribution: Option<String>,
+    band_limit_hz: f32,
+    frames: usize,
+    mel_bins: usize,
+    hop_s: f64,
+    duration_s: f64,
 }
 
-/// A clip result for the page: every serialised field of [`ClipResult`] under its camelCase name (so a field
-/// the core adds reaches the page as it is), non-finite numbers as `null`, and the big arrays as `Float32Array`s.
 fn clip_to_js(r: &ClipResult) -> Result<JsValue, JsError> {
-    let json = serde_json::to_value(r)
-        .map_err(|e| JsError::new(&format!("internal: could not convert a result for JavaScript: {e}")))?;
-    let obj: Object = to_js(&camel_keys(json))?.unchecked_into();
+    let obj: Object = to_js(&JsClip {
+        score: r.score,
+        threshold: r.threshold,
+        is_anomaly: r.is_anomaly,
+        segment_threshold: r.segment_threshold,
+        segments: js_segments(&r.segments),
+        members: r.members.iter().map(|m| JsMember { name: m.name.clone(), score: m.score, raw: m.raw }).collect(),
+        units: r.units.to_string(),
+        display_floor: r.display_floor,
+        display_ceiling: r.display_ceiling,
+        level_distance: r.level_distance,
+        out_of_distribution: r.out_of_distribution.clone(),
+        band_limit_hz: r.band_limit_hz,
+        frames: r.frames,
+        mel_bins: r.mel_bins,
+        hop_s: r.hop_s,
+        duration_s: r.duration_s,
+    })?
+    .unchecked_into();
     set(&obj, "logmel", &f32s(&r.logmel));
     set(&obj, "map", &f32s(&r.map));
     set(&obj, "curve", &f32s(&r.curve));
@@ -166,10 +188,13 @@ struct JsBankInfo {
     front_end: String,
     layers: String,
     memory_bank: String,
+    units: String,
     clips: usize,
     seconds: f64,
     threshold: f32,
     segment_threshold: f32,
+    display_floor: f32,
+    display_ceiling: f32,
     created: String,
     /// Highest frequency judged, Hz; `None` when the normal clips had signal in every band.
     band_limit_hz: Option<f32>,
@@ -177,6 +202,7 @@ struct JsBankInfo {
 
 fn bank_info(bank: &Bank) -> Result<JsValue, JsError> {
     let i = bank.info();
+    let (display_floor, display_ceiling) = crate::pipeline::display_range(bank, i.segment_threshold);
     to_js(&JsBankInfo {
         detector: i.detector,
         backbone: i.backbone,
@@ -184,10 +210,13 @@ fn bank_info(bank: &Bank) -> Result<JsValue, JsError> {
         front_end: i.front_end,
         layers: i.layers,
         memory_bank: i.memory_bank,
+        units: i.units,
         clips: i.clips_fitted,
         seconds: i.seconds_fitted,
         threshold: i.threshold,
         segment_threshold: i.segment_threshold,
+        display_floor,
+        display_ceiling,
         created: i.created,
         band_limit_hz: Some(bank.band_limit_hz()).filter(|f| f.is_finite()),
     })
@@ -280,7 +309,7 @@ pub struct Engine {
     model: Model,
     bank: Option<Bank>,
     stream: Option<StreamScorer>,
-    fitter: Option<Fitter>,
+    fitter: Option<(Fitter, Model)>,
 }
 
 #[wasm_bindgen]
@@ -366,10 +395,10 @@ impl Engine {
             .ok_or_else(|| JsError::new("no bank is loaded: open a bank file or fit one from normal recordings"))
     }
 
-    /// Scores a mono clip (`samples` at `sampleRate` Hz; resampled to the model's rate inside). Returns every
-    /// field of [`ClipResult`] in camelCase: `{score, threshold, isAnomaly, segmentThreshold, segments: [{startS,
-    /// endS, peak}], frames, melBins, hopS, durationS, bandLimitHz, ..., logmel, map: Float32Array [frames *
-    /// melBins] (row-major, one row per frame), curve: Float32Array [frames], melHz: Float32Array [melBins]}`.
+    /// Scores a mono clip (`samples` at `sampleRate` Hz; resampled to the model's rate inside). Returns
+    /// `{score, threshold, isAnomaly, segmentThreshold, segments: [{startS, endS, peak}], frames, melBins, hopS,
+    /// durationS, logmel, map: Float32Array [frames * melBins] (row-major, one row per frame), curve:
+    /// Float32Array [frames], melHz: Float32Array [melBins]}`.
     #[wasm_bindgen(js_name = scoreClip)]
     pub fn score_clip(&self, samples: &[f32], sample_rate: u32) -> Result<JsValue, JsError> {
         let bank = self.bank()?;
@@ -378,9 +407,40 @@ impl Engine {
     }
 
     /// Segments of a temporal curve above `threshold` (the core's rule: frame `t` spans `[t hopS, (t+1) hopS)`,
-    /// runs closer than 2 frames merge): `[{startS, endS, peak}]`.
-    pub fn segments(&self, curve: &[f32], hop_s: f64, threshold: f32) -> Result<JsValue, JsError> {
-        to_js(&js_segments(&crate::anomaly_map::segments(curve, hop_s, threshold, 2)))
+    /// runs closer than 2 frames merge, ends clamped to `durationS` when given): `[{startS, endS, peak}]`.
+    pub fn segments(
+        &self,
+        curve: &[f32],
+        hop_s: f64,
+        threshold: f32,
+        duration_s: Option<f64>,
+    ) -> Result<JsValue, JsError> {
+        let d = duration_s.unwrap_or(f64::INFINITY);
+        to_js(&js_segments(&crate::pipeline::segments_for(curve, hop_s, threshold, d)))
+    }
+
+    /// The thresholds and heatmap range that a clip threshold of `threshold` (the bank's units) gives with the
+    /// loaded bank (the segment threshold moves with it as the command line's `--threshold` moves it):
+    /// `{threshold, segmentThreshold, displayFloor, displayCeiling}`. The loaded bank is not changed.
+    #[wasm_bindgen(js_name = thresholdsFor)]
+    pub fn thresholds_for(&self, threshold: f32) -> Result<JsValue, JsError> {
+        let mut bank = self.bank()?.clone();
+        bank.override_threshold(threshold).map_err(js_err)?;
+        let (display_floor, display_ceiling) = crate::pipeline::display_range(&bank, bank.meta.segment_threshold);
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct T {
+            threshold: f32,
+            segment_threshold: f32,
+            display_floor: f32,
+            display_ceiling: f32,
+        }
+        to_js(&T {
+            threshold: bank.meta.threshold,
+            segment_threshold: bank.meta.segment_threshold,
+            display_floor,
+            display_ceiling,
+        })
     }
 
     /// Starts a live stream of mono audio at `sampleRate` Hz (the AudioContext's rate); replaces any stream.
@@ -418,25 +478,42 @@ impl Engine {
         }
     }
 
-    /// Starts fitting a new bank with the default settings (PatchCore); replaces any fit in progress.
+    /// Starts fitting a new bank; replaces any fit in progress. `preset` chooses the members: `machine`
+    /// (PatchCore on log-mel patches), `environment` (PatchCore on the backbone's recommended layers) or `both`
+    /// (fused); `layers` (comma-separated, members separated by `;`, e.g. `logmel;features.12,features.15`)
+    /// overrides it when not empty. Throws for an unknown preset or layer.
     #[wasm_bindgen(js_name = fitStart)]
-    pub fn fit_start(&mut self) {
-        self.fitter = Some(Fitter::new(&self.model, FitConfig::default()));
+    pub fn fit_start(&mut self, preset: Option<String>, layers: Option<String>) -> Result<(), JsError> {
+        let members = match layers.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+            Some(l) => l
+                .split(';')
+                .map(|m| EmbeddingConfig::default().with_layers(m).map(MemberConfig::patchcore))
+                .collect::<crate::Result<Vec<_>>>()
+                .map_err(js_err)?,
+            None => FitPreset::parse(preset.as_deref().unwrap_or(DEFAULT_PRESET))
+                .and_then(|p| p.members(self.model.spec()))
+                .map_err(js_err)?,
+        };
+        let config = FitConfig::with_members(members);
+        let mut model = self.model.try_clone().map_err(js_err)?;
+        model.set_embeddings(config.embeddings()).map_err(js_err)?;
+        self.fitter = Some((Fitter::new(&model, config).map_err(js_err)?, model));
+        Ok(())
     }
 
     /// Adds one clip of normal sound (mono `samples` at `sampleRate` Hz) to the fit in progress.
     #[wasm_bindgen(js_name = fitAdd)]
     pub fn fit_add(&mut self, samples: &[f32], sample_rate: u32) -> Result<(), JsError> {
-        let fitter = self.fitter.as_mut().ok_or_else(|| JsError::new("no fit was started"))?;
-        fitter.add_clip(&self.model, samples, sample_rate).map_err(js_err)
+        let (fitter, model) = self.fitter.as_mut().ok_or_else(|| JsError::new("no fit was started"))?;
+        fitter.add_clip(model, samples, sample_rate).map_err(js_err)
     }
 
     /// Finishes the fit: calibrates the threshold, fits the detector, and makes the new bank the one in use.
     /// Returns its info (as `loadBank` does).
     #[wasm_bindgen(js_name = fitFinish)]
     pub fn fit_finish(&mut self) -> Result<JsValue, JsError> {
-        let fitter = self.fitter.take().ok_or_else(|| JsError::new("no fit was started"))?;
-        let bank = fitter.finish(&self.model, &mut |_| true).map_err(js_err)?;
+        let (fitter, model) = self.fitter.take().ok_or_else(|| JsError::new("no fit was started"))?;
+        let bank = fitter.finish(&model, &mut |_| true).map_err(js_err)?;
         self.use_bank(bank)
     }
 

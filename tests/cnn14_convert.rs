@@ -230,7 +230,7 @@ fn converted_backbone_fits_and_scores_and_its_bank_refuses_another_backbone() {
     let mut model = Model::with_embedding(&onnx, &spec, embedding).unwrap();
     let sr = model.sample_rate();
     assert_eq!(sr, 32_000);
-    let mut fitter = Fitter::new(&model, FitConfig::default());
+    let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
     for seed in 0..3 {
         fitter.add_clip(&model, &noise(sr as usize * 4, seed), sr).unwrap();
     }

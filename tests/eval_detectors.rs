@@ -3,7 +3,7 @@
 
 use sonomaly::bank::Bank;
 use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant};
-use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model};
+use sonomaly::pipeline::{score_clip, FitConfig, Fitter, MemberConfig, Model};
 
 fn noise(seconds: f64, sr: u32, seed: u32, level: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
@@ -26,14 +26,18 @@ fn new_detectors_fit_save_load_and_score() {
         DetectorConfig::Baseline(BaselineConfig::default()),
     ] {
         let model = Model::embedded_default().unwrap();
-        let mut fitter = Fitter::new(&model, FitConfig { detector: cfg.clone(), ..Default::default() });
+        let mut fitter = Fitter::new(
+            &model,
+            FitConfig::with_members(vec![MemberConfig { embedding: model.embedding().clone(), detector: cfg.clone() }]),
+        )
+        .unwrap();
         for i in 0..4 {
             fitter.add_clip(&model, &noise(3.0, sr, i, 0.1), sr).unwrap();
         }
         let bank = fitter.finish(&model, &mut |_| true).unwrap();
         let bytes = bank.to_bytes().unwrap();
         let loaded = Bank::from_bytes(&bytes).unwrap();
-        assert_eq!(loaded.detector, bank.detector, "{cfg:?}");
+        assert_eq!(loaded.detectors, bank.detectors, "{cfg:?}");
         let mut model = Model::embedded_default().unwrap();
         model.prepare_for(&loaded).unwrap();
         let quiet = score_clip(&model, &loaded, &noise(3.0, sr, 99, 0.1), sr).unwrap();
@@ -42,12 +46,12 @@ fn new_detectors_fit_save_load_and_score() {
             *v += 0.5 * (k as f32 * 2.0 * std::f32::consts::PI * 1000.0 / sr as f32).sin();
         }
         let bad = score_clip(&model, &loaded, &loud, sr).unwrap();
-        assert!(bad.score > quiet.score, "{}: {} vs {}", loaded.detector.kind(), bad.score, quiet.score);
+        assert!(bad.score > quiet.score, "{}: {} vs {}", loaded.detectors[0].kind(), bad.score, quiet.score);
         assert_eq!(bad.map.len(), bad.frames * bad.mel_bins);
         // The curve peaks where the tone is (1.0-1.5 s).
         let peak = bad.curve.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         let t = peak as f64 * bad.hop_s;
-        assert!((0.8..1.8).contains(&t), "{}: curve peak at {t} s", loaded.detector.kind());
+        assert!((0.8..1.8).contains(&t), "{}: curve peak at {t} s", loaded.detectors[0].kind());
     }
 }
 
@@ -87,7 +91,7 @@ fn mix_and_eval_on_real_recordings() {
     assert_eq!(items.iter().filter(|i| i.anomaly).count(), 3);
     assert!(items.iter().filter(|i| i.anomaly).all(|i| i.onset_s.unwrap() < i.offset_s.unwrap() && i.mask.is_some()));
     let fit: Vec<_> = sonomaly::eval::read_test_csv(&out.path().join("fit.csv")).unwrap();
-    let mut fitter = Fitter::new(&model, FitConfig::default());
+    let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
     for it in &fit {
         let a = sonomaly::audio::decode_file(&it.path).unwrap();
         fitter.add_clip(&model, &a.channels[0], a.sample_rate).unwrap();

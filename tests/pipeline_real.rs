@@ -34,7 +34,7 @@ fn fan_bank() -> &'static (Model, Bank) {
     static BANK: OnceLock<(Model, Bank)> = OnceLock::new();
     BANK.get_or_init(|| {
         let model = Model::embedded_default().expect("default model");
-        let mut fitter = Fitter::new(&model, FitConfig::default());
+        let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
         for i in 0..10 {
             let (x, sr) = read(&clip("normal", i));
             fitter.add_clip(&model, &x, sr).expect("fit clip");
@@ -126,9 +126,9 @@ fn streaming_equals_whole_clip() {
     }
     assert_eq!(next, whole.frames);
     let max_diff = map.iter().zip(&whole.map).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    println!("stream vs whole clip: max map diff {max_diff:e}, scores {} vs {}", s.score(), whole.score);
+    println!("stream vs whole clip: max map diff {max_diff:e}, scores {} vs {}", s.score(bank), whole.score);
     assert!(max_diff <= 1e-4 * whole.map.iter().cloned().fold(1.0f32, f32::max));
-    assert!((s.score() - whole.score).abs() <= 1e-5 * whole.score.abs().max(1.0));
+    assert!((s.score(bank) - whole.score).abs() <= 1e-5 * whole.score.abs().max(1.0));
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn foreign_and_damaged_banks_are_refused() {
 #[test]
 fn bad_audio_gives_errors_not_panics() {
     let model = Model::embedded_default().unwrap();
-    let mut fitter = Fitter::new(&model, FitConfig::default());
+    let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
     assert!(fitter.add_clip(&model, &[], 16_000).is_err());
     assert!(fitter.add_clip(&model, &[0.0, f32::NAN, 0.0], 16_000).is_err());
     assert!(fitter.add_clip(&model, &[0.0; 100], 0).is_err());
@@ -175,12 +175,12 @@ fn bad_audio_gives_errors_not_panics() {
     assert!(e.contains("too short to learn from") && e.contains("0.37 s"), "{e}");
     assert_eq!(fitter.clips(), 0);
     // A single short clip cannot calibrate a threshold: a clear error.
-    let mut fitter = Fitter::new(&model, FitConfig::default());
+    let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
     fitter.add_clip(&model, &vec![0.1f32; 16_000], 16_000).unwrap();
     let e = fitter.finish(&model, &mut |_| true).unwrap_err().to_string();
     assert!(e.contains("too little normal audio"), "{e}");
     // Cancelling.
-    let mut fitter = Fitter::new(&model, FitConfig::default());
+    let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
     for _ in 0..2 {
         fitter.add_clip(&model, &vec![0.1f32; 48_000], 16_000).unwrap();
     }
@@ -220,7 +220,7 @@ fn edited_metadata_is_detected() {
 #[test]
 fn silent_normal_material_is_refused() {
     let model = Model::embedded_default().unwrap();
-    let mut fitter = Fitter::new(&model, FitConfig::default());
+    let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
     let e = fitter.add_clip(&model, &vec![0.0f32; 16_000 * 10], 16_000).unwrap_err().to_string();
     assert!(e.contains("digital silence"), "{e}");
 }

@@ -154,13 +154,13 @@ fn bank_round_trips_through_bytes() {
     let bytes = bank.to_bytes().expect("saves");
     let again = Bank::from_bytes(&bytes).expect("loads again");
     assert_eq!(again.meta.threshold, bank.meta.threshold);
-    assert_eq!(again.detector, bank.detector);
+    assert_eq!(again.detectors, bank.detectors);
     // Through the engine: the bytes it hands out load back.
     let mut e = Engine::new(ONNX, SPEC).expect("engine");
     e.load_bank(REF_BANK).expect("bank");
     let out = e.bank_bytes().expect("bytes").to_vec();
     let b3 = Bank::from_bytes(&out).expect("engine bytes load");
-    assert_eq!(b3.detector, bank.detector);
+    assert_eq!(b3.detectors, bank.detectors);
 }
 
 #[wasm_bindgen_test]
@@ -186,14 +186,22 @@ fn streaming_matches_the_whole_clip_score() {
 fn fitting_in_wasm_gives_a_usable_bank() {
     let model = Model::from_bytes(ONNX, SPEC).expect("model");
     let (x, sr) = mono(NORMAL_WAV);
-    let mut f = Fitter::new(&model, FitConfig::default());
+    let mut f = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
     f.add_clip(&model, &x, sr).expect("adds");
     let bank = f.finish(&model, &mut |_| true).expect("fits");
-    assert!(bank.meta.threshold.is_finite() && bank.meta.threshold > 0.0);
+    assert!(bank.meta.threshold.is_finite());
     let native = Bank::from_bytes(REF_BANK).expect("native bank");
-    // Same clip, same seed: the native and wasm fits agree on the threshold.
-    let r = rel(bank.meta.threshold as f64, native.meta.threshold as f64);
-    assert!(r <= 1e-3, "threshold: wasm {} native {}", bank.meta.threshold, native.meta.threshold);
+    // Same clip, same seed: the native and wasm fits agree on the calibration (the held-out normal scores and the
+    // normalisation they give) and on the thresholds.
+    assert_eq!(bank.meta.threshold, native.meta.threshold);
+    assert_eq!(bank.meta.segment_threshold, native.meta.segment_threshold);
+    let (w, n) = (&bank.meta.members[0], &native.meta.members[0]);
+    for (a, b) in [(w.score_norm.loc, n.score_norm.loc), (w.score_norm.scale, n.score_norm.scale)] {
+        assert!(rel(a as f64, b as f64) <= 1e-3, "normalisation: wasm {a} native {b}");
+    }
+    for (a, b) in bank.meta.fused_scores.iter().zip(&native.meta.fused_scores) {
+        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "held-out score: wasm {a} native {b}");
+    }
 }
 
 #[wasm_bindgen_test]
@@ -224,9 +232,13 @@ fn bad_inputs_give_errors_not_panics() {
     assert!(e.stream_push(&[0.0; 10]).is_err(), "push before start");
     e.stream_start(48000).expect("stream");
     assert!(e.stream_push(&[f32::INFINITY; 10]).is_err());
-    // Fitting with nothing.
-    e.fit_start();
+    // Fitting with nothing, or with an unknown preset or layer.
+    e.fit_start(None, None).expect("fit starts");
     assert!(e.fit_finish().is_err());
+    assert!(e.fit_start(Some("kitchen".into()), None).is_err());
+    assert!(e.fit_start(None, Some("logmel;conv_block9".into())).is_err());
+    // A threshold that is not a number.
+    assert!(e.thresholds_for(f32::NAN).is_err());
     // Still works afterwards.
     let (x, sr) = mono(NORMAL_WAV);
     assert!(e.score_clip(&x, sr).is_ok());

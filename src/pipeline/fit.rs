@@ -1,0 +1,590 @@
+//! Fitting: normal clips in, a calibrated multi-member [`Bank`] out.
+
+use serde::{Deserialize, Serialize};
+
+use crate::anomaly_map::temporal_curve;
+use crate::backbone::BackboneSpec;
+use crate::bank::{BandLevels, Bank, BankMeta, MemberMeta};
+use crate::detector::{Baseline, Detector, DetectorConfig};
+use crate::embedding::EmbeddingConfig;
+use crate::error::{Error, Result};
+use crate::threshold::{gamma_threshold, Norm, ThresholdRule};
+
+use super::score::{assemble, baseline_map};
+use super::windows::Window;
+use super::{Model, Progress, CLIP_Z, LEVEL_STD_FLOOR, MIN_FRAMES, POSITION_FRACTION, SEGMENT_Z, THRESHOLD_QUANTILE};
+
+/// One member to fit: a patch embedding and a detector on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberConfig {
+    /// How the member's patches are made.
+    pub embedding: EmbeddingConfig,
+    /// The detector fitted on them.
+    pub detector: DetectorConfig,
+}
+
+impl MemberConfig {
+    /// PatchCore (default parameters) on `embedding`.
+    pub fn patchcore(embedding: EmbeddingConfig) -> Self {
+        MemberConfig { embedding, detector: DetectorConfig::default() }
+    }
+
+    /// A short name: the layers joined by `+`, e.g. `logmel` or `features.12+features.15`.
+    pub fn name(&self) -> String {
+        self.embedding.layers.join("+")
+    }
+}
+
+/// Which sounds a bank is meant for: chooses its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitPreset {
+    /// Steady machines: PatchCore on log-mel patches (level and spectral shape are the evidence).
+    Machine,
+    /// Environments and events: PatchCore on the backbone's recommended layers (`patch_layers` in its spec).
+    Environment,
+    /// Both members, fused by their largest z-score.
+    Both,
+}
+
+impl FitPreset {
+    /// Parses `machine`, `environment` or `both`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the choices.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "machine" => Ok(FitPreset::Machine),
+            "environment" => Ok(FitPreset::Environment),
+            "both" => Ok(FitPreset::Both),
+            _ => Err(Error::invalid(format!("unknown preset '{s}': choose machine, environment or both"))),
+        }
+    }
+
+    /// The members this preset fits with backbone `spec`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for `environment` or `both` with a backbone whose spec recommends no layers.
+    pub fn members(self, spec: &BackboneSpec) -> Result<Vec<MemberConfig>> {
+        let logmel = || MemberConfig::patchcore(EmbeddingConfig::default());
+        let network = || -> Result<MemberConfig> {
+            if spec.patch_layers.is_empty() {
+                return Err(Error::invalid(format!(
+                    "backbone '{}' recommends no layers for patches (its spec has no patch_layers); choose the \
+                     machine preset or give the layers",
+                    spec.name
+                )));
+            }
+            let mut e = EmbeddingConfig { layers: spec.patch_layers.clone(), ..EmbeddingConfig::default() };
+            e.grid_stride = spec.patch_grid_stride.unwrap_or(e.grid_stride);
+            Ok(MemberConfig::patchcore(e))
+        };
+        Ok(match self {
+            FitPreset::Machine => vec![logmel()],
+            FitPreset::Environment => vec![network()?],
+            FitPreset::Both => vec![logmel(), network()?],
+        })
+    }
+}
+
+/// What a fit does: its members and the calibration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitConfig {
+    /// The members, in order (at least one).
+    pub members: Vec<MemberConfig>,
+    /// Largest number of calibration folds (held-out parts of the normal clips) for the threshold (10: with up to
+    /// 10 clips, each is held out alone).
+    pub max_folds: usize,
+    /// Clip threshold in robust z units ([`CLIP_Z`]).
+    pub clip_z: f32,
+    /// Segment threshold in robust z units ([`SEGMENT_Z`]).
+    pub segment_z: f32,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            members: vec![MemberConfig::patchcore(EmbeddingConfig::default())],
+            max_folds: 10,
+            clip_z: CLIP_Z,
+            segment_z: SEGMENT_Z,
+        }
+    }
+}
+
+impl FitConfig {
+    /// A fit of `members` with the default calibration.
+    pub fn with_members(members: Vec<MemberConfig>) -> Self {
+        FitConfig { members, ..FitConfig::default() }
+    }
+
+    /// PatchCore with default parameters on each embedding `model` serves.
+    pub fn for_model(model: &Model) -> Self {
+        Self::with_members(model.embeddings().iter().cloned().map(MemberConfig::patchcore).collect())
+    }
+
+    /// The members' embeddings, as [`Model::set_embeddings`] takes them.
+    pub fn embeddings(&self) -> Vec<EmbeddingConfig> {
+        self.members.iter().map(|m| m.embedding.clone()).collect()
+    }
+}
+
+/// The patches of one normal clip, ready to be added to a [`Fitter`].
+pub struct AnalysedClip {
+    windows: Vec<Window>,
+    frames: usize,
+    seconds: f64,
+    band_limit_hz: f32,
+    logmel: Vec<f32>,
+    mel_bins: usize,
+}
+
+impl AnalysedClip {
+    /// Duration, seconds.
+    pub fn seconds(&self) -> f64 {
+        self.seconds
+    }
+}
+
+/// One clip held by the fitter.
+struct FitClip {
+    windows: Vec<Window>,
+    frames: usize,
+    /// The log-mel, kept only when a member is fitted on whole clips (the baseline).
+    logmel: Option<Vec<f32>>,
+}
+
+/// Collects normal clips, then fits the members and calibrates the thresholds.
+///
+/// Calibration: the clips are split into up to `max_folds` folds; each fold is scored by members fitted on the
+/// others. Each member's held-out clip scores and temporal-curve peaks give its robust normalisation
+/// ([`Norm::robust`]), so its scores become z-scores; the bank's clip score is the largest member z-score and
+/// the thresholds are `clip_z` and `segment_z` of those units. With a single clip, its windows are split into
+/// contiguous parts instead (neighbouring parts overlap by half a window, so this calibration is optimistic). The
+/// final members are fitted on every clip.
+pub struct Fitter {
+    config: FitConfig,
+    clips: Vec<FitClip>,
+    seconds: f64,
+    band_limit_hz: f32,
+    /// Per mel band: sum of the clips' mean levels and of their squares; per clip frame variance summed.
+    level_sum: Vec<f64>,
+    level_sq: Vec<f64>,
+    frame_var_sum: f64,
+}
+
+impl Fitter {
+    /// A fitter for `model`, whose embeddings must be the members' ([`Model::set_embeddings`] with
+    /// [`FitConfig::embeddings`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for no member or a model planned for other embeddings (detector parameters are
+    /// checked when the members are fitted, once their patch grid is known).
+    pub fn new(model: &Model, config: FitConfig) -> Result<Self> {
+        if config.members.is_empty() {
+            return Err(Error::invalid("a fit needs at least one member"));
+        }
+        if model.embeddings() != config.embeddings().as_slice() {
+            return Err(Error::invalid(
+                "the model serves other patch embeddings than this fit's members: call \
+                 Model::set_embeddings(config.embeddings()) first",
+            ));
+        }
+        if !(config.clip_z.is_finite() && config.segment_z.is_finite()) {
+            return Err(Error::invalid("the z thresholds must be finite numbers"));
+        }
+        let m = model.logmel.config().n_mels;
+        Ok(Fitter {
+            config,
+            clips: Vec::new(),
+            seconds: 0.0,
+            band_limit_hz: f32::INFINITY,
+            level_sum: vec![0.0; m],
+            level_sq: vec![0.0; m],
+            frame_var_sum: 0.0,
+        })
+    }
+
+    /// Adds one normal clip (mono `samples` at `sample_rate` Hz).
+    ///
+    /// # Errors
+    /// As [`Fitter::analyse_clip`].
+    pub fn add_clip(&mut self, model: &Model, samples: &[f32], sample_rate: u32) -> Result<()> {
+        let clip = Self::analyse_clip(model, samples, sample_rate)?;
+        self.add_analysed(clip)
+    }
+
+    /// Analyses one normal clip without adding it (so that several clips can be analysed in parallel and then
+    /// added with [`Fitter::add_analysed`]).
+    ///
+    /// # Errors
+    /// [`Error::Audio`] for empty, non-finite or silent audio, or a clip too short to be scored.
+    pub fn analyse_clip(model: &Model, samples: &[f32], sample_rate: u32) -> Result<AnalysedClip> {
+        let lm = model.logmel_of(samples, sample_rate)?;
+        if lm.frames < MIN_FRAMES {
+            return Err(Error::audio(format!(
+                "the clip is too short to learn from: {:.2} s, at least {:.2} s are needed (as for scoring)",
+                samples.len() as f64 / sample_rate as f64,
+                MIN_FRAMES as f64 * model.hop_s()
+            )));
+        }
+        if lm.data.iter().all(|&v| v == model.pad_value) {
+            return Err(Error::audio(
+                "this clip is digital silence: a bank must learn the sound of the machine running",
+            ));
+        }
+        let band_limit_hz = model.nyquist(sample_rate);
+        let windows = model.analyse(&lm, &model.member_columns(band_limit_hz), &mut |_, _| {})?;
+        Ok(AnalysedClip {
+            windows,
+            frames: lm.frames,
+            seconds: samples.len() as f64 / sample_rate as f64,
+            band_limit_hz,
+            logmel: lm.data,
+            mel_bins: lm.mel_bins,
+        })
+    }
+
+    /// Adds a clip analysed by [`Fitter::analyse_clip`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if the clip was analysed for other members or another front end.
+    pub fn add_analysed(&mut self, clip: AnalysedClip) -> Result<()> {
+        let m = self.level_sum.len();
+        if clip.mel_bins != m || clip.windows.iter().any(|w| w.members.len() != self.config.members.len()) {
+            return Err(Error::invalid("this clip was analysed for another front end or other members"));
+        }
+        self.seconds += clip.seconds;
+        self.band_limit_hz = self.band_limit_hz.min(clip.band_limit_hz);
+        let frames = clip.frames.max(1) as f64;
+        let mut var = 0.0f64;
+        for b in 0..m {
+            let col = clip.logmel.iter().skip(b).step_by(m).map(|&v| v as f64);
+            let (s, sq) = col.fold((0.0, 0.0), |(s, sq), v| (s + v, sq + v * v));
+            let mean = s / frames;
+            self.level_sum[b] += mean;
+            self.level_sq[b] += mean * mean;
+            var += (sq / frames - mean * mean).max(0.0);
+        }
+        self.frame_var_sum += var / m as f64;
+        let clip_level = self.config.members.iter().any(|mc| mc.detector.is_clip_level());
+        self.clips.push(FitClip {
+            windows: clip.windows,
+            frames: clip.frames,
+            logmel: clip_level.then_some(clip.logmel),
+        });
+        Ok(())
+    }
+
+    /// Clips added so far.
+    pub fn clips(&self) -> usize {
+        self.clips.len()
+    }
+
+    /// Seconds of audio added so far.
+    pub fn seconds(&self) -> f64 {
+        self.seconds
+    }
+
+    /// Member `i`'s owned patches of `windows` (whole window grids when `full`: PaDiM's per-position Gaussians
+    /// need every position of every window).
+    fn patches<'a>(units: impl Iterator<Item = &'a [Window]>, i: usize, full: bool) -> Vec<f32> {
+        let mut out = Vec::new();
+        for u in units {
+            for w in u {
+                let mp = &w.members[i];
+                out.extend_from_slice(if full { &mp.grid.data } else { mp.owned() });
+            }
+        }
+        out
+    }
+
+    /// Visits member `i`'s owned patches of every clip.
+    fn for_owned(&self, i: usize, mut f: impl FnMut(&[f32])) {
+        for c in &self.clips {
+            for w in &c.windows {
+                let mp = &w.members[i];
+                mp.owned().chunks_exact(mp.grid.dims).for_each(&mut f);
+            }
+        }
+    }
+
+    /// Visits member `i`'s patches of every clip, mutably.
+    fn for_all_mut(&mut self, i: usize, mut f: impl FnMut(&mut [f32])) {
+        for c in &mut self.clips {
+            for w in &mut c.windows {
+                let mp = &mut w.members[i];
+                let d = mp.grid.dims;
+                mp.grid.data.chunks_exact_mut(d).for_each(&mut f);
+            }
+        }
+    }
+
+    /// Sets the weight of member `i`'s frequency-position feature (the last patch dimension, analysed with
+    /// weight 1) to [`POSITION_FRACTION`] times the RMS norm of the other dimensions of the normal patches, and
+    /// returns it.
+    fn position_weight(&mut self, i: usize, dims: usize) -> f32 {
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        self.for_owned(i, |p| {
+            sum += p[..dims - 1].iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+            count += 1;
+        });
+        let rms = if sum > 0.0 && count > 0 { (sum / count as f64).sqrt() as f32 } else { 1.0 };
+        let weight = POSITION_FRACTION * rms;
+        self.for_all_mut(i, |p| p[dims - 1] *= weight);
+        weight
+    }
+
+    /// Per-layer weights giving each layer's part of member `i`'s normal patches unit RMS norm; applies them to
+    /// the stored patches and returns them.
+    fn balance(&mut self, i: usize, layer_dims: &[usize]) -> Vec<f32> {
+        let mut sum = vec![0.0f64; layer_dims.len()];
+        let mut count = 0usize;
+        self.for_owned(i, |p| {
+            let mut off = 0;
+            for (l, &c) in layer_dims.iter().enumerate() {
+                sum[l] += p[off..off + c].iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+                off += c;
+            }
+            count += 1;
+        });
+        let weights: Vec<f32> =
+            sum.iter().map(|&s| if s > 0.0 && count > 0 { (count as f64 / s).sqrt() as f32 } else { 1.0 }).collect();
+        self.for_all_mut(i, |p| {
+            let mut off = 0;
+            for (l, &c) in layer_dims.iter().enumerate() {
+                p[off..off + c].iter_mut().for_each(|v| *v *= weights[l]);
+                off += c;
+            }
+        });
+        weights
+    }
+
+    /// Fits member `i` on the given calibration units (all clips for the final fit).
+    fn fit_member(&self, cfg: &DetectorConfig, i: usize, dims: usize, units: &[Unit]) -> Result<Detector> {
+        if let DetectorConfig::Baseline(c) = cfg {
+            let logmels: Vec<&[f32]> = units.iter().filter_map(|u| self.clips[u.clip].logmel.as_deref()).collect();
+            return Ok(Detector::Baseline(Baseline::fit(&logmels, dims, c.clone())?));
+        }
+        let train = Self::patches(units.iter().map(|u| self.unit_windows(u)), i, cfg.needs_full_windows());
+        Detector::fit(cfg, &train, dims)
+    }
+
+    fn unit_windows(&self, u: &Unit) -> &[Window] {
+        &self.clips[u.clip].windows[u.windows.clone()]
+    }
+
+    /// Member `i`'s raw held-out score and temporal curve of unit `u`.
+    fn held_out(&self, model: &Model, det: &Detector, i: usize, u: &Unit) -> Result<(f32, Vec<f32>)> {
+        let m = model.logmel.config().n_mels;
+        let clip = &self.clips[u.clip];
+        let (map, score) = match det {
+            Detector::Baseline(b) => {
+                let lm = clip.logmel.as_deref().ok_or_else(|| Error::invalid("internal: no log-mel kept"))?;
+                baseline_map(b, lm, clip.frames)
+            }
+            _ => {
+                let e = &model.embeddings()[i];
+                assemble(det, self.unit_windows(u), i, u.frames, m, model.spec.window_frames, e.grid_stride)?
+            }
+        };
+        Ok((score, temporal_curve(&map[u.first_frame * m..], m)))
+    }
+
+    /// Calibration units: whole clips, or contiguous parts of a single clip.
+    fn units(&self, model: &Model) -> Result<Vec<Unit>> {
+        if self.clips.len() >= 2 {
+            return Ok((0..self.clips.len())
+                .map(|c| Unit {
+                    clip: c,
+                    windows: 0..self.clips[c].windows.len(),
+                    frames: self.clips[c].frames,
+                    first_frame: 0,
+                })
+                .collect());
+        }
+        let Some(clip) = self.clips.first() else {
+            return Err(Error::invalid("no normal clip was added: fitting needs normal audio"));
+        };
+        if self.config.members.iter().any(|mc| mc.detector.is_clip_level()) {
+            return Err(Error::invalid("the baseline detector needs at least two normal clips"));
+        }
+        let w = &clip.windows;
+        let parts = w.len().min(self.config.max_folds);
+        if parts < 2 {
+            let need = (model.spec.window_frames + model.spec.window_hop) as f64 * model.hop_s();
+            return Err(Error::invalid(format!(
+                "too little normal audio to set a threshold: give at least {need:.1} s (two analysis windows), \
+                 better 30 s or several clips"
+            )));
+        }
+        let per = w.len().div_ceil(parts);
+        Ok((0..w.len())
+            .step_by(per)
+            .map(|a| {
+                let b = (a + per).min(w.len());
+                Unit { clip: 0, windows: a..b, frames: w[b - 1].owned.end, first_frame: w[a].owned.start }
+            })
+            .collect())
+    }
+
+    /// Calibrates the thresholds, fits the members and returns the bank. `progress` is called after each step;
+    /// returning `false` cancels.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] with too little audio to calibrate (fewer than two windows in all) or normal
+    /// material that never varies; [`Error::Cancelled`] if `progress` returned `false`.
+    pub fn finish(mut self, model: &Model, progress: &mut dyn FnMut(Progress) -> bool) -> Result<Bank> {
+        let n_members = self.config.members.len();
+        let mel_bins = model.logmel.config().n_mels;
+        // Only the bands every clip has signal in: the lowest Nyquist frequency of the clips.
+        let cols = model.member_columns(self.band_limit_hz);
+        for c in &mut self.clips {
+            for w in &mut c.windows {
+                w.members.iter_mut().zip(&cols).for_each(|(mp, &n)| mp.crop(n));
+            }
+        }
+        let mut embeddings = Vec::with_capacity(n_members);
+        let mut det_cfgs = Vec::with_capacity(n_members);
+        let mut dims = Vec::with_capacity(n_members);
+        for i in 0..n_members {
+            let mut e = self.config.members[i].embedding.clone();
+            let d = e.dims(&model.spec);
+            if e.balance_layers && e.layer_weights.is_empty() {
+                e.layer_weights = self.balance(i, &e.layer_dims(&model.spec));
+            }
+            if e.frequency_position && e.position_weight <= 0.0 {
+                e.position_weight = self.position_weight(i, d);
+            }
+            // Detector geometry: the window's patch grid (after the band limit) and the mel bins.
+            let (gt, gf) = self
+                .clips
+                .iter()
+                .flat_map(|c| c.windows.first())
+                .next()
+                .map_or((0, 0), |w| (w.members[i].grid.time, w.members[i].grid.freq));
+            det_cfgs.push(self.config.members[i].detector.clone().with_geometry(gt, gf, mel_bins));
+            embeddings.push(e);
+            dims.push(d);
+        }
+        let units = self.units(model)?;
+        let folds = units.len().min(self.config.max_folds);
+        let total = (folds + 1) * n_members;
+        // held[i][u] = member i's raw (score, curve) of unit u, scored by a member fitted without it.
+        let mut held: Vec<Vec<(f32, Vec<f32>)>> = vec![vec![(0.0, Vec::new()); units.len()]; n_members];
+        for f in 0..folds {
+            let train: Vec<Unit> =
+                units.iter().enumerate().filter(|(k, _)| k % folds != f).map(|(_, u)| u.clone()).collect();
+            for i in 0..n_members {
+                let det = self.fit_member(&det_cfgs[i], i, dims[i], &train)?;
+                for (k, u) in units.iter().enumerate().filter(|(k, _)| k % folds == f) {
+                    held[i][k] = self.held_out(model, &det, i, u)?;
+                }
+                if !progress(Progress { stage: "calibrating", done: f * n_members + i + 1, total }) {
+                    return Err(Error::Cancelled);
+                }
+            }
+        }
+        let mut members = Vec::with_capacity(n_members);
+        for i in 0..n_members {
+            let scores: Vec<f32> = held[i].iter().map(|h| h.0).collect();
+            let peaks: Vec<f32> = held[i].iter().map(|h| h.1.iter().cloned().fold(0.0f32, f32::max)).collect();
+            let normal_scores = gamma_threshold(&scores, THRESHOLD_QUANTILE)?;
+            if !(normal_scores.threshold > 0.0) {
+                return Err(Error::invalid(
+                    "every held-out normal clip scored 0: the normal material does not change at all (silence or \
+                     a constant signal?); record the machine while it runs",
+                ));
+            }
+            members.push(MemberMeta {
+                name: self.config.members[i].name(),
+                detector: det_cfgs[i].clone(),
+                dims: dims[i],
+                state_rows: 0,
+                embedding: embeddings[i].clone(),
+                score_norm: Norm::robust(&scores)?,
+                map_norm: Norm::robust(&peaks)?,
+                normal_curve_peaks: gamma_threshold(&peaks, THRESHOLD_QUANTILE)?,
+                normal_scores,
+            });
+        }
+        // The fused bank's held-out scores and curve peaks, in z units.
+        let fused_scores: Vec<f32> = (0..units.len())
+            .map(|k| (0..n_members).map(|i| members[i].score_norm.z(held[i][k].0)).fold(f32::NEG_INFINITY, f32::max))
+            .collect();
+        let fused_curve_peaks: Vec<f32> = (0..units.len())
+            .map(|k| {
+                (0..n_members)
+                    .flat_map(|i| held[i][k].1.iter().map(move |&v| (i, v)))
+                    .map(|(i, v)| members[i].map_norm.z(v))
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .collect();
+        drop(held);
+        let all: Vec<Unit> = (0..self.clips.len())
+            .map(|c| Unit {
+                clip: c,
+                windows: 0..self.clips[c].windows.len(),
+                frames: self.clips[c].frames,
+                first_frame: 0,
+            })
+            .collect();
+        let mut detectors = Vec::with_capacity(n_members);
+        for i in 0..n_members {
+            detectors.push(self.fit_member(&det_cfgs[i], i, dims[i], &all)?);
+            if !progress(Progress { stage: "fitting", done: folds * n_members + i + 1, total }) {
+                return Err(Error::Cancelled);
+            }
+        }
+        let meta = BankMeta {
+            format: String::new(),
+            version: 0,
+            writer: String::new(),
+            front_end: model.logmel.config().clone(),
+            backbone: model.identity().clone(),
+            band_limit_hz: self.band_limit_hz.is_finite().then_some(self.band_limit_hz),
+            clips_fitted: self.clips.len(),
+            seconds_fitted: self.seconds,
+            members,
+            fused_scores,
+            fused_curve_peaks,
+            threshold_rule: ThresholdRule::RobustZ { clip_z: self.config.clip_z, segment_z: self.config.segment_z },
+            threshold: self.config.clip_z,
+            segment_threshold: self.config.segment_z,
+            band_levels: Some(self.band_levels()),
+            created: String::new(),
+            data_sha256: String::new(),
+        };
+        Bank::new(meta, detectors)
+    }
+
+    /// Mean and spread of each band's clip level over the normal clips.
+    fn band_levels(&self) -> BandLevels {
+        let n = self.clips.len().max(1) as f64;
+        let frame_std = (self.frame_var_sum / n).sqrt();
+        let floor = (LEVEL_STD_FLOOR as f64 * frame_std).max(1e-6);
+        let mean: Vec<f32> = self.level_sum.iter().map(|s| (s / n) as f32).collect();
+        let std: Vec<f32> = self
+            .level_sum
+            .iter()
+            .zip(&self.level_sq)
+            .map(|(s, sq)| {
+                let m = s / n;
+                let var = if n > 1.0 { ((sq - n * m * m) / (n - 1.0)).max(0.0) } else { 0.0 };
+                var.sqrt().max(floor) as f32
+            })
+            .collect();
+        BandLevels { mean, std }
+    }
+}
+
+/// A calibration unit: windows of one clip held out together.
+#[derive(Debug, Clone)]
+struct Unit {
+    clip: usize,
+    windows: std::ops::Range<usize>,
+    /// Frames of the clip up to the unit's last owned frame.
+    frames: usize,
+    /// The unit's first owned frame.
+    first_frame: usize,
+}

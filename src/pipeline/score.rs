@@ -1,0 +1,318 @@
+//! Scoring: member scores per window, their maps, the fusion of members into one map and score, and whole clips.
+
+use crate::anomaly_map::{gaussian_blur, segments, temporal_curve, window_map, Segment};
+use crate::bank::{BandLevels, Bank};
+use crate::detector::{Baseline, Detector};
+use crate::error::{Error, Result};
+use crate::spectrogram::Spectrogram;
+
+use super::windows::{MemberPatches, Window};
+use super::{ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA, MIN_FRAMES};
+
+/// Scores of one member's patches in one window.
+pub(super) struct WindowScore {
+    /// One score per patch of the whole window grid, raw units.
+    pub patch: Vec<f32>,
+    /// The window's clip score from its owned patches (PatchCore: re-weighted, eq. 7), raw units.
+    pub clip: f32,
+    /// The largest owned patch score (`-inf` when the window owns no patch).
+    pub max_owned: f32,
+}
+
+/// Scores one member's patches of one window.
+pub(super) fn score_window(detector: &Detector, mp: &MemberPatches) -> Result<WindowScore> {
+    if let Detector::Padim(p) = detector {
+        // PaDiM needs each patch's grid position, so the owned patches are taken from the whole window's scores.
+        let patch = p.score_grid(&mp.grid.data, mp.grid.freq)?;
+        let max = patch[mp.owned_patches.clone()].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        return Ok(WindowScore { patch, clip: max, max_owned: max });
+    }
+    let all = detector.score(&mp.grid.data)?;
+    if mp.owned_patches.is_empty() {
+        return Ok(WindowScore { patch: all.patch, clip: f32::NEG_INFINITY, max_owned: f32::NEG_INFINITY });
+    }
+    let owned = detector.score(mp.owned())?;
+    let max_owned = owned.patch.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    Ok(WindowScore { patch: all.patch, clip: owned.clip, max_owned })
+}
+
+/// One member's owned map rows `[owned frames, M]` of one window (raw units; bins above the grid's band limit
+/// stay 0) with the window's scores.
+pub(super) fn member_rows(
+    detector: &Detector,
+    win: &Window,
+    member: usize,
+    mel_bins: usize,
+    window_frames: usize,
+    grid_stride: usize,
+) -> Result<(Vec<f32>, WindowScore)> {
+    let mp = &win.members[member];
+    let ws = score_window(detector, mp)?;
+    // A band-limited grid covers the mel bins of its columns; the bins above stay 0.
+    let bins = if mp.grid.freq >= mel_bins / grid_stride { mel_bins } else { mp.grid.freq * grid_stride };
+    let wm = window_map(&ws.patch, mp.grid.time, mp.grid.freq, window_frames, bins, MAP_SIGMA);
+    let (a, b) = (win.owned.start - win.start, win.owned.end - win.start);
+    let mut rows = vec![0.0f32; (b - a) * mel_bins];
+    for (r, out) in rows.chunks_exact_mut(mel_bins).enumerate() {
+        out[..bins].copy_from_slice(&wm[(a + r) * bins..(a + r + 1) * bins]);
+    }
+    Ok((rows, ws))
+}
+
+/// The running clip score of one member over windows: the re-weighted score of the window holding the largest
+/// owned patch score.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Best {
+    max_owned: f32,
+    clip: f32,
+}
+
+impl Default for Best {
+    fn default() -> Self {
+        Best { max_owned: f32::NEG_INFINITY, clip: 0.0 }
+    }
+}
+
+impl Best {
+    /// Takes a window's scores into account.
+    pub fn update(&mut self, ws: &WindowScore) {
+        if ws.max_owned > self.max_owned {
+            *self = Best { max_owned: ws.max_owned, clip: ws.clip };
+        }
+    }
+    /// The clip score so far (raw units, at least 0).
+    pub fn score(&self) -> f32 {
+        self.clip.max(0.0)
+    }
+}
+
+/// Raw map `[T, M]` and raw clip score of one patch member over analysed windows.
+pub(super) fn assemble(
+    detector: &Detector,
+    windows: &[Window],
+    member: usize,
+    frames: usize,
+    mel_bins: usize,
+    window_frames: usize,
+    grid_stride: usize,
+) -> Result<(Vec<f32>, f32)> {
+    let mut map = vec![0.0f32; frames * mel_bins];
+    let mut best = Best::default();
+    for win in windows {
+        let (rows, ws) = member_rows(detector, win, member, mel_bins, window_frames, grid_stride)?;
+        map[win.owned.start * mel_bins..win.owned.end * mel_bins].copy_from_slice(&rows);
+        best.update(&ws);
+    }
+    Ok((map, best.score()))
+}
+
+/// Map `[T, M]` (smoothed like every map) and clip score of the backbone-free baseline, raw units.
+pub(super) fn baseline_map(b: &Baseline, lm: &[f32], frames: usize) -> (Vec<f32>, f32) {
+    let m = b.config.mel_bins;
+    let (score, raw) = b.score(lm);
+    (gaussian_blur(&raw, frames, m, MAP_SIGMA), score)
+}
+
+/// Turns the members' raw map rows (each `[n, M]`) into the bank's map rows: the largest member z-score per
+/// pixel; bins from `valid_bins` up (not judged) hold [`map_floor`].
+pub(super) fn fuse_rows(bank: &Bank, raw: &[Vec<f32>], mel_bins: usize, valid_bins: usize) -> Vec<f32> {
+    let floor = map_floor(bank);
+    let n = raw.first().map_or(0, |r| r.len());
+    let mut out = vec![f32::NEG_INFINITY; n];
+    for (rows, m) in raw.iter().zip(&bank.meta.members) {
+        let z = m.map_norm;
+        for (o, &v) in out.iter_mut().zip(rows) {
+            *o = o.max(z.z(v));
+        }
+    }
+    for row in out.chunks_exact_mut(mel_bins) {
+        row[valid_bins.min(mel_bins)..].iter_mut().for_each(|v| *v = floor);
+    }
+    out
+}
+
+/// The lowest value a bank's map can hold: the largest member z-score of a raw 0 (0 for version 1 banks).
+pub(super) fn map_floor(bank: &Bank) -> f32 {
+    bank.meta.members.iter().map(|m| m.map_norm.z(0.0)).fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Members' clip scores from their raw scores, and the fused clip score (the largest member z-score).
+pub(super) fn fuse_scores(bank: &Bank, raw: &[f32]) -> (Vec<MemberScore>, f32) {
+    let members: Vec<MemberScore> = bank
+        .meta
+        .members
+        .iter()
+        .zip(raw)
+        .map(|(m, &r)| MemberScore { name: m.name.clone(), score: m.score_norm.z(r), raw: r })
+        .collect();
+    let fused = members.iter().map(|m| m.score).fold(f32::NEG_INFINITY, f32::max);
+    (members, fused)
+}
+
+/// `(floor, ceiling)` of the heatmap's colour ramp for a bank with segment threshold `segment_threshold`:
+/// transparent below the floor, full colour from the ceiling up. Raw-distance banks (version 1): 60 % and 140 %
+/// of the segment threshold; z-scored banks: [`DISPLAY_BELOW_Z`] below and above it.
+pub fn display_range(bank: &Bank, segment_threshold: f32) -> (f32, f32) {
+    if bank.is_z_scored() {
+        (segment_threshold - DISPLAY_BELOW_Z, segment_threshold + DISPLAY_BELOW_Z)
+    } else {
+        (0.6 * segment_threshold, 1.4 * segment_threshold)
+    }
+}
+
+/// Segments of a temporal curve with the bank's rule (runs above `threshold`, gaps of up to 2 frames merged,
+/// ends clamped to `duration_s`).
+pub fn segments_for(curve: &[f32], hop_s: f64, threshold: f32, duration_s: f64) -> Vec<Segment> {
+    let mut segs = segments(curve, hop_s, threshold, 2);
+    for s in &mut segs {
+        s.end_s = s.end_s.min(duration_s);
+    }
+    segs.retain(|s| s.end_s > s.start_s);
+    segs
+}
+
+/// Median over the judged bands of `|clip level - normal level| / normal spread`, where a band's level is its
+/// mean log-mel value over the clip.
+pub(super) fn level_distance(levels: &BandLevels, lm: &[f32], mel_bins: usize, valid_bins: usize) -> Option<f32> {
+    let frames = lm.len() / mel_bins;
+    let bins = valid_bins.min(mel_bins).min(levels.mean.len());
+    if frames == 0 || bins == 0 || levels.mean.len() != mel_bins {
+        return None;
+    }
+    let mut sums = vec![0.0f64; bins];
+    for row in lm.chunks_exact(mel_bins) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+    let mut d: Vec<f32> = (0..bins)
+        .map(|b| ((sums[b] / frames as f64) as f32 - levels.mean[b]).abs() / levels.std[b])
+        .filter(|v| v.is_finite())
+        .collect();
+    if d.is_empty() {
+        return None;
+    }
+    d.sort_by(f32::total_cmp);
+    Some(d[d.len() / 2])
+}
+
+/// The sentence for a clip whose levels lie `distance` spreads from the normal clips', if that is far.
+pub(super) fn out_of_distribution(distance: Option<f32>) -> Option<String> {
+    let d = distance?;
+    (d > LEVEL_DISTANCE_LIMIT).then(|| {
+        format!(
+            "this recording does not sound like the normal recordings the bank was fitted on (its band levels lie \
+             {d:.0} times their usual spread away), so the verdict compares it with another sound; fit a bank on \
+             normal recordings of this machine or place"
+        )
+    })
+}
+
+/// Scores one mono clip (`samples` at `sample_rate` Hz, resampled inside).
+///
+/// # Errors
+/// [`Error::Audio`] for empty, non-finite or too short audio; [`Error::InvalidInput`] if `model` was not
+/// prepared for `bank` ([`Model::prepare_for`]).
+pub fn score_clip(model: &Model, bank: &Bank, samples: &[f32], sample_rate: u32) -> Result<ClipResult> {
+    score_clip_with_progress(model, bank, samples, sample_rate, &mut |_, _| {})
+}
+
+/// [`score_clip`] with a callback `(windows done, windows in all)`.
+///
+/// # Errors
+/// As [`score_clip`].
+pub fn score_clip_with_progress(
+    model: &Model,
+    bank: &Bank,
+    samples: &[f32],
+    sample_rate: u32,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ClipResult> {
+    model.check_ready(bank)?;
+    let lm = model.logmel_of(samples, sample_rate)?;
+    let limit = bank.band_limit_hz().min(model.nyquist(sample_rate));
+    let mut r = score_logmel_band_limited(model, bank, &lm, limit, progress)?;
+    r.duration_s = samples.len() as f64 / sample_rate as f64;
+    r.segments = segments_for(&r.curve, r.hop_s, r.segment_threshold, r.duration_s);
+    Ok(r)
+}
+
+/// Scores a log-mel spectrogram `[T, M]` computed by `model`'s front end.
+///
+/// # Errors
+/// [`Error::InvalidInput`] if the spectrogram has another number of mel bins than the front end, or the model is
+/// not prepared for the bank; [`Error::Audio`] for fewer than [`MIN_FRAMES`] frames.
+pub fn score_logmel(
+    model: &Model,
+    bank: &Bank,
+    lm: &Spectrogram,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ClipResult> {
+    score_logmel_band_limited(model, bank, lm, bank.band_limit_hz(), progress)
+}
+
+fn score_logmel_band_limited(
+    model: &Model,
+    bank: &Bank,
+    lm: &Spectrogram,
+    band_limit_hz: f32,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ClipResult> {
+    model.check_ready(bank)?;
+    let m = model.logmel.config().n_mels;
+    if lm.mel_bins != m || lm.data.len() != lm.frames * m {
+        return Err(Error::invalid(format!("the spectrogram has {} mel bins, the front end {m}", lm.mel_bins)));
+    }
+    if lm.frames < MIN_FRAMES {
+        return Err(Error::audio(format!(
+            "the clip is too short to judge: it gives {} spectrogram frame(s), at least {MIN_FRAMES} ({:.2} s) are needed",
+            lm.frames,
+            MIN_FRAMES as f64 * model.hop_s()
+        )));
+    }
+    let cols = model.member_columns(band_limit_hz);
+    let needs_windows = bank.detectors.iter().any(|d| !matches!(d, Detector::Baseline(_)));
+    let windows = if needs_windows { model.analyse(lm, &cols, progress)? } else { Vec::new() };
+    let mut raw_maps = Vec::with_capacity(bank.detectors.len());
+    let mut raw_scores = Vec::with_capacity(bank.detectors.len());
+    for (i, (det, e)) in bank.detectors.iter().zip(model.embeddings()).enumerate() {
+        let (map, score) = match det {
+            Detector::Baseline(b) => baseline_map(b, &lm.data, lm.frames),
+            _ => assemble(det, &windows, i, lm.frames, m, model.spec.window_frames, e.grid_stride)?,
+        };
+        raw_maps.push(map);
+        raw_scores.push(score);
+    }
+    let valid_bins = model.valid_bins(band_limit_hz);
+    let map = fuse_rows(bank, &raw_maps, m, valid_bins);
+    drop(raw_maps);
+    let (members, score) = fuse_scores(bank, &raw_scores);
+    let curve = temporal_curve(&map, m);
+    let hop_s = model.hop_s();
+    let duration_s = lm.frames as f64 * hop_s;
+    let segs = segments_for(&curve, hop_s, bank.meta.segment_threshold, duration_s);
+    let (display_floor, display_ceiling) = display_range(bank, bank.meta.segment_threshold);
+    let level_distance = bank.meta.band_levels.as_ref().and_then(|l| level_distance(l, &lm.data, m, valid_bins));
+    Ok(ClipResult {
+        score,
+        threshold: bank.meta.threshold,
+        is_anomaly: score > bank.meta.threshold,
+        segment_threshold: bank.meta.segment_threshold,
+        segments: segs,
+        members,
+        units: if bank.is_z_scored() { "z" } else { "distance" },
+        display_floor,
+        display_ceiling,
+        level_distance,
+        out_of_distribution: out_of_distribution(level_distance),
+        frames: lm.frames,
+        mel_bins: m,
+        hop_s,
+        duration_s,
+        band_limit_hz: band_limit_hz.min(model.sample_rate() as f32 / 2.0),
+        logmel: lm.data.clone(),
+        map,
+        curve,
+        mel_hz: model.logmel.mel_frequencies_hz(),
+    })
+}

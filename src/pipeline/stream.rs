@@ -1,0 +1,233 @@
+//! [`StreamScorer`]: audio scored as it arrives, window by window, with bounded memory.
+
+use std::ops::Range;
+
+use serde::Serialize;
+
+use crate::anomaly_map::temporal_curve;
+use crate::bank::Bank;
+use crate::detector::Detector;
+use crate::error::{Error, Result};
+
+use super::score::{fuse_rows, fuse_scores, member_rows, Best};
+use super::windows::{ownership, window_starts};
+use super::{Model, MIN_FRAMES};
+
+/// What a [`StreamScorer`] emits for each newly judged stretch of audio.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamUpdate {
+    /// First frame of this stretch, counted from the start of the stream.
+    pub start_frame: usize,
+    /// Frames in this stretch `n`.
+    pub frames: usize,
+    /// Mel bins `M`.
+    pub mel_bins: usize,
+    /// Seconds per frame.
+    pub hop_s: f64,
+    /// Log-mel `[n, M]`.
+    #[serde(skip)]
+    pub logmel: Vec<f32>,
+    /// Anomaly map `[n, M]`, the bank's units.
+    #[serde(skip)]
+    pub map: Vec<f32>,
+    /// Temporal curve `[n]`.
+    #[serde(skip)]
+    pub curve: Vec<f32>,
+    /// Score of the analysis window this stretch came from (largest member z-score of the window's scores).
+    pub window_score: f32,
+    /// Clip score of everything so far (as [`super::score_clip`] would give for the stream up to here).
+    pub score: f32,
+}
+
+/// Scores audio as it arrives, with bounded memory: mono samples at `input_rate` go in, [`StreamUpdate`]s come
+/// out about one window hop (`spec.window_hop` frames) behind the input. The concatenated updates after
+/// [`StreamScorer::finish`] equal [`super::score_clip`] on the whole recording, up to the streaming resampler's
+/// chunk boundaries.
+pub struct StreamScorer {
+    resampler: Option<crate::audio::StreamResampler>,
+    front: crate::spectrogram::LogMelStream,
+    buf: Vec<f32>,
+    buf_start: usize,
+    total: usize,
+    next_start: usize,
+    owned_from: usize,
+    best: Vec<Best>,
+    finished: bool,
+    cols: Vec<usize>,
+    valid_bins: usize,
+}
+
+impl StreamScorer {
+    /// A scorer for `model` (already prepared for `bank`) fed at `input_rate` Hz.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a zero rate, a model not prepared for the bank, a bank with a clip-level
+    /// member (the baseline), or a peak-normalised front end (the peak of a stream is unknown in advance).
+    pub fn new(model: &Model, bank: &Bank, input_rate: u32) -> Result<Self> {
+        model.check_ready(bank)?;
+        if bank.detectors.iter().any(|d| matches!(d, Detector::Baseline(_))) {
+            return Err(Error::invalid(
+                "the baseline detector judges whole clips and cannot score a stream; score the recording whole",
+            ));
+        }
+        if input_rate == 0 {
+            return Err(Error::invalid("input sample rate is 0 Hz"));
+        }
+        let resampler = if input_rate == model.sample_rate() {
+            None
+        } else {
+            Some(crate::audio::StreamResampler::new(input_rate, model.sample_rate())?)
+        };
+        let limit = bank.band_limit_hz().min(model.nyquist(input_rate));
+        Ok(StreamScorer {
+            resampler,
+            front: crate::spectrogram::LogMelStream::new(model.logmel.config().clone())?,
+            buf: Vec::new(),
+            buf_start: 0,
+            total: 0,
+            next_start: 0,
+            owned_from: 0,
+            best: vec![Best::default(); bank.detectors.len()],
+            finished: false,
+            cols: model.member_columns(limit),
+            valid_bins: model.valid_bins(limit),
+        })
+    }
+
+    /// Frames received so far.
+    pub fn frames(&self) -> usize {
+        self.total
+    }
+
+    /// Clip score so far, in the bank's units.
+    pub fn score(&self, bank: &Bank) -> f32 {
+        let raw: Vec<f32> = self.best.iter().map(|b| b.score()).collect();
+        fuse_scores(bank, &raw).1
+    }
+
+    /// Each member's clip score so far.
+    pub fn member_scores(&self, bank: &Bank) -> Vec<super::MemberScore> {
+        let raw: Vec<f32> = self.best.iter().map(|b| b.score()).collect();
+        fuse_scores(bank, &raw).0
+    }
+
+    fn run(
+        &mut self,
+        model: &Model,
+        bank: &Bank,
+        starts: &[usize],
+        owned: &[Range<usize>],
+    ) -> Result<Vec<StreamUpdate>> {
+        let m = model.logmel.config().n_mels;
+        let w = model.spec.window_frames;
+        let wins =
+            model.analyse_windows(&self.buf, self.buf_start, self.total, starts, owned, &self.cols, &mut |_, _| {})?;
+        let mut out = Vec::with_capacity(wins.len());
+        for win in &wins {
+            let mut raw_rows = Vec::with_capacity(bank.detectors.len());
+            let mut window_raw = Vec::with_capacity(bank.detectors.len());
+            for (i, (det, e)) in bank.detectors.iter().zip(model.embeddings()).enumerate() {
+                let (rows, ws) = member_rows(det, win, i, m, w, e.grid_stride)?;
+                self.best[i].update(&ws);
+                window_raw.push(ws.clip.max(0.0));
+                raw_rows.push(rows);
+            }
+            let map = fuse_rows(bank, &raw_rows, m, self.valid_bins);
+            let (a, b) = (win.owned.start - self.buf_start, win.owned.end - self.buf_start);
+            out.push(StreamUpdate {
+                start_frame: win.owned.start,
+                frames: win.owned.len(),
+                mel_bins: m,
+                hop_s: model.hop_s(),
+                logmel: self.buf[a * m..b * m].to_vec(),
+                curve: temporal_curve(&map, m),
+                map,
+                window_score: fuse_scores(bank, &window_raw).1,
+                score: self.score(bank),
+            });
+        }
+        Ok(out)
+    }
+
+    fn take_frames(&mut self, frames: Vec<f32>, m: usize) {
+        self.total += frames.len() / m;
+        self.buf.extend_from_slice(&frames);
+    }
+
+    /// Feeds mono samples at the input rate; returns the stretches judged so far (often none).
+    ///
+    /// # Errors
+    /// [`Error::Audio`] for non-finite samples; [`Error::InvalidInput`] after [`StreamScorer::finish`].
+    pub fn push(&mut self, model: &Model, bank: &Bank, samples: &[f32]) -> Result<Vec<StreamUpdate>> {
+        if self.finished {
+            return Err(Error::invalid("the stream is finished; start a new StreamScorer"));
+        }
+        if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
+            return Err(Error::audio(format!("sample {i} of this block is not a finite number")));
+        }
+        let m = model.logmel.config().n_mels;
+        let x = match &mut self.resampler {
+            Some(r) => {
+                let mut v = Vec::new();
+                r.push(samples, &mut v)?;
+                v
+            }
+            None => samples.to_vec(),
+        };
+        let frames = self.front.push(&x)?;
+        self.take_frames(frames, m);
+        let (w, h) = (model.spec.window_frames, model.spec.window_hop);
+        let mut out = Vec::new();
+        // A window is judged once the next regular window fits too, so its owned range is final.
+        while self.next_start + h + w <= self.total {
+            let s = self.next_start;
+            let end = (s + (s + h) + w) / 2;
+            let owned = [self.owned_from..end];
+            out.extend(self.run(model, bank, &[s], &owned)?);
+            self.owned_from = end;
+            self.next_start = s + h;
+            // Frames before the next window are no longer needed.
+            let drop = self.next_start - self.buf_start;
+            self.buf.drain(..drop * m);
+            self.buf_start = self.next_start;
+        }
+        Ok(out)
+    }
+
+    /// Ends the stream: judges the remaining frames (the last window aligned to the end).
+    ///
+    /// # Errors
+    /// [`Error::Audio`] if the stream gave fewer than [`MIN_FRAMES`] frames.
+    pub fn finish(&mut self, model: &Model, bank: &Bank) -> Result<Vec<StreamUpdate>> {
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        self.finished = true;
+        let m = model.logmel.config().n_mels;
+        if let Some(r) = &mut self.resampler {
+            let mut v = Vec::new();
+            r.finish(&mut v)?;
+            let frames = self.front.push(&v)?;
+            self.take_frames(frames, m);
+        }
+        let frames = self.front.finish()?;
+        self.take_frames(frames, m);
+        if self.total < MIN_FRAMES {
+            return Err(Error::audio(format!(
+                "the stream ended after {} spectrogram frames; at least {MIN_FRAMES} ({:.2} s) are needed to judge it",
+                self.total,
+                MIN_FRAMES as f64 * model.hop_s()
+            )));
+        }
+        let (w, h) = (model.spec.window_frames, model.spec.window_hop);
+        let all = window_starts(self.total, w, h);
+        let owned_all = ownership(&all, w, self.total);
+        let keep: Vec<usize> = (0..all.len()).filter(|&i| all[i] >= self.next_start).collect();
+        let starts: Vec<usize> = keep.iter().map(|&i| all[i]).collect();
+        let mut owned: Vec<Range<usize>> = keep.iter().map(|&i| owned_all[i].clone()).collect();
+        if let Some(first) = owned.first_mut() {
+            first.start = self.owned_from;
+        }
+        self.run(model, bank, &starts, &owned)
+    }
+}
