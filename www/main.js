@@ -263,6 +263,18 @@ function roughFit(clips, seconds) {
   return clips < FEW_CLIPS || seconds < FEW_SECONDS;
 }
 
+// What the heat colours mean for the bank in use.
+function showLegend(info) {
+  let text = `from ${Math.round(HEAT_LOW * 100)} % of the segment threshold to ${Math.round(HEAT_HIGH * 100)} % of it, or the largest value if higher`;
+  if (info && info.displayFloor != null && info.displayCeiling != null) {
+    const seg = info.segmentThreshold;
+    text = info.units === "z"
+      ? `from ${+(seg - info.displayFloor).toFixed(2)} z below the segment threshold to ${+(info.displayCeiling - seg).toFixed(2)} z above it, or the largest value if higher`
+      : `from ${Math.round((100 * info.displayFloor) / seg)} % of the segment threshold to ${Math.round((100 * info.displayCeiling) / seg)} % of it, or the largest value if higher`;
+  }
+  $("heat-legend-text").textContent = text;
+}
+
 // A new bank (or none) is in use: every result of another bank is now stale and gets rescored.
 function setBank(info, name, serial) {
   state.bank = info || null;
@@ -270,12 +282,14 @@ function setBank(info, name, serial) {
   state.bankFile = info ? bankFileName(name, info) : null;
   state.bankSerial = serial;
   state.thresholdOverride = null;
+  showLegend(info);
   if (!info) {
     $("bank-info").textContent = "none — open a bank file, or fit one below";
     $("bank-fit-info").textContent = "—";
   } else {
     clearError("no-bank");
-    $("bank-info").textContent = `${name}: ${info.detector}, memory bank ${info.memoryBank}, threshold ${info.threshold.toFixed(4)}`;
+    $("bank-info").textContent = `${name}: ${info.detector}, memory bank ${info.memoryBank}, threshold ` +
+      `${info.threshold.toFixed(4)}${info.units === "z" ? " (robust z-score)" : ""}`;
     const parts = [];
     if (info.clips != null) parts.push(plural(info.clips, "clip"));
     if (info.seconds != null) parts.push(fmtDuration(info.seconds));
@@ -310,7 +324,7 @@ async function offeredBanks() {
 
 async function start() {
   $("heat-legend").style.background = heatLegendCss();
-  $("heat-legend-text").textContent = `from ${Math.round(HEAT_LOW * 100)} % of the segment threshold to the largest value (at least ${Math.round(HEAT_HIGH * 100)} %)`;
+  showLegend(null);
   for (const name of COLOUR_MAPS) $("colour-map").add(new Option(name, name));
   fillChannels(8);
   setStatus("Loading the analysis engine…");
@@ -466,12 +480,17 @@ function download(blob, name) {
 
 // The clip threshold and the temporal curve's threshold for a result (or the bank's, for the live recording):
 // the result's own, or the slider's value with the curve's threshold moved in proportion.
+// With them the heatmap's ramp (`floor`, `ceiling`). The slider moves them as the core's
+// Bank::override_threshold moves the segment threshold: by the same difference for z-scored banks, in
+// proportion for distances.
 function thresholdsOf(r) {
-  if (!r || r.threshold == null) return { thr: null, seg: null };
+  if (!r || r.threshold == null) return { thr: null, seg: null, floor: null, ceiling: null };
   const o = state.thresholdOverride;
-  if (o == null) return { thr: r.threshold, seg: r.segmentThreshold };
-  const seg = r.threshold > 0 ? r.segmentThreshold * (o / r.threshold) : r.segmentThreshold + (o - r.threshold);
-  return { thr: o, seg };
+  const own = { seg: r.segmentThreshold, floor: r.displayFloor ?? null, ceiling: r.displayCeiling ?? null };
+  if (o == null) return { thr: r.threshold, ...own };
+  const shift = r.units === "z" || !(r.threshold > 0);
+  const move = (v) => (v == null ? null : shift ? v + (o - r.threshold) : v * (o / r.threshold));
+  return { thr: o, seg: move(own.seg), floor: move(own.floor), ceiling: move(own.ceiling) };
 }
 
 function isFresh(clip) {
@@ -506,9 +525,10 @@ function updateSlider() {
 function applyThreshold() {
   const c = state.current;
   const r = c && c.result && isFresh(c) ? c.result : state.bank;
-  const { thr, seg } = thresholdsOf(r);
+  const levels = thresholdsOf(r);
+  const { thr, seg } = levels;
   $("threshold-value").textContent = thr == null ? "" : `${thr.toFixed(4)} (segments above ${seg.toFixed(4)})`;
-  figure.setThreshold(seg ?? 1);
+  figure.setThreshold(levels);
   if (c && c.result) {
     const segs = isFresh(c) ? segmentsOf(c.result.series, seg) : [];
     figure.segments = segs;
@@ -693,11 +713,14 @@ function resultOf(r) {
     score: r.score,
     threshold: r.threshold,
     segmentThreshold: r.segmentThreshold,
+    units: r.units ?? "distance",
+    displayFloor: r.displayFloor ?? null,
+    displayCeiling: r.displayCeiling ?? null,
+    members: r.members ?? [],
     series: Series.fromResult(r),
     bandLimitHz: r.bandLimitHz ?? null,
     outOfDistribution: r.outOfDistribution ?? null,
     bankSerial: r.bankSerial,
-    fields: Object.keys(r), // what the core gave, for the curious (and the tests)
   };
 }
 
@@ -768,9 +791,9 @@ function showClip(clip) {
   $("clip-name").title = clip.path || clip.name || "";
   showDetails(clip);
   const fresh = isFresh(clip);
-  const { seg } = thresholdsOf(fresh ? clip.result : state.bank);
-  const segs = fresh ? segmentsOf(clip.result.series, seg) : [];
-  figure.showClip(clip.result.series, seg ?? 1, segs, !fresh);
+  const levels = thresholdsOf(fresh ? clip.result : state.bank);
+  const segs = fresh ? segmentsOf(clip.result.series, levels.seg) : [];
+  figure.showClip(clip.result.series, levels, segs, !fresh);
   showVerdict(clip, segs);
   renderClipList();
 }
@@ -791,6 +814,11 @@ function showDetails(clip) {
       : "the bank's normal clips had nothing above it";
     parts.push(`judged up to ${fmtHz(limit)} (${why}; higher bands are not shown)`);
   }
+  const members = clip.result && clip.result.members;
+  if (members && members.length > 1 && isFresh(clip)) {
+    const z = clip.result.units === "z" ? " z" : "";
+    parts.push(`members: ${members.map((m) => `${m.name} ${m.score.toFixed(2)}${z}`).join(", ")}`);
+  }
   if (clip.label !== clip.baseLabel) {
     parts.push(`another file named ${clip.baseLabel} is open too${clip.blob && clip.blob.size ? ` (this one: ${fmtBytes(clip.blob.size)}` +
       (clip.blob.lastModified ? `, modified ${new Date(clip.blob.lastModified).toLocaleString()})` : ")") : ""}; ` +
@@ -810,11 +838,13 @@ function showVerdict(clip, segments, live = null) {
     v.textContent = "";
     v.className = "verdict";
     $("clip-score").textContent = "";
+    $("score-units").textContent = "";
   } else {
     const anomalous = r.score > thr;
     v.textContent = anomalous ? "anomalous" : "normal";
     v.className = `verdict ${v.textContent}`;
     $("clip-score").textContent = r.score.toFixed(4);
+    $("score-units").textContent = (live ? state.bank && state.bank.units : r.units) === "z" ? "z" : "";
   }
   if (clip && clip.result && !fresh) {
     stale.hidden = false;
@@ -827,7 +857,7 @@ function showVerdict(clip, segments, live = null) {
   const ood = $("ood");
   const oodText = fresh && r && r.outOfDistribution;
   ood.hidden = !oodText;
-  ood.textContent = oodText || "";
+  ood.textContent = oodText ? sentence(oodText) : "";
   const list = $("segments");
   list.replaceChildren();
   for (const s of segments || []) {
@@ -1130,7 +1160,7 @@ async function startRecording() {
     $("clip-name").textContent = `Recording at ${ctx.sampleRate} Hz…`;
     $("clip-details").textContent = "";
     showVerdict(null, [], null);
-    figure.showLive(rec.series, thresholdsOf(state.bank).seg ?? 1, LIVE_SPAN_S);
+    figure.showLive(rec.series, thresholdsOf(state.bank), LIVE_SPAN_S);
     node.port.onmessage = (ev) => onAudio(rec, ev.data);
     $("record-button").textContent = "■ Stop";
     $("record-button").classList.add("on");
@@ -1237,10 +1267,15 @@ async function stopRecording() {
   rec.series.durationS = clip.duration;
   // One bank for every take: the live result stands; takes with different banks: rescored as a whole.
   const serial = rec.serials.size === 1 ? [...rec.serials][0] : -1;
+  const b = state.bank || {};
   clip.result = rec.score == null ? null : {
     score: rec.score,
-    threshold: state.bank ? state.bank.threshold : null,
-    segmentThreshold: state.bank ? state.bank.segmentThreshold : null,
+    threshold: b.threshold ?? null,
+    segmentThreshold: b.segmentThreshold ?? null,
+    units: b.units ?? "distance",
+    displayFloor: b.displayFloor ?? null,
+    displayCeiling: b.displayCeiling ?? null,
+    members: [],
     series: rec.series,
     bandLimitHz: rec.series.bandLimitHz,
     outOfDistribution: null,

@@ -95,7 +95,7 @@ export function scoreError(label, err) {
 export function fitError(err, clip) {
   const r = raw(err);
   const who = clip || "A clip";
-  const short = /too short to learn from.*at least \d+ \(([\d.]+) s\)/.exec(r);
+  const short = /too short to learn from.*?at least (?:\d+ \()?([\d.]+) s/.exec(r);
   if (short) {
     return new UserError(`${who} is too short to learn from: at least ${short[1]} s is needed. Untick it and fit again.`, r);
   }

@@ -42,10 +42,11 @@ function heatColour(t) {
   return [0, 1, 2].map((c) => HEAT[k][c] * (1 - f) + HEAT[k + 1][c] * f);
 }
 
-// Where the heatmap starts to show and where it saturates, as fractions of the (segment) threshold: the map is
-// in the temporal curve's units, so a patch at 60 % of the threshold is invisible and one at the threshold is
-// red. The top of the ramp is 140 % of the threshold, or the largest value shown if that is higher, so that a
-// clip that is anomalous throughout still shows where it is most anomalous.
+// Where the heatmap starts to show and where it saturates come with each result (`displayFloor`,
+// `displayCeiling`, in the map's units, around the segment threshold): transparent below the floor, full colour
+// from the ceiling up, or from the largest value shown if that is higher, so that a clip that is anomalous
+// throughout still shows where it is most anomalous. Without them (an older core): 60 % and 140 % of the
+// segment threshold.
 export const HEAT_LOW = 0.6;
 export const HEAT_HIGH = 1.4;
 
@@ -168,6 +169,7 @@ export class Figure {
     this.els = els; // { spec, heat, faxis, taxis, curve, cursor }
     this.series = null;
     this.threshold = 1;
+    this.display = null; // {floor, ceiling} of the heat ramp, or null for HEAT_LOW/HEAT_HIGH of the threshold
     this.colourMap = "viridis";
     this.lut = colourTable(this.colourMap);
     this.view = { start: 0, frames: 0 }; // frames shown
@@ -184,16 +186,22 @@ export class Figure {
     this.draw();
   }
 
-  setThreshold(thr) {
-    this.threshold = thr;
+  // `levels`: {seg, floor, ceiling}: the curve's threshold and the heat ramp.
+  setLevels(levels) {
+    this.threshold = levels && levels.seg != null ? levels.seg : 1;
+    this.display = levels && levels.floor != null && levels.ceiling != null ? { floor: levels.floor, ceiling: levels.ceiling } : null;
+  }
+
+  setThreshold(levels) {
+    this.setLevels(levels);
     this.draw();
   }
 
   // Whole clip: the view is the whole series. `stale`: the map was made with a bank no longer in use, so only
   // the spectrogram is drawn.
-  showClip(series, threshold, segments, stale = false) {
+  showClip(series, levels, segments, stale = false) {
     this.series = series;
-    this.threshold = threshold;
+    this.setLevels(levels);
     this.segments = segments || [];
     this.stale = stale;
     this.live = false;
@@ -202,10 +210,10 @@ export class Figure {
   }
 
   // Live: the view follows the last `spanS` seconds.
-  showLive(series, threshold, spanS) {
+  showLive(series, levels, spanS) {
     this.series = series;
     this.stale = false;
-    this.threshold = threshold;
+    this.setLevels(levels);
     this.segments = [];
     this.live = true;
     this.liveSpan = Math.max(1, Math.round(spanS / series.hopS));
@@ -256,12 +264,12 @@ export class Figure {
     const lo = s.lmMin;
     const span = s.lmMax > s.lmMin ? s.lmMax - s.lmMin : 1;
     const thr = this.threshold > 0 ? this.threshold : 1;
-    let viewMax = 0;
+    let viewMax = -Infinity;
     for (let t = this.view.start; t < Math.min(s.frames, this.view.start + this.view.frames); t++) {
       for (let m = 0; m < V; m++) viewMax = Math.max(viewMax, s.map[t * M + m]);
     }
-    const hLo = HEAT_LOW * thr;
-    const hSpan = Math.max(HEAT_HIGH * thr, viewMax) - hLo;
+    const hLo = this.display ? this.display.floor : HEAT_LOW * thr;
+    const hSpan = Math.max(this.display ? this.display.ceiling : HEAT_HIGH * thr, viewMax) - hLo || 1;
     this.heatTop = hLo + hSpan;
     const lut = this.lut;
     const sp = specImg.data;
@@ -378,10 +386,17 @@ export class Figure {
       return;
     }
     const thr = this.threshold;
-    let vmax = thr * 1.25;
-    for (let i = 0; i < s.frames; i++) vmax = Math.max(vmax, s.curve[i] * 1.05);
+    // From 0 (or the lowest value: z-scores go below 0) to above the threshold and the highest value.
+    let vmin = Math.min(0, thr);
+    let vmax = thr + 0.25 * Math.abs(thr);
+    for (let i = 0; i < s.frames; i++) {
+      vmin = Math.min(vmin, s.curve[i]);
+      vmax = Math.max(vmax, s.curve[i]);
+    }
+    vmax += 0.05 * (vmax - vmin);
+    if (!(vmax > vmin)) vmax = vmin + 1;
     const pad = 4 * dpr;
-    const yOf = (v) => H - pad - (v / vmax) * (H - 2 * pad);
+    const yOf = (v) => H - pad - ((v - vmin) / (vmax - vmin)) * (H - 2 * pad);
     const xOf = (t) => ((t - this.view.start + 0.5) / this.view.frames) * W;
     const style = getComputedStyle(c);
     // segments above the threshold, shaded
