@@ -22,6 +22,8 @@ TARGET_DIR="$ROOT/target"
 WASM_TARGET_DIR="${SONOMALY_WASM_TARGET_DIR:-$ROOT/target/wasm}"
 DIST="$ROOT/dist"
 MODEL_DIR="$ROOT/models/aisfx-cnn14"
+# Shipped beside the default for "Open another model" (the page does not load it by itself).
+MN04_DIR="$ROOT/models/efficientat-mn04"
 # SIMD for the wasm target only: a target-specific variable leaves the native build's flags (and its cache) alone.
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:--C target-feature=+simd128}"
 
@@ -150,7 +152,7 @@ cmd_build() {
 
     say "assembling $DIST"
     rm -rf "$DIST"
-    mkdir -p "$DIST/pkg" "$DIST/models/aisfx-cnn14"
+    mkdir -p "$DIST/pkg" "$DIST/models/aisfx-cnn14" "$DIST/models/efficientat-mn04"
     cp -R "$ROOT/www/." "$DIST/"
     cp "$out/sonomaly.js" "$out/sonomaly_bg.wasm" "$DIST/pkg/"
     if [ -f "$MODEL_DIR/model.onnx" ] && [ -f "$MODEL_DIR/spec.json" ]; then
@@ -158,6 +160,9 @@ cmd_build() {
     else
         echo "warning: $MODEL_DIR/model.onnx or spec.json is missing; the page will say that no model could be loaded" >&2
     fi
+    cp "$MN04_DIR/model.onnx" "$MN04_DIR/spec.json" "$MN04_DIR/class_labels_indices.csv" "$DIST/models/efficientat-mn04/"
+    # The models' licences and attribution travel with them (the MIT text of EfficientAT asks for it).
+    cp "$ROOT/models/NOTICE" "$DIST/models/NOTICE"
     [ -f "$DIST/demo/fan-demo.bank" ] \
         || echo "warning: www/demo/fan-demo.bank is missing; the page will start without a bank" >&2
     # A build stamp lets the page's model cache notice a new model.

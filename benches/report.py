@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Turns the benchmark results in target/bench/*.json into BENCH.md (run by benches/run.sh).
 
-    python3 benches/report.py [--out target/bench] [--write BENCH.md]
+    python3 benches/report.py [--out target/bench] [--write BENCH.md] [--partial]
+
+--partial reads the results of `cargo bench --bench speed -- --only ...` and `benches/reference.py --only ...`
+(native-partial.json, reference-partial.json) instead of a full run's.
 
 Ratios are ours / theirs on the same work in the same run: below 1 means sonomaly is faster. Absolute times on
 a shared 2-core machine are noise; ratios within one run are the figures to read.
@@ -39,6 +42,9 @@ def diff(r, key):
     return "" if v is None else f"{v:.1e}"
 
 
+NATIVE_MODELS = ("aisfx", "cnn14-panns", "mn04", "mn04-f12-15")
+CNN14_MODELS = ("aisfx", "cnn14-panns")
+
 RUNTIME_LABEL = {"cnn14-winograd": "sonomaly (direct CNN14, Winograd)", "tract": "sonomaly on tract (fallback)"}
 
 
@@ -48,13 +54,83 @@ def table(header, rows):
     return "\n".join(out)
 
 
+def capped_coreset_section(get, fitscales):
+    """Markdown for the capped coreset against the exact one (speed) and the fit-scaling runs of
+    benches/fit_scaling.sh (`fitscales`: the fitscale.*.json contents)."""
+    md = ["\n### Capped coreset against the exact greedy\n",
+          "PatchCore fit with the default `max_bank_rows` (the cap): above `cap / coreset_ratio` patches the greedy "
+          "runs on that many seeded random candidates, below it on all patches (then it is the exact selection; "
+          "the `same bank` column checks it). The reference is anomalib's greedy in numpy on the same candidates "
+          "(1 thread, the 896-dimensional cases timed on their first 1000 centres); its total is projection + "
+          "per-centre time x coreset. Seeded Gaussian clusters, one run each.\n"]
+    rows = []
+    for n in (100_000, 1_000_000):
+        for d in (10, 896):
+            for sel in ("exact", "capped"):
+                if sel == "exact":
+                    ours = get(f"coreset.d{d}.sonomaly") if n == 100_000 else get(f"coreset.exact.n{n}.d{d}.sonomaly")
+                    ref_ = get(f"coreset.d{d}.numpy.1t") if n == 100_000 else None
+                else:
+                    ours = get(f"coreset.capped.n{n}.d{d}.sonomaly")
+                    ref_ = get(f"coreset.capped.n{n}.d{d}.numpy.1t") or (
+                        get(f"coreset.d{d}.numpy.1t") if ours and ours.get("candidates") == n else None)
+                if ours is None:
+                    continue
+                total_ref = None
+                if ref_:
+                    total_ref = ref_["projection_ms"] + ref_["per_centre_ms"] * ours["coreset"]
+                same = ours.get("same_bank_as_exact")
+                rows.append([f"{n:,} x {d}", sel, ours["candidates"], ours["projected_dims"], ours["coreset"],
+                             ours["threads"], f"{ours['median_ms'] / 1e3:.1f} s",
+                             "—" if total_ref is None else f"{total_ref / 1e3:.1f} s",
+                             "—" if total_ref is None else f"{ours['median_ms'] / total_ref:.2f}x",
+                             "" if same is None else ("yes" if same else "**no**")])
+    md.append(table(["patches", "selection", "candidates", "projected dims", "bank rows", "threads", "sonomaly",
+                     "reference (est.)", "ratio", "same bank as exact"], rows))
+    for fs in fitscales:
+        runs = fs["runs"]
+        md.append(f"\n`sonomaly fit` {('`' + fs['args'] + '`') if fs['args'] else '(default settings)'} on the MIMII fan "
+                  "clips rotated in time (`benches/fit_scaling.sh`): wall time and peak resident memory from "
+                  "`/usr/bin/time -v`; the coreset time is the sum of every PatchCore fit's selection "
+                  "(`SONOMALY_CORESET_LOG=1`: one per calibration fold and the final one), the rest is decoding, "
+                  "front end, patches, calibration scoring and writing.\n")
+        rows = []
+        for r in runs:
+            rows.append([f"{r['clips']} ({r['audio_s'] / 60:.1f} min)", f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}",
+                         f"{r['coreset_seconds']:.1f} ({r['coresets']} selections)",
+                         f"{r['seconds'] - r['coreset_seconds']:.1f}", f"{r['peak_rss_kib'] / 1024:.0f}",
+                         r["final_patches"], r["final_candidates"], r["memory_bank"]])
+        md.append(table(["clips (audio)", "fit s (wall)", "CPU s (user + sys)", "coreset s (wall)", "rest s (wall)",
+                         "peak RSS MiB", "patches (final fit)",
+                         "candidates", "memory bank"], rows))
+        t = {r["clips"]: r["seconds"] for r in runs}
+        if 90 in t and 360 in t:
+            md.append(f"\nFit time 360 clips / 90 clips: {t[360] / t[90]:.2f} (linear: 4; target <= 5); "
+                      f"1 hour fitted in {t[360]:.0f} s (target <= 60 s).")
+    return md
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
     ap.add_argument("--write", help="write the report here (default: print it)")
+    ap.add_argument("--partial", action="store_true", help="read native-partial.json and reference-partial.json")
+    ap.add_argument("--coreset-section", action="store_true",
+                    help="print only the capped-coreset section, from native-partial.json, reference-partial.json "
+                         "and fitscale.*.json (cargo bench --bench speed -- --only coreset, reference.py "
+                         "--only coreset, benches/fit_scaling.sh)")
     a = ap.parse_args()
-    native = load(os.path.join(a.out, "native.json")) or {"records": []}
-    ref = load(os.path.join(a.out, "reference.json")) or {"records": []}
+    fitscales = [load(os.path.join(a.out, f)) for f in sorted(os.listdir(a.out))
+                 if f.startswith("fitscale.") and f.endswith(".json") and f.count(".") == 2] if os.path.isdir(a.out) else []
+    fitscales.sort(key=lambda f: f["tag"] != "default")
+    if a.coreset_section:
+        recs = {r["id"]: r for f in ("native-partial.json", "reference-partial.json")
+                for r in (load(os.path.join(a.out, f)) or {"records": []})["records"]}
+        print("\n".join(capped_coreset_section(recs.get, fitscales)))
+        return
+    suffix = "-partial" if a.partial else ""
+    native = load(os.path.join(a.out, f"native{suffix}.json")) or {"records": []}
+    ref = load(os.path.join(a.out, f"reference{suffix}.json")) or {"records": []}
     browser = load(os.path.join(a.out, "browser.json")) or {"records": []}
     fit = load(os.path.join(a.out, "fit100.json"))
     fit_info = load(os.path.join(a.out, "fit100.info.json"))
@@ -94,14 +170,16 @@ def main():
     md.append("- References: " + ", ".join(versions))
     md.append("- Input: `www/demo/fan-normal.wav` (10 s, MIMII fan) resampled to each front end's rate; models "
               "`models/aisfx-cnn14` (the default, 431 x 96 log-mel for 10 s) and a CNN14 in the PANNs layout with "
-              "random weights (`models/convert_cnn14.py --synthetic`, 1001 x 64), all four conv_block outputs.\n")
+              "random weights (`models/convert_cnn14.py --synthetic`, 1001 x 64), all four conv_block outputs; "
+              "EfficientAT `models/efficientat-mn04` (128 x 1000), all 17 blocks (`mn04`) and the two a PatchCore "
+              "bank on it uses, features.12 + features.15 (`mn04-f12-15`; tract prunes the rest).\n")
 
     # Backbone, native
     md.append("## 1. Backbone, native (CPU)\n")
     sgemm1, sgemm2 = get("sgemm.numpy.1t"), get("sgemm.numpy.2t")
     peak = {1: sgemm1["gflops"] if sgemm1 else None, 2: sgemm2["gflops"] if sgemm2 else None}
     rows = []
-    for model in ("aisfx", "cnn14-panns"):
+    for model in NATIVE_MODELS:
         flops = get(f"flops.{model}")
         gflop = 2 * flops["conv_macs"] / 1e9 if flops else None
         for threads in (1, 2):
@@ -135,32 +213,35 @@ def main():
               "product, not the hardware's peak (onnxruntime's direct convolution kernels pass it).".format(
                   "—" if not peak[1] else f"{peak[1]:.0f}", "—" if not peak[2] else f"{peak[2]:.0f}"))
     rows = []
-    for model in ("aisfx", "cnn14-panns"):
+    for model in NATIVE_MODELS:
         for threads in (1, 2):
             r = get(f"backbone.{model}.sonomaly.windows-{threads}t")
             w = get(f"backbone.{model}.sonomaly.whole-{threads}t")
+            o = get(f"backbone.{model}.onnxruntime.windows-{threads}t")
             if r:
                 rows.append([model, threads, f"{r['windows']} x {r['window_frames']} frames (hop {r['window_hop']})",
-                             ms(r), ratio(r, w)])
+                             ms(r), f"{r['median_ms'] / r['windows']:.2f}", ratio(r, w), ms(o), ratio(r, o)])
     md.append("\nWhat the pipeline runs: windows of the spec's length every hop frames, the last one aligned to the "
-              "end (each frame is judged in the window whose centre is nearest, so the windows overlap by half):\n")
-    md.append(table(["model", "threads", "windows per 10 s", "ms / 10 s clip", "vs whole input"], rows))
+              "end (each frame is judged in the window whose centre is nearest, so the windows overlap by half). "
+              "onnxruntime runs the same windows one by one (sonomaly: in batches of 4):\n")
+    md.append(table(["model", "threads", "windows per 10 s", "ms / 10 s clip", "ms / window", "vs whole input",
+                     "onnxruntime ms / 10 s clip", "vs onnxruntime"], rows))
 
     # FLOPs per second of audio
     md.append("\n## 2. FLOPs per second of audio\n")
     rows = []
-    for model in ("aisfx", "cnn14-panns"):
+    for model in NATIVE_MODELS:
         f = get(f"flops.{model}")
         win = get(f"backbone.{model}.sonomaly.windows-1t")
         if not f:
             continue
         per_s = 2 * f["conv_macs"] / f["seconds_of_audio"] / 1e9
-        frames = f["input_shape"][2]
+        frames = win["frames"] if win else f["input_shape"][2]
         overlap = (win["windows"] * win["window_frames"] / frames) if win else None
         cin1 = 2 * f.get("conv_macs_one_input_channel", 0) / f["seconds_of_audio"] / 1e9
         rows.append([model, f"{f['input_shape']}", f"{per_s:.2f}",
                      "—" if overlap is None else f"{per_s * overlap:.2f} ({overlap:.2f}x)",
-                     f"{(per_s - cin1) / 2.25 + cin1:.2f}"])
+                     f"{(per_s - cin1) / 2.25 + cin1:.2f}" if model in CNN14_MODELS else "— (tract, no Winograd)"])
     md.append(table(["model", "input for 10 s", "GFLOP per s of audio (whole input)",
                      "with the pipeline's windows", "GFLOP per s of audio sonomaly does (Winograd)"],
                     rows))
@@ -274,6 +355,8 @@ def main():
               "scikit-learn, not torch; 1 thread) excludes it:\n")
     md.append(table(["patches", "projected dims", "coreset", "sonomaly threads", "sonomaly total",
                      "sonomaly ms / centre", "reference ms / centre", "ratio"], rows))
+    if get("coreset.capped.n1000000.d10.sonomaly") or fitscales:
+        md += capped_coreset_section(get, fitscales)
     if fit:
         info = fit_info or {}
         bank = info.get("memory_bank", "?")
@@ -290,11 +373,15 @@ def main():
     # Spectrogram
     md.append("\n## 6. Log-mel spectrogram\n")
     rows = []
-    for key, label in (("aisfx", "aisfx (44.1 kHz, 2048/1024, 96 mels)"), ("panns", "PANNs CNN14 (32 kHz, 1024/320, 64 mels)")):
-        ours, lib = get(f"spectrogram.{key}.sonomaly"), get(f"spectrogram.{key}.librosa")
+    for key, label, ref_impl in (("aisfx", "aisfx (44.1 kHz, 2048/1024, 96 mels)", "librosa"),
+                                 ("panns", "PANNs CNN14 (32 kHz, 1024/320, 64 mels)", "librosa"),
+                                 ("efficientat", "EfficientAT (32 kHz, pre-emphasis, 800 in 1024 / 320, 128 Kaldi mels)",
+                                  "numpy")):
+        ours, lib = get(f"spectrogram.{key}.sonomaly"), get(f"spectrogram.{key}.{ref_impl}")
         if ours:
-            rows.append([label, ms(ours), ms(lib), ratio(ours, lib), diff(lib, "max_abs_diff")])
-    md.append(table(["preset", "sonomaly ms", "librosa ms", "ratio", "max abs diff"], rows))
+            rows.append([label, ms(ours), f"{ms(lib)} ({ref_impl})" if lib else "—", ratio(ours, lib),
+                         diff(lib, "max_abs_diff")])
+    md.append(table(["preset", "sonomaly ms", "reference ms", "ratio", "max abs diff"], rows))
 
     # Targets
     md.append("\n## Targets\n")

@@ -12,13 +12,14 @@
 #    measurement (the 20 normal fan clips, each also rotated in time by 2, 4, 6 and 8 s), the wasm page
 #    (./build.sh build),
 # 3. runs sonomaly's side (cargo bench --bench speed), the native references (benches/reference.py), a fit on the
-#    100 clips (wall time and peak memory from getrusage), and the browser side (node benches/web/run.mjs: our
+#    100 clips (wall time and peak memory from getrusage), fits of 15 / 90 / 360 clips (benches/fit_scaling.sh:
+#    wall time, peak memory, time in coreset selection), and the browser side (node benches/web/run.mjs: our
 #    wasm and onnxruntime-web in the same headless Chromium),
 # 4. writes BENCH.md (benches/report.py) from this run's target/bench/*.json and prints it.
 #
 # --quick: 3 repetitions instead of 10, report in target/bench/BENCH-quick.md (a smoke run: BENCH.md is left alone;
 # the one-run items, coreset and fit, take as long as ever). --no-browser: native rows only.
-# Takes about 20 minutes on 2 cores once built (most of it the coresets, their references and the browser); the
+# Takes about 25 minutes on 2 cores once built (most of it the coresets, their references, the fits and the browser); the
 # first run also builds the crate natively and for wasm, 15-25 minutes more.
 set -euo pipefail
 
@@ -49,7 +50,7 @@ if [ "$BROWSER" = 1 ]; then
 fi
 mkdir -p "$OUT"
 # Only this run's results go into the report.
-rm -f "$OUT"/native.json "$OUT"/reference.json "$OUT"/browser.json "$OUT"/fit100.json "$OUT"/fit100.info.json
+rm -f "$OUT"/native.json "$OUT"/reference.json "$OUT"/browser.json "$OUT"/fit100.json "$OUT"/fit100.info.json "$OUT"/fitscale.*.json
 
 say "reference tools (pip: benches/requirements.txt)"
 python3 -c "import onnxruntime, faiss, librosa, sklearn, safetensors, onnx, threadpoolctl, soundfile" 2>/dev/null \
@@ -110,6 +111,9 @@ print(f"fit of {clips} clips: {seconds:.1f} s, peak RSS {peak_kib / 1024:.0f} Mi
 sys.exit(code)
 PY
 "$SONOMALY" info --json "$OUT/fit100.bank" > "$OUT/fit100.info.json"
+
+say "fit scaling: 15, 90 and 360 clips of 10 s (benches/fit_scaling.sh)"
+benches/fit_scaling.sh
 
 if [ "$BROWSER" = 1 ]; then
     say "browser (./build.sh build, then node benches/web/run.mjs)"

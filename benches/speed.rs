@@ -1,24 +1,31 @@
 //! Speed of sonomaly's own stages, for the side-by-side table in BENCH.md (`benches/run.sh` runs everything).
 //!
 //! ```text
-//! cargo bench --bench speed -- [--out target/bench] [--reps 10] [--quick]
+//! cargo bench --bench speed -- [--out target/bench] [--reps 10] [--quick] [--only backbone,knn,coreset,sgemm]
 //! ```
 //!
 //! Writes `<out>/inputs.safetensors` (the tensors the reference tools get: the 10 s clip resampled for each front
 //! end, its log-mels, kNN banks and queries, coreset patches), `<out>/outputs.safetensors` (our results on them,
 //! for the sameness checks in `benches/reference.py`) and `<out>/native.json` (timings: median and minimum of
-//! `--reps` runs after warm-up runs, milliseconds). Measured:
+//! `--reps` runs after warm-up runs, milliseconds). With `--only` (the front ends always run) the three files are
+//! `inputs-partial.safetensors`, `outputs-partial.safetensors` and `native-partial.json`, for
+//! `benches/reference.py --only`. Measured:
 //!
-//! - `spectrogram.*`: log-mel of the 10 s clip, aisfx (44.1 kHz) and PANNs (32 kHz) presets.
+//! - `spectrogram.*`: log-mel of the 10 s clip, aisfx (44.1 kHz), PANNs (32 kHz) and EfficientAT (32 kHz) presets.
 //! - `backbone.<model>.*`: the network on the clip's log-mel: the whole input in one run on 1 and 2 threads, by
-//!   sonomaly's direct CNN14 path and by tract (`multithread-mm` on rayon's pool), and the windows the pipeline runs (spec window and hop, last window aligned to the
-//!   end, in batches of 4) on 1 and 2 threads. Models: the default `models/aisfx-cnn14` and a CNN14 in the PANNs
-//!   layout at `<out>/cnn14-panns` (random weights; `benches/run.sh` makes it), all four outputs.
+//!   sonomaly's direct CNN14 path and by tract (`multithread-mm` on rayon's pool), and the windows the pipeline
+//!   runs (spec window and hop, last window aligned to the end, in batches of 4) on 1 and 2 threads. Models: the
+//!   default `models/aisfx-cnn14` and a CNN14 in the PANNs layout at `<out>/cnn14-panns` (random weights;
+//!   `benches/run.sh` makes it), all four outputs; EfficientAT `models/efficientat-mn04` (tract only, layout
+//!   `ncft`) with all 17 blocks (`mn04`) and with `features.12` + `features.15` (`mn04-f12-15`, the blocks a
+//!   PatchCore bank on it uses).
 //! - `knn.*`: PatchCore nearest-neighbour search, on 1 and 2 threads: the demo bank with 4800 queries (memory-bank
 //!   rows plus noise; about as many as the default embedding gives for a 10 s clip's windows), and a CNN-sized bank
 //!   (20,000 x 896, 4096 queries, seeded Gaussian clusters).
-//! - `coreset.*`: PatchCore fit (random projection + greedy k-center coreset, ratio 0.1) of 100,000 patches of 10
-//!   and 896 dimensions (the default embedding's and conv_block2,3,4's), on all threads, one run each.
+//! - `coreset.*`: PatchCore fit (random projection + greedy k-center coreset, ratio 0.1) of seeded clustered
+//!   patches of 10 and 896 dimensions (the default embedding's and conv_block2,3,4's), on all threads, one run
+//!   each: the exact greedy over all patches (`max_bank_rows: None`) and the default capped selection at 100,000
+//!   patches, the capped one at 1,000,000 patches, and the exact one at 1,000,000 x 10.
 //! - `sgemm.matrixmultiply`: a 1024^3 single-precision matrix product, 1 thread.
 //!
 //! The 10 s clip is `www/demo/fan-normal.wav` (MIMII fan id_00, 16 kHz).
@@ -33,7 +40,7 @@ use serde_json::{json, Value};
 use sonomaly::audio::{decode_file, resample, to_mono, ChannelSelect};
 use sonomaly::backbone::{Backbone, BackboneSpec, Runtime};
 use sonomaly::bank::Bank;
-use sonomaly::detector::patchcore::{PatchCore, PatchCoreConfig};
+use sonomaly::detector::patchcore::{johnson_lindenstrauss_min_dim, random_subset, PatchCore, PatchCoreConfig};
 use sonomaly::detector::Detector;
 use sonomaly::spectrogram::{LogMel, LogMelConfig, Preset};
 
@@ -156,6 +163,17 @@ impl Tensors {
     }
 }
 
+/// `[frames, mel]` -> `[mel, frames]` (the input layout of an `ncft` network).
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}
+
 /// Window starts as the pipeline cuts them: every `hop` frames, the last window aligned to the end.
 fn window_starts(t: usize, w: usize, hop: usize) -> Vec<usize> {
     if t <= w {
@@ -166,6 +184,8 @@ fn window_starts(t: usize, w: usize, hop: usize) -> Vec<usize> {
     s
 }
 
+/// One backbone, `[frames, mel]` log-mel; `only`: the outputs to keep (`None`: all the spec lists).
+#[allow(clippy::too_many_arguments)]
 fn bench_backbone(
     o: &Options,
     records: &mut Vec<Value>,
@@ -174,6 +194,7 @@ fn bench_backbone(
     dir: &Path,
     logmel: &[f32],
     frames: usize,
+    only: Option<&[&str]>,
 ) {
     let (Ok(onnx), Ok(spec_json)) =
         (std::fs::read(dir.join("model.onnx")), std::fs::read_to_string(dir.join("spec.json")))
@@ -185,24 +206,39 @@ fn bench_backbone(
         return;
     };
     let spec = BackboneSpec::from_json(&spec_json).expect("spec");
-    let names: Vec<String> = spec.outputs.iter().map(|o| o.name.clone()).collect();
+    let names: Vec<String> = match only {
+        Some(list) => list.iter().map(|s| s.to_string()).collect(),
+        None => spec.outputs.iter().map(|o| o.name.clone()).collect(),
+    };
     let mel = spec.front_end_config().n_mels;
     assert_eq!(logmel.len(), frames * mel);
 
     let whole =
         Backbone::with_frames(&onnx, spec.clone(), &names, frames, Runtime::Auto).expect("backbone, whole clip");
-    let tract = Backbone::with_frames(&onnx, spec.clone(), &names, frames, Runtime::Tract).expect("tract, whole clip");
+    // A graph that runs on tract anyway gets no second, identical tract row.
+    let tract = (whole.runtime_name() != "tract").then(|| {
+        Backbone::with_frames(&onnx, spec.clone(), &names, frames, Runtime::Tract).expect("tract, whole clip")
+    });
     let maps = whole.run(logmel).expect("run");
-    let tract_maps = tract.run(logmel).expect("run");
-    let max_diff = maps
-        .iter()
-        .zip(&tract_maps)
-        .flat_map(|(a, b)| a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()))
-        .fold(0.0f32, f32::max);
+    let max_diff = tract.as_ref().map(|tract| {
+        let tract_maps = tract.run(logmel).expect("run");
+        maps.iter()
+            .zip(&tract_maps)
+            .flat_map(|(a, b)| a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max)
+    });
     for m in &maps {
-        outputs.add(&format!("{model}.{}", m.name), &[1, m.channels, m.time, m.freq], &m.data);
+        // In the graph's own layout, as onnxruntime returns it: [1, C, T, F], or [1, C, F, T] for `ncft`.
+        if spec.mel_first() {
+            let plane = (m.time * m.freq).max(1);
+            let data: Vec<f32> = m.data.chunks_exact(plane).flat_map(|c| transpose(c, m.time, m.freq)).collect();
+            outputs.add(&format!("{model}.{}", m.name), &[1, m.channels, m.freq, m.time], &data);
+        } else {
+            outputs.add(&format!("{model}.{}", m.name), &[1, m.channels, m.time, m.freq], &m.data);
+        }
     }
-    let extra = json!({ "group": "backbone", "model": model, "frames": frames, "mel_bins": mel, "outputs": names });
+    let extra = json!({ "group": "backbone", "model": model, "frames": frames, "mel_bins": mel, "outputs": names,
+                        "layout": spec.layout });
     for threads in [1, 2] {
         let p = pool(threads);
         let t = p.install(|| {
@@ -213,13 +249,15 @@ fn bench_backbone(
         let info = json!({ "impl": "sonomaly", "runtime": whole.runtime_name(), "threads": threads,
                            "max_abs_diff_vs_tract": max_diff });
         record(records, &format!("backbone.{model}.sonomaly.whole-{threads}t"), t, info.merge(&extra));
-        let t = p.install(|| {
-            measure(o, || {
-                tract.run(logmel).unwrap();
-            })
-        });
-        let info = json!({ "impl": "tract", "runtime": "tract", "threads": threads });
-        record(records, &format!("backbone.{model}.tract.whole-{threads}t"), t, info.merge(&extra));
+        if let Some(tract) = &tract {
+            let t = p.install(|| {
+                measure(o, || {
+                    tract.run(logmel).unwrap();
+                })
+            });
+            let info = json!({ "impl": "tract", "runtime": "tract", "threads": threads });
+            record(records, &format!("backbone.{model}.tract.whole-{threads}t"), t, info.merge(&extra));
+        }
     }
     drop((whole, tract));
 
@@ -310,24 +348,73 @@ fn bench_knn(
     }
 }
 
-fn bench_coreset(o: &Options, records: &mut Vec<Value>, inputs: &mut Tensors, d: usize, seed: u64) {
-    let n = 100_000;
-    println!("coreset of {n} x {d} patches (one run; up to a few minutes for the larger one) ...");
-    let patches = clusters(n, d, 64, seed);
-    inputs.add(&format!("coreset.d{d}.patches"), &[n, d], &patches);
-    let config = PatchCoreConfig::default();
+/// PatchCore fit of `n` seeded clustered patches of `d` dimensions, one run: `cap` `None` is the exact greedy over
+/// all patches (`coreset.d{d}.sonomaly`, the rows the numpy reference of anomalib's algorithm is compared with),
+/// `Some` the capped selection (`coreset.capped.n{n}.d{d}.sonomaly`; its candidates go to the inputs for the
+/// reference, which times anomalib's greedy on them). Returns the memory bank.
+fn bench_coreset(
+    o: &Options,
+    records: &mut Vec<Value>,
+    inputs: &mut Tensors,
+    patches: &[f32],
+    d: usize,
+    cap: Option<usize>,
+    export: bool,
+) -> Vec<f32> {
+    let n = patches.len() / d;
+    let config = PatchCoreConfig { max_bank_rows: cap, ..Default::default() };
+    let plan = config.plan(n);
+    let label = if cap.is_some() { "capped" } else { "exact" };
+    println!("coreset ({label}) of {n} x {d} patches (one run; up to a few minutes) ...");
+    let id = match cap {
+        None if n == 100_000 => format!("coreset.d{d}.sonomaly"),
+        None => format!("coreset.exact.n{n}.d{d}.sonomaly"),
+        Some(_) => format!("coreset.capped.n{n}.d{d}.sonomaly"),
+    };
+    if export {
+        if plan.candidates == n {
+            inputs.add(&format!("coreset.d{d}.patches"), &[n, d], patches);
+        } else {
+            let subset = random_subset(n, plan.candidates, config.seed);
+            let rows: Vec<f32> = subset.iter().flat_map(|&i| patches[i * d..(i + 1) * d].iter().copied()).collect();
+            inputs.add(&format!("coreset_capped.n{n}.d{d}.candidates"), &[subset.len(), d], &rows);
+        }
+    }
     let once = Options { out: o.out.clone(), reps: 1, warmup: 0, only: Vec::new() };
-    let mut kept = 0;
-    let t = measure(&once, || kept = PatchCore::fit(&patches, d, config.clone()).unwrap().len());
-    let k = sonomaly::detector::patchcore::johnson_lindenstrauss_min_dim(n, config.projection_eps);
+    let mut bank = Vec::new();
+    let t = measure(&once, || bank = PatchCore::fit(patches, d, config.clone()).unwrap().memory_bank);
+    let k = johnson_lindenstrauss_min_dim(plan.candidates, config.projection_eps);
     let threads = rayon::current_num_threads();
     record(
         records,
-        &format!("coreset.d{d}.sonomaly"),
+        &id,
         t,
-        json!({ "group": "coreset", "impl": "sonomaly", "threads": threads, "patches": n, "dims": d, "coreset": kept,
+        json!({ "group": "coreset", "impl": "sonomaly", "selection": label, "threads": threads, "patches": n,
+                "dims": d, "coreset": bank.len() / d, "candidates": plan.candidates, "max_bank_rows": cap,
                 "projected_dims": if k < d { k } else { d } }),
     );
+    bank
+}
+
+/// The coreset rows: exact and capped (default cap) at 100,000 patches, capped at 1,000,000, and the exact at
+/// 1,000,000 for the 10-dimensional patches only (the 896-dimensional one would take hours).
+fn bench_coresets(o: &Options, records: &mut Vec<Value>, inputs: &mut Tensors) {
+    let cap = PatchCoreConfig::default().max_bank_rows;
+    for (d, seed) in [(10usize, 21u64), (896, 22)] {
+        let patches = clusters(100_000, d, 64, seed);
+        let exact = bench_coreset(o, records, inputs, &patches, d, None, true);
+        let capped = bench_coreset(o, records, inputs, &patches, d, cap, false);
+        if let Some(r) = records.last_mut() {
+            r["same_bank_as_exact"] = json!(capped == exact);
+        }
+    }
+    for (d, seed) in [(10usize, 23u64), (896, 24)] {
+        let patches = clusters(1_000_000, d, 64, seed);
+        bench_coreset(o, records, inputs, &patches, d, cap, true);
+        if d == 10 {
+            bench_coreset(o, records, inputs, &patches, d, None, false);
+        }
+    }
 }
 
 fn main() {
@@ -343,14 +430,20 @@ fn main() {
     let audio = decode_file(&clip).expect("decoding the demo clip");
     let mono = to_mono(&audio, ChannelSelect::Mix).expect("mono");
     let mut logmels = Vec::new();
-    for (preset, key) in [(Preset::Aisfx, "aisfx"), (Preset::PannsCnn14, "panns")] {
+    for (preset, key) in [(Preset::Aisfx, "aisfx"), (Preset::PannsCnn14, "panns"), (Preset::Efficientat, "efficientat")]
+    {
         let config = LogMelConfig::preset(preset);
         let samples = resample(&mono, audio.sample_rate, config.sample_rate).expect("resampling");
         inputs.add(&format!("audio_{key}"), &[samples.len()], &samples);
         let lm = LogMel::new(config.clone()).expect("front end");
         let spec = lm.compute(&samples).expect("log-mel");
         let (t, m) = (spec.frames, spec.mel_bins);
-        inputs.add(&format!("logmel_{key}"), &[1, 1, t, m], &spec.data);
+        if preset == Preset::Efficientat {
+            // The network's layout, [1, 1, mel, frames], as onnxruntime takes it.
+            inputs.add(&format!("logmel_{key}"), &[1, 1, m, t], &transpose(&spec.data, t, m));
+        } else {
+            inputs.add(&format!("logmel_{key}"), &[1, 1, t, m], &spec.data);
+        }
         let timing = measure(&o, || {
             lm.compute(&samples).unwrap();
         });
@@ -366,9 +459,14 @@ fn main() {
 
     let (_, lm_aisfx, t_aisfx) = &logmels[0];
     let (_, lm_panns, t_panns) = &logmels[1];
+    let (_, lm_eat, t_eat) = &logmels[2];
     if o.wants("backbone") {
-        bench_backbone(&o, &mut records, &mut outputs, "aisfx", &root.join("models/aisfx-cnn14"), lm_aisfx, *t_aisfx);
-        bench_backbone(&o, &mut records, &mut outputs, "cnn14-panns", &o.out.join("cnn14-panns"), lm_panns, *t_panns);
+        let (out, aisfx, mn04) = (&mut outputs, root.join("models/aisfx-cnn14"), root.join("models/efficientat-mn04"));
+        bench_backbone(&o, &mut records, out, "aisfx", &aisfx, lm_aisfx, *t_aisfx, None);
+        bench_backbone(&o, &mut records, out, "cnn14-panns", &o.out.join("cnn14-panns"), lm_panns, *t_panns, None);
+        bench_backbone(&o, &mut records, out, "mn04", &mn04, lm_eat, *t_eat, None);
+        let f12_15 = ["features.12", "features.15"];
+        bench_backbone(&o, &mut records, out, "mn04-f12-15", &mn04, lm_eat, *t_eat, Some(&f12_15));
     }
 
     if o.wants("knn") {
@@ -378,24 +476,21 @@ fn main() {
         bench_knn(&o, &mut records, &mut inputs, &mut outputs, "cnn", bank_rows.to_vec(), query_rows.to_vec(), 896);
     }
     if o.wants("coreset") {
-        bench_coreset(&o, &mut records, &mut inputs, 10, 21);
-        bench_coreset(&o, &mut records, &mut inputs, 896, 22);
+        bench_coresets(&o, &mut records, &mut inputs);
     }
     if o.wants("sgemm") {
         bench_sgemm(&o, &mut records);
     }
 
-    let name = if o.only.is_empty() {
-        inputs.write(&o.out.join("inputs.safetensors"));
-        outputs.write(&o.out.join("outputs.safetensors"));
-        "native.json"
-    } else {
-        "native-partial.json"
-    };
+    // A partial run (--only) keeps its files apart, so the full run's files (what BENCH.md is made of) stay whole.
+    let suffix = if o.only.is_empty() { "" } else { "-partial" };
+    inputs.write(&o.out.join(format!("inputs{suffix}.safetensors")));
+    outputs.write(&o.out.join(format!("outputs{suffix}.safetensors")));
+    let name = format!("native{suffix}.json");
     let report = json!({ "records": records, "reps": o.reps, "cpu": cpu_name(),
                          "threads_available": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) });
-    std::fs::write(o.out.join(name), serde_json::to_string_pretty(&report).unwrap()).expect("writing the results");
-    println!("wrote {}", o.out.join(name).display());
+    std::fs::write(o.out.join(&name), serde_json::to_string_pretty(&report).unwrap()).expect("writing the results");
+    println!("wrote {}", o.out.join(&name).display());
 }
 
 /// The demo bank with 4800 queries: its rows plus a little noise (about the default embedding's patch count for the

@@ -2,8 +2,10 @@
 //!
 //! A backbone is an ONNX file plus a small JSON [`BackboneSpec`] (front-end preset, input name and layout,
 //! output layers with their channel counts and strides, analysis window). The model is loaded and optimised
-//! once for a fixed input shape `[1, 1, window_frames, mel_bins]`; [`Backbone::run`] then only executes it.
-//! Only the outputs the embedding asks for are kept, so tract prunes the blocks that are not needed.
+//! once for a fixed input shape (`[1, 1, window_frames, mel_bins]` for layout `nctf`, CNN14's; `[1, 1, mel_bins,
+//! window_frames]` for `ncft`, EfficientAT's); [`Backbone::run`] then only executes it. Whatever the layout, it
+//! takes a `[frames, mel_bins]` window and returns [`FeatureMap`]s `[C, T_l, F_l]`, so nothing downstream depends
+//! on it. Only the outputs the embedding asks for are kept, so tract prunes the blocks that are not needed.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -41,7 +43,8 @@ pub struct BackboneSpec {
     pub front_end: Preset,
     /// Name of the ONNX input.
     pub input_name: String,
-    /// Input layout; only `nctf` (`[batch, 1, frames, mel_bins]`) is supported.
+    /// Input layout: `nctf` (`[batch, 1, frames, mel_bins]`, CNN14's; outputs `[batch, C, T_l, F_l]`) or `ncft`
+    /// (`[batch, 1, mel_bins, frames]`, EfficientAT's; outputs `[batch, C, F_l, T_l]`).
     pub layout: String,
     /// Output layers, finest first.
     pub outputs: Vec<OutputSpec>,
@@ -72,9 +75,10 @@ impl BackboneSpec {
     pub fn from_json(json: &str) -> Result<Self> {
         let spec: BackboneSpec =
             serde_json::from_str(json).map_err(|e| Error::model(format!("backbone spec JSON: {e}")))?;
-        if spec.layout != "nctf" {
+        if spec.layout != LAYOUT_NCTF && spec.layout != LAYOUT_NCFT {
             return Err(Error::model(format!(
-                "backbone spec: layout '{}' is not supported (expected 'nctf' = [batch, 1, frames, mel_bins])",
+                "backbone spec: layout '{}' is not supported (expected '{LAYOUT_NCTF}' = [batch, 1, frames, \
+                 mel_bins] or '{LAYOUT_NCFT}' = [batch, 1, mel_bins, frames])",
                 spec.layout
             )));
         }
@@ -110,7 +114,17 @@ impl BackboneSpec {
     pub fn output(&self, name: &str) -> Option<&OutputSpec> {
         self.outputs.iter().find(|o| o.name == name)
     }
+
+    /// Whether the network takes mel bins before frames (layout `ncft`).
+    pub fn mel_first(&self) -> bool {
+        self.layout == LAYOUT_NCFT
+    }
 }
+
+/// Layout `[batch, 1, frames, mel_bins]` (CNN14); outputs `[batch, C, T_l, F_l]`.
+pub const LAYOUT_NCTF: &str = "nctf";
+/// Layout `[batch, 1, mel_bins, frames]` (EfficientAT; the transpose of `nctf`); outputs `[batch, C, F_l, T_l]`.
+pub const LAYOUT_NCFT: &str = "ncft";
 
 /// What identifies a backbone in a bank file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,7 +207,8 @@ impl Backbone {
     }
 
     /// [`Backbone::from_bytes`] with the choice of [`Runtime`]. With [`Runtime::Auto`], a graph that is a plain
-    /// CNN14 chain (as the converters in `models/` write) runs on [`crate::cnn`]; any other graph runs on tract.
+    /// CNN14 chain (as the converters in `models/` write) in layout `nctf` runs on [`crate::cnn`]; any other graph
+    /// (and any `ncft` graph) runs on tract, and [`Backbone::tract_reason`] says why.
     ///
     /// # Errors
     /// As [`Backbone::from_bytes`].
@@ -218,8 +233,16 @@ impl Backbone {
             sha256: sha256_hex(onnx),
             outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
         };
-        let shape = [1usize, 1, spec.window_frames, mel_bins];
+        let shape = if spec.mel_first() {
+            [1usize, 1, mel_bins, spec.window_frames]
+        } else {
+            [1, 1, spec.window_frames, mel_bins]
+        };
         let direct = match runtime {
+            Runtime::Auto if spec.mel_first() => Err(format!(
+                "layout '{LAYOUT_NCFT}' ([1, 1, mel_bins, frames]): the direct CNN14 path reads '{LAYOUT_NCTF}' \
+                 graphs of 3x3 Conv, BatchNormalization, Relu and 2x2 pooling only"
+            )),
             Runtime::Auto => tract_onnx::onnx()
                 .proto_model_for_read(&mut Cursor::new(onnx))
                 .map_err(|e| format!("the ONNX file could not be read: {e}"))
@@ -238,13 +261,14 @@ impl Backbone {
         };
         let backbone = Backbone { spec, identity, mel_bins, outputs: outputs.to_vec(), runner, tract_reason };
         // One run on zeros checks the output shapes against the spec before anyone relies on them.
-        backbone.run(&vec![0.0; shape[2] * mel_bins])?;
+        backbone.run(&vec![0.0; backbone.spec.window_frames * mel_bins])?;
         Ok(backbone)
     }
 
     /// Like [`Backbone::from_bytes`], but optimised for an input of `frames` frames instead of the spec's window:
-    /// `[1, 1, frames, mel_bins]`, e.g. a whole 10 s clip in one run. The pipeline always runs the spec's window;
-    /// this is for comparing the network's speed with other runtimes on the same input (`benches/`).
+    /// `[1, 1, frames, mel_bins]` (`[1, 1, mel_bins, frames]` for `ncft`), e.g. a whole 10 s clip in one run. The
+    /// pipeline always runs the spec's window; this is for comparing the network's speed with other runtimes on the
+    /// same input (`benches/`).
     ///
     /// # Errors
     /// As [`Backbone::from_bytes`], and [`Error::InvalidInput`] for `frames == 0`.
@@ -344,8 +368,8 @@ impl Backbone {
         Ok(())
     }
 
-    /// Runs one window: `logmel` is `[window_frames, mel_bins]` row-major; returns one [`FeatureMap`] per kept
-    /// output, `[C, T_l, F_l]` each.
+    /// Runs one window: `logmel` is `[window_frames, mel_bins]` row-major (whatever the layout: an `ncft` network
+    /// gets its transpose); returns one [`FeatureMap`] per kept output, `[C, T_l, F_l]` each.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] if `logmel` has the wrong length; [`Error::Model`] if tract fails or an output's
@@ -358,8 +382,19 @@ impl Backbone {
                 plan.run(logmel, frames)?.into_iter().map(|a| (vec![1, a.channels, a.time, a.freq], a.data)).collect()
             }
             Runner::Tract(plan) => {
-                let input = Tensor::from_shape(&[1, 1, frames, self.mel_bins], logmel)
-                    .map_err(|e| Error::model(format!("backbone input: {e}")))?;
+                let input = if self.spec.mel_first() {
+                    let m = self.mel_bins;
+                    let mut t = vec![0.0f32; logmel.len()];
+                    for (f, row) in logmel.chunks_exact(m).enumerate() {
+                        for (b, &v) in row.iter().enumerate() {
+                            t[b * frames + f] = v;
+                        }
+                    }
+                    Tensor::from_shape(&[1, 1, m, frames], &t)
+                } else {
+                    Tensor::from_shape(&[1, 1, frames, self.mel_bins], logmel)
+                }
+                .map_err(|e| Error::model(format!("backbone input: {e}")))?;
                 let run = || plan.run(tvec!(input.into()));
                 // Natively, tract's matrix products use rayon's pool (the current one: all cores by default).
                 #[cfg(not(target_arch = "wasm32"))]
@@ -386,18 +421,36 @@ impl Backbone {
         self.to_maps(result)
     }
 
-    /// Names the raw outputs `(shape, data)` and checks their shapes against the spec.
+    /// Names the raw outputs `(shape, data)`, checks their shapes against the spec and, for layout `ncft`, turns
+    /// each `[1, C, F_l, T_l]` into `[C, T_l, F_l]`.
     fn to_maps(&self, result: Vec<(Vec<usize>, Vec<f32>)>) -> Result<Vec<FeatureMap>> {
         let mut maps = Vec::with_capacity(result.len());
+        let mel_first = self.spec.mel_first();
         for (name, (shape, data)) in self.outputs.iter().zip(result) {
             let spec = self.spec.output(name).expect("checked at load");
             if shape.len() != 4 || shape[0] != 1 || shape[1] != spec.channels {
                 return Err(Error::model(format!(
-                    "backbone output '{name}' has shape {shape:?}, the spec announces [1, {}, T, F]",
-                    spec.channels
+                    "backbone output '{name}' has shape {shape:?}, the spec announces [1, {}, {}]",
+                    spec.channels,
+                    if mel_first { "F, T" } else { "T, F" }
                 )));
             }
-            maps.push(FeatureMap { name: name.clone(), channels: shape[1], time: shape[2], freq: shape[3], data });
+            let channels = shape[1];
+            if mel_first {
+                let (freq, time) = (shape[2], shape[3]);
+                let mut out = vec![0.0f32; data.len()];
+                let plane = (freq * time).max(1);
+                for (src, dst) in data.chunks_exact(plane).zip(out.chunks_exact_mut(plane)) {
+                    for (f, row) in src.chunks_exact(time).enumerate() {
+                        for (t, &v) in row.iter().enumerate() {
+                            dst[t * freq + f] = v;
+                        }
+                    }
+                }
+                maps.push(FeatureMap { name: name.clone(), channels, time, freq, data: out });
+            } else {
+                maps.push(FeatureMap { name: name.clone(), channels, time: shape[2], freq: shape[3], data });
+            }
         }
         Ok(maps)
     }

@@ -26,6 +26,7 @@ mod cli {
 
     use sonomaly::audio::{decode_file, to_mono, ChannelSelect, MonoStream};
     use sonomaly::bank::Bank;
+    use sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS;
     use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
     use sonomaly::embedding::EmbeddingConfig;
     use sonomaly::pipeline::{
@@ -197,6 +198,11 @@ mod cli {
         /// PatchCore: fraction of normal patches kept in the memory bank.
         #[arg(long, default_value_t = 0.1)]
         coreset_ratio: f32,
+        /// PatchCore: largest memory bank, rows; beyond it the coreset is chosen among a random subset of the
+        /// patches, so fitting time grows linearly with the audio. `none`: no cap, the exact greedy over all
+        /// patches (its time grows with the square of the audio).
+        #[arg(long, default_value_t = BankCap(Some(DEFAULT_MAX_BANK_ROWS)), value_parser = parse_bank_cap)]
+        max_bank_rows: BankCap,
         /// PaDiM: channels kept (random subset, capped at the patch dimension).
         #[arg(long, default_value_t = 100)]
         padim_d: usize,
@@ -238,7 +244,7 @@ mod cli {
                     .map(|l| Ok(MemberConfig::patchcore(EmbeddingConfig::default().with_layers(l)?)))
                     .collect::<Result<Vec<_>>>()?
             };
-            let mut detector = detector_config(self.detector, self.coreset_ratio, self.seed);
+            let mut detector = detector_config(self.detector, self.coreset_ratio, self.max_bank_rows.0, self.seed);
             if let DetectorConfig::Padim(c) = &mut detector {
                 c.d = self.padim_d;
             }
@@ -774,10 +780,38 @@ mod cli {
         Ok(0)
     }
 
-    fn detector_config(kind: DetectorKind, coreset_ratio: f32, seed: u64) -> DetectorConfig {
+    /// `--max-bank-rows`: a number of rows, or `none`.
+    #[derive(Debug, Clone, Copy)]
+    struct BankCap(Option<usize>);
+
+    impl std::fmt::Display for BankCap {
+        fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            match self.0 {
+                Some(n) => write!(f, "{n}"),
+                None => write!(f, "none"),
+            }
+        }
+    }
+
+    fn parse_bank_cap(s: &str) -> std::result::Result<BankCap, String> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(BankCap(None));
+        }
+        match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(BankCap(Some(n))),
+            _ => Err(format!("'{s}' is not a number of rows of at least 1, nor 'none' (no cap)")),
+        }
+    }
+
+    fn detector_config(
+        kind: DetectorKind,
+        coreset_ratio: f32,
+        max_bank_rows: Option<usize>,
+        seed: u64,
+    ) -> DetectorConfig {
         match kind {
             DetectorKind::Patchcore => {
-                DetectorConfig::Patchcore(PatchCoreConfig { coreset_ratio, seed, ..Default::default() })
+                DetectorConfig::Patchcore(PatchCoreConfig { coreset_ratio, max_bank_rows, seed, ..Default::default() })
             }
             DetectorKind::Padim => {
                 DetectorConfig::Padim(PadimConfig { seed, variant: PadimVariant::Full, ..Default::default() })

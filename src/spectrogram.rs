@@ -1,4 +1,4 @@
-//! Log-mel spectrogram: the backbone's front end, exact to the reference (librosa semantics).
+//! Log-mel spectrogram: the backbone's front end, exact to the reference (librosa or torchaudio semantics).
 //!
 //! Output layout everywhere: [`Spectrogram`] is `[frames, mel_bins]`, row-major, one row per STFT frame.
 //!
@@ -7,6 +7,12 @@
 //! compression of the preset (`librosa.power_to_db` for PANNs / CLAP, i.e. torchlibrosa's front end; aisfx's
 //! `log10(1 + 10000 x) / 9.457798957824707`). `tests/spectrogram_parity.rs` checks every preset against librosa
 //! outputs stored by `tests/reference/spectrogram_ref.py`. [`LogMelStream`] gives the same frames push by push.
+//!
+//! The `efficientat` preset follows EfficientAT's `AugmentMelSTFT` in eval mode (Schmid et al., ICASSP 2023,
+//! `models/preprocess.py`) instead: a pre-emphasis filter before the STFT ([`LogMelConfig::pre_emphasis`]),
+//! torch.stft with a symmetric Hann window, Kaldi mel filters (`torchaudio.compliance.kaldi.get_mel_banks`,
+//! [`MelFilters::Kaldi`]) and `(ln(x + 1e-5) + 4.5) / 5` ([`LogCompression::Ln`]); checked against torch +
+//! torchaudio outputs stored by `tests/reference/efficientat_frontend_ref.py` (`tests/efficientat.rs`).
 
 use std::sync::Arc;
 
@@ -44,6 +50,29 @@ pub enum MelScale {
     Htk,
     /// Slaney's Auditory Toolbox scale: linear below 1 kHz, logarithmic above (librosa's default).
     Slaney,
+    /// Kaldi's `1127 ln(1 + f / 700)` (`torchaudio.compliance.kaldi.mel_scale`; HTK's scale in natural log).
+    Kaldi,
+}
+
+/// How the triangular mel filters are laid over the FFT bins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MelFilters {
+    /// `librosa.filters.mel`: `n_mels + 2` points equally spaced on the mel scale, triangles linear in Hz between
+    /// them, over all `n_fft / 2 + 1` bins.
+    #[default]
+    Librosa,
+    /// `torchaudio.compliance.kaldi.get_mel_banks` (no VTLN warping), as EfficientAT uses it: the same points,
+    /// triangles linear in mel (`max(0, min(up, down))` of the two mel-domain slopes), over the first `n_fft / 2`
+    /// bins; the last (Nyquist) bin gets weight 0 (EfficientAT pads the `[n_mels, n_fft / 2]` banks with a zero
+    /// column). Needs an even `n_fft`.
+    Kaldi,
+}
+
+impl MelFilters {
+    fn is_librosa(&self) -> bool {
+        *self == MelFilters::Librosa
+    }
 }
 
 /// Normalisation of each triangular mel filter.
@@ -79,6 +108,29 @@ pub enum LogCompression {
         /// Divisor after the logarithm.
         d: f32,
     },
+    /// `(ln(x + eps) + shift) / scale` in float32 (EfficientAT: `eps = 1e-5`, `shift = 4.5`, `scale = 5`; its
+    /// "fast normalization").
+    Ln {
+        /// Added to the mel power before the logarithm (> 0).
+        eps: f32,
+        /// Added after the logarithm.
+        shift: f32,
+        /// Divisor at the end (non-zero).
+        scale: f32,
+    },
+}
+
+impl LogCompression {
+    /// The compressed value of zero power: what digital silence (and window padding) looks like after this
+    /// compression. `Db`: `10 log10(amin) - 10 log10(max(amin, reference))`; `Log1p`: 0; `Ln`:
+    /// `(ln(eps) + shift) / scale` (float32, as [`LogMel`] computes it).
+    pub fn of_zero_power(&self) -> f32 {
+        match *self {
+            LogCompression::Db { amin, reference, .. } => 10.0 * amin.log10() - 10.0 * amin.max(reference).log10(),
+            LogCompression::Log1p { .. } => 0.0,
+            LogCompression::Ln { eps, shift, scale } => ((0.0f32 + eps).ln() + shift) / scale,
+        }
+    }
 }
 
 /// Named front-end presets, each equal to a reference implementation.
@@ -96,6 +148,10 @@ pub enum Preset {
     /// Microsoft CLAP 2022 audio encoder: 44.1 kHz, frame 1024, hop 320, 64 Slaney bands 50-14000 Hz.
     #[serde(rename = "clap-2022")]
     Clap2022,
+    /// EfficientAT (`AugmentMelSTFT` in eval mode; Schmid, Koutini & Widmer, ICASSP 2023): 32 kHz, pre-emphasis
+    /// `y[n] = x[n + 1] - 0.97 x[n]`, symmetric 800-tap Hann centred in a 1024 FFT, hop 320, centred frames with
+    /// reflect padding, power, 128 Kaldi mel bands 0-15000 Hz, `(ln(x + 1e-5) + 4.5) / 5`.
+    Efficientat,
 }
 
 /// Every parameter of the log-mel front end.
@@ -131,6 +187,14 @@ pub struct LogMelConfig {
     pub log: LogCompression,
     /// Divide the whole clip (or stream window) by its peak absolute sample before the STFT (aisfx does this).
     pub peak_normalize: bool,
+    /// How the mel filters are laid over the FFT bins (absent in JSON = [`MelFilters::Librosa`], so configs and
+    /// banks written before this field load unchanged).
+    #[serde(default, skip_serializing_if = "MelFilters::is_librosa")]
+    pub mel_filters: MelFilters,
+    /// Pre-emphasis coefficient `a`: the STFT sees `y[n] = x[n + 1] - a x[n]` (float32), one sample shorter than
+    /// `x` (EfficientAT: 0.97, a 2-tap convolution without padding). `None` (absent in JSON): no pre-emphasis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_emphasis: Option<f32>,
 }
 
 impl LogMelConfig {
@@ -153,6 +217,8 @@ impl LogMelConfig {
                 mel_norm: MelNorm::UnitSum,
                 log: LogCompression::Log1p { c: 10_000.0, d: 9.457_799 },
                 peak_normalize: false,
+                mel_filters: MelFilters::Librosa,
+                pre_emphasis: None,
             },
             Preset::PannsCnn14 | Preset::Clap2022 => LogMelConfig {
                 sample_rate: if preset == Preset::PannsCnn14 { 32_000 } else { 44_100 },
@@ -170,6 +236,8 @@ impl LogMelConfig {
                 mel_norm: MelNorm::Slaney,
                 log: LogCompression::Db { amin: 1e-10, reference: 1.0, top_db: None },
                 peak_normalize: false,
+                mel_filters: MelFilters::Librosa,
+                pre_emphasis: None,
             },
             Preset::Panns16k => LogMelConfig {
                 sample_rate: 16_000,
@@ -187,12 +255,35 @@ impl LogMelConfig {
                 mel_norm: MelNorm::Slaney,
                 log: LogCompression::Db { amin: 1e-10, reference: 1.0, top_db: None },
                 peak_normalize: false,
+                mel_filters: MelFilters::Librosa,
+                pre_emphasis: None,
+            },
+            Preset::Efficientat => LogMelConfig {
+                sample_rate: 32_000,
+                n_fft: 1024,
+                win_length: 800,
+                hop_length: 320,
+                window: Window::HannSymmetric,
+                center: true,
+                pad_mode: PadMode::Reflect,
+                power: 2.0,
+                n_mels: 128,
+                f_min: 0.0,
+                f_max: 15_000.0,
+                mel_scale: MelScale::Kaldi,
+                mel_norm: MelNorm::None,
+                log: LogCompression::Ln { eps: 1e-5, shift: 4.5, scale: 5.0 },
+                peak_normalize: false,
+                mel_filters: MelFilters::Kaldi,
+                pre_emphasis: Some(0.97),
             },
         }
     }
 
     /// Checks that the parameters are usable (positive sizes, `win_length <= n_fft`, `f_min < f_max <= sr / 2`,
-    /// a finite positive `power`, and log parameters librosa accepts: `amin > 0`, `top_db >= 0`, `c > 0`, `d != 0`).
+    /// a finite positive `power`, log parameters librosa accepts: `amin > 0`, `top_db >= 0`, `c > 0`, `d != 0`,
+    /// and `eps > 0`, `scale != 0` for [`LogCompression::Ln`]), an even `n_fft` for [`MelFilters::Kaldi`] and a
+    /// finite pre-emphasis coefficient.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the offending field.
@@ -236,6 +327,25 @@ impl LogMelConfig {
                         "log-mel config: log1p compression needs finite c > 0 (got {c}) and finite d != 0 (got {d})"
                     )));
                 }
+            }
+            LogCompression::Ln { eps, shift, scale } => {
+                if !(eps.is_finite() && eps > 0.0 && shift.is_finite() && scale.is_finite() && scale != 0.0) {
+                    return Err(Error::invalid(format!(
+                        "log-mel config: ln compression needs finite eps > 0 (got {eps}), finite shift (got {shift}) \
+                         and finite scale != 0 (got {scale})"
+                    )));
+                }
+            }
+        }
+        if self.mel_filters == MelFilters::Kaldi && self.n_fft % 2 != 0 {
+            return Err(Error::invalid(format!(
+                "log-mel config: Kaldi mel filters need an even n_fft, got {}",
+                self.n_fft
+            )));
+        }
+        if let Some(a) = self.pre_emphasis {
+            if !a.is_finite() {
+                return Err(Error::invalid(format!("log-mel config: pre-emphasis coefficient {a} must be finite")));
             }
         }
         Ok(())
@@ -367,10 +477,11 @@ fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     v
 }
 
-/// `librosa.hz_to_mel` for one frequency.
+/// `librosa.hz_to_mel` for one frequency (Kaldi: `torchaudio.compliance.kaldi.mel_scale_scalar`).
 fn hz_to_mel(f: f64, scale: MelScale) -> f64 {
     match scale {
         MelScale::Htk => 2595.0 * (1.0 + f / 700.0).log10(),
+        MelScale::Kaldi => 1127.0 * (1.0 + f / 700.0).ln(),
         MelScale::Slaney => {
             let f_sp = 200.0 / 3.0;
             let min_log_hz = 1000.0;
@@ -385,10 +496,11 @@ fn hz_to_mel(f: f64, scale: MelScale) -> f64 {
     }
 }
 
-/// `librosa.mel_to_hz` for one mel value.
+/// `librosa.mel_to_hz` for one mel value (Kaldi: `torchaudio.compliance.kaldi.inverse_mel_scale_scalar`).
 fn mel_to_hz(m: f64, scale: MelScale) -> f64 {
     match scale {
         MelScale::Htk => 700.0 * (10f64.powf(m / 2595.0) - 1.0),
+        MelScale::Kaldi => 700.0 * ((m / 1127.0).exp() - 1.0),
         MelScale::Slaney => {
             let f_sp = 200.0 / 3.0;
             let min_log_hz = 1000.0;
@@ -403,7 +515,8 @@ fn mel_to_hz(m: f64, scale: MelScale) -> f64 {
     }
 }
 
-/// `librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype=float32)`: returns the dense
+/// `librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype=float32)` (or, for [`MelFilters::Kaldi`],
+/// `torchaudio.compliance.kaldi.get_mel_banks` padded with a zero Nyquist column): returns the dense
 /// `[n_mels, n_bins]` float32 weights and the `n_mels + 2` mel points in Hz. Ramps are computed in float64 from
 /// `np.fft.rfftfreq(n_fft, 1 / sr)` and the mel points, then cast to float32, then normalised the way librosa
 /// does (Slaney: float32 weights times a float64 `2 / (f_hi - f_lo)`; L1: float32 weights divided by their
@@ -422,10 +535,27 @@ fn mel_filterbank(c: &LogMelConfig, n_bins: usize) -> (Vec<f32>, Vec<f64>) {
     let mut weights = vec![0.0f32; n_mels * n_bins];
     for i in 0..n_mels {
         let row = &mut weights[i * n_bins..(i + 1) * n_bins];
-        for (k, w) in row.iter_mut().enumerate() {
-            let lower = -(mel_f[i] - fftfreqs[k]) / fdiff[i];
-            let upper = (mel_f[i + 2] - fftfreqs[k]) / fdiff[i + 1];
-            *w = lower.min(upper).max(0.0) as f32;
+        match c.mel_filters {
+            MelFilters::Librosa => {
+                for (k, w) in row.iter_mut().enumerate() {
+                    let lower = -(mel_f[i] - fftfreqs[k]) / fdiff[i];
+                    let upper = (mel_f[i + 2] - fftfreqs[k]) / fdiff[i + 1];
+                    *w = lower.min(upper).max(0.0) as f32;
+                }
+            }
+            MelFilters::Kaldi => {
+                // get_mel_banks: mel_freq_delta = (mel_high - mel_low) / (n_mels + 1); left, centre and right
+                // mels of band i are mel_low + (i, i + 1, i + 2) * delta; bin k < n_fft / 2 sits at mel(k sr / n_fft).
+                let delta = (max_mel - min_mel) / (n_mels + 1) as f64;
+                let (left, centre, right) =
+                    (min_mel + i as f64 * delta, min_mel + (i + 1) as f64 * delta, min_mel + (i + 2) as f64 * delta);
+                for (k, w) in row[..c.n_fft / 2].iter_mut().enumerate() {
+                    let mel = hz_to_mel(fftfreqs[k], c.mel_scale);
+                    let up = (mel - left) / (centre - left);
+                    let down = (right - mel) / (right - centre);
+                    *w = up.min(down).max(0.0) as f32;
+                }
+            }
         }
         match c.mel_norm {
             MelNorm::None => {}
@@ -453,6 +583,7 @@ fn mel_filterbank(c: &LogMelConfig, n_bins: usize) -> (Vec<f32>, Vec<f64>) {
 enum Compress {
     Db { amin: f32, offset: f32 },
     Log1p { c: f32, d: f32 },
+    Ln { eps: f32, shift: f32, scale: f32 },
 }
 
 impl Compress {
@@ -462,6 +593,7 @@ impl Compress {
                 Compress::Db { amin, offset: 10.0 * amin.max(reference).log10() }
             }
             LogCompression::Log1p { c, d } => Compress::Log1p { c, d },
+            LogCompression::Ln { eps, shift, scale } => Compress::Ln { eps, shift, scale },
         }
     }
 
@@ -478,8 +610,20 @@ impl Compress {
                 }
             }
             Compress::Log1p { c, d } => (1.0 + c * x).log10() / d,
+            // torch: (melspec + 0.00001).log(), then (x + 4.5) / 5., all float32.
+            Compress::Ln { eps, shift, scale } => ((x + eps).ln() + shift) / scale,
         }
     }
+}
+
+/// One pre-emphasised sample `next - a prev`, float32 (torch's `conv1d` with the kernel `[-a, 1]`).
+#[inline]
+fn pre_emphasize(prev: f32, next: f32, a: f32) -> f32 {
+    next - a * prev
+}
+
+fn too_short_for_pre_emphasis(n: usize) -> Error {
+    Error::audio(format!("clip of {n} sample(s) is too short: the front end's pre-emphasis needs at least 2 samples"))
 }
 
 /// First non-finite sample, as an [`Error::Audio`].
@@ -555,11 +699,14 @@ impl LogMel {
     }
 
     /// Number of frames produced for `n_samples` samples: librosa's count, `1 + (n + 2 (n_fft / 2) - n_fft) / hop`
-    /// when centred (`1 + n / hop` for an even `n_fft`), `1 + (n - n_fft) / hop` otherwise (0 when `n < n_fft`).
-    /// [`LogMel::compute`] rejects an empty clip even though this returns 1 for `n = 0` with centring.
+    /// when centred (`1 + n / hop` for an even `n_fft`), `1 + (n - n_fft) / hop` otherwise (0 when `n < n_fft`),
+    /// where `n` is one less than `n_samples` with pre-emphasis (10 s at 32 kHz: 1000 frames with `efficientat`,
+    /// 1001 with `panns-cnn14`). [`LogMel::compute`] rejects an empty clip (and, with pre-emphasis, a one-sample
+    /// clip) even though this returns 1 for them with centring.
     pub fn n_frames(&self, n_samples: usize) -> usize {
         let c = &self.config;
-        let padded = if c.center { n_samples + 2 * (c.n_fft / 2) } else { n_samples };
+        let n = if c.pre_emphasis.is_some() { n_samples.saturating_sub(1) } else { n_samples };
+        let padded = if c.center { n + 2 * (c.n_fft / 2) } else { n };
         if padded < c.n_fft {
             0
         } else {
@@ -590,24 +737,28 @@ impl LogMel {
     /// signal repeated), so a clip shorter than one frame gives the same frames as librosa. (librosa pads the head
     /// and tail of long signals separately; that equals padding the whole signal whenever
     /// `hop_length < n_fft / 2`, as in every preset.) With `peak_normalize`, samples are divided by the largest
-    /// absolute sample first when it is non-zero. A [`LogCompression::Db`] `top_db` floor is taken against the
-    /// maximum of this whole clip, as `librosa.power_to_db` does.
+    /// absolute sample first when it is non-zero. With `pre_emphasis` `a`, the STFT then sees
+    /// `y[n] = x[n + 1] - a x[n]` (float32, `n_samples - 1` values: EfficientAT's 2-tap convolution). A
+    /// [`LogCompression::Db`] `top_db` floor is taken against the maximum of this whole clip, as
+    /// `librosa.power_to_db` does.
     ///
     /// # Errors
-    /// [`Error::Audio`] if a sample is NaN or infinite, if the clip is empty, or if `center` is false and the clip
-    /// is shorter than `n_fft`.
+    /// [`Error::Audio`] if a sample is NaN or infinite, if the clip is empty (or has one sample with
+    /// pre-emphasis), or if `center` is false and the clip is shorter than `n_fft`.
     pub fn compute(&self, samples: &[f32]) -> Result<Spectrogram> {
         let c = &self.config;
         if samples.is_empty() {
             return Err(Error::audio("empty clip: there are no samples to compute a log-mel spectrogram from"));
         }
         check_finite(samples, 0)?;
-        let n_frames = self.n_frames(samples.len());
-        if n_frames == 0 {
+        if c.pre_emphasis.is_some() && samples.len() < 2 {
+            return Err(too_short_for_pre_emphasis(samples.len()));
+        }
+        if self.n_frames(samples.len()) == 0 {
             return Err(Error::audio(format!(
                 "clip of {} samples is shorter than one frame ({} samples) and the front end does not centre frames",
                 samples.len(),
-                c.n_fft
+                c.n_fft + usize::from(c.pre_emphasis.is_some())
             )));
         }
 
@@ -618,6 +769,21 @@ impl LogMel {
             None
         };
         let x: &[f32] = normalized.as_deref().unwrap_or(samples);
+        match c.pre_emphasis {
+            Some(a) => {
+                let y: Vec<f32> = x.windows(2).map(|w| pre_emphasize(w[0], w[1], a)).collect();
+                Ok(self.compute_signal(&y))
+            }
+            None => Ok(self.compute_signal(x)),
+        }
+    }
+
+    /// The STFT, mel filters and log of `x`, the signal after peak normalisation and pre-emphasis; `x` is not
+    /// empty and long enough for one frame (checked by the callers).
+    fn compute_signal(&self, x: &[f32]) -> Spectrogram {
+        let c = &self.config;
+        let padded = if c.center { x.len() + 2 * (c.n_fft / 2) } else { x.len() };
+        let n_frames = 1 + (padded - c.n_fft) / c.hop_length;
 
         let padded_storage;
         let signal: &[f32] = if c.center {
@@ -651,7 +817,7 @@ impl LogMel {
                 *v = v.max(floor);
             }
         }
-        Ok(Spectrogram { frames: n_frames, mel_bins: m, data })
+        Spectrogram { frames: n_frames, mel_bins: m, data }
     }
 
     /// One frame of `n_fft` (already padded) samples -> `n_mels` log-mel values. No allocation.
@@ -699,17 +865,22 @@ impl LogMel {
 /// need the end padding; their concatenation equals `LogMel::compute` on the concatenated samples, bit for bit.
 /// Memory holds at most about `max(n_fft, hop_length + n_fft / 2 + 1)` samples beyond the current chunk. With
 /// [`PadMode::Reflect`] the first frame waits for `n_fft / 2 + 1` samples (its left padding mirrors them); a stream
-/// that ends before that is computed whole in `finish`, with numpy's short-signal reflection.
+/// that ends before that is computed whole in `finish`, with numpy's short-signal reflection. With pre-emphasis the
+/// stream keeps the last raw sample, so `y[n] = x[n + 1] - a x[n]` runs across chunk boundaries.
 pub struct LogMelStream {
     mel: LogMel,
     scratch: Scratch,
-    /// Samples of the padded signal at padded indices `[buf_start, buf_start + buf.len())`; before the left
-    /// padding is written (`started == false`), the raw samples received so far.
+    /// Samples of the padded signal (after pre-emphasis) at padded indices `[buf_start, buf_start + buf.len())`;
+    /// before the left padding is written (`started == false`), the signal samples received so far.
     buf: Vec<f32>,
     buf_start: usize,
     started: bool,
     /// Raw samples received so far.
     n_in: usize,
+    /// Signal samples (after pre-emphasis: one fewer than raw once any arrived) received so far.
+    n_signal: usize,
+    /// The last raw sample, for pre-emphasis across chunks.
+    last_raw: Option<f32>,
     /// Index of the next frame to emit.
     next_frame: usize,
 }
@@ -745,8 +916,17 @@ impl LogMelStream {
         }
         let mel = LogMel::new(config)?;
         let scratch = mel.plan.scratch();
-        let mut s =
-            LogMelStream { mel, scratch, buf: Vec::new(), buf_start: 0, started: false, n_in: 0, next_frame: 0 };
+        let mut s = LogMelStream {
+            mel,
+            scratch,
+            buf: Vec::new(),
+            buf_start: 0,
+            started: false,
+            n_in: 0,
+            n_signal: 0,
+            last_raw: None,
+            next_frame: 0,
+        };
         s.reset();
         Ok(s)
     }
@@ -774,6 +954,8 @@ impl LogMelStream {
         self.buf.clear();
         self.buf_start = 0;
         self.n_in = 0;
+        self.n_signal = 0;
+        self.last_raw = None;
         self.next_frame = 0;
         self.started = false;
         let c = &self.mel.config;
@@ -793,12 +975,24 @@ impl LogMelStream {
     /// [`Error::Audio`] if a sample is NaN or infinite; the stream is then unchanged (the chunk is dropped whole).
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>> {
         check_finite(samples, self.n_in)?;
-        self.buf.extend_from_slice(samples);
         self.n_in += samples.len();
+        let before = self.buf.len();
+        match self.mel.config.pre_emphasis {
+            Some(a) => {
+                for &x in samples {
+                    if let Some(prev) = self.last_raw {
+                        self.buf.push(pre_emphasize(prev, x, a));
+                    }
+                    self.last_raw = Some(x);
+                }
+            }
+            None => self.buf.extend_from_slice(samples),
+        }
+        self.n_signal += self.buf.len() - before;
         if !self.started {
             // Reflect padding: the left pad mirrors samples 1..=p, so wait for p + 1 samples.
             let p = self.half();
-            if self.n_in < p + 1 {
+            if self.n_signal < p + 1 {
                 return Ok(Vec::new());
             }
             let mut v = Vec::with_capacity(p + self.buf.len());
@@ -858,9 +1052,12 @@ impl LogMelStream {
         if self.n_in == 0 {
             return Err(Error::audio("empty stream: no samples were pushed before finish"));
         }
+        if self.n_signal == 0 {
+            return Err(too_short_for_pre_emphasis(self.n_in));
+        }
         if !self.started {
-            // A reflect-padded stream shorter than n_fft/2 + 1 samples: the buffer is the whole clip.
-            return Ok(self.mel.compute(&self.buf)?.data);
+            // A reflect-padded stream shorter than n_fft/2 + 1 samples: the buffer is the whole signal.
+            return Ok(self.mel.compute_signal(&self.buf).data);
         }
         let (center, pad_mode, n_fft) = (self.mel.config.center, self.mel.config.pad_mode, self.mel.config.n_fft);
         if center {
@@ -881,7 +1078,8 @@ impl LogMelStream {
         if self.next_frame == 0 {
             return Err(Error::audio(format!(
                 "stream of {} samples is shorter than one frame ({} samples) and the front end does not centre frames",
-                self.n_in, n_fft
+                self.n_in,
+                n_fft + usize::from(self.mel.config.pre_emphasis.is_some())
             )));
         }
         Ok(out)
@@ -893,7 +1091,8 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    const PRESETS: [Preset; 4] = [Preset::Aisfx, Preset::PannsCnn14, Preset::Panns16k, Preset::Clap2022];
+    const PRESETS: [Preset; 5] =
+        [Preset::Aisfx, Preset::PannsCnn14, Preset::Panns16k, Preset::Clap2022, Preset::Efficientat];
 
     fn noise(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -1040,7 +1239,13 @@ mod tests {
     fn short_clips_work_when_centred() {
         for preset in PRESETS {
             let m = LogMel::new(LogMelConfig::preset(preset)).unwrap();
-            for n in [1usize, 2, 37, 300] {
+            for n in [1usize, 2, 3, 37, 300] {
+                if n == 1 && preset == Preset::Efficientat {
+                    // Pre-emphasis leaves nothing of a one-sample clip.
+                    let err = m.compute(&[0.5]).unwrap_err();
+                    assert!(matches!(&err, Error::Audio(msg) if msg.contains("pre-emphasis")), "{err}");
+                    continue;
+                }
                 let s = m.compute(&noise(n, n as u64)).unwrap();
                 assert_eq!(s.frames, m.n_frames(n));
                 assert!(s.data.iter().all(|v| v.is_finite()));
@@ -1068,20 +1273,104 @@ mod tests {
 
     #[test]
     fn a_sine_peaks_in_the_band_around_its_frequency() {
-        let cfg = LogMelConfig::preset(Preset::PannsCnn14);
+        for preset in [Preset::PannsCnn14, Preset::Efficientat] {
+            let cfg = LogMelConfig::preset(preset);
+            let m = LogMel::new(cfg.clone()).unwrap();
+            let f0 = 3000.0f64;
+            let x: Vec<f32> = (0..cfg.sample_rate as usize)
+                .map(|n| (2.0 * std::f64::consts::PI * f0 * n as f64 / cfg.sample_rate as f64).sin() as f32)
+                .collect();
+            let s = m.compute(&x).unwrap();
+            let row = s.frame(50);
+            let best = (0..s.mel_bins).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+            let centres = m.mel_frequencies_hz();
+            let nearest = (0..centres.len())
+                .min_by(|&a, &b| (centres[a] as f64 - f0).abs().total_cmp(&(centres[b] as f64 - f0).abs()))
+                .unwrap();
+            assert!(best.abs_diff(nearest) <= 1, "{preset:?}: peak band {best}, nearest centre {nearest}");
+        }
+    }
+
+    #[test]
+    fn kaldi_filters_are_mel_triangles_without_the_nyquist_bin() {
+        let cfg = LogMelConfig::preset(Preset::Efficientat);
+        let mel = LogMel::new(cfg.clone()).unwrap();
+        let n_bins = cfg.n_fft / 2 + 1;
+        let rows: Vec<&[f32]> = mel.filterbank().chunks_exact(n_bins).collect();
+        assert_eq!(rows.len(), 128);
+        let df = cfg.sample_rate as f64 / cfg.n_fft as f64;
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row[n_bins - 1], 0.0, "band {i}: the Nyquist bin has weight 0");
+            assert!(row.iter().all(|&w| (0.0..=1.0).contains(&w)), "band {i}: peak-1 triangle");
+            // Linear in mel: the weight of bin k is the mel-domain slope, so weights below the centre rise in
+            // proportion to mel(f_k) - mel(left).
+            let delta = hz_to_mel(15_000.0, MelScale::Kaldi) / 129.0;
+            let left = i as f64 * delta;
+            for (k, &w) in row.iter().enumerate().take(n_bins - 1) {
+                let m = hz_to_mel(k as f64 * df, MelScale::Kaldi);
+                let want = ((m - left) / delta).min((left + 2.0 * delta - m) / delta).max(0.0);
+                assert!((w as f64 - want).abs() < 1e-6, "band {i}, bin {k}: {w} vs {want}");
+            }
+        }
+        // Kaldi's scale is HTK's in natural log: 1127 ln(1 + f / 700).
+        assert!((hz_to_mel(700.0, MelScale::Kaldi) - 1127.0 * 2f64.ln()).abs() < 1e-9);
+        assert!((mel_to_hz(hz_to_mel(4321.0, MelScale::Kaldi), MelScale::Kaldi) - 4321.0).abs() < 1e-9);
+        let mut odd = cfg.clone();
+        odd.n_fft = 1023;
+        assert!(matches!(LogMel::new(odd), Err(Error::InvalidInput(msg)) if msg.contains("even")));
+    }
+
+    #[test]
+    fn pre_emphasis_and_ln_compression() {
+        let cfg = LogMelConfig::preset(Preset::Efficientat);
         let m = LogMel::new(cfg.clone()).unwrap();
-        let f0 = 3000.0f64;
-        let x: Vec<f32> = (0..cfg.sample_rate as usize)
-            .map(|n| (2.0 * std::f64::consts::PI * f0 * n as f64 / cfg.sample_rate as f64).sin() as f32)
-            .collect();
-        let s = m.compute(&x).unwrap();
-        let row = s.frame(50);
-        let best = (0..s.mel_bins).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
-        let centres = m.mel_frequencies_hz();
-        let nearest = (0..centres.len())
-            .min_by(|&a, &b| (centres[a] as f64 - f0).abs().total_cmp(&(centres[b] as f64 - f0).abs()))
-            .unwrap();
-        assert!(best.abs_diff(nearest) <= 1, "peak band {best}, nearest centre {nearest}");
+        // 10 s at 32 kHz: the pre-emphasised signal is one sample shorter, 1 + 319_999 / 320 = 1000 frames.
+        assert_eq!(m.n_frames(320_000), 1000);
+        assert_eq!(m.n_frames(320_001), 1001);
+        // Pre-emphasis of x equals the plain front end on y[n] = x[n + 1] - 0.97 x[n].
+        let x = noise(5000, 21);
+        let y: Vec<f32> = x.windows(2).map(|w| w[1] - 0.97 * w[0]).collect();
+        let mut plain = cfg.clone();
+        plain.pre_emphasis = None;
+        assert_eq!(m.compute(&x).unwrap(), LogMel::new(plain).unwrap().compute(&y).unwrap());
+        // Digital silence gives the compressed zero power everywhere: (ln(1e-5) + 4.5) / 5.
+        let zero = cfg.log.of_zero_power();
+        assert!((zero as f64 - ((1e-5f64).ln() + 4.5) / 5.0).abs() < 1e-6, "{zero}");
+        assert!(m.compute(&vec![0.0; 4000]).unwrap().data.iter().all(|&v| v == zero));
+        assert_eq!(LogMelConfig::preset(Preset::PannsCnn14).log.of_zero_power(), -100.0);
+        assert_eq!(LogMelConfig::preset(Preset::Aisfx).log.of_zero_power(), 0.0);
+        let mut bad = cfg.clone();
+        bad.log = LogCompression::Ln { eps: 0.0, shift: 4.5, scale: 5.0 };
+        assert!(LogMel::new(bad).is_err());
+        let mut bad = cfg.clone();
+        bad.log = LogCompression::Ln { eps: 1e-5, shift: 4.5, scale: 0.0 };
+        assert!(LogMel::new(bad).is_err());
+        let mut bad = cfg;
+        bad.pre_emphasis = Some(f32::NAN);
+        assert!(matches!(LogMel::new(bad), Err(Error::InvalidInput(msg)) if msg.contains("pre-emphasis")));
+        let mut s = LogMelStream::new(LogMelConfig::preset(Preset::Efficientat)).unwrap();
+        s.push(&[0.25]).unwrap();
+        assert!(matches!(s.finish(), Err(Error::Audio(msg)) if msg.contains("pre-emphasis")));
+    }
+
+    #[test]
+    fn configs_written_before_the_new_fields_load_equal() {
+        // A front end as banks stored it before `mel_filters` and `pre_emphasis` existed.
+        for preset in [Preset::Aisfx, Preset::PannsCnn14, Preset::Panns16k, Preset::Clap2022] {
+            let cfg = LogMelConfig::preset(preset);
+            let json = serde_json::to_string(&cfg).unwrap();
+            assert!(!json.contains("mel_filters") && !json.contains("pre_emphasis"), "{json}");
+            let back: LogMelConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, cfg);
+        }
+        let old = r#"{"sample_rate":44100,"n_fft":2048,"win_length":2048,"hop_length":1024,"window":"hann_periodic",
+            "center":true,"pad_mode":"constant","power":2.0,"n_mels":96,"f_min":0.0,"f_max":22050.0,"mel_scale":"htk",
+            "mel_norm":"unit_sum","log":{"kind":"log1p","c":10000.0,"d":9.457799},"peak_normalize":false}"#;
+        assert_eq!(serde_json::from_str::<LogMelConfig>(old).unwrap(), LogMelConfig::preset(Preset::Aisfx));
+        let e = LogMelConfig::preset(Preset::Efficientat);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""mel_filters":"kaldi""#) && json.contains(r#""pre_emphasis":0.97"#), "{json}");
+        assert_eq!(serde_json::from_str::<LogMelConfig>(&json).unwrap(), e);
     }
 
     fn stream_in_chunks(cfg: &LogMelConfig, x: &[f32], seed: u64, max_chunk: usize) -> Vec<f32> {
@@ -1107,6 +1396,13 @@ mod tests {
         let mut c = LogMelConfig::preset(Preset::Panns16k);
         c.center = false;
         configs.push(c);
+        let mut c = LogMelConfig::preset(Preset::Efficientat);
+        c.center = false; // pre-emphasis without centring
+        configs.push(c);
+        let mut c = LogMelConfig::preset(Preset::Panns16k);
+        c.pre_emphasis = Some(0.5); // pre-emphasis with zero padding
+        c.pad_mode = PadMode::Constant;
+        configs.push(c);
         let mut c = LogMelConfig::preset(Preset::Panns16k);
         c.hop_length = 700; // hop > n_fft: frames skip samples
         c.win_length = 300;
@@ -1121,7 +1417,9 @@ mod tests {
         for (ci, cfg) in configs.iter().enumerate() {
             let m = LogMel::new(cfg.clone()).unwrap();
             for (n, max_chunk) in [(20_000usize, 3000usize), (20_000, 50), (5_000, 20_000), (300, 40), (1, 1), (2, 1)] {
-                if !cfg.center && n < cfg.n_fft {
+                if (!cfg.center && n < cfg.n_fft + usize::from(cfg.pre_emphasis.is_some()))
+                    || (cfg.pre_emphasis.is_some() && n < 2)
+                {
                     continue;
                 }
                 let x = noise(n, (ci * 1000 + n) as u64);

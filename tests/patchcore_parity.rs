@@ -6,14 +6,19 @@
 //! `compute_anomaly_score`, PyTorch's bilinear `align_corners=False`, anomalib's 33-tap Gaussian with reflect border,
 //! `AvgPool2d(3, 1, 1)`). The inputs are stored in the fixture. The k-center coreset uses Rust's own RNG for its
 //! first centre, so it is checked against a plain farthest-point greedy started from the same first index: one
-//! float64 greedy written here, and the numpy greedy table (one row per possible start).
+//! float64 greedy written here, and the numpy greedy table (one row per possible start). The capped coreset
+//! (greedy on a seeded random subset) is checked the same way on its subset, and for its guarantees: at most the
+//! cap, real patches only, deterministic under a seed, degenerate inputs, and old banks reading unchanged.
 
 use std::collections::HashMap;
 
 use sonomaly::anomaly_map::{gaussian_blur, gaussian_kernel, window_map};
+use sonomaly::bank::Bank;
 use sonomaly::detector::patchcore::{
-    johnson_lindenstrauss_min_dim, k_center_greedy, sparse_random_projection, PatchCore, PatchCoreConfig,
+    johnson_lindenstrauss_min_dim, k_center_greedy, random_subset, select_coreset, sparse_random_projection,
+    CoresetPlan, PatchCore, PatchCoreConfig, DEFAULT_MAX_BANK_ROWS,
 };
+use sonomaly::detector::DetectorConfig;
 use sonomaly::embedding::{neighbourhood_average, resize_bilinear};
 
 /// Largest allowed absolute difference.
@@ -290,4 +295,118 @@ fn johnson_lindenstrauss_min_dim_matches_sklearn() {
         }
     }
     assert!(bad.is_empty(), "{} of 28 differ:\n{}", bad.len(), bad.join("\n"));
+}
+
+fn capped(cap: usize, seed: u64) -> PatchCoreConfig {
+    PatchCoreConfig { max_bank_rows: Some(cap), seed, ..Default::default() }
+}
+
+#[test]
+fn capped_coreset_is_the_greedy_on_a_random_subset() {
+    // 300 rows, ratio 0.1, cap 12: the greedy picks 12 among ceil(12 / 0.1) = 120 random rows.
+    let fx = Fixture::load();
+    let feats = fx.f32("kcenter/features", &[KC_N, KC_D]);
+    for seed in 0..8u64 {
+        let plan = capped(12, seed).plan(KC_N);
+        assert_eq!(plan, CoresetPlan { size: 12, candidates: 120 });
+        let subset = random_subset(KC_N, 120, seed);
+        let rows: Vec<f32> = subset.iter().flat_map(|&i| feats[i * KC_D..(i + 1) * KC_D].to_vec()).collect();
+        let got = select_coreset(&feats, KC_D, plan, 0.9, seed);
+        // Its first index on the subset is the one the exact greedy would draw there, then farthest-point steps.
+        let local: Vec<usize> = got.iter().map(|g| subset.binary_search(g).expect("a candidate")).collect();
+        assert_eq!(local, greedy_f64(&rows, KC_D, local[0], 12), "seed {seed}: f64 greedy on the subset");
+        assert_eq!(local, k_center_greedy(&rows, KC_D, 12, seed), "seed {seed}");
+        let pc = PatchCore::fit(&feats, KC_D, capped(12, seed)).unwrap();
+        let bank: Vec<f32> = got.iter().flat_map(|&i| feats[i * KC_D..(i + 1) * KC_D].to_vec()).collect();
+        assert_eq!(pc.memory_bank, bank, "seed {seed}: fit keeps those rows, in that order");
+    }
+}
+
+#[test]
+fn capped_coreset_is_deterministic_capped_and_made_of_real_patches() {
+    // 4000 patches of 40 dims (projected for the greedy: JL(400 candidates) = 147 > 40, so raw) and of 300 dims
+    // (projected to 147).
+    for dims in [40usize, 300] {
+        let n = 4000;
+        let x: Vec<f32> =
+            (0..n * dims).map(|i| ((i * 7919 % 10007) as f32 / 10007.0 - 0.5) * (1 + i % 3) as f32).collect();
+        for cap in [1usize, 7, 40, 399, 400, 1000] {
+            let a = PatchCore::fit(&x, dims, capped(cap, 3)).unwrap();
+            let b = PatchCore::fit(&x, dims, capped(cap, 3)).unwrap();
+            assert_eq!(a, b, "dims {dims} cap {cap}: deterministic under a seed");
+            assert_eq!(a.len(), cap.min(400), "dims {dims} cap {cap}: rows");
+            for r in a.memory_bank.chunks_exact(dims) {
+                assert!(x.chunks_exact(dims).any(|p| p == r), "dims {dims} cap {cap}: a row that is no patch");
+            }
+            let mut rows: Vec<&[f32]> = a.memory_bank.chunks_exact(dims).collect();
+            rows.sort_by(|p, q| p.partial_cmp(q).unwrap());
+            rows.dedup();
+            assert_eq!(rows.len(), a.len(), "dims {dims} cap {cap}: no row twice");
+        }
+        let other = PatchCore::fit(&x, dims, capped(40, 4)).unwrap();
+        assert_ne!(other, PatchCore::fit(&x, dims, capped(40, 3)).unwrap(), "dims {dims}: the seed matters");
+    }
+}
+
+#[test]
+fn capped_coreset_degenerate_inputs() {
+    // Fewer patches than the cap: the exact selection, whatever the cap.
+    let fx = Fixture::load();
+    let feats = fx.f32("kcenter/features", &[KC_N, KC_D]);
+    let exact = PatchCore::fit(&feats, KC_D, PatchCoreConfig { max_bank_rows: None, ..Default::default() }).unwrap();
+    for cap in [30, 31, 1000, DEFAULT_MAX_BANK_ROWS] {
+        let pc = PatchCore::fit(&feats, KC_D, capped(cap, 0)).unwrap();
+        assert_eq!(pc.memory_bank, exact.memory_bank, "cap {cap}");
+    }
+    // One patch.
+    let one = PatchCore::fit(&[1.0, 2.0, 3.0], 3, capped(1, 0)).unwrap();
+    assert_eq!(one.memory_bank, vec![1.0, 2.0, 3.0]);
+    // Zero variance: 5000 copies of one patch keep one row (every other row duplicates it).
+    let flat = vec![0.25f32; 5000 * 6];
+    for cfg in [capped(100, 0), PatchCoreConfig { max_bank_rows: None, ..Default::default() }] {
+        let pc = PatchCore::fit(&flat, 6, cfg).unwrap();
+        assert_eq!(pc.memory_bank, vec![0.25f32; 6]);
+    }
+    // Duplicates: 3 distinct patches, each 2000 times: the cap of 50 keeps the 3 once each.
+    let mut dup = Vec::new();
+    for i in 0..6000 {
+        dup.extend_from_slice(&[(i % 3) as f32, -((i % 3) as f32)]);
+    }
+    let pc = PatchCore::fit(&dup, 2, capped(50, 1)).unwrap();
+    let mut rows: Vec<&[f32]> = pc.memory_bank.chunks_exact(2).collect();
+    rows.sort_by(|p, q| p.partial_cmp(q).unwrap());
+    assert_eq!(rows, vec![&[0.0f32, -0.0][..], &[1.0, -1.0], &[2.0, -2.0]]);
+    // Non-finite input and a cap of 0 are refused in words.
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = feats.clone();
+        x[123] = bad;
+        let e = PatchCore::fit(&x, KC_D, capped(10, 0)).unwrap_err().to_string();
+        assert!(e.contains("not finite"), "{e}");
+    }
+    let e = PatchCore::fit(&feats, KC_D, capped(0, 0)).unwrap_err().to_string();
+    assert!(e.contains("at least 1 row"), "{e}");
+}
+
+#[test]
+fn banks_from_before_the_cap_read_and_write_unchanged() {
+    // The demo bank was written before `max_bank_rows` existed: it reads as "no cap", and what it writes (format
+    // version 2) reads back with the same detector and members, and then writes back byte for byte.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/www/demo/fan-demo.bank");
+    let bytes = std::fs::read(path).unwrap();
+    let bank = Bank::from_bytes(&bytes).expect("the demo bank loads");
+    let DetectorConfig::Patchcore(cfg) = &bank.meta.members[0].detector else { panic!("the demo bank is PatchCore") };
+    assert_eq!(cfg.max_bank_rows, None);
+    let v2 = bank.to_bytes().unwrap();
+    let again = Bank::from_bytes(&v2).unwrap();
+    assert_eq!(again.detectors, bank.detectors);
+    assert_eq!(again.meta.members, bank.meta.members);
+    assert_eq!(again.to_bytes().unwrap(), v2);
+    // A config without the field reads as None; None is not written; a cap is written and read back.
+    let old = r#"{"coreset_ratio":0.1,"num_neighbors":9,"seed":0,"projection_eps":0.9}"#;
+    let cfg: PatchCoreConfig = serde_json::from_str(old).unwrap();
+    assert_eq!(cfg, PatchCoreConfig { max_bank_rows: None, ..Default::default() });
+    assert_eq!(serde_json::to_string(&cfg).unwrap(), old);
+    let new = serde_json::to_string(&PatchCoreConfig::default()).unwrap();
+    assert!(new.contains(&format!(r#""max_bank_rows":{DEFAULT_MAX_BANK_ROWS}"#)), "{new}");
+    assert_eq!(serde_json::from_str::<PatchCoreConfig>(&new).unwrap(), PatchCoreConfig::default());
 }

@@ -4,6 +4,7 @@
 //! patch (higher = more anomalous) plus a clip score.
 
 pub mod baseline;
+pub mod coreset;
 pub mod padim;
 pub mod patchcore;
 

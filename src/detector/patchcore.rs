@@ -1,17 +1,25 @@
 //! PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022).
 //!
 //! Fitting keeps a coreset of the normal patches (greedy k-center selection on a seeded sparse random projection,
-//! as anomalib's `KCenterGreedy`, except that the first, random centre is part of the coreset). Scoring finds
+//! as anomalib's `KCenterGreedy`, except that the first, random centre is part of the coreset), at most
+//! [`PatchCoreConfig::max_bank_rows`] rows of it: beyond that the greedy runs on a seeded random subset of the
+//! patches (see [`super::coreset`]), so the cost of fitting grows linearly with the normal audio. Scoring finds
 //! each query patch's nearest memory-bank patch; distances are ranked with the expansion
 //! `|x|^2 - 2 x.y + |y|^2` as matrix products in chunks (bounded memory), and the winner's distance is then
 //! recomputed exactly. The clip score is the largest patch distance re-weighted by the paper's eq. 7 with
 //! `k = 9` support neighbours (anomalib `compute_anomaly_score`).
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::coreset::for_each_chunk;
+pub use super::coreset::{
+    johnson_lindenstrauss_min_dim, k_center_greedy, random_subset, select_coreset, sparse_random_projection,
+    CoresetPlan,
+};
 use crate::error::{Error, Result};
+
+/// Default [`PatchCoreConfig::max_bank_rows`]: the largest memory bank a fit keeps.
+pub const DEFAULT_MAX_BANK_ROWS: usize = 16384;
 
 /// PatchCore's parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,16 +28,30 @@ pub struct PatchCoreConfig {
     pub coreset_ratio: f32,
     /// Support neighbours for the clip-score re-weighting (anomalib default 9).
     pub num_neighbors: usize,
-    /// Seed of the random projection and the first coreset centre.
+    /// Seed of the random projection, the candidate subset and the first coreset centre.
     pub seed: u64,
     /// Johnson-Lindenstrauss `eps` of the sparse random projection used only for coreset selection
     /// (anomalib: 0.9).
     pub projection_eps: f32,
+    /// Largest memory bank, rows (default [`DEFAULT_MAX_BANK_ROWS`]). When `coreset_ratio` of the patches is more,
+    /// the greedy picks this many rows among `max_bank_rows / coreset_ratio` patches drawn at random (seeded), so
+    /// fitting costs `O(patches)` and scoring a bounded time; below it the selection is the exact greedy over all
+    /// patches. `None`: no cap, the exact greedy however many patches there are (its cost grows with their square).
+    /// Banks written before the cap existed have no such field and read as `None`, which is how they were fitted;
+    /// `None` is not written, so their metadata and checksum stay the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bank_rows: Option<usize>,
 }
 
 impl Default for PatchCoreConfig {
     fn default() -> Self {
-        PatchCoreConfig { coreset_ratio: 0.1, num_neighbors: 9, seed: 0, projection_eps: 0.9 }
+        PatchCoreConfig {
+            coreset_ratio: 0.1,
+            num_neighbors: 9,
+            seed: 0,
+            projection_eps: 0.9,
+            max_bank_rows: Some(DEFAULT_MAX_BANK_ROWS),
+        }
     }
 }
 
@@ -37,7 +59,8 @@ impl PatchCoreConfig {
     /// Checks ranges.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] if `coreset_ratio` is not in (0, 1] or `num_neighbors` is 0.
+    /// [`Error::InvalidInput`] if `coreset_ratio` is not in (0, 1], `num_neighbors` is 0, `projection_eps` is not
+    /// in (0, 1) or `max_bank_rows` is 0.
     pub fn validate(&self) -> Result<()> {
         if !(self.coreset_ratio > 0.0 && self.coreset_ratio <= 1.0) {
             return Err(Error::invalid(format!("coreset ratio must be in (0, 1], got {}", self.coreset_ratio)));
@@ -48,7 +71,15 @@ impl PatchCoreConfig {
         if !(self.projection_eps > 0.0 && self.projection_eps < 1.0) {
             return Err(Error::invalid("projection eps must be in (0, 1)"));
         }
+        if self.max_bank_rows == Some(0) {
+            return Err(Error::invalid("the memory bank needs at least 1 row: give a maximum of 1 or more"));
+        }
         Ok(())
+    }
+
+    /// How a fit on `patches` normal patches chooses its memory bank under this config.
+    pub fn plan(&self, patches: usize) -> CoresetPlan {
+        CoresetPlan::new(patches, self.coreset_ratio, self.max_bank_rows)
     }
 }
 
@@ -81,112 +112,13 @@ fn exact_distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
 }
 
-/// Minimal number of dimensions for a Johnson-Lindenstrauss embedding of `n` points with distortion `eps`
-/// (scikit-learn `johnson_lindenstrauss_min_dim`, which truncates to an integer).
-pub fn johnson_lindenstrauss_min_dim(n: usize, eps: f32) -> usize {
-    let eps = eps as f64;
-    let denom = eps * eps / 2.0 - eps * eps * eps / 3.0;
-    (4.0 * (n.max(2) as f64).ln() / denom) as usize
-}
-
-/// Sparse random projection matrix `[k, d]` (Li et al. 2006; scikit-learn `SparseRandomProjection` with
-/// `density = 1 / sqrt(d)`): entries `±sqrt(1 / density) / sqrt(k)` with probability `density / 2` each, else 0.
-pub fn sparse_random_projection(k: usize, d: usize, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let density = 1.0 / (d as f64).sqrt();
-    let v = ((1.0 / density).sqrt() / (k as f64).sqrt()) as f32;
-    (0..k * d)
-        .map(|_| {
-            let u: f64 = rng.random();
-            if u < density / 2.0 {
-                v
-            } else if u < density {
-                -v
-            } else {
-                0.0
-            }
-        })
-        .collect()
-}
-
 /// `c[m, n] = a[m, k] . b[n, k]^T` (both row-major).
 fn matmul_abt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
     crate::linalg::matmul(m, k, n, a, b, true, c);
 }
 
-/// Runs `f` over `[chunk_rows, ...]` pieces of `out`, in parallel on native targets.
-fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    }
-}
-
-/// Greedy k-center coreset (Sener & Savarese 2018) of the rows of `features` `[n, dims]`: returns `size` row
-/// indices, the first chosen by `seed`, each next one the row farthest from all chosen so far.
-pub fn k_center_greedy(features: &[f32], dims: usize, size: usize, seed: u64) -> Vec<usize> {
-    let n = features.len() / dims;
-    let size = size.min(n);
-    if size == 0 {
-        return Vec::new();
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15);
-    let mut idx = rng.random_range(0..n);
-    // Dimension-major copy [dims, n]: each update below then streams contiguous rows and vectorises across
-    // patches, for any dimension. Each distance is still summed over the dimensions in order, as before.
-    let mut columns = vec![0.0f32; n * dims];
-    for (row, r) in features.chunks_exact(dims).enumerate() {
-        for (k, v) in r.iter().enumerate() {
-            columns[k * n + row] = *v;
-        }
-    }
-    let mut min_dist = vec![f32::INFINITY; n];
-    let mut chosen = Vec::with_capacity(size);
-    chosen.push(idx);
-    const CHUNK: usize = 2048;
-    while chosen.len() < size {
-        let centre = &features[idx * dims..(idx + 1) * dims];
-        for_each_chunk(&mut min_dist, CHUNK, |ci, chunk| {
-            let start = ci * CHUNK;
-            let mut acc = [0.0f32; CHUNK];
-            let acc = &mut acc[..chunk.len()];
-            for (k, &c) in centre.iter().enumerate() {
-                let col = &columns[k * n + start..k * n + start + acc.len()];
-                for (a, x) in acc.iter_mut().zip(col) {
-                    *a += (x - c) * (x - c);
-                }
-            }
-            for (m, d) in chunk.iter_mut().zip(acc.iter()) {
-                if *d < *m {
-                    *m = *d;
-                }
-            }
-        });
-        // Farthest row; ties go to the lowest index.
-        let mut best = 0;
-        let mut best_d = f32::NEG_INFINITY;
-        for (j, &d) in min_dist.iter().enumerate() {
-            if d > best_d {
-                best_d = d;
-                best = j;
-            }
-        }
-        if best_d <= 0.0 {
-            break; // every remaining row duplicates a chosen one
-        }
-        idx = best;
-        chosen.push(idx);
-    }
-    chosen
-}
-
 impl PatchCore {
-    /// Fits the memory bank on normal `patches` `[n, dims]`.
+    /// Fits the memory bank on normal `patches` `[n, dims]`: [`select_coreset`] under [`PatchCoreConfig::plan`].
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for no patch, a ragged buffer, non-finite values or a bad config.
@@ -202,27 +134,20 @@ impl PatchCore {
             return Err(Error::invalid(format!("patch value {i} is not finite")));
         }
         let n = patches.len() / dims;
-        // anomalib: int(n * ratio), at least one row.
-        // The f32 ratio is read back as the decimal it was written as (0.1f32 -> 0.1).
-        let ratio = (config.coreset_ratio as f64 * 1e7).round() / 1e7;
-        let size = ((n as f64 * ratio).floor() as usize).clamp(1, n);
-        let chosen = if size == n {
-            (0..n).collect()
-        } else {
-            let k = johnson_lindenstrauss_min_dim(n, config.projection_eps);
-            if k >= dims {
-                k_center_greedy(patches, dims, size, config.seed)
-            } else {
-                let proj = sparse_random_projection(k, dims, config.seed);
-                let mut projected = vec![0.0f32; n * k];
-                for_each_chunk(&mut projected, 1024 * k, |ci, chunk| {
-                    let rows = chunk.len() / k;
-                    let start = ci * 1024;
-                    matmul_abt(&patches[start * dims..(start + rows) * dims], &proj, rows, k, dims, chunk);
-                });
-                k_center_greedy(&projected, k, size, config.seed)
-            }
-        };
+        let plan = config.plan(n);
+        #[cfg(not(target_arch = "wasm32"))]
+        let started = std::time::Instant::now();
+        let chosen = select_coreset(patches, dims, plan, config.projection_eps, config.seed);
+        // Diagnostics for benches/fit_scaling.sh: how much of a fit the coreset selections take.
+        #[cfg(not(target_arch = "wasm32"))]
+        if std::env::var_os("SONOMALY_CORESET_LOG").is_some() {
+            eprintln!(
+                "coreset: {n} x {dims} patches, {} candidates -> {} rows in {:.3} s",
+                plan.candidates,
+                chosen.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         let mut memory_bank = Vec::with_capacity(chosen.len() * dims);
         for &i in &chosen {
             memory_bank.extend_from_slice(&patches[i * dims..(i + 1) * dims]);
@@ -328,6 +253,9 @@ impl PatchCore {
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
     use super::*;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {

@@ -41,6 +41,7 @@ impl std::fmt::Debug for Model {
 fn silence_value(c: &LogMelConfig) -> f32 {
     match c.log {
         LogCompression::Log1p { .. } => 0.0,
+        LogCompression::Ln { .. } => c.log.of_zero_power(),
         LogCompression::Db { amin, reference, .. } => 10.0 * amin.log10() - 10.0 * amin.max(reference).log10(),
     }
 }

@@ -1,0 +1,539 @@
+//! Coreset selection for PatchCore's memory bank (Roth et al., "Towards Total Recall in Industrial Anomaly
+//! Detection", CVPR 2022, sec. 3.2): greedy k-center (Sener & Savarese 2018) on a sparse random projection of the
+//! patches, as anomalib's `KCenterGreedy`, optionally on a seeded random subset of them so that the cost stops
+//! growing with the square of the number of patches.
+//!
+//! - [`k_center_greedy`] is the exact greedy: each next centre is the row farthest from all centres chosen so far
+//!   (ties to the lowest index). It runs in rounds: the rows farthest from the centres are taken aside, the greedy
+//!   continues among them for as long as its choice provably is the one the plain greedy over all rows would make
+//!   (the farthest of them is farther than every row left out), and then all rows are updated against the round's
+//!   centres at once, in cache-sized blocks. Every distance is computed as the plain one-centre-at-a-time greedy
+//!   computes it (squared differences summed over the dimensions in order), so the choices are the same, bit for
+//!   bit; the work is still `rows x centres x dims`, but it is arithmetic on data in cache rather than a pass over
+//!   all rows in memory per centre.
+//! - [`CoresetPlan`] caps the memory bank at [`PatchCoreConfig::max_bank_rows`](super::PatchCoreConfig): when
+//!   `coreset_ratio x patches` exceeds the cap, the greedy picks `cap` rows among `cap / coreset_ratio` candidates
+//!   drawn uniformly at random without replacement (seeded, Knuth's selection sampling), so the bank is still the
+//!   `coreset_ratio` of the patches the greedy saw. The cost is then `O(patches)` for drawing the candidates plus
+//!   a constant `cap^2 / coreset_ratio x dims` for the greedy; below the cap the selection is the exact one.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Stream constant that separates the first centre's random draw from the projection's (kept from the first
+/// implementation so that banks refit with the same seed choose the same rows).
+const FIRST_CENTRE_STREAM: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Stream constant of the candidate subset's random draws.
+const CANDIDATE_STREAM: u64 = 0xD1B5_4A32_D192_ED03;
+
+/// Minimal number of dimensions for a Johnson-Lindenstrauss embedding of `n` points with distortion `eps`
+/// (scikit-learn `johnson_lindenstrauss_min_dim`, which truncates to an integer).
+pub fn johnson_lindenstrauss_min_dim(n: usize, eps: f32) -> usize {
+    let eps = eps as f64;
+    let denom = eps * eps / 2.0 - eps * eps * eps / 3.0;
+    (4.0 * (n.max(2) as f64).ln() / denom) as usize
+}
+
+/// Sparse random projection matrix `[k, d]` (Li et al. 2006; scikit-learn `SparseRandomProjection` with
+/// `density = 1 / sqrt(d)`): entries `±sqrt(1 / density) / sqrt(k)` with probability `density / 2` each, else 0.
+pub fn sparse_random_projection(k: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let density = 1.0 / (d as f64).sqrt();
+    let v = ((1.0 / density).sqrt() / (k as f64).sqrt()) as f32;
+    (0..k * d)
+        .map(|_| {
+            let u: f64 = rng.random();
+            if u < density / 2.0 {
+                v
+            } else if u < density {
+                -v
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// `m` distinct indices of `0..n`, drawn uniformly at random without replacement, in increasing order (Knuth's
+/// selection sampling, TAOCP vol. 2, 3.4.2, algorithm S: one draw per index, integer arithmetic only, so the same
+/// on every platform). `m >= n` gives all of `0..n`.
+pub fn random_subset(n: usize, m: usize, seed: u64) -> Vec<usize> {
+    if m >= n {
+        return (0..n).collect();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ CANDIDATE_STREAM);
+    let mut out = Vec::with_capacity(m);
+    for i in 0..n {
+        let need = (m - out.len()) as u64;
+        if need == 0 {
+            break;
+        }
+        // Keep index i with probability need / (indices left).
+        if rng.random_range(0..(n - i) as u64) < need {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// How a memory bank of `patches` rows is chosen under a [`PatchCoreConfig`](super::PatchCoreConfig).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoresetPlan {
+    /// Rows kept in the memory bank.
+    pub size: usize,
+    /// Patches the greedy chooses among: all of them, or a random subset of this many when the cap binds.
+    pub candidates: usize,
+}
+
+impl CoresetPlan {
+    /// The plan for `patches` rows (at least 1), a coreset ratio in (0, 1] and an optional cap (at least 1):
+    /// `size = clamp(floor(patches x ratio), 1, patches)` (anomalib's `int(n * ratio)`, at least one row), and
+    /// when that exceeds the cap, `size = cap` chosen among `min(patches, ceil(cap / ratio))` candidates.
+    pub fn new(patches: usize, coreset_ratio: f32, max_bank_rows: Option<usize>) -> Self {
+        // The f32 ratio is read back as the decimal it was written as (0.1f32 -> 0.1).
+        let ratio = (coreset_ratio as f64 * 1e7).round() / 1e7;
+        let size = ((patches as f64 * ratio).floor() as usize).clamp(1, patches.max(1));
+        match max_bank_rows {
+            Some(cap) if size > cap => {
+                let cap = cap.max(1);
+                CoresetPlan { size: cap, candidates: ((cap as f64 / ratio).ceil() as usize).clamp(cap, patches) }
+            }
+            _ => CoresetPlan { size, candidates: patches },
+        }
+    }
+}
+
+/// `c[m, n] = a[m, k] . b[n, k]^T` (both row-major).
+fn matmul_abt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
+    crate::linalg::matmul(m, k, n, a, b, true, c);
+}
+
+/// Runs `f` over `[chunk_rows, ...]` pieces of `out`, in parallel on native targets.
+pub(crate) fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// Memory-bank rows (indices into `patches` `[n, dims]`) chosen under `plan`: the candidates (all rows, or
+/// [`random_subset`] of `plan.candidates` under `seed`), projected by [`sparse_random_projection`] to
+/// [`johnson_lindenstrauss_min_dim`]`(candidates, projection_eps)` dimensions when that is fewer than `dims`, then
+/// [`k_center_greedy`] with `seed`. In the greedy's order (first centre first). With as many rows as candidates,
+/// the candidates in increasing order.
+pub fn select_coreset(patches: &[f32], dims: usize, plan: CoresetPlan, projection_eps: f32, seed: u64) -> Vec<usize> {
+    let n = if dims == 0 { 0 } else { patches.len() / dims };
+    let subset = (plan.candidates < n).then(|| random_subset(n, plan.candidates, seed));
+    let c = subset.as_ref().map_or(n, |s| s.len());
+    let row = |i: usize| subset.as_ref().map_or(i, |s| s[i]);
+    if plan.size >= c {
+        return (0..c).map(row).collect();
+    }
+    let k = johnson_lindenstrauss_min_dim(c, projection_eps);
+    // The candidates' features dimension-major, [cols, c]: each greedy update then streams contiguous rows.
+    let cols = if k < dims { k } else { dims };
+    let mut columns = vec![0.0f32; cols * c];
+    if k < dims {
+        let proj = sparse_random_projection(k, dims, seed);
+        const BLOCK: usize = 1024;
+        let blocks: Vec<Vec<f32>> = {
+            let mut out: Vec<Vec<f32>> = (0..c.div_ceil(BLOCK)).map(|_| Vec::new()).collect();
+            for_each_chunk(&mut out, 1, |bi, slot| {
+                let start = bi * BLOCK;
+                let rows = (c - start).min(BLOCK);
+                let mut gathered = Vec::with_capacity(rows * dims);
+                for i in start..start + rows {
+                    let r = row(i);
+                    gathered.extend_from_slice(&patches[r * dims..(r + 1) * dims]);
+                }
+                let mut p = vec![0.0f32; rows * k];
+                matmul_abt(&gathered, &proj, rows, k, dims, &mut p);
+                slot[0] = p;
+            });
+            out
+        };
+        for (bi, p) in blocks.iter().enumerate() {
+            for (r, v) in p.chunks_exact(k).enumerate() {
+                for (j, x) in v.iter().enumerate() {
+                    columns[j * c + bi * BLOCK + r] = *x;
+                }
+            }
+        }
+    } else {
+        for i in 0..c {
+            let r = row(i);
+            for (j, x) in patches[r * dims..(r + 1) * dims].iter().enumerate() {
+                columns[j * c + i] = *x;
+            }
+        }
+    }
+    greedy_columns(&columns, c, cols, plan.size, seed).into_iter().map(row).collect()
+}
+
+/// Greedy k-center coreset (Sener & Savarese 2018) of the rows of `features` `[n, dims]`: returns up to `size` row
+/// indices, the first chosen by `seed`, each next one the row farthest from all chosen so far (squared Euclidean
+/// distance, ties to the lowest index). Stops early when every remaining row duplicates a chosen one.
+pub fn k_center_greedy(features: &[f32], dims: usize, size: usize, seed: u64) -> Vec<usize> {
+    if dims == 0 {
+        return Vec::new();
+    }
+    let n = features.len() / dims;
+    let mut columns = vec![0.0f32; n * dims];
+    for (row, r) in features.chunks_exact(dims).enumerate() {
+        for (k, v) in r.iter().enumerate() {
+            columns[k * n + row] = *v;
+        }
+    }
+    greedy_columns(&columns, n, dims, size, seed)
+}
+
+/// Most centres chosen per round before all rows are updated.
+const ROUND_CENTRES: usize = 64;
+/// Rows taken aside per round, per centre to choose.
+const POOL_PER_CENTRE: usize = 4;
+
+/// Squared distance of row `i` of `columns` `[dims, n]` to `centre`, summed over the dimensions in order.
+fn distance_to(columns: &[f32], n: usize, i: usize, centre: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (k, &c) in centre.iter().enumerate() {
+        let d = columns[k * n + i] - c;
+        acc += d * d;
+    }
+    acc
+}
+
+/// Squared distance of two rows, summed over the dimensions in order (the same sums as [`distance_to`]).
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (x, c) in a.iter().zip(b) {
+        let d = x - c;
+        acc += d * d;
+    }
+    acc
+}
+
+/// Rows per parallel task of [`update_min_dist`]: about 256 KB of columns, a multiple of the row block.
+fn task_rows(dims: usize) -> usize {
+    ((65536 / dims.max(1)).clamp(64, 4096) / ROW_BLOCK) * ROW_BLOCK
+}
+
+const ROW_BLOCK: usize = 8;
+const CENTRE_BLOCK: usize = 4;
+
+/// Squared distances of the 8 rows from `row0` of `columns` `[dims, n]` to 4 centres given dimension-major
+/// (`centres[k] = [c0[k], c1[k], c2[k], c3[k]]`), summed over the dimensions in order with a separate multiply
+/// and add (as [`distance_to`]); the 32 sums stay in registers.
+#[inline(always)]
+fn block_distances(
+    columns: &[f32],
+    n: usize,
+    row0: usize,
+    centres: &[[f32; CENTRE_BLOCK]],
+) -> [[f32; ROW_BLOCK]; CENTRE_BLOCK] {
+    let mut acc = [[0.0f32; ROW_BLOCK]; CENTRE_BLOCK];
+    for (k, c) in centres.iter().enumerate() {
+        let x: &[f32; ROW_BLOCK] = columns[k * n + row0..k * n + row0 + ROW_BLOCK].try_into().expect("a row block");
+        for j in 0..CENTRE_BLOCK {
+            for r in 0..ROW_BLOCK {
+                let d = x[r] - c[j];
+                acc[j][r] += d * d;
+            }
+        }
+    }
+    acc
+}
+
+/// One task of [`update_min_dist`]: rows `start..start + md.len()`, centres in groups of 4 (dimension-major, see
+/// [`block_distances`]) and the rest row-major.
+#[inline(always)]
+fn update_rows(
+    md: &mut [f32],
+    start: usize,
+    columns: &[f32],
+    n: usize,
+    dims: usize,
+    groups: &[Vec<[f32; CENTRE_BLOCK]>],
+    rest: &[f32],
+) {
+    let full = md.len() / ROW_BLOCK * ROW_BLOCK;
+    for rb in (0..full).step_by(ROW_BLOCK) {
+        let out: &mut [f32; ROW_BLOCK] = (&mut md[rb..rb + ROW_BLOCK]).try_into().expect("a row block");
+        for g in groups {
+            let acc = block_distances(columns, n, start + rb, g);
+            for a in &acc {
+                for r in 0..ROW_BLOCK {
+                    if a[r] < out[r] {
+                        out[r] = a[r];
+                    }
+                }
+            }
+        }
+    }
+    for (r, m) in md.iter_mut().enumerate() {
+        let i = start + r;
+        if r >= full {
+            for g in groups {
+                for j in 0..CENTRE_BLOCK {
+                    let mut acc = 0.0f32;
+                    for (k, c) in g.iter().enumerate() {
+                        let d = columns[k * n + i] - c[j];
+                        acc += d * d;
+                    }
+                    if acc < *m {
+                        *m = acc;
+                    }
+                }
+            }
+        }
+        for c in rest.chunks_exact(dims) {
+            let d = distance_to(columns, n, i, c);
+            if d < *m {
+                *m = d;
+            }
+        }
+    }
+}
+
+/// [`update_rows`] compiled for AVX2 (8 lanes instead of SSE2's 4; no FMA, so the sums are the same).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn update_rows_avx2(
+    md: &mut [f32],
+    start: usize,
+    columns: &[f32],
+    n: usize,
+    dims: usize,
+    groups: &[Vec<[f32; CENTRE_BLOCK]>],
+    rest: &[f32],
+) {
+    update_rows(md, start, columns, n, dims, groups, rest)
+}
+
+/// `min_dist[i] = min(min_dist[i], |row i - c|^2)` for every centre `c` of `centres` `[m, dims]` and every row of
+/// `columns` `[dims, n]`, in parallel tasks of rows and blocks of 8 rows x 4 centres. Each sum runs over the
+/// dimensions in order with a separate multiply and add, exactly as [`distance_to`].
+fn update_min_dist(min_dist: &mut [f32], columns: &[f32], n: usize, dims: usize, centres: &[f32]) {
+    let m = centres.len() / dims;
+    let grouped = m / CENTRE_BLOCK * CENTRE_BLOCK;
+    let groups: Vec<Vec<[f32; CENTRE_BLOCK]>> = (0..grouped)
+        .step_by(CENTRE_BLOCK)
+        .map(|g| (0..dims).map(|k| std::array::from_fn(|j| centres[(g + j) * dims + k])).collect())
+        .collect();
+    let rest = &centres[grouped * dims..];
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    let chunk = task_rows(dims);
+    for_each_chunk(min_dist, chunk, |ci, md| {
+        let start = ci * chunk;
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: AVX2 was detected at run time.
+            unsafe { update_rows_avx2(md, start, columns, n, dims, &groups, rest) };
+            return;
+        }
+        update_rows(md, start, columns, n, dims, &groups, rest);
+    });
+}
+
+/// Row `i` of `columns` `[dims, n]` into `out`.
+fn gather_row(columns: &[f32], n: usize, i: usize, out: &mut Vec<f32>) {
+    let dims = columns.len() / n.max(1);
+    out.extend((0..dims).map(|k| columns[k * n + i]));
+}
+
+/// `a` ranks before `b` in the greedy's order: farther first, then the lower index.
+fn ahead(a: (f32, usize), b: (f32, usize)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// [`k_center_greedy`] on features stored dimension-major, `columns` `[dims, n]`.
+fn greedy_columns(columns: &[f32], n: usize, dims: usize, size: usize, seed: u64) -> Vec<usize> {
+    let size = size.min(n);
+    if size == 0 || dims == 0 {
+        return Vec::new();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ FIRST_CENTRE_STREAM);
+    let first = rng.random_range(0..n);
+    let mut chosen = Vec::with_capacity(size);
+    chosen.push(first);
+    let mut min_dist = vec![f32::INFINITY; n];
+    let mut centres = Vec::with_capacity(ROUND_CENTRES * dims);
+    gather_row(columns, n, first, &mut centres);
+    update_min_dist(&mut min_dist, columns, n, dims, &centres);
+    let mut order: Vec<u32> = Vec::with_capacity(n);
+    let mut pool_rows: Vec<f32> = Vec::new();
+    while chosen.len() < size {
+        let want = (size - chosen.len()).min(ROUND_CENTRES);
+        // The pool: the `t` rows ranked first in the greedy's order; `edge` is the best row left out.
+        let t = (want * POOL_PER_CENTRE).min(n);
+        order.clear();
+        order.extend(0..n as u32);
+        let key = |i: u32| (min_dist[i as usize], i as usize);
+        let cmp = |a: &u32, b: &u32| {
+            let (ka, kb) = (key(*a), key(*b));
+            if ahead(ka, kb) {
+                std::cmp::Ordering::Less
+            } else if ahead(kb, ka) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        };
+        let edge = if t < n {
+            order.select_nth_unstable_by(t, cmp);
+            Some(key(order[t]))
+        } else {
+            None
+        };
+        let pool: Vec<usize> = order[..t].iter().map(|&i| i as usize).collect();
+        let mut pool_dist: Vec<f32> = pool.iter().map(|&i| min_dist[i]).collect();
+        pool_rows.clear();
+        for &i in &pool {
+            gather_row(columns, n, i, &mut pool_rows);
+        }
+        centres.clear();
+        let mut done = false;
+        let mut picked = 0;
+        while picked < want {
+            // Farthest pool row, ties to the lowest index.
+            let mut best = (f32::NEG_INFINITY, usize::MAX);
+            for (&i, &d) in pool.iter().zip(&pool_dist) {
+                if ahead((d, i), best) {
+                    best = (d, i);
+                }
+            }
+            // It is the plain greedy's choice only if it ranks before every row outside the pool, whose
+            // distances can only have shrunk since the round began.
+            if edge.is_some_and(|e| !ahead(best, e)) {
+                break;
+            }
+            if best.0 <= 0.0 {
+                done = true; // every remaining row duplicates a chosen one
+                break;
+            }
+            let start = centres.len();
+            gather_row(columns, n, best.1, &mut centres);
+            let c = &centres[start..];
+            for (r, d) in pool_rows.chunks_exact(dims).zip(pool_dist.iter_mut()) {
+                let nd = squared_distance(r, c);
+                if nd < *d {
+                    *d = nd;
+                }
+            }
+            chosen.push(best.1);
+            picked += 1;
+        }
+        if !centres.is_empty() {
+            update_min_dist(&mut min_dist, columns, n, dims, &centres);
+        }
+        if done {
+            break;
+        }
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect()
+    }
+
+    /// The plain greedy, one centre per pass over all rows (the first implementation).
+    fn sequential(features: &[f32], dims: usize, size: usize, seed: u64) -> Vec<usize> {
+        let n = features.len() / dims;
+        let size = size.min(n);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ FIRST_CENTRE_STREAM);
+        let mut idx = rng.random_range(0..n);
+        let mut min_dist = vec![f32::INFINITY; n];
+        let mut chosen = vec![idx];
+        while chosen.len() < size {
+            let c = &features[idx * dims..(idx + 1) * dims];
+            for (j, m) in min_dist.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                for (x, y) in features[j * dims..(j + 1) * dims].iter().zip(c) {
+                    acc += (x - y) * (x - y);
+                }
+                if acc < *m {
+                    *m = acc;
+                }
+            }
+            let (mut best, mut best_d) = (0, f32::NEG_INFINITY);
+            for (j, &d) in min_dist.iter().enumerate() {
+                if d > best_d {
+                    best_d = d;
+                    best = j;
+                }
+            }
+            if best_d <= 0.0 {
+                break;
+            }
+            idx = best;
+            chosen.push(idx);
+        }
+        chosen
+    }
+
+    #[test]
+    fn rounds_choose_what_the_plain_greedy_chooses() {
+        for (n, dims, size, seed) in [(1000, 3, 300, 1), (3000, 10, 700, 2), (2500, 37, 400, 3), (40, 2, 40, 4)] {
+            let x = random(n * dims, seed);
+            assert_eq!(k_center_greedy(&x, dims, size, seed), sequential(&x, dims, size, seed), "n {n} dims {dims}");
+        }
+        // Clusters with many exact ties and duplicates.
+        let mut x = Vec::new();
+        for i in 0..2000 {
+            let c = (i % 7) as f32;
+            x.extend_from_slice(&[c, (i % 3) as f32, if i % 11 == 0 { 0.5 } else { 0.0 }]);
+        }
+        for seed in 0..5 {
+            let got = k_center_greedy(&x, 3, 100, seed);
+            assert_eq!(got, sequential(&x, 3, 100, seed), "seed {seed}");
+            assert!(got.len() < 100, "stops when only duplicates remain");
+        }
+    }
+
+    #[test]
+    fn random_subset_is_sorted_distinct_and_seeded() {
+        let s = random_subset(1000, 100, 7);
+        assert_eq!(s.len(), 100);
+        assert!(s.windows(2).all(|w| w[0] < w[1]) && *s.last().unwrap() < 1000);
+        assert_eq!(s, random_subset(1000, 100, 7));
+        assert_ne!(s, random_subset(1000, 100, 8));
+        assert_eq!(random_subset(5, 9, 0), vec![0, 1, 2, 3, 4]);
+        assert_eq!(random_subset(5, 0, 0), Vec::<usize>::new());
+        // Every index is about equally likely: 2000 draws of 50 of 200, each index expected 500 times.
+        let mut counts = vec![0u32; 200];
+        for seed in 0..2000 {
+            for i in random_subset(200, 50, seed) {
+                counts[i] += 1;
+            }
+        }
+        // Binomial(2000, 0.25): sd 19.4; 5 sd.
+        assert!(counts.iter().all(|&c| (c as f64 - 500.0).abs() < 97.0), "{counts:?}");
+    }
+
+    #[test]
+    fn plan_caps_and_keeps_the_ratio() {
+        assert_eq!(CoresetPlan::new(19980, 0.1, None), CoresetPlan { size: 1998, candidates: 19980 });
+        assert_eq!(CoresetPlan::new(19980, 0.1, Some(4096)), CoresetPlan { size: 1998, candidates: 19980 });
+        assert_eq!(CoresetPlan::new(19980, 0.1, Some(1998)), CoresetPlan { size: 1998, candidates: 19980 });
+        assert_eq!(CoresetPlan::new(19980, 0.1, Some(1000)), CoresetPlan { size: 1000, candidates: 10000 });
+        assert_eq!(CoresetPlan::new(720_000, 0.1, Some(16384)), CoresetPlan { size: 16384, candidates: 163_840 });
+        assert_eq!(CoresetPlan::new(5000, 1.0, Some(100)), CoresetPlan { size: 100, candidates: 100 });
+        assert_eq!(CoresetPlan::new(3, 0.1, Some(1)), CoresetPlan { size: 1, candidates: 3 });
+        assert_eq!(CoresetPlan::new(1, 0.1, Some(1)), CoresetPlan { size: 1, candidates: 1 });
+        assert_eq!(CoresetPlan::new(1000, 0.25, Some(10)), CoresetPlan { size: 10, candidates: 40 });
+    }
+}
