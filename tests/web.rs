@@ -20,6 +20,8 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 const ONNX: &[u8] = include_bytes!("../models/aisfx-cnn14/model.onnx");
 const SPEC: &str = include_str!("../models/aisfx-cnn14/spec.json");
+const MN04_ONNX: &[u8] = include_bytes!("../models/efficientat-mn04/model.onnx");
+const MN04_SPEC: &str = include_str!("../models/efficientat-mn04/spec.json");
 const ABNORMAL_WAV: &[u8] = include_bytes!("../www/demo/fan-abnormal.wav");
 const NORMAL_WAV: &[u8] = include_bytes!("../www/demo/fan-normal.wav");
 const REF_BANK: &[u8] = include_bytes!("../target/web-test/ref.bank");
@@ -143,6 +145,8 @@ fn check_model_accepts_the_model_and_refuses_junk_and_wrong_specs() {
     let strides = SPEC.replacen("\"time_stride\": 2", "\"time_stride\": 4", 1);
     let e = js_message(check_model(ONNX, &strides).err().expect("wrong strides refused"));
     assert!(e.contains("conv_block1") && e.contains("strides"), "{e}");
+    // The second model (layout ncft, 17 outputs) passes as it is.
+    check_model(MN04_ONNX, MN04_SPEC).expect("EfficientAT mn04 passes its own check");
     let unknown = SPEC.replacen("\"conv_block4\"", "\"conv_block9\"", 1);
     assert!(check_model(ONNX, &unknown).is_err());
     assert!(check_model(ONNX, "{ not json").is_err());

@@ -197,6 +197,28 @@ test("3: a junk model is refused, a bank is kept or brought back with the model 
   });
 });
 
+test("3: the second model passes the check, and the demo bank is said to be for the other model", async () => {
+  const dir = path.join(ROOT, "models/efficientat-mn04");
+  await withPage(async ({ page }) => {
+    await waitReady(page);
+    await page.getByTestId("model-input").setInputFiles([path.join(dir, "model.onnx"), path.join(dir, "spec.json")]);
+    await page.waitForFunction(() => sonomaly.busy === 0 && sonomaly.model.name !== "aisfx-cnn14" ||
+      (!document.getElementById("error").hidden && sonomaly.busy === 0), null, { timeout: 240_000 });
+    assert.match(await page.locator("#model-info").textContent(), /^efficientat-mn04 from model\.onnx/);
+    const text = await errorText(page);
+    assert.match(text, /^No bank fits this model: the demo bank \(fan-demo\.bank\) was fitted with the model aisfx-cnn14, but the model in use is efficientat-mn04/, text);
+    // A bank fitted with it is used, and the default model brings the demo bank back.
+    await page.getByTestId("fit-input").setInputFiles([NORMAL]);
+    await waitIdle(page);
+    await fit(page);
+    await page.getByTestId("demo-abnormal").click();
+    await waitScored(page, "fan-abnormal.wav");
+    await bankChange(page, () => page.getByTestId("default-model").click());
+    assert.match(await page.locator("#bank-info").textContent(), /demo bank/);
+    assert.match(await page.getByTestId("notice").textContent(), /was fitted with the model efficientat-mn04/);
+  });
+});
+
 // ---- 4. fitting checks -------------------------------------------------------------------------------------------
 
 test("4: fitting refuses clips too short to score and warns about a rough threshold as the CLI does", async () => {
