@@ -49,8 +49,11 @@ check_tools() {
     if [ "$want" != "$have" ]; then
         say "installing wasm-bindgen-cli $want (cargo install; a few minutes, once)"
         # --locked first; its lock file can name a dependency version the registry no longer serves.
+        echo "(trying --locked first: if cargo then prints an error about a dependency it cannot find, that is" \
+             "expected, and the install is retried without --locked)"
         cargo install wasm-bindgen-cli --version "$want" --locked \
-            || cargo install wasm-bindgen-cli --version "$want" --force \
+            || { echo "(the --locked install failed, as can be expected; retrying without --locked)"
+                 cargo install wasm-bindgen-cli --version "$want" --force; } \
             || die "could not install wasm-bindgen-cli $want: cargo install wasm-bindgen-cli --version $want"
     fi
     if [ "${WASM_OPT:-1}" != 0 ] && [ ! -x "$ROOT/tests/e2e/node_modules/.bin/wasm-opt" ] && command -v npm >/dev/null; then
@@ -169,10 +172,32 @@ cmd_build() {
     printf 'wasm: %s bytes (%s)\n' "$(stat -c %s "$DIST/pkg/sonomaly_bg.wasm")" "$DIST/pkg/sonomaly_bg.wasm"
 }
 
+# Exits with a message naming another port unless PORT (default 8080) is a port number free on localhost; run
+# before building, so that a busy port does not end a long build.
+check_port() {
+    local port="${PORT:-8080}"
+    case "$port" in
+        ''|*[!0-9]*) die "PORT=$port is not a port number: use e.g. PORT=8081 ./build.sh serve" ;;
+    esac
+    [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "PORT=$port is not a port number (1-65535): use e.g. PORT=8081 ./build.sh serve"
+    python3 - "$port" <<'PY' || die "port $port is in use on localhost (another server?): choose a free one, e.g. PORT=$((port == 65535 ? 8081 : port + 1)) ./build.sh serve"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()
+PY
+}
+
 # Serves dist/ on localhost with application/wasm for .wasm and no caching (the page does its own caching).
 serve_dist() {
     local port="${PORT:-8080}"
     [ -d "$DIST" ] || die "dist/ does not exist: run ./build.sh build first"
+    check_port
     say "serving $DIST on http://localhost:$port  (Ctrl-C stops)"
     exec python3 - "$DIST" "$port" <<'PY'
 import functools, http.server, os, sys
@@ -198,13 +223,17 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             super().log_message(fmt, *args)
 
 http.server.ThreadingHTTPServer.allow_reuse_address = True
-server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=root))
+try:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=root))
+except OSError as e:
+    sys.exit(f"build.sh: cannot serve on port {port} ({e.strerror}): choose a free one, e.g. PORT={port + 1} ./build.sh serve")
 print(f"http://localhost:{port}/", flush=True)
 server.serve_forever()
 PY
 }
 
 cmd_serve() {
+    check_port
     if [ "${1:-}" != "--no-build" ]; then cmd_build; fi
     serve_dist
 }

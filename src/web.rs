@@ -15,7 +15,9 @@ use crate::bank::{front_end_summary, Bank};
 use crate::embedding::EmbeddingConfig;
 use crate::pipeline::{
     ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Segment, StreamScorer, StreamUpdate, DEFAULT_PRESET,
+    MIN_FRAMES,
 };
+use crate::spectrogram::LogMel;
 
 /// Installs the panic hook so that a Rust panic shows its message in the browser console.
 #[wasm_bindgen(start)]
@@ -172,6 +174,8 @@ struct JsModelInfo {
     hop_s: f64,
     window_frames: usize,
     window_s: f64,
+    /// Shortest clip that can be scored or fitted on, seconds ([`MIN_FRAMES`] frames).
+    min_seconds: f64,
 }
 
 /// What the page shows about the loaded bank.
@@ -192,6 +196,8 @@ struct JsBankInfo {
     display_floor: f32,
     display_ceiling: f32,
     created: String,
+    /// Highest frequency judged, Hz; `None` when the normal clips had signal in every band.
+    band_limit_hz: Option<f32>,
 }
 
 fn bank_info(bank: &Bank) -> Result<JsValue, JsError> {
@@ -212,7 +218,89 @@ fn bank_info(bank: &Bank) -> Result<JsValue, JsError> {
         display_floor,
         display_ceiling,
         created: i.created,
+        band_limit_hz: Some(bank.band_limit_hz()).filter(|f| f.is_finite()),
     })
+}
+
+/// What [`check_model`] found: one entry per output of the spec.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsModelCheck {
+    name: String,
+    runtime: String,
+    outputs: Vec<JsOutputCheck>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsOutputCheck {
+    name: String,
+    channels: usize,
+    time: usize,
+    freq: usize,
+}
+
+/// A deterministic test window for [`check_model`]: the log-mel (the spec's own front end) of a 440 Hz tone
+/// gliding up two octaves with a little pseudo-random noise, cut or padded to `window_frames` frames.
+fn test_window(spec: &BackboneSpec) -> crate::Result<Vec<f32>> {
+    let cfg = spec.front_end_config();
+    let (sr, m, frames) = (cfg.sample_rate as f64, cfg.n_mels, spec.window_frames);
+    let n = (frames + 2) * cfg.hop_length + cfg.n_fft;
+    let mut seed = 0x2545_f491_u32;
+    let samples: Vec<f32> = (0..n)
+        .map(|i| {
+            let t = i as f64 / sr;
+            let f = 440.0 * 4f64.powf(t / (n as f64 / sr));
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let noise = (seed as f64 / u32::MAX as f64) - 0.5;
+            (0.3 * (2.0 * std::f64::consts::PI * f * t).sin() + 0.02 * noise) as f32
+        })
+        .collect();
+    let lm = LogMel::new(cfg)?.compute(&samples)?;
+    let mut window = lm.data;
+    window.resize(frames * m, *window.last().unwrap_or(&0.0));
+    window.truncate(frames * m);
+    Ok(window)
+}
+
+/// Checks a backbone before the page switches to it: reads the spec, loads the ONNX with every output the spec
+/// lists, runs it on a test window (the log-mel of a tone, `[window_frames, mel_bins]`) and checks that each
+/// output has the spec's channels, about `window_frames / time_stride` rows and `mel_bins / freq_stride`
+/// columns, and finite values. Returns `{name, runtime, outputs: [{name, channels, time, freq}]}`.
+///
+/// # Errors
+/// A plain sentence naming the file at fault: the spec (not JSON, missing fields), the ONNX (not a model, no
+/// such output, other shapes than the spec announces), or outputs with non-finite values.
+#[wasm_bindgen(js_name = checkModel)]
+pub fn check_model(onnx: &[u8], spec_json: &str) -> Result<JsValue, JsError> {
+    let spec = BackboneSpec::from_json(spec_json).map_err(js_err)?;
+    let names: Vec<String> = spec.outputs.iter().map(|o| o.name.clone()).collect();
+    let backbone = Backbone::from_bytes(onnx, spec.clone(), &names).map_err(js_err)?;
+    let mel_bins = spec.front_end_config().n_mels;
+    let maps = backbone.run(&test_window(&spec).map_err(js_err)?).map_err(js_err)?;
+    let mut outputs = Vec::with_capacity(maps.len());
+    for (map, o) in maps.iter().zip(&spec.outputs) {
+        let rows = spec.window_frames as f64 / o.time_stride as f64;
+        let cols = mel_bins as f64 / o.freq_stride as f64;
+        let near = |got: usize, want: f64| got as f64 >= want.floor() && got as f64 <= want.ceil();
+        if !near(map.time, rows) || !near(map.freq, cols) {
+            return Err(JsError::new(&format!(
+                "model: output '{}' is {} x {} (time x frequency) for a window of {} frames x {mel_bins} mel bins, \
+                 but the spec's strides ({} and {}) announce {rows} x {cols}: the spec does not describe this model",
+                o.name, map.time, map.freq, spec.window_frames, o.time_stride, o.freq_stride
+            )));
+        }
+        if map.data.iter().any(|v| !v.is_finite()) {
+            return Err(JsError::new(&format!(
+                "model: output '{}' holds values that are not finite numbers on a test input: the model is damaged",
+                o.name
+            )));
+        }
+        outputs.push(JsOutputCheck { name: o.name.clone(), channels: map.channels, time: map.time, freq: map.freq });
+    }
+    to_js(&JsModelCheck { name: spec.name.clone(), runtime: backbone.runtime_name().to_string(), outputs })
 }
 
 /// A model, the bank it scores with, and the live stream and fit in progress, if any.
@@ -235,7 +323,7 @@ impl Engine {
     }
 
     /// The model: `{name, description, licence, source, backboneSha256, layers, sampleRate, frontEnd, melBins,
-    /// hopS, windowFrames, windowS, melHz: Float32Array}`.
+    /// hopS, windowFrames, windowS, minSeconds, melHz: Float32Array}`.
     #[wasm_bindgen(js_name = modelInfo)]
     pub fn model_info(&self) -> Result<JsValue, JsError> {
         let spec = self.model.spec();
@@ -253,6 +341,7 @@ impl Engine {
             hop_s: self.model.hop_s(),
             window_frames: spec.window_frames,
             window_s: spec.window_frames as f64 * self.model.hop_s(),
+            min_seconds: MIN_FRAMES as f64 * self.model.hop_s(),
         })?
         .unchecked_into();
         set(&obj, "melHz", &f32s(&self.model.logmel().mel_frequencies_hz()));
@@ -261,7 +350,8 @@ impl Engine {
 
     /// Loads a bank file and makes it the one used for scoring. A bank fitted with another backbone or front end
     /// is refused (the current bank stays). Returns the bank's info: `{detector, backbone, backboneSha256,
-    /// frontEnd, layers, memoryBank, clips, seconds, threshold, segmentThreshold, created}`.
+    /// frontEnd, layers, memoryBank, clips, seconds, threshold, segmentThreshold, created, bandLimitHz}`
+    /// (`bandLimitHz`: highest frequency judged, or `null` for every band).
     #[wasm_bindgen(js_name = loadBank)]
     pub fn load_bank(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
         let bank = Bank::from_bytes(bytes).map_err(js_err)?;

@@ -170,6 +170,10 @@ fn bad_audio_gives_errors_not_panics() {
     assert!(fitter.add_clip(&model, &[], 16_000).is_err());
     assert!(fitter.add_clip(&model, &[0.0, f32::NAN, 0.0], 16_000).is_err());
     assert!(fitter.add_clip(&model, &[0.0; 100], 0).is_err());
+    // A clip too short to be scored (0.2 s) is too short to learn from, and leaves the fit as it was.
+    let e = fitter.add_clip(&model, &vec![0.1f32; 3_200], 16_000).unwrap_err().to_string();
+    assert!(e.contains("too short to learn from") && e.contains("0.37 s"), "{e}");
+    assert_eq!(fitter.clips(), 0);
     // A single short clip cannot calibrate a threshold: a clear error.
     let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
     fitter.add_clip(&model, &vec![0.1f32; 16_000], 16_000).unwrap();

@@ -12,7 +12,7 @@
 use sonomaly::audio::{decode, to_mono, ChannelSelect};
 use sonomaly::bank::Bank;
 use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model, StreamScorer};
-use sonomaly::web::{BackboneRunner, Engine};
+use sonomaly::web::{check_model, BackboneRunner, Engine};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
@@ -20,6 +20,8 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 const ONNX: &[u8] = include_bytes!("../models/aisfx-cnn14/model.onnx");
 const SPEC: &str = include_str!("../models/aisfx-cnn14/spec.json");
+const MN04_ONNX: &[u8] = include_bytes!("../models/efficientat-mn04/model.onnx");
+const MN04_SPEC: &str = include_str!("../models/efficientat-mn04/spec.json");
 const ABNORMAL_WAV: &[u8] = include_bytes!("../www/demo/fan-abnormal.wav");
 const NORMAL_WAV: &[u8] = include_bytes!("../www/demo/fan-normal.wav");
 const REF_BANK: &[u8] = include_bytes!("../target/web-test/ref.bank");
@@ -101,6 +103,53 @@ fn the_engine_scores_through_the_javascript_surface() {
     assert_eq!(map.length(), frames * mel_bins);
     let curve: js_sys::Float32Array = get("curve").into();
     assert_eq!(curve.length(), frames);
+    // Every field of the core's result, in camelCase: the band judged (16 kHz audio: up to 8 kHz), the verdict.
+    assert_eq!(get("bandLimitHz").as_f64(), Some(8000.0));
+    assert_eq!(get("isAnomaly").as_bool(), native()["is_anomaly"].as_bool());
+    assert!(get("segmentThreshold").as_f64().is_some());
+    let segments: js_sys::Array = get("segments").into();
+    for s in segments.iter() {
+        let start = js_sys::Reflect::get(&s, &JsValue::from_str("startS")).unwrap().as_f64().unwrap();
+        let end = js_sys::Reflect::get(&s, &JsValue::from_str("endS")).unwrap().as_f64().unwrap();
+        assert!(start < end && end <= get("durationS").as_f64().unwrap());
+    }
+}
+
+fn js_message(e: wasm_bindgen::JsError) -> String {
+    let v: JsValue = e.into();
+    js_sys::Error::from(v).message().into()
+}
+
+#[wasm_bindgen_test]
+fn check_model_accepts_the_model_and_refuses_junk_and_wrong_specs() {
+    let r = check_model(ONNX, SPEC).expect("the default model passes its own check");
+    let outputs: js_sys::Array = js_sys::Reflect::get(&r, &JsValue::from_str("outputs")).unwrap().into();
+    let sizes: Vec<(f64, f64, f64)> = outputs
+        .iter()
+        .map(|o| {
+            let g = |k: &str| js_sys::Reflect::get(&o, &JsValue::from_str(k)).unwrap().as_f64().unwrap();
+            (g("channels"), g("time"), g("freq"))
+        })
+        .collect();
+    // 100 frames x 96 mel bins through strides 2, 4, 8, 8.
+    assert_eq!(sizes, vec![(64.0, 50.0, 48.0), (128.0, 25.0, 24.0), (256.0, 12.0, 12.0), (512.0, 12.0, 12.0)]);
+    // An 18-byte text file, half a model, nothing.
+    for junk in [&b"this is not a mod\n"[..], &ONNX[..ONNX.len() / 2], &b""[..]] {
+        let e = js_message(check_model(junk, SPEC).err().expect("junk refused"));
+        assert!(e.starts_with("model: "), "{e}");
+    }
+    // A spec that announces other channels or strides than the model has.
+    let channels = SPEC.replacen("\"channels\": 64", "\"channels\": 65", 1);
+    let e = js_message(check_model(ONNX, &channels).err().expect("wrong channels refused"));
+    assert!(e.contains("conv_block1") && e.contains("65"), "{e}");
+    let strides = SPEC.replacen("\"time_stride\": 2", "\"time_stride\": 4", 1);
+    let e = js_message(check_model(ONNX, &strides).err().expect("wrong strides refused"));
+    assert!(e.contains("conv_block1") && e.contains("strides"), "{e}");
+    // The second model (layout ncft, 17 outputs) passes as it is.
+    check_model(MN04_ONNX, MN04_SPEC).expect("EfficientAT mn04 passes its own check");
+    let unknown = SPEC.replacen("\"conv_block4\"", "\"conv_block9\"", 1);
+    assert!(check_model(ONNX, &unknown).is_err());
+    assert!(check_model(ONNX, "{ not json").is_err());
 }
 
 #[wasm_bindgen_test]

@@ -46,8 +46,9 @@ export function sniffSampleRate(bytes) {
   return null;
 }
 
-// Decodes an audio file (ArrayBuffer) into a mono Float32Array at the file's own sample rate.
-export async function decodeToMono(bytes, name = "the file") {
+// Decodes an audio file (ArrayBuffer) into a mono Float32Array at the file's own sample rate: the average of
+// its channels (`channel` "mix", as `sonomaly --channel mix`) or one of them (`channel` 0, 1, ...).
+export async function decodeToMono(bytes, name = "the file", channel = "mix") {
   if (!bytes || bytes.byteLength === 0) throw new Error(`${name} is empty.`);
   const rate = sniffSampleRate(bytes) || 48000;
   if (rate < 3000 || rate > 768000) throw new Error(`${name} says its sample rate is ${rate} Hz, which the browser cannot decode.`);
@@ -60,16 +61,31 @@ export async function decodeToMono(bytes, name = "the file") {
   }
   if (buf.length === 0) throw new Error(`${name} contains no audio.`);
   const n = buf.length;
-  const mono = new Float32Array(n);
-  for (let c = 0; c < buf.numberOfChannels; c++) {
-    const ch = buf.getChannelData(c);
-    for (let i = 0; i < n; i++) mono[i] += ch[i];
+  const channels = buf.numberOfChannels;
+  let mono;
+  if (channel !== "mix" && channels > 1) {
+    if (!(channel >= 0 && channel < channels)) {
+      throw new Error(`${name} has ${channels} channels: there is no channel ${channel + 1}. Choose one of 1-${channels}, or mix.`);
+    }
+    mono = buf.getChannelData(channel).slice();
+  } else {
+    mono = new Float32Array(n);
+    for (let c = 0; c < channels; c++) {
+      const ch = buf.getChannelData(c);
+      for (let i = 0; i < n; i++) mono[i] += ch[i];
+    }
+    if (channels > 1) {
+      const k = 1 / channels;
+      for (let i = 0; i < n; i++) mono[i] *= k;
+    }
   }
-  if (buf.numberOfChannels > 1) {
-    const k = 1 / buf.numberOfChannels;
-    for (let i = 0; i < n; i++) mono[i] *= k;
-  }
-  return { samples: mono, sampleRate: buf.sampleRate, channels: buf.numberOfChannels, duration: n / buf.sampleRate };
+  return {
+    samples: mono,
+    sampleRate: buf.sampleRate,
+    channels,
+    channel: channels > 1 ? channel : "mix",
+    duration: n / buf.sampleRate,
+  };
 }
 
 // 16-bit PCM mono WAV.

@@ -1,18 +1,29 @@
 // The page: wires the controls to the worker that hosts the wasm core, and draws what comes back.
 // Nothing heavy happens here: decoding is the browser's (async), everything else is the worker's.
+//
+// What the page shows must be true of the bank in use: every result remembers the bank it was scored with (the
+// worker's bank serial), a result made with another bank is marked stale and rescored in the background, and a
+// verdict is only ever given for a result of the bank in use.
 
-import { Figure, Series, COLOUR_MAPS, HEAT_HIGH, HEAT_LOW, heatLegendCss } from "./render.js";
+import { Figure, Series, COLOUR_MAPS, HEAT_HIGH, HEAT_LOW, heatLegendCss, judgedBins } from "./render.js";
 import { decodeToMono, encodeWav, Player } from "./audio.js";
 import { loadLastBank, saveLastBank } from "./store.js";
+import { UserError, asUserError, bankFileError, fitError, mismatch, modelError, scoreError, sentence } from "./messages.js";
 
 const $ = (id) => document.getElementById(id);
 const MODEL_URL = "models/aisfx-cnn14/model.onnx";
 const SPEC_URL = "models/aisfx-cnn14/spec.json";
 const DEMO_BANK_URL = "demo/fan-demo.bank";
+const DEMO_BANK_NAME = "demo bank (fan-demo.bank)";
 const DEMOS = { normal: "demo/fan-normal.wav", abnormal: "demo/fan-abnormal.wav" };
 const LIVE_SPAN_S = 12;
 // Seconds dropped at the start of each recording take while the microphone settles (see recorder-worklet.js).
 const SETTLE_S = 0.3;
+// Fewer normal clips or seconds than these give a rough threshold (`sonomaly fit` warns at the same point).
+const FEW_CLIPS = 3;
+const FEW_SECONDS = 30;
+// What counts as audio in a folder (single files are tried whatever their name).
+const AUDIO_NAME = /\.(wav|wave|mp3|ogg|oga|opus|flac|m4a|aac|webm)$/i;
 
 // ---- state ------------------------------------------------------------------------------------------------
 
@@ -20,14 +31,20 @@ const state = {
   model: null, // model info from the core
   bank: null, // bank info from the core
   bankName: null,
-  defaultThreshold: null,
-  threshold: null,
-  clips: [], // {id, name, samples, sampleRate, kind, result: {score, segments, series}}
+  bankFile: null, // file name the bank in use downloads as
+  bankSerial: 0, // the worker's serial of the bank in use; results carry the serial they were scored with
+  thresholdOverride: null, // the slider's value when moved off the bank's default, else null
+  clips: [], // scored clips: {id, name, path, label, hash, blob, kind, samples, sampleRate, channels, channel, duration, result}
   current: null,
-  fitMaterial: [], // {id, name, samples, sampleRate, use}
-  fittedBytes: null,
+  fitMaterial: [], // {id, clip, use}
+  fitted: null, // {bytes, name, fileName}: the last bank fitted in this visit
   busy: 0,
+  ready: false, // the model (and a first bank, if any) is loaded
+  initFailed: false,
+  queued: [], // labels of actions waiting for the model
+  channel: "mix", // channel choice for multi-channel files: "mix" or a 0-based index
   rec: null,
+  rescoring: false, // clips of an earlier bank are being rescored
   timings: { pageStart: performance.timeOrigin, firstHeatmapMs: null, modelReadyMs: null },
 };
 window.sonomaly = state; // for the curious and for the end-to-end tests
@@ -56,22 +73,36 @@ worker.onmessage = (ev) => {
   if (!p) return;
   pending.delete(msg.id);
   if (msg.ok) p.resolve(msg.result);
-  else p.reject(new Error(msg.error));
+  else {
+    const e = new Error(msg.error);
+    e.clip = msg.clip;
+    p.reject(e);
+  }
 };
 
 worker.onerror = (ev) => {
   ev.preventDefault();
-  const text = "The analysis engine could not start in this browser" + (ev.message ? ` (${ev.message})` : "") +
-    ". Use a current Chrome, Edge, Firefox or Safari, and open the page over http://localhost or https.";
-  fail(text);
-  for (const p of pending.values()) p.reject(new Error(text));
+  const text = "The analysis engine could not start in this browser. Use a current Chrome, Edge, Firefox or " +
+    "Safari, and open the page over http://localhost or https.";
+  const err = new UserError(text, ev.message || null);
+  state.initFailed = true;
+  fail(err);
+  for (const p of pending.values()) p.reject(err);
   pending.clear();
 };
 
-// ---- status and errors --------------------------------------------------------------------------------------
+// ---- status, errors, notices --------------------------------------------------------------------------------
 
 function setStatus(text) {
   $("status").textContent = text;
+}
+
+// Where things stand, for the status line when nothing is going on.
+function idleStatus() {
+  if (state.initFailed) return "Not ready: the analysis engine or the model did not load.";
+  if (!state.ready) return "Loading the analysis engine…";
+  if (!state.bank) return "No bank is loaded: open a bank file, or fit one from normal sound below.";
+  return "Ready: open a file, try a demo clip, or record.";
 }
 
 function showProgress(done, total) {
@@ -94,28 +125,44 @@ function progressHandler(msg) {
   showProgress(msg.done, msg.total);
 }
 
-function fail(message) {
-  $("error-text").textContent = message;
+// Shows what went wrong once, in the red box (the core's words behind "details"); the status line goes back to
+// saying where things stand. `reason` lets the box be taken away when its cause is gone (e.g. "no-bank").
+function fail(err, reason = null) {
+  const e = asUserError(err);
+  $("error-text").textContent = e.message;
+  $("error-details").textContent = e.details || "";
+  $("error-more").hidden = !e.details;
+  $("error-more").open = false;
+  $("error").dataset.reason = e.reason || reason || "";
   $("error").hidden = false;
-  setStatus(`Error: ${message}`);
+  setStatus(idleStatus());
   showProgress(null);
 }
 
-function clearError() {
+// Hides the red box; with a reason, only if it shows an error of that reason.
+function clearError(reason = null) {
+  if (reason && $("error").dataset.reason !== reason) return;
   $("error").hidden = true;
 }
 
-$("error-close").onclick = clearError;
+function note(text) {
+  $("notice-text").textContent = text || "";
+  $("notice").hidden = !text;
+}
 
-async function busy(label, fn) {
+$("error-close").onclick = () => clearError();
+$("notice-close").onclick = () => note(null);
+
+async function busy(fn) {
   clearError();
+  note(null);
   state.busy++;
   updateButtons();
   try {
     return await fn();
   } catch (e) {
     console.error(e);
-    fail(e.message || String(e));
+    fail(e);
     return undefined;
   } finally {
     state.busy--;
@@ -124,7 +171,39 @@ async function busy(label, fn) {
   }
 }
 
-// ---- loaded model and bank ----------------------------------------------------------------------------------
+// ---- waiting for the model ----------------------------------------------------------------------------------
+
+let markReady;
+const readyPromise = new Promise((resolve) => (markReady = resolve));
+
+function showQueued() {
+  const q = $("queued");
+  q.hidden = state.queued.length === 0;
+  q.textContent = state.queued.length
+    ? (state.initFailed ? "· not done, the model did not load: " : "· waiting for the model: ") + state.queued.join(", ")
+    : "";
+}
+
+// Resolves true once the page is ready (at once if it is), false if it never will be. Input given before then
+// (a dropped file, an early click) waits here instead of failing.
+async function whenReady(label) {
+  if (state.ready) return true;
+  if (state.initFailed) return false;
+  state.queued.push(label);
+  showQueued();
+  const ok = await readyPromise;
+  if (ok) state.queued.splice(state.queued.indexOf(label), 1);
+  showQueued();
+  return ok;
+}
+
+// An action that needs the model: waits for it, then runs as `busy` does.
+async function action(label, fn) {
+  if (!(await whenReady(label))) return undefined;
+  return busy(fn);
+}
+
+// ---- formatting ---------------------------------------------------------------------------------------------
 
 function fmtDate(s) {
   if (!s) return "";
@@ -137,75 +216,154 @@ function fmtDuration(s) {
   return s >= 120 ? `${(s / 60).toFixed(1)} min` : `${s.toFixed(1)} s`;
 }
 
-function showModel(m) {
-  state.model = m;
-  $("model-info").textContent = `${m.name} (${m.layers.join(", ")}; ${m.licence || "licence not stated"})` +
-    (m.cached ? " — from the browser cache" : "");
-  $("model-info").title = m.description || "";
-  $("frontend-info").textContent = m.frontEnd || "—";
+function fmtHz(f) {
+  return f >= 1000 ? `${+(f / 1000).toFixed(1)} kHz` : `${Math.round(f)} Hz`;
 }
 
-function showBank(info, name) {
-  state.bank = info;
+function fmtBytes(n) {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1e3))} KB`;
+}
+
+// "the demo bank (fan-demo.bank)", "the bank fan.bank": a bank's name in a sentence.
+function theBank(name) {
+  return /\.(bank|safetensors)$/i.test(name || "") ? `the bank ${name}` : `the ${name}`;
+}
+
+function cap(s) {
+  return s ? s[0].toUpperCase() + s.slice(1) : s;
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+// ---- loaded model and bank ----------------------------------------------------------------------------------
+
+function showModel(m) {
+  state.model = m;
+  $("model-info").textContent = `${m.name}${m.isDefault ? "" : ` from ${m.source}`} (${m.layers.join(", ")}; ` +
+    `${m.licence || "licence not stated"})` + (m.cached ? " — from the browser cache" : "");
+  $("model-info").title = m.description || "";
+  $("frontend-info").textContent = m.frontEnd || "—";
+  $("default-model").hidden = !!m.isDefault;
+  renderFitList();
+}
+
+// The file name a bank downloads as: the same for the same bank whichever button saves it.
+function bankFileName(name, info) {
+  if (/\.(bank|safetensors)$/i.test(name || "")) return name;
+  if (name === DEMO_BANK_NAME) return "fan-demo.bank";
+  const created = info && info.created ? new Date(info.created) : new Date();
+  const d = isNaN(created) ? new Date() : created;
+  const pad = (n) => String(n).padStart(2, "0");
+  return `sonomaly-fitted-${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}-${pad(d.getHours())}${pad(d.getMinutes())}${pad(d.getSeconds())}.bank`;
+}
+
+function roughFit(clips, seconds) {
+  return clips < FEW_CLIPS || seconds < FEW_SECONDS;
+}
+
+// What the heat colours mean for the bank in use.
+function showLegend(info) {
+  let text = `from ${Math.round(HEAT_LOW * 100)} % of the segment threshold to ${Math.round(HEAT_HIGH * 100)} % of it, or the largest value if higher`;
+  if (info && info.displayFloor != null && info.displayCeiling != null) {
+    const seg = info.segmentThreshold;
+    text = info.units === "z"
+      ? `from ${+(seg - info.displayFloor).toFixed(2)} z below the segment threshold to ${+(info.displayCeiling - seg).toFixed(2)} z above it, or the largest value if higher`
+      : `from ${Math.round((100 * info.displayFloor) / seg)} % of the segment threshold to ${Math.round((100 * info.displayCeiling) / seg)} % of it, or the largest value if higher`;
+  }
+  $("heat-legend-text").textContent = text;
+}
+
+// A new bank (or none) is in use: every result of another bank is now stale and gets rescored.
+function setBank(info, name, serial) {
+  state.bank = info || null;
   state.bankName = info ? name : null;
+  state.bankFile = info ? bankFileName(name, info) : null;
+  state.bankSerial = serial;
+  state.thresholdOverride = null;
+  showLegend(info);
   if (!info) {
     $("bank-info").textContent = "none — open a bank file, or fit one below";
     $("bank-fit-info").textContent = "—";
-    state.defaultThreshold = null;
-    state.threshold = null;
   } else {
-    $("bank-info").textContent = `${name}: ${info.detector}, memory bank ${info.memoryBank}, threshold ${info.threshold.toFixed(4)}`;
+    clearError("no-bank");
+    $("bank-info").textContent = `${name}: ${info.detector}, memory bank ${info.memoryBank}, threshold ` +
+      `${info.threshold.toFixed(4)}${info.units === "z" ? " (robust z-score)" : ""}`;
     const parts = [];
-    if (info.clips != null) parts.push(`${info.clips} clip${info.clips === 1 ? "" : "s"}`);
+    if (info.clips != null) parts.push(plural(info.clips, "clip"));
     if (info.seconds != null) parts.push(fmtDuration(info.seconds));
     if (info.backbone) parts.push(`backbone ${info.backbone}`);
     if (info.layers) parts.push(`patches from ${info.layers.replace(/,/g, " + ")}`);
+    if (info.bandLimitHz) parts.push(`judged up to ${fmtHz(info.bandLimitHz)}`);
     if (info.created) parts.push(`on ${fmtDate(info.created)}`);
-    $("bank-fit-info").textContent = parts.join(", ") || "—";
-    setDefaultThreshold(info.threshold, info.segmentThreshold);
+    let text = parts.join(", ") || "—";
+    if (info.clips != null && info.seconds != null && roughFit(info.clips, info.seconds)) {
+      text += ` — the threshold is rough: fitted on fewer than ${FEW_CLIPS} clips or ${FEW_SECONDS} s of normal sound`;
+    }
+    $("bank-fit-info").textContent = text;
   }
+  updateSlider();
+  applyThreshold();
+  if (state.current && state.current.result) showClip(state.current);
+  renderClipList();
   updateButtons();
+  rescoreAll();
 }
 
-function setDefaultThreshold(t, seg) {
-  state.defaultThreshold = t;
-  state.defaultSegThreshold = seg;
-  state.threshold = t;
-  const s = $("threshold");
-  s.min = 0;
-  s.max = (t * 2.5).toPrecision(4);
-  s.step = (t / 1000).toPrecision(3);
-  s.value = t;
-  applyThreshold();
+async function lastBankOffer() {
+  const last = await loadLastBank();
+  return last ? { bytes: last.bytes, name: `last fitted bank (${fmtDate(last.savedAt)})` } : null;
+}
+
+// Banks the worker may fall back on when the bank in use does not fit a new model.
+async function offeredBanks() {
+  const last = await lastBankOffer();
+  return [...(last ? [last] : []), { url: DEMO_BANK_URL, name: DEMO_BANK_NAME }];
 }
 
 async function start() {
   $("heat-legend").style.background = heatLegendCss();
-  $("heat-legend-text").textContent = `from ${Math.round(HEAT_LOW * 100)} % of the segment threshold to the largest value (at least ${Math.round(HEAT_HIGH * 100)} %)`;
+  showLegend(null);
   for (const name of COLOUR_MAPS) $("colour-map").add(new Option(name, name));
+  fillChannels(8);
   setStatus("Loading the analysis engine…");
-  const last = await loadLastBank();
+  const last = await lastBankOffer();
   if (last) $("last-bank").hidden = false;
   const t0 = performance.now();
-  const r = await busy("init", () =>
+  const r = await busy(() =>
     call("init", {
       modelUrl: MODEL_URL,
       specUrl: SPEC_URL,
       buildUrl: "build.json",
       bankUrl: DEMO_BANK_URL,
       preferredBank: last ? last.bytes : null,
-      preferredBankName: last ? `last fitted bank (${fmtDate(last.savedAt)})` : null,
+      preferredBankName: last ? last.name : null,
     }, [], progressHandler));
   if (!r) {
+    state.initFailed = true;
     $("model-info").textContent = "not loaded";
     $("bank-info").textContent = "not loaded";
+    setStatus(idleStatus());
+    showQueued();
+    markReady(false);
     return;
   }
   state.timings.modelReadyMs = performance.now();
+  state.ready = true;
   showModel(r.model);
-  showBank(r.bank, r.bankSource);
-  if (r.bankError) fail(r.bankError);
-  else setStatus(`Ready (${((performance.now() - t0) / 1000).toFixed(1)} s): open a file, try a demo clip, or record.`);
+  setBank(r.bank, r.bankSource, r.serial);
+  if (r.bankError) {
+    const { name, error } = r.bankError;
+    const e = error === "missing"
+      ? new UserError("The demo bank (demo/fan-demo.bank) is not on this server. Open a bank file, or fit one from normal sound below.", null, "no-bank")
+      : bankFileError(name, error);
+    if (r.bank) note(`${e.message} Using ${theBank(r.bankSource)} instead.`);
+    else fail(e, "no-bank");
+  }
+  if (r.bank) setStatus(`Ready (${((performance.now() - t0) / 1000).toFixed(1)} s): open a file, try a demo clip, or record.`);
+  else setStatus(idleStatus());
+  markReady(true);
 }
 
 $("bank-input").onchange = async (ev) => {
@@ -214,43 +372,42 @@ $("bank-input").onchange = async (ev) => {
   if (file) await loadBankFile(file);
 };
 
+async function loadBankBytes(bytes, name, errorName) {
+  await stopRecordingIfRunning();
+  const r = await call("loadBank", { bytes, name }, [bytes.buffer]).catch((e) => {
+    throw bankFileError(errorName, e);
+  });
+  setBank(r.info, r.name, r.serial);
+}
+
 async function loadBankFile(file) {
-  await busy("bank", async () => {
+  await action(`the bank ${file.name}`, async () => {
     setStatus(`Loading the bank ${file.name}…`);
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    const info = await call("loadBank", { bytes }, [bytes.buffer]).catch((e) => {
-      throw new Error(`The bank ${file.name} was not loaded: ${e.message}`);
-    });
-    showBank(info, file.name);
+    await loadBankBytes(new Uint8Array(await file.arrayBuffer()), file.name, file.name);
     setStatus(`Loaded the bank ${file.name}.`);
-    await rescoreCurrent();
   });
 }
 
 $("demo-bank").onclick = () =>
-  busy("bank", async () => {
+  action("Use demo bank", async () => {
     const res = await fetch(DEMO_BANK_URL).catch(() => null);
-    if (!res || !res.ok) throw new Error("The demo bank (demo/fan-demo.bank) is not on this server.");
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    showBank(await call("loadBank", { bytes }, [bytes.buffer]), "demo bank (fan-demo.bank)");
+    if (!res || !res.ok) throw new UserError("The demo bank (demo/fan-demo.bank) is not on this server.");
+    await loadBankBytes(new Uint8Array(await res.arrayBuffer()), DEMO_BANK_NAME, "The demo bank");
     setStatus("Loaded the demo bank.");
-    await rescoreCurrent();
   });
 
 $("last-bank").onclick = () =>
-  busy("bank", async () => {
-    const last = await loadLastBank();
-    if (!last) throw new Error("No fitted bank is stored in this browser.");
-    showBank(await call("loadBank", { bytes: last.bytes }), `last fitted bank (${fmtDate(last.savedAt)})`);
+  action("Use last fitted bank", async () => {
+    const last = await lastBankOffer();
+    if (!last) throw new UserError("No fitted bank is stored in this browser.");
+    await loadBankBytes(new Uint8Array(last.bytes), last.name, "The last fitted bank");
     setStatus("Loaded the last fitted bank.");
-    await rescoreCurrent();
   });
 
 $("download-bank").onclick = () =>
-  busy("download", async () => {
+  busy(async () => {
     const bytes = await call("bankBytes");
-    const base = (state.bankName || "sonomaly").replace(/\.bank$/, "").replace(/[^\w.-]+/g, "-").replace(/^-+|-+$/g, "");
-    download(new Blob([bytes], { type: "application/octet-stream" }), `${base || "sonomaly"}.bank`);
+    download(new Blob([bytes], { type: "application/octet-stream" }), state.bankFile || "sonomaly.bank");
   });
 
 $("model-input").onchange = async (ev) => {
@@ -263,21 +420,50 @@ async function loadModelFiles(files) {
   const onnx = files.find((f) => /\.onnx$/i.test(f.name));
   const spec = files.find((f) => /\.json$/i.test(f.name));
   if (!onnx || !spec) {
-    fail("To load a model, choose its .onnx file and its .json spec together.");
+    clearError();
+    fail(new UserError("To load a model, choose its .onnx file and its .json spec together."));
     return;
   }
-  await busy("model", async () => {
-    setStatus(`Loading the model ${onnx.name}…`);
+  await action(`the model ${onnx.name}`, async () => {
+    setStatus(`Checking the model ${onnx.name} on a test input…`);
     const bytes = await onnx.arrayBuffer();
-    const r = await call("loadModel", { onnx: bytes, spec: await spec.text(), name: onnx.name }, [bytes], progressHandler)
+    const specText = await spec.text();
+    const banks = await offeredBanks();
+    await stopRecordingIfRunning();
+    const r = await call("loadModel", { onnx: bytes, spec: specText, name: onnx.name, banks }, [bytes], progressHandler)
       .catch((e) => {
-        throw new Error(`The model ${onnx.name} was not loaded: ${e.message}`);
+        throw modelError(onnx.name, spec.name, e);
       });
-    showModel(r.model);
-    showBank(r.bank, r.bank ? state.bankName : null);
-    if (r.bankError) fail(r.bankError);
-    else setStatus(`Loaded the model ${onnx.name}.`);
+    afterModelSwitch(r);
+    setStatus(`Loaded the model ${onnx.name}${r.bank ? ` with ${theBank(r.bankName)}` : ""}.`);
   });
+}
+
+$("default-model").onclick = () =>
+  action("Use default model", async () => {
+    const banks = await offeredBanks();
+    await stopRecordingIfRunning();
+    const r = await call("useDefaultModel", { banks }, [], progressHandler);
+    afterModelSwitch(r);
+    setStatus(`Back to the default model${r.bank ? `, with ${theBank(r.bankName)}` : ""}.`);
+  });
+
+// After a model switch: says which bank is in use and why, or why none is.
+function afterModelSwitch(r) {
+  const back = state.model && state.model.isDefault ? "Use default model" : "loading the earlier model again";
+  showModel(r.model);
+  setBank(r.bank, r.bankName, r.serial);
+  const why = r.previousBankError ? mismatch(theBank(r.previousBank), r.previousBankError) : null;
+  const fact = why ? why.fact : r.previousBankError ? sentence(r.previousBankError) : null;
+  if (!r.bank) {
+    throw new UserError(`No bank fits this model${fact ? `: ${fact}` : "."} Fit a bank below with this model, or ` +
+      "open a bank fitted with it" + (r.previousBank ? `; ${back} brings ${theBank(r.previousBank)} back.` : "."),
+    r.previousBankError, "no-bank");
+  }
+  if (fact && r.bankName !== r.previousBank) {
+    note(`The bank changed with the model: ${fact} ${cap(theBank(r.bankName))} fits this model and is in use now; ` +
+      `${theBank(r.previousBank)} comes back when you load its model again.`);
+  }
 }
 
 function download(blob, name) {
@@ -289,6 +475,84 @@ function download(blob, name) {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
+
+// ---- threshold ----------------------------------------------------------------------------------------------
+
+// The clip threshold and the temporal curve's threshold for a result (or the bank's, for the live recording):
+// the result's own, or the slider's value with the curve's threshold moved in proportion.
+// With them the heatmap's ramp (`floor`, `ceiling`). The slider moves them as the core's
+// Bank::override_threshold moves the segment threshold: by the same difference for z-scored banks, in
+// proportion for distances.
+function thresholdsOf(r) {
+  if (!r || r.threshold == null) return { thr: null, seg: null, floor: null, ceiling: null };
+  const o = state.thresholdOverride;
+  const own = { seg: r.segmentThreshold, floor: r.displayFloor ?? null, ceiling: r.displayCeiling ?? null };
+  if (o == null) return { thr: r.threshold, ...own };
+  const shift = r.units === "z" || !(r.threshold > 0);
+  const move = (v) => (v == null ? null : shift ? v + (o - r.threshold) : v * (o / r.threshold));
+  return { thr: o, seg: move(own.seg), floor: move(own.floor), ceiling: move(own.ceiling) };
+}
+
+function isFresh(clip) {
+  return !!(state.bank && clip && clip.result && clip.result.bankSerial === state.bankSerial);
+}
+
+// The slider reaches from 0 (or the lowest score) to well above both the bank's threshold and every score on
+// screen, so that any clip shown can be judged normal or anomalous with it.
+function updateSlider() {
+  const s = $("threshold");
+  const thr = state.bank ? state.bank.threshold : null;
+  s.disabled = thr == null;
+  $("threshold-reset").disabled = thr == null;
+  if (thr == null) {
+    $("threshold-value").textContent = "";
+    return;
+  }
+  const vals = [thr, ...state.clips.filter(isFresh).map((c) => c.result.score)];
+  if (state.rec && state.rec.score != null) vals.push(state.rec.score);
+  if (state.thresholdOverride != null) vals.push(state.thresholdOverride);
+  const top = Math.max(...vals);
+  const bottom = Math.min(...vals);
+  const unit = Math.abs(thr) || Math.abs(top) || 1;
+  const hi = Math.max(thr + 1.5 * unit, top + 0.15 * Math.abs(top));
+  const lo = bottom >= 0 ? 0 : bottom - 0.15 * Math.abs(bottom);
+  s.min = String(lo);
+  s.max = hi.toPrecision(4);
+  s.step = ((hi - lo) / 2000).toPrecision(3);
+  s.value = String(state.thresholdOverride ?? thr);
+}
+
+function applyThreshold() {
+  const c = state.current;
+  const r = c && c.result && isFresh(c) ? c.result : state.bank;
+  const levels = thresholdsOf(r);
+  const { thr, seg } = levels;
+  $("threshold-value").textContent = thr == null ? "" : `${thr.toFixed(4)} (segments above ${seg.toFixed(4)})`;
+  figure.setThreshold(levels);
+  if (c && c.result) {
+    const segs = isFresh(c) ? segmentsOf(c.result.series, seg) : [];
+    figure.segments = segs;
+    figure.drawCurve();
+    showVerdict(c, segs);
+  } else if (!c && state.rec && state.rec.series && state.rec.running) {
+    const segs = segmentsOf(state.rec.series, seg);
+    figure.segments = segs;
+    figure.drawCurve();
+    showVerdict(null, segs, { score: state.rec.score });
+  }
+  renderClipList();
+}
+
+$("threshold").oninput = (ev) => {
+  state.thresholdOverride = Number(ev.target.value);
+  applyThreshold();
+};
+$("threshold-reset").onclick = () => {
+  if (!state.bank) return;
+  state.thresholdOverride = null;
+  updateSlider();
+  applyThreshold();
+};
 
 // ---- scoring clips ------------------------------------------------------------------------------------------
 
@@ -304,9 +568,11 @@ const player = new Player((t) => figure.setPlayhead(t));
 let clipSeq = 0;
 
 // Runs of frames whose curve is above the segment threshold, runs closer than 2 frames merged: the core's rule
-// (anomaly_map::segments), redone here so that the threshold slider answers at once.
+// (anomaly_map::segments), redone here so that the threshold slider answers at once. A segment never ends after
+// the audio does (the last frame can overrun it by part of a hop).
 const MIN_GAP_FRAMES = 2;
 function segmentsOf(series, thr) {
+  if (thr == null) return [];
   const runs = [];
   const c = series.curve;
   let t = 0;
@@ -322,94 +588,276 @@ function segmentsOf(series, thr) {
       } else runs.push([start, t, peak]);
     } else t++;
   }
-  return runs.map(([a, b, p]) => ({ startS: a * series.hopS, endS: b * series.hopS, peak: p }));
+  const end = series.durationS ?? Infinity;
+  return runs.map(([a, b, p]) => ({ startS: a * series.hopS, endS: Math.min(b * series.hopS, end), peak: p }));
 }
 
-// The temporal curve's threshold moves with the clip threshold, in proportion to the bank's two defaults.
-function segThreshold() {
-  if (state.threshold == null || state.defaultThreshold == null || state.defaultSegThreshold == null) return null;
-  if (!(state.defaultThreshold > 0)) return state.defaultSegThreshold;
-  return state.defaultSegThreshold * (state.threshold / state.defaultThreshold);
+// SHA-256 of the bytes (hex), to know a file opened twice; null where the browser has no WebCrypto.
+async function fingerprint(bytes) {
+  try {
+    const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+    return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
+  } catch (e) {
+    return null;
+  }
 }
 
-async function openFiles(files) {
-  const failures = [];
-  for (const file of files) {
-    const ok = await busy("open", async () => {
-      setStatus(`Decoding ${file.name}…`);
-      let audio;
+function allClips() {
+  const out = [...state.clips];
+  for (const m of state.fitMaterial) if (!out.includes(m.clip)) out.push(m.clip);
+  return out;
+}
+
+function findTwin(hash) {
+  return hash ? allClips().find((c) => c.hash === hash) : undefined;
+}
+
+// A clip's label: its path inside a folder the user opened or dropped, else its name; a second, different file
+// of the same label gets " (2)" and a hint in its details.
+function newClip({ name, path = "", hash = null, blob = null, kind, ...audio }) {
+  const base = path || name;
+  const twins = allClips().filter((c) => c.baseLabel === base).length;
+  return {
+    id: ++clipSeq,
+    name,
+    path,
+    baseLabel: base,
+    label: twins ? `${base} (${twins + 1})` : base,
+    hash,
+    blob,
+    kind,
+    ...audio,
+    result: null,
+  };
+}
+
+function relabel(clip, path) {
+  clip.path = path;
+  clip.baseLabel = path;
+  const twins = allClips().filter((c) => c !== clip && c.baseLabel === path).length;
+  clip.label = twins ? `${path} (${twins + 1})` : path;
+  renderFitList();
+}
+
+// Items to open: {file, path} (path: inside a folder opened or dropped, or "").
+async function openFiles(items, fromFolder = false) {
+  const audio = fromFolder ? items.filter((it) => AUDIO_NAME.test(it.file.name) || /^audio\//.test(it.file.type)) : items;
+  const skipped = items.length - audio.length;
+  if (!audio.length) {
+    if (items.length) fail(new UserError(`None of the ${plural(items.length, "file")} is audio (WAV, MP3, OGG, FLAC).`));
+    return;
+  }
+  await action(audio.length === 1 ? audio[0].path || audio[0].file.name : plural(audio.length, "file"), async () => {
+    const failures = [];
+    for (const [i, it] of audio.entries()) {
       try {
-        audio = await decodeToMono(await file.arrayBuffer(), file.name);
+        if (audio.length > 1) showProgress(i, audio.length);
+        await openOne(it, audio.length > 1 ? `${i + 1} of ${audio.length}: ` : "");
       } catch (e) {
-        throw new Error(e.message);
+        failures.push(asUserError(e));
       }
-      const clip = { id: ++clipSeq, name: file.name, kind: "file", ...audio, result: null };
-      await scoreClip(clip);
-      return true;
-    });
-    // A bad file is reported and the others are still opened; the errors are listed together at the end.
-    if (!ok) failures.push($("error-text").textContent);
-  }
-  if (failures.length && files.length > 1) {
-    fail(`${failures.length} of ${files.length} files could not be opened:\n${failures.join("\n")}`);
-  }
-}
-
-async function openDemo(which) {
-  await busy("demo", async () => {
-    const url = DEMOS[which];
-    setStatus(`Loading the demo clip ${url}…`);
-    const res = await fetch(url).catch(() => null);
-    if (!res || !res.ok) throw new Error(`The demo clip ${url} is not on this server.`);
-    const audio = await decodeToMono(await res.arrayBuffer(), url);
-    const name = url.split("/").pop();
-    await scoreClip({ id: ++clipSeq, name, kind: "demo", ...audio, result: null });
+    }
+    if (skipped) note(`Skipped ${plural(skipped, "file")} in the folder that ${skipped === 1 ? "is" : "are"} not audio.`);
+    if (failures.length === 1 && audio.length === 1) throw failures[0];
+    if (failures.length) {
+      throw new UserError(`${failures.length} of ${audio.length} files could not be opened:\n` +
+        failures.map((f) => f.message).join("\n"), failures.map((f) => f.details).filter(Boolean).join("\n") || null);
+    }
   });
 }
 
-async function scoreClip(clip) {
-  if (!state.bank) throw new Error("No bank is loaded: open a bank file, or fit one from normal recordings first.");
-  setStatus(`Scoring ${clip.name} (${clip.duration.toFixed(1)} s at ${clip.sampleRate} Hz)…`);
-  const samples = clip.samples.slice();
-  const r = await call("score", { samples, sampleRate: clip.sampleRate }, [samples.buffer], progressHandler)
-    .catch((e) => {
-      throw new Error(`${clip.name} could not be scored: ${e.message}`);
-    });
-  clip.result = { score: r.score, series: Series.fromResult(r), coreSegments: r.segments, threshold: r.threshold, segmentThreshold: r.segmentThreshold };
-  if (!state.clips.includes(clip)) state.clips.push(clip);
-  if (!state.fitMaterial.some((m) => m.clip === clip)) addFitMaterial(clip, false);
-  showClip(clip);
-  setStatus(`Scored ${clip.name} in ${(r.elapsedMs / 1000).toFixed(2)} s.`);
-  if (state.timings.firstHeatmapMs == null) state.timings.firstHeatmapMs = performance.now();
+async function openOne({ file, path }, counter = "") {
+  const shown = path || file.name;
+  setStatus(`Reading ${counter}${shown}…`);
+  const bytes = await file.arrayBuffer();
+  const hash = await fingerprint(bytes);
+  const twin = findTwin(hash);
+  if (twin) {
+    // The same file again: no twin in the list; it is shown (and scored, if it was only fit material). Opened
+    // from a folder this time, it is named by its path from now on.
+    if (path && !twin.path) relabel(twin, path);
+    if (!state.clips.includes(twin) || !twin.result) await scoreClip(twin);
+    else showClip(twin);
+    setStatus(`${shown} is already open${twin.label !== shown ? ` as ${twin.label}` : ""}: showing it.`);
+    return twin;
+  }
+  setStatus(`Decoding ${counter}${shown}…`);
+  const audio = await decodeToMono(bytes, shown, state.channel);
+  noteChannels(audio.channels);
+  const clip = newClip({ name: file.name, path, hash, blob: file, kind: "file", ...audio });
+  return scoreClip(clip);
 }
 
-async function rescoreCurrent() {
-  const c = state.current;
-  if (c && c.kind !== "recording" && state.bank) await scoreClip(c);
+async function openDemo(which) {
+  const url = DEMOS[which];
+  await action(url.split("/").pop(), async () => {
+    setStatus(`Loading the demo clip ${url}…`);
+    const res = await fetch(url).catch(() => null);
+    if (!res || !res.ok) throw new UserError(`The demo clip ${url} is not on this server.`);
+    const bytes = await res.arrayBuffer();
+    const name = url.split("/").pop();
+    const hash = await fingerprint(bytes);
+    const twin = findTwin(hash);
+    if (twin && state.clips.includes(twin) && twin.result) {
+      showClip(twin);
+      setStatus(`${name} is already open${twin.label !== name ? ` as ${twin.label}` : ""}: showing it.`);
+      return;
+    }
+    const audio = await decodeToMono(bytes, name, state.channel);
+    await scoreClip(twin || newClip({ name, hash, blob: new Blob([bytes]), kind: "demo", ...audio }));
+  });
+}
+
+function resultOf(r) {
+  return {
+    score: r.score,
+    threshold: r.threshold,
+    segmentThreshold: r.segmentThreshold,
+    units: r.units ?? "distance",
+    displayFloor: r.displayFloor ?? null,
+    displayCeiling: r.displayCeiling ?? null,
+    members: r.members ?? [],
+    series: Series.fromResult(r),
+    bandLimitHz: r.bandLimitHz ?? null,
+    outOfDistribution: r.outOfDistribution ?? null,
+    bankSerial: r.bankSerial,
+  };
+}
+
+// Scores a clip with the bank in use. `show`: make it the clip on screen and say so on the status line (a
+// background rescore of another clip does neither).
+async function scoreClip(clip, { show = true } = {}) {
+  if (!state.bank) {
+    throw new UserError("No bank is loaded: open a bank file, or fit one from normal sound below.", null, "no-bank");
+  }
+  if (show) setStatus(`Scoring ${clip.label} (${clip.duration.toFixed(1)} s at ${clip.sampleRate} Hz)…`);
+  const samples = clip.samples.slice();
+  let r;
+  try {
+    r = await call("score", { samples, sampleRate: clip.sampleRate }, [samples.buffer], show ? progressHandler : null);
+  } catch (e) {
+    throw scoreError(clip.label, e);
+  }
+  clip.result = resultOf(r);
+  clip.rescoreError = null;
+  if (!state.clips.includes(clip)) state.clips.push(clip);
+  // Offered once as fit material (unticked); a rescore does not bring back what "Clear" took away.
+  if (!clip.offered && !state.fitMaterial.some((m) => m.clip === clip)) addFitMaterial(clip, false);
+  clip.offered = true;
+  updateSlider();
+  if (show || state.current === clip) showClip(clip);
+  else renderClipList();
+  if (show) {
+    setStatus(`Scored ${clip.label} in ${(r.elapsedMs / 1000).toFixed(2)} s.`);
+    if (state.timings.firstHeatmapMs == null) state.timings.firstHeatmapMs = performance.now();
+  }
+  return clip;
+}
+
+// Rescores, one after another, every clip scored with a bank no longer in use (the clip on screen first).
+let rescoring = null;
+function rescoreAll() {
+  if (!rescoring) rescoring = rescoreLoop().finally(() => (rescoring = null));
+  return rescoring;
+}
+
+async function rescoreLoop() {
+  let done = 0;
+  state.rescoring = true;
+  for (;;) {
+    if (!state.bank || !state.ready) break;
+    const stale = state.clips.filter((c) => c.samples && !isFresh(c) &&
+      !(c.rescoreError && c.rescoreError.serial === state.bankSerial) &&
+      !(c.kind === "recording" && state.rec && state.rec.running));
+    if (!stale.length) break;
+    const c = stale.includes(state.current) ? state.current : stale[0];
+    if (!state.busy) setStatus(`Rescoring ${plural(stale.length, "clip")} with ${theBank(state.bankName)}…`);
+    try {
+      await scoreClip(c, { show: false });
+      done++;
+    } catch (e) {
+      c.rescoreError = { serial: state.bankSerial, text: asUserError(e).message };
+      if (state.current === c) showClip(c);
+      renderClipList();
+    }
+  }
+  state.rescoring = false;
+  if (done && !state.busy) setStatus(`Rescored ${plural(done, "clip")} with ${theBank(state.bankName)}.`);
 }
 
 function showClip(clip) {
   state.current = clip;
-  $("clip-name").textContent = clip.name;
-  const segs = segmentsOf(clip.result.series, segThreshold());
-  figure.showClip(clip.result.series, segThreshold(), segs);
-  showVerdict(clip.result.score, segs);
+  $("clip-name").textContent = clip.label;
+  $("clip-name").title = clip.path || clip.name || "";
+  showDetails(clip);
+  const fresh = isFresh(clip);
+  const levels = thresholdsOf(fresh ? clip.result : state.bank);
+  const segs = fresh ? segmentsOf(clip.result.series, levels.seg) : [];
+  figure.showClip(clip.result.series, levels, segs, !fresh);
+  showVerdict(clip, segs);
   renderClipList();
 }
 
-function showVerdict(score, segments) {
-  const thr = state.threshold;
+// One line under the clip's name: length, rate, channels, the band judged, and which file it is.
+function showDetails(clip) {
+  const parts = [`${fmtDuration(clip.duration)} at ${clip.sampleRate} Hz`];
+  if (clip.channels > 1) {
+    parts.push(clip.channel === "mix"
+      ? `${clip.channels} channels mixed to mono (their average; choose one channel under Listen)`
+      : `channel ${clip.channel + 1} of ${clip.channels}`);
+  } else if (clip.channels === 1) parts.push("mono");
+  const limit = clip.result && (clip.result.bandLimitHz || clip.result.series.bandLimitHz);
+  const modelNyquist = state.model ? state.model.sampleRate / 2 : Infinity;
+  if (limit && limit < modelNyquist * 0.999) {
+    const why = clip.sampleRate / 2 <= limit * 1.001
+      ? `the clip is sampled at ${fmtHz(clip.sampleRate)}`
+      : "the bank's normal clips had nothing above it";
+    parts.push(`judged up to ${fmtHz(limit)} (${why}; higher bands are not shown)`);
+  }
+  const members = clip.result && clip.result.members;
+  if (members && members.length > 1 && isFresh(clip)) {
+    const z = clip.result.units === "z" ? " z" : "";
+    parts.push(`members: ${members.map((m) => `${m.name} ${m.score.toFixed(2)}${z}`).join(", ")}`);
+  }
+  if (clip.label !== clip.baseLabel) {
+    parts.push(`another file named ${clip.baseLabel} is open too${clip.blob && clip.blob.size ? ` (this one: ${fmtBytes(clip.blob.size)}` +
+      (clip.blob.lastModified ? `, modified ${new Date(clip.blob.lastModified).toLocaleString()})` : ")") : ""}; ` +
+      "open their folder (Open a folder…) to see where each comes from");
+  }
+  $("clip-details").textContent = parts.join(" · ");
+}
+
+// The verdict for the clip on screen (only for a result of the bank in use), or for the live recording.
+function showVerdict(clip, segments, live = null) {
   const v = $("verdict");
-  if (score == null || thr == null) {
+  const r = live || (clip && clip.result);
+  const fresh = live ? true : isFresh(clip);
+  const { thr } = thresholdsOf(live ? state.bank : r);
+  const stale = $("stale-note");
+  if (!r || r.score == null || thr == null || !fresh) {
     v.textContent = "";
     v.className = "verdict";
     $("clip-score").textContent = "";
+    $("score-units").textContent = "";
   } else {
-    const anomalous = score > thr;
+    const anomalous = r.score > thr;
     v.textContent = anomalous ? "anomalous" : "normal";
     v.className = `verdict ${v.textContent}`;
-    $("clip-score").textContent = score.toFixed(4);
+    $("clip-score").textContent = r.score.toFixed(4);
+    $("score-units").textContent = (live ? state.bank && state.bank.units : r.units) === "z" ? "z" : "";
   }
+  if (clip && clip.result && !fresh) {
+    stale.hidden = false;
+    stale.textContent = !state.bank
+      ? "Not judged: no bank is loaded."
+      : clip.rescoreError && clip.rescoreError.serial === state.bankSerial
+        ? `Not judged: it could not be rescored with ${theBank(state.bankName)}: ${clip.rescoreError.text}`
+        : `Scored with a bank no longer in use: rescoring it with ${theBank(state.bankName)}…`;
+  } else stale.hidden = true;
+  const ood = $("ood");
+  const oodText = fresh && r && r.outOfDistribution;
+  ood.hidden = !oodText;
+  ood.textContent = oodText ? sentence(oodText) : "";
   const list = $("segments");
   list.replaceChildren();
   for (const s of segments || []) {
@@ -431,44 +879,41 @@ function renderClipList() {
   for (const c of state.clips) {
     if (!c.result) continue;
     const li = document.createElement("li");
+    li.dataset.testid = "clip-item";
+    li.dataset.label = c.label;
     if (c === state.current) li.className = "current";
     const b = document.createElement("button");
     b.type = "button";
-    b.textContent = c.name;
+    b.textContent = c.label;
+    b.title = [c.path || c.name, c.blob && c.blob.size ? fmtBytes(c.blob.size) : ""].filter(Boolean).join(", ");
     b.onclick = () => showClip(c);
     const tag = document.createElement("span");
-    const anomalous = c.result.score > state.threshold;
-    tag.className = `tag ${anomalous ? "anomalous" : "normal"}`;
-    tag.textContent = `${c.result.score.toFixed(3)} ${anomalous ? "anomalous" : "normal"}`;
-    li.append(b, tag);
+    if (isFresh(c)) {
+      const anomalous = c.result.score > thresholdsOf(c.result).thr;
+      tag.className = `tag ${anomalous ? "anomalous" : "normal"}`;
+      tag.textContent = `${c.result.score.toFixed(4)} ${anomalous ? "anomalous" : "normal"}`;
+      li.dataset.fresh = "1";
+      li.dataset.score = String(c.result.score);
+      li.dataset.verdict = anomalous ? "anomalous" : "normal";
+      li.append(b, tag);
+      if (c.result.outOfDistribution) {
+        const o = document.createElement("span");
+        o.className = "tag ood";
+        o.textContent = "other sound?";
+        o.title = c.result.outOfDistribution;
+        li.append(o);
+      }
+    } else {
+      tag.className = "tag stale";
+      tag.textContent = !state.bank ? "not judged: no bank"
+        : c.rescoreError && c.rescoreError.serial === state.bankSerial ? "could not be rescored" : "rescoring…";
+      li.dataset.fresh = "0";
+      li.append(b, tag);
+    }
     ul.append(li);
   }
 }
 
-function applyThreshold() {
-  const thr = state.threshold;
-  $("threshold-value").textContent = thr == null ? "" : `${thr.toFixed(4)} (segments above ${segThreshold().toFixed(4)})`;
-  figure.setThreshold(segThreshold() ?? 1);
-  const c = state.current;
-  if (c && c.result) {
-    const segs = segmentsOf(c.result.series, segThreshold());
-    figure.segments = segs;
-    figure.drawCurve();
-    showVerdict(c.result.score, segs);
-    renderClipList();
-  }
-}
-
-$("threshold").oninput = (ev) => {
-  state.threshold = Number(ev.target.value);
-  applyThreshold();
-};
-$("threshold-reset").onclick = () => {
-  if (state.defaultThreshold == null) return;
-  state.threshold = state.defaultThreshold;
-  $("threshold").value = state.threshold;
-  applyThreshold();
-};
 $("opacity").oninput = (ev) => {
   $("heatmap").style.opacity = ev.target.value;
 };
@@ -476,10 +921,49 @@ $("colour-map").onchange = (ev) => figure.setColourMap(ev.target.value);
 $("file-input").onchange = async (ev) => {
   const files = [...ev.target.files];
   ev.target.value = "";
-  await openFiles(files);
+  await openFiles(files.map((file) => ({ file, path: "" })));
+};
+$("folder-input").onchange = async (ev) => {
+  const files = [...ev.target.files];
+  ev.target.value = "";
+  const items = files.map((file) => ({ file, path: file.webkitRelativePath || "" }));
+  items.sort((a, b) => a.path.localeCompare(b.path));
+  await openFiles(items, true);
 };
 $("demo-normal").onclick = () => openDemo("normal");
 $("demo-abnormal").onclick = () => openDemo("abnormal");
+
+// ---- channels -----------------------------------------------------------------------------------------------
+
+function fillChannels(n) {
+  const sel = $("channel");
+  for (let c = sel.options.length - 1; c < n; c++) sel.add(new Option(`channel ${c + 1} only`, String(c)));
+}
+
+function noteChannels(n) {
+  if (n > 1) fillChannels(n);
+}
+
+// A new choice applies to files opened next, and to the clip shown if it has several channels (decoded again
+// from its file and rescored).
+$("channel").onchange = async (ev) => {
+  state.channel = ev.target.value === "mix" ? "mix" : Number(ev.target.value);
+  const c = state.current;
+  if (!c || !(c.channels > 1) || !c.blob || c.channel === state.channel) return;
+  await action(c.label, async () => {
+    setStatus(`Decoding ${c.label} again (${state.channel === "mix" ? "all channels mixed" : `channel ${state.channel + 1}`})…`);
+    const audio = await decodeToMono(await c.blob.arrayBuffer(), c.label, state.channel);
+    const before = { samples: c.samples, channel: c.channel, result: c.result };
+    Object.assign(c, audio);
+    try {
+      await scoreClip(c);
+    } catch (e) {
+      Object.assign(c, before);
+      showClip(c);
+      throw e;
+    }
+  });
+};
 
 function playCurrent(fromS, toS) {
   const c = state.current;
@@ -511,18 +995,51 @@ document.addEventListener("dragleave", () => {
   if (dragDepth === 0) $("drop-overlay").hidden = true;
 });
 document.addEventListener("dragover", (ev) => ev.preventDefault());
+
+// Dropped files, with their paths when a folder was dropped ({file, path}); folders are walked.
+function droppedItems(dt) {
+  // Entries must be taken while the event runs; their contents are read afterwards.
+  const entries = [...(dt.items || [])].map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null)).filter(Boolean);
+  const files = [...(dt.files || [])];
+  if (!entries.some((e) => e.isDirectory)) return Promise.resolve({ items: files.map((file) => ({ file, path: "" })), folder: false });
+  return (async () => {
+    const items = [];
+    for (const e of entries) await walk(e, items);
+    items.sort((a, b) => a.path.localeCompare(b.path));
+    return { items, folder: true };
+  })();
+}
+
+async function walk(entry, out) {
+  if (entry.isFile) {
+    const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+    out.push({ file, path: entry.fullPath.replace(/^\//, "") });
+  } else if (entry.isDirectory) {
+    const reader = entry.createReader();
+    for (;;) {
+      const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+      if (!batch.length) break;
+      for (const e of batch) await walk(e, out);
+    }
+  }
+}
+
 document.addEventListener("drop", async (ev) => {
   ev.preventDefault();
   dragDepth = 0;
   $("drop-overlay").hidden = true;
-  const files = [...(ev.dataTransfer?.files || [])];
-  if (!files.length) return;
-  const banks = files.filter((f) => /\.(bank|safetensors)$/i.test(f.name));
-  const model = files.filter((f) => /\.(onnx|json)$/i.test(f.name));
-  const audio = files.filter((f) => !banks.includes(f) && !model.includes(f));
-  if (model.length) await loadModelFiles(model);
-  if (banks.length) await loadBankFile(banks[0]);
-  if (audio.length) await openFiles(audio);
+  if (!ev.dataTransfer) return;
+  const { items, folder } = await droppedItems(ev.dataTransfer);
+  if (!items.length) return;
+  const isBank = (it) => /\.(bank|safetensors)$/i.test(it.file.name);
+  const hasOnnx = items.some((it) => /\.onnx$/i.test(it.file.name));
+  const isModel = (it) => hasOnnx && /\.(onnx|json)$/i.test(it.file.name);
+  const banks = items.filter(isBank);
+  const model = items.filter(isModel);
+  const audio = items.filter((it) => !isBank(it) && !isModel(it));
+  if (model.length) await loadModelFiles(model.map((it) => it.file));
+  if (banks.length) await loadBankFile(banks[0].file);
+  if (audio.length) await openFiles(audio, folder);
 });
 
 // ---- recording ----------------------------------------------------------------------------------------------
@@ -539,7 +1056,7 @@ function micError(e) {
     case "NotReadableError":
       return "The microphone is busy or could not be opened (another program may be using it).";
     default:
-      return `The microphone could not be started: ${e && e.message ? e.message : e}`;
+      return "The microphone could not be started.";
   }
 }
 
@@ -562,6 +1079,7 @@ function newRecording(sampleRate) {
     inFlight: 0,
     clip: null,
     takes: 0,
+    serials: new Set(), // the banks its takes were scored with
   };
 }
 
@@ -575,14 +1093,20 @@ $("new-recording").onclick = () => {
   updateButtons();
 };
 
+// The live stream belongs to the bank it was started with: a bank or model change ends the take first.
+async function stopRecordingIfRunning() {
+  if (state.rec && state.rec.running) await stopRecording();
+}
+
 async function startRecording() {
   clearError();
+  note(null);
   if (!state.bank) {
-    fail("No bank is loaded: open a bank file, or fit one from normal recordings first, then record.");
+    fail(new UserError("No bank is loaded: open a bank file, or fit one from normal sound below, then record.", null, "no-bank"));
     return;
   }
   if (!navigator.mediaDevices?.getUserMedia) {
-    fail(micError(null));
+    fail(new UserError(micError(null)));
     return;
   }
   player.stop();
@@ -592,7 +1116,7 @@ async function startRecording() {
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
     });
   } catch (e) {
-    fail(micError(e));
+    fail(new UserError(micError(e), e && e.message));
     return;
   }
   try {
@@ -623,16 +1147,20 @@ async function startRecording() {
     rec.running = true;
     rec.takes++;
     rec.frameOffset = rec.series ? rec.series.frames : 0;
-    await call("streamStart", { sampleRate: ctx.sampleRate });
+    const started = await call("streamStart", { sampleRate: ctx.sampleRate });
+    rec.serials.add(started.serial);
     if (!rec.series) {
       const m = state.model;
-      rec.series = new Series(m.melBins, m.hopS, m.melHz);
-      rec.clip = { id: ++clipSeq, name: "recording", kind: "recording", samples: null, sampleRate: ctx.sampleRate, result: null };
+      const limit = Math.min(state.bank.bandLimitHz || Infinity, ctx.sampleRate / 2);
+      rec.series = new Series(m.melBins, m.hopS, m.melHz, limit);
+      rec.clip = { id: ++clipSeq, name: "recording", baseLabel: "recording", label: "recording", kind: "recording", samples: null, sampleRate: ctx.sampleRate, channels: 1, channel: "mix", result: null };
     }
+    rec.series.durationS = null;
     state.current = null;
     $("clip-name").textContent = `Recording at ${ctx.sampleRate} Hz…`;
-    showVerdict(null, []);
-    figure.showLive(rec.series, segThreshold(), LIVE_SPAN_S);
+    $("clip-details").textContent = "";
+    showVerdict(null, [], null);
+    figure.showLive(rec.series, thresholdsOf(state.bank), LIVE_SPAN_S);
     node.port.onmessage = (ev) => onAudio(rec, ev.data);
     $("record-button").textContent = "■ Stop";
     $("record-button").classList.add("on");
@@ -640,7 +1168,9 @@ async function startRecording() {
     updateButtons();
   } catch (e) {
     stream.getTracks().forEach((t) => t.stop());
-    fail(`Recording could not start: ${e.message || e}`);
+    if (state.rec) state.rec.running = false;
+    fail(asUserError(e, "Recording could not start: "));
+    updateButtons();
   }
 }
 
@@ -663,8 +1193,9 @@ function onAudio(rec, data) {
     })
     .catch((e) => {
       rec.inFlight--;
-      fail(`Live scoring stopped: ${e.message}`);
-      if (rec.running) stopRecording();
+      if (!rec.running) return; // pushes that were in flight when the take ended
+      fail(asUserError(e, "Live scoring stopped: "));
+      stopRecording();
     });
   showRecInfo(rec);
 }
@@ -677,11 +1208,11 @@ function applyUpdates(rec, updates) {
     rec.updates++;
   }
   if (state.current == null || state.current === rec.clip) {
-    const segs = segmentsOf(rec.series, segThreshold());
+    const segs = segmentsOf(rec.series, thresholdsOf(state.bank).seg);
     figure.segments = segs;
     figure.follow();
     figure.draw();
-    showVerdict(rec.score, segs);
+    showVerdict(null, segs, { score: rec.score });
     const lu = $("live-updates");
     lu.dataset.count = String(rec.updates);
     lu.textContent = `${rec.updates} live update${rec.updates === 1 ? "" : "s"}`;
@@ -716,9 +1247,10 @@ async function stopRecording() {
     const r = await call("streamFinish");
     applyUpdates(rec, r.updates);
   } catch (e) {
-    fail(`The end of the recording could not be scored: ${e.message}`);
+    fail(asUserError(e, "The end of the recording could not be scored: "));
   }
-  // The whole recording becomes a clip: playable, listed, usable as normal material.
+  // The whole recording becomes a clip: playable, listed, usable as normal material, rescored like any clip
+  // when the bank changes.
   const all = new Float32Array(rec.length);
   let o = 0;
   for (const c of rec.chunks) {
@@ -727,15 +1259,34 @@ async function stopRecording() {
   }
   const clip = rec.clip;
   clip.name = `recording ${rec.takes > 1 ? `(${rec.takes} takes) ` : ""}${(rec.length / rec.sampleRate).toFixed(1)} s`;
+  clip.label = clip.name;
+  clip.baseLabel = clip.name;
   clip.samples = all;
   clip.sampleRate = rec.sampleRate;
   clip.duration = all.length / rec.sampleRate;
-  clip.result = { score: rec.score ?? 0, series: rec.series };
-  if (!state.clips.includes(clip)) state.clips.push(clip);
+  rec.series.durationS = clip.duration;
+  // One bank for every take: the live result stands; takes with different banks: rescored as a whole.
+  const serial = rec.serials.size === 1 ? [...rec.serials][0] : -1;
+  const b = state.bank || {};
+  clip.result = rec.score == null ? null : {
+    score: rec.score,
+    threshold: b.threshold ?? null,
+    segmentThreshold: b.segmentThreshold ?? null,
+    units: b.units ?? "distance",
+    displayFloor: b.displayFloor ?? null,
+    displayCeiling: b.displayCeiling ?? null,
+    members: [],
+    series: rec.series,
+    bandLimitHz: rec.series.bandLimitHz,
+    outOfDistribution: null,
+    bankSerial: serial,
+  };
+  if (clip.result && !state.clips.includes(clip)) state.clips.push(clip);
   const mat = state.fitMaterial.find((m) => m.clip === clip);
   if (mat) mat.duration = clip.duration;
   renderFitList();
-  if (rec.score != null) showClip(clip);
+  updateSlider();
+  if (clip.result) showClip(clip);
   $("record-button").textContent = "● Resume";
   $("record-button").classList.remove("on");
   $("record-button").disabled = false;
@@ -743,6 +1294,7 @@ async function stopRecording() {
   const rtf = rec.audioS > 0 ? rec.computeMs / 1000 / rec.audioS : 0;
   setStatus(`Recording stopped: ${clip.duration.toFixed(1)} s, real-time factor ${rtf.toFixed(2)}.`);
   updateButtons();
+  rescoreAll();
 }
 
 $("save-wav").onclick = () => {
@@ -755,21 +1307,30 @@ $("save-wav").onclick = () => {
 
 let matSeq = 0;
 function addFitMaterial(clip, use) {
-  state.fitMaterial.push({ id: ++matSeq, clip, use });
+  state.fitMaterial.push({ id: ++matSeq, clip, use: use && !tooShort(clip) });
   renderFitList();
+}
+
+// Shorter than the core can score or learn from.
+function tooShort(clip) {
+  return !!(state.model && clip.duration != null && clip.duration < state.model.minSeconds);
+}
+
+function chosenMaterial() {
+  return state.fitMaterial.filter((m) => m.use && m.clip.samples && !tooShort(m.clip));
 }
 
 function renderFitList() {
   const ul = $("fit-list");
   ul.replaceChildren();
-  let n = 0;
-  let secs = 0;
   for (const m of state.fitMaterial) {
     if (!m.clip.samples) continue;
+    const short = tooShort(m.clip);
     const li = document.createElement("li");
     const cb = document.createElement("input");
     cb.type = "checkbox";
-    cb.checked = m.use;
+    cb.checked = m.use && !short;
+    cb.disabled = short;
     cb.id = `mat-${m.id}`;
     cb.onchange = () => {
       m.use = cb.checked;
@@ -777,39 +1338,74 @@ function renderFitList() {
     };
     const label = document.createElement("label");
     label.htmlFor = cb.id;
-    label.textContent = `${m.clip.name} (${m.clip.duration.toFixed(1)} s)`;
+    label.textContent = `${m.clip.label} (${m.clip.duration.toFixed(1)} s)`;
     li.append(cb, label);
-    ul.append(li);
-    if (m.use) {
-      n++;
-      secs += m.clip.duration;
+    if (short) {
+      const n = document.createElement("span");
+      n.className = "note";
+      n.textContent = `too short to learn from: at least ${state.model.minSeconds.toFixed(2)} s is needed`;
+      li.append(n);
     }
+    ul.append(li);
   }
+  const chosen = chosenMaterial();
+  const n = chosen.length;
+  const secs = chosen.reduce((s, m) => s + m.clip.duration, 0);
   $("fit-summary").textContent = state.fitMaterial.length === 0
     ? "No normal material yet."
-    : `${n} clip${n === 1 ? "" : "s"} ticked as normal, ${fmtDuration(secs)}.`;
+    : `${plural(n, "clip")} ticked as normal, ${fmtDuration(secs)}.`;
+  const w = $("fit-warning");
+  w.hidden = !(n > 0 && roughFit(n, secs));
+  w.textContent = w.hidden ? "" : `With ${plural(n, "clip")} and ${fmtDuration(secs)} of normal sound the threshold ` +
+    `will be rough: ${FEW_SECONDS} s or more in ${FEW_CLIPS} or more clips is better.`;
   updateButtons();
+}
+
+// Normal material from files: decoded, ticked; a file already open is ticked rather than added twice.
+async function addNormalFiles(items) {
+  await busy(async () => {
+    const failures = [];
+    for (const [i, { file, path }] of items.entries()) {
+      const shown = path || file.name;
+      setStatus(`Reading normal material ${i + 1} of ${items.length}: ${shown}…`);
+      showProgress(i, items.length);
+      try {
+        const bytes = await file.arrayBuffer();
+        const hash = await fingerprint(bytes);
+        const twin = findTwin(hash);
+        if (twin) {
+          const m = state.fitMaterial.find((x) => x.clip === twin);
+          if (m) m.use = !tooShort(twin);
+          else addFitMaterial(twin, true);
+          continue;
+        }
+        const audio = await decodeToMono(bytes, shown, state.channel);
+        noteChannels(audio.channels);
+        addFitMaterial(newClip({ name: file.name, path, hash, blob: file, kind: "file", ...audio }), true);
+      } catch (e) {
+        failures.push(asUserError(e));
+      }
+    }
+    renderFitList();
+    setStatus(`Added ${plural(items.length - failures.length, "normal file")}.`);
+    if (failures.length) {
+      throw new UserError(`${failures.length} of ${items.length} files could not be added:\n` +
+        failures.map((f) => f.message).join("\n"), failures.map((f) => f.details).filter(Boolean).join("\n") || null);
+    }
+  });
 }
 
 $("fit-input").onchange = async (ev) => {
   const files = [...ev.target.files];
   ev.target.value = "";
-  await busy("fit-add", async () => {
-    for (const [i, f] of files.entries()) {
-      setStatus(`Reading normal material ${i + 1} of ${files.length}: ${f.name}…`);
-      showProgress(i, files.length);
-      const audio = await decodeToMono(await f.arrayBuffer(), f.name);
-      addFitMaterial({ id: ++clipSeq, name: f.name, kind: "file", ...audio, result: null }, true);
-    }
-    setStatus(`Added ${files.length} normal file${files.length === 1 ? "" : "s"}.`);
-  });
+  await addNormalFiles(files.map((file) => ({ file, path: file.webkitRelativePath || "" })));
 };
 
 $("fit-add-recording").onclick = () => {
   const clip = state.rec?.clip;
   if (!clip || !clip.samples) return;
   const m = state.fitMaterial.find((x) => x.clip === clip);
-  if (m) m.use = true;
+  if (m) m.use = !tooShort(clip);
   else addFitMaterial(clip, true);
   renderFitList();
 };
@@ -825,30 +1421,36 @@ $("fit-cancel").onclick = () => {
 };
 
 $("fit-button").onclick = () =>
-  busy("fit", async () => {
-    const chosen = state.fitMaterial.filter((m) => m.use && m.clip.samples);
-    if (!chosen.length) throw new Error("Tick at least one clip of normal sound to fit a bank.");
-    const clips = chosen.map((m) => ({ name: m.clip.name, samples: m.clip.samples.slice(), sampleRate: m.clip.sampleRate }));
+  action("Fit bank", async () => {
+    await stopRecordingIfRunning();
+    const chosen = chosenMaterial();
+    if (!chosen.length) throw new UserError("Tick at least one clip of normal sound to fit a bank.");
+    const secs = chosen.reduce((s, m) => s + m.clip.duration, 0);
+    const clips = chosen.map((m) => ({ name: m.clip.label, samples: m.clip.samples.slice(), sampleRate: m.clip.sampleRate }));
+    const name = `fitted bank (${new Date().toLocaleString()})`;
     $("fit-cancel").hidden = false;
     const bar = $("fit-progress");
     bar.hidden = false;
     bar.value = 0;
     try {
-      const r = await call("fit", { clips }, clips.map((c) => c.samples.buffer), (msg) => {
+      const r = await call("fit", { clips, name }, clips.map((c) => c.samples.buffer), (msg) => {
         setStatus(msg.text);
         bar.value = msg.total ? msg.done / msg.total : 0;
         // The last step (memory bank and threshold) runs in one piece in the worker: it cannot be cancelled.
         if (msg.total && msg.done >= msg.total - 1) $("fit-cancel").hidden = true;
       }).catch((e) => {
-        throw new Error(/cancel/i.test(e.message) ? "Fitting was cancelled; the bank in use has not changed." : `Fitting failed: ${e.message}`);
+        throw fitError(e, e.clip);
       });
-      state.fittedBytes = r.bytes;
-      const name = `fitted bank (${new Date().toLocaleString()})`;
-      showBank(r.info, name);
-      await saveLastBank(r.bytes, name).catch((e) => console.warn("sonomaly: could not keep the bank", e));
+      state.fitted = { bytes: r.bytes, name: r.name, fileName: bankFileName(r.name, r.info) };
+      setBank(r.info, r.name, r.serial);
+      await saveLastBank(r.bytes, r.name).catch((e) => console.warn("sonomaly: could not keep the bank", e));
       $("last-bank").hidden = false;
-      setStatus(`Fitted a bank on ${chosen.length} clip${chosen.length === 1 ? "" : "s"} in ${(r.elapsedMs / 1000).toFixed(1)} s; it is now in use and kept in this browser.`);
-      await rescoreCurrent();
+      setStatus(`Fitted a bank on ${plural(chosen.length, "clip")} (${fmtDuration(secs)}) in ` +
+        `${(r.elapsedMs / 1000).toFixed(1)} s; it is now in use and kept in this browser.`);
+      if (roughFit(chosen.length, secs)) {
+        note(`The new bank's threshold is rough: it was fitted on ${plural(chosen.length, "clip")} and ` +
+          `${fmtDuration(secs)} of normal sound. ${FEW_SECONDS} s or more in ${FEW_CLIPS} or more clips is better.`);
+      }
     } finally {
       $("fit-cancel").hidden = true;
       bar.hidden = true;
@@ -856,27 +1458,28 @@ $("fit-button").onclick = () =>
   });
 
 $("fit-download").onclick = () => {
-  if (!state.fittedBytes) return;
-  download(new Blob([state.fittedBytes], { type: "application/octet-stream" }), "sonomaly-fitted.bank");
+  if (!state.fitted) return;
+  download(new Blob([state.fitted.bytes], { type: "application/octet-stream" }), state.fitted.fileName);
 };
 
 // ---- buttons ------------------------------------------------------------------------------------------------
 
 function updateButtons() {
-  const ready = state.model != null;
+  const ready = state.ready && state.model != null;
   const hasBank = state.bank != null;
   const recording = !!state.rec?.running;
   const idle = state.busy === 0;
   $("download-bank").disabled = !hasBank;
-  $("demo-normal").disabled = !ready || recording;
-  $("demo-abnormal").disabled = !ready || recording;
-  $("file-input").disabled = !ready || recording;
+  // Before the model is ready these still take input: it waits for the model (see whenReady).
+  $("demo-normal").disabled = recording;
+  $("demo-abnormal").disabled = recording;
+  $("file-input").disabled = recording;
+  $("folder-input").disabled = recording;
   $("record-button").disabled = !ready || (!recording && !idle);
   $("save-wav").disabled = recording || !state.rec?.clip?.samples;
   $("fit-add-recording").disabled = recording || !state.rec?.clip?.samples;
-  const anyMaterial = state.fitMaterial.some((m) => m.use && m.clip.samples);
-  $("fit-button").disabled = !ready || !anyMaterial || recording || !idle;
-  $("fit-download").disabled = !state.fittedBytes;
+  $("fit-button").disabled = !ready || chosenMaterial().length === 0 || recording || !idle;
+  $("fit-download").disabled = !state.fitted;
 }
 
 // The page itself is kept for offline use by a service worker (sw.js; registered once the model is loaded, so

@@ -42,10 +42,11 @@ function heatColour(t) {
   return [0, 1, 2].map((c) => HEAT[k][c] * (1 - f) + HEAT[k + 1][c] * f);
 }
 
-// Where the heatmap starts to show and where it saturates, as fractions of the (segment) threshold: the map is
-// in the temporal curve's units, so a patch at 60 % of the threshold is invisible and one at the threshold is
-// red. The top of the ramp is 140 % of the threshold, or the largest value shown if that is higher, so that a
-// clip that is anomalous throughout still shows where it is most anomalous.
+// Where the heatmap starts to show and where it saturates come with each result (`displayFloor`,
+// `displayCeiling`, in the map's units, around the segment threshold): transparent below the floor, full colour
+// from the ceiling up, or from the largest value shown if that is higher, so that a clip that is anomalous
+// throughout still shows where it is most anomalous. Without them (an older core): 60 % and 140 % of the
+// segment threshold.
 export const HEAT_LOW = 0.6;
 export const HEAT_HIGH = 1.4;
 
@@ -54,12 +55,27 @@ export function heatLegendCss() {
   return `linear-gradient(to right, rgba(107,0,22,0) 0%, ${stops.join(", ")})`;
 }
 
-// Grows with appended frames; used for whole clips and for the live recording alike.
+// Mel bins whose centre frequency is at or below `bandLimitHz` (all of them when there is no limit): the band
+// the core judged. Bands above the Nyquist frequency of the clip (or of the bank's normal clips) hold no signal
+// and are not shown.
+export function judgedBins(melHz, bandLimitHz) {
+  if (!melHz || !(bandLimitHz > 0) || !Number.isFinite(bandLimitHz)) return melHz ? melHz.length : 0;
+  let n = 0;
+  while (n < melHz.length && melHz[n] <= bandLimitHz * 1.0001) n++;
+  return Math.max(1, n);
+}
+
+// Grows with appended frames; used for whole clips and for the live recording alike. `bandLimitHz` (or null):
+// the highest frequency judged; `durationS` (or null while it grows): the audio's length, which the last frame
+// may overrun by part of a hop.
 export class Series {
-  constructor(melBins, hopS, melHz) {
+  constructor(melBins, hopS, melHz, bandLimitHz = null) {
     this.melBins = melBins;
     this.hopS = hopS;
     this.melHz = melHz;
+    this.bandLimitHz = bandLimitHz;
+    this.visibleBins = judgedBins(melHz, bandLimitHz) || melBins;
+    this.durationS = null;
     this.frames = 0;
     this.capacity = 0;
     this.logmel = new Float32Array(0);
@@ -70,8 +86,9 @@ export class Series {
   }
 
   static fromResult(r) {
-    const s = new Series(r.melBins, r.hopS, r.melHz);
+    const s = new Series(r.melBins, r.hopS, r.melHz, r.bandLimitHz);
     s.write(0, r.frames, r.logmel, r.map, r.curve);
+    s.durationS = r.durationS ?? null;
     return s;
   }
 
@@ -97,15 +114,20 @@ export class Series {
     this.map.set(map.subarray(0, frames * M), start * M);
     this.curve.set(curve.subarray(0, frames), start);
     this.frames = Math.max(this.frames, start + frames);
-    for (let i = 0; i < frames * M; i++) {
-      const v = logmel[i];
-      if (v < this.lmMin) this.lmMin = v;
-      if (v > this.lmMax) this.lmMax = v;
+    // The colour range of the spectrogram: over the bins shown only (silent bands above the limit would
+    // otherwise pull it down).
+    const V = this.visibleBins;
+    for (let t = 0; t < frames; t++) {
+      for (let m = 0; m < V; m++) {
+        const v = logmel[t * M + m];
+        if (v < this.lmMin) this.lmMin = v;
+        if (v > this.lmMax) this.lmMax = v;
+      }
     }
   }
 
   get duration() {
-    return this.frames * this.hopS;
+    return this.durationS ?? this.frames * this.hopS;
   }
 
   curveMax() {
@@ -147,6 +169,7 @@ export class Figure {
     this.els = els; // { spec, heat, faxis, taxis, curve, cursor }
     this.series = null;
     this.threshold = 1;
+    this.display = null; // {floor, ceiling} of the heat ramp, or null for HEAT_LOW/HEAT_HIGH of the threshold
     this.colourMap = "viridis";
     this.lut = colourTable(this.colourMap);
     this.view = { start: 0, frames: 0 }; // frames shown
@@ -154,6 +177,7 @@ export class Figure {
     this.liveSpan = 0;
     this.playhead = null; // seconds or null
     this.segments = [];
+    this.stale = false;
   }
 
   setColourMap(name) {
@@ -162,25 +186,34 @@ export class Figure {
     this.draw();
   }
 
-  setThreshold(thr) {
-    this.threshold = thr;
+  // `levels`: {seg, floor, ceiling}: the curve's threshold and the heat ramp.
+  setLevels(levels) {
+    this.threshold = levels && levels.seg != null ? levels.seg : 1;
+    this.display = levels && levels.floor != null && levels.ceiling != null ? { floor: levels.floor, ceiling: levels.ceiling } : null;
+  }
+
+  setThreshold(levels) {
+    this.setLevels(levels);
     this.draw();
   }
 
-  // Whole clip: the view is the whole series.
-  showClip(series, threshold, segments) {
+  // Whole clip: the view is the whole series. `stale`: the map was made with a bank no longer in use, so only
+  // the spectrogram is drawn.
+  showClip(series, levels, segments, stale = false) {
     this.series = series;
-    this.threshold = threshold;
+    this.setLevels(levels);
     this.segments = segments || [];
+    this.stale = stale;
     this.live = false;
     this.view = { start: 0, frames: series.frames };
     this.draw();
   }
 
   // Live: the view follows the last `spanS` seconds.
-  showLive(series, threshold, spanS) {
+  showLive(series, levels, spanS) {
     this.series = series;
-    this.threshold = threshold;
+    this.stale = false;
+    this.setLevels(levels);
     this.segments = [];
     this.live = true;
     this.liveSpan = Math.max(1, Math.round(spanS / series.hopS));
@@ -220,22 +253,23 @@ export class Figure {
     // each column shows the largest value of the frames it covers, so no anomaly is lost.
     const W = Math.min(this.view.frames, MAX_IMAGE_COLUMNS);
     const step = this.view.frames / W;
-    const M = s.melBins;
-    if (spec.width !== W || spec.height !== M) {
+    const M = s.melBins; // row length of the data
+    const V = s.visibleBins; // rows drawn: the judged band
+    if (spec.width !== W || spec.height !== V) {
       spec.width = heat.width = W;
-      spec.height = heat.height = M;
+      spec.height = heat.height = V;
     }
-    const specImg = new ImageData(W, M);
-    const heatImg = new ImageData(W, M);
+    const specImg = new ImageData(W, V);
+    const heatImg = new ImageData(W, V);
     const lo = s.lmMin;
     const span = s.lmMax > s.lmMin ? s.lmMax - s.lmMin : 1;
     const thr = this.threshold > 0 ? this.threshold : 1;
-    let viewMax = 0;
-    for (let t = this.view.start; t < Math.min(s.frames, this.view.start + W); t++) {
-      for (let m = 0; m < M; m++) viewMax = Math.max(viewMax, s.map[t * M + m]);
+    let viewMax = -Infinity;
+    for (let t = this.view.start; t < Math.min(s.frames, this.view.start + this.view.frames); t++) {
+      for (let m = 0; m < V; m++) viewMax = Math.max(viewMax, s.map[t * M + m]);
     }
-    const hLo = HEAT_LOW * thr;
-    const hSpan = Math.max(HEAT_HIGH * thr, viewMax) - hLo;
+    const hLo = this.display ? this.display.floor : HEAT_LOW * thr;
+    const hSpan = Math.max(this.display ? this.display.ceiling : HEAT_HIGH * thr, viewMax) - hLo || 1;
     this.heatTop = hLo + hSpan;
     const lut = this.lut;
     const sp = specImg.data;
@@ -244,8 +278,8 @@ export class Figure {
       const t = this.view.start + Math.floor(x * step);
       if (t >= s.frames) break;
       const tEnd = Math.min(s.frames, Math.max(t + 1, this.view.start + Math.floor((x + 1) * step)));
-      for (let m = 0; m < M; m++) {
-        const y = M - 1 - m; // low frequencies at the bottom
+      for (let m = 0; m < V; m++) {
+        const y = V - 1 - m; // low frequencies at the bottom
         const o = (y * W + x) * 4;
         let lm = s.logmel[t * M + m];
         let mp = s.map[t * M + m];
@@ -258,7 +292,7 @@ export class Figure {
         sp[o + 1] = lut[v * 3 + 1];
         sp[o + 2] = lut[v * 3 + 2];
         sp[o + 3] = 255;
-        const h = (mp - hLo) / hSpan;
+        const h = this.stale ? 0 : (mp - hLo) / hSpan;
         if (h > 0) {
           const c = heatColour(h);
           hp[o] = c[0];
@@ -284,9 +318,10 @@ export class Figure {
     g.font = `${11 * dpr}px system-ui, sans-serif`;
     g.textAlign = "right";
     g.textBaseline = "middle";
+    const ticks = [];
     if (s && s.melHz && s.melHz.length > 1) {
       const hz = s.melHz;
-      const M = hz.length;
+      const M = Math.max(2, s.visibleBins); // the judged band only
       const H = faxis.height;
       const candidates = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000];
       let lastY = Infinity;
@@ -298,6 +333,7 @@ export class Figure {
         const y = H - ((pos + 0.5) / M) * H;
         if (lastY - y < 14 * dpr) continue;
         lastY = y;
+        ticks.push(f);
         g.fillText(fmtHz(f), faxis.width - 7 * dpr, y);
         g.fillRect(faxis.width - 5 * dpr, y, 5 * dpr, 1 * dpr);
       }
@@ -307,7 +343,9 @@ export class Figure {
       g.textAlign = "center";
       g.fillText("Hz", 0, 0);
       g.restore();
+      faxis.dataset.topHz = String(Math.round(hz[M - 1]));
     }
+    faxis.dataset.ticks = ticks.join(",");
     // time axis (bottom)
     dpr = fitCanvas(taxis);
     g = taxis.getContext("2d");
@@ -340,11 +378,25 @@ export class Figure {
     g.clearRect(0, 0, W, H);
     const s = this.series;
     if (!s || this.view.frames <= 0) return;
+    if (this.stale) {
+      g.fillStyle = getComputedStyle(c).color;
+      g.font = `${12 * dpr}px system-ui, sans-serif`;
+      g.textBaseline = "middle";
+      g.fillText("not judged by the bank in use: no curve", 8 * dpr, H / 2);
+      return;
+    }
     const thr = this.threshold;
-    let vmax = thr * 1.25;
-    for (let i = 0; i < s.frames; i++) vmax = Math.max(vmax, s.curve[i] * 1.05);
+    // From 0 (or the lowest value: z-scores go below 0) to above the threshold and the highest value.
+    let vmin = Math.min(0, thr);
+    let vmax = thr + 0.25 * Math.abs(thr);
+    for (let i = 0; i < s.frames; i++) {
+      vmin = Math.min(vmin, s.curve[i]);
+      vmax = Math.max(vmax, s.curve[i]);
+    }
+    vmax += 0.05 * (vmax - vmin);
+    if (!(vmax > vmin)) vmax = vmin + 1;
     const pad = 4 * dpr;
-    const yOf = (v) => H - pad - (v / vmax) * (H - 2 * pad);
+    const yOf = (v) => H - pad - ((v - vmin) / (vmax - vmin)) * (H - 2 * pad);
     const xOf = (t) => ((t - this.view.start + 0.5) / this.view.frames) * W;
     const style = getComputedStyle(c);
     // segments above the threshold, shaded

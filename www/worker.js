@@ -1,16 +1,26 @@
 // The worker that hosts the wasm core. Everything heavy (model loading, scoring, streaming, fitting) runs here,
 // never on the page's thread.
 //
-// Protocol: the page posts {id, type, ...}; the worker answers {id, ok: true, result} or {id, ok: false, error}
-// and, while it works, {type: "progress", id, stage, done, total, text}.
+// Protocol: the page posts {id, type, ...}; the worker answers {id, ok: true, result} or {id, ok: false, error,
+// clip?} and, while it works, {type: "progress", id, stage, done, total, text}. Requests run one at a time, in the
+// order they were posted (only "fitCancel" goes past the queue), so that a score asked for after a bank change is
+// always scored with the new bank.
+//
+// Every change of bank (or of model) gets a new serial number; bank infos and clip results carry the serial they
+// were made with, so that the page can tell a result made with the bank in use from a stale one.
 
-import init, { Engine, simdSupported } from "./pkg/sonomaly.js";
+import init, { Engine, checkModel, simdSupported } from "./pkg/sonomaly.js";
 
 const MODEL_CACHE = "sonomaly-models-v1";
 
 let engine = null; // Engine: model + bank + stream + fitter
 let fitCancelled = false;
 let wasmReady = null;
+let bankSerial = 0; // changes whenever the bank (or the model) in use changes
+let bankName = null; // what the page calls the bank in use
+let defaultModel = null; // {onnx, spec, sha}: the model the page started with
+// Banks dropped because a later model did not fit them, newest last: a model they fit brings them back.
+const droppedBanks = [];
 
 function progress(id, stage, done, total, text) {
   postMessage({ type: "progress", id, stage, done, total, text });
@@ -153,10 +163,13 @@ const handlers = {
     const onnx = await fetchCached(id, msg.modelUrl, stamp, "the model (CNN14, aisfx weights)");
     progress(id, "model", 0, 1, "Preparing the model…");
     await yieldToEvents();
-    engine = new Engine(onnx.bytes, new TextDecoder().decode(spec.bytes));
+    const specText = new TextDecoder().decode(spec.bytes);
+    engine = new Engine(onnx.bytes, specText);
     const model = engine.modelInfo();
+    defaultModel = { onnx: onnx.bytes, spec: specText, sha: model.backboneSha256 };
     model.source = msg.modelUrl;
     model.cached = onnx.cached;
+    model.isDefault = true;
     const result = { model, bank: null, bankError: null, bankSource: null, loadMs: 0 };
 
     const candidates = [];
@@ -168,50 +181,48 @@ const handlers = {
         progress(id, "bank", 0, 1, "Loading the demo bank…");
         bytes = await fetchOptional(c.url);
         if (!bytes) {
-          result.bankError = result.bankError || "The demo bank (demo/fan-demo.bank) is not on this server. Open a bank file, or fit one from normal recordings below.";
+          result.bankError = { name: c.source, error: "missing" };
           continue;
         }
       }
       try {
         result.bank = engine.loadBank(new Uint8Array(bytes));
         result.bankSource = c.source;
-        result.bankError = null;
+        bankName = c.source;
         break;
       } catch (e) {
-        result.bankError = `${c.source} could not be used: ${plain(e)}`;
+        // Said even if a later candidate loads: a kept bank that no longer fits must not vanish unnoticed.
+        result.bankError = { name: c.source, error: plain(e) };
       }
     }
     result.loadMs = performance.now() - t0;
+    result.serial = ++bankSerial;
     return result;
   },
 
+  // Checks a model on a test input, then switches to it, keeping a bank that fits it: the bank in use, else a
+  // bank an earlier model switch dropped, else one the page offers (the last fitted bank, the demo bank). A model
+  // that fails the check changes nothing.
   async loadModel(msg, id) {
     await ensureWasm(id);
-    progress(id, "model", 0, 1, "Preparing the model…");
+    progress(id, "model", 0, 1, "Checking the model on a test input…");
     await yieldToEvents();
-    const next = new Engine(new Uint8Array(msg.onnx), msg.spec);
-    // Keep the current bank if it fits the new model; otherwise say so.
-    let bank = null;
-    let bankError = null;
-    if (engine && engine.hasBank()) {
-      const bytes = engine.bankBytes();
-      try {
-        bank = next.loadBank(bytes);
-      } catch (e) {
-        bankError = `The loaded bank does not fit this model, so no bank is loaded now: ${plain(e)}`;
-      }
-    }
-    if (engine) engine.free();
-    engine = next;
-    const model = engine.modelInfo();
-    model.source = msg.name;
-    model.cached = false;
-    return { model, bank, bankError };
+    const onnx = new Uint8Array(msg.onnx);
+    checkModel(onnx, msg.spec);
+    return switchModel(id, onnx, msg.spec, msg.name, msg.banks || []);
+  },
+
+  // Back to the model the page started with (and a bank that fits it).
+  async useDefaultModel(msg, id) {
+    if (!defaultModel) throw new Error("The default model was never loaded: reload the page.");
+    return switchModel(id, defaultModel.onnx, defaultModel.spec, "the default model", msg.banks || []);
   },
 
   async loadBank(msg) {
     requireEngine();
-    return engine.loadBank(new Uint8Array(msg.bytes));
+    const info = engine.loadBank(new Uint8Array(msg.bytes));
+    bankName = msg.name;
+    return { info, name: bankName, serial: ++bankSerial };
   },
 
   async bankBytes() {
@@ -226,6 +237,7 @@ const handlers = {
     const t0 = performance.now();
     const r = engine.scoreClip(msg.samples, msg.sampleRate);
     r.elapsedMs = performance.now() - t0;
+    r.bankSerial = bankSerial;
     return r;
   },
 
@@ -237,7 +249,7 @@ const handlers = {
   async streamStart(msg) {
     requireBank();
     engine.streamStart(msg.sampleRate);
-    return true;
+    return { serial: bankSerial };
   },
 
   async streamPush(msg) {
@@ -267,7 +279,9 @@ const handlers = {
         try {
           engine.fitAdd(clips[i].samples, clips[i].sampleRate);
         } catch (e) {
-          throw new Error(`${clips[i].name}: ${plain(e)}`);
+          const err = new Error(plain(e));
+          err.clip = clips[i].name;
+          throw err;
         }
       }
       progress(id, "fit", clips.length, clips.length + 1, "Fitting: calibrating the threshold and building the memory bank (this last step cannot be cancelled)…");
@@ -275,13 +289,70 @@ const handlers = {
       if (fitCancelled) throw new Error("Fitting was cancelled.");
       const info = engine.fitFinish();
       const bytes = engine.bankBytes();
-      return { info, bytes, elapsedMs: performance.now() - t0 };
+      bankName = msg.name;
+      return { info, bytes, name: bankName, serial: ++bankSerial, elapsedMs: performance.now() - t0 };
     } catch (e) {
       engine.fitCancel();
       throw e;
     }
   },
 };
+
+// Makes a new engine for the model and moves a bank that fits it over; see loadModel.
+async function switchModel(id, onnx, spec, name, offered) {
+  progress(id, "model", 0, 1, "Preparing the model…");
+  await yieldToEvents();
+  const next = new Engine(onnx, spec);
+  const model = next.modelInfo();
+  model.source = name;
+  model.cached = false;
+  model.isDefault = defaultModel != null && model.backboneSha256 === defaultModel.sha;
+  const candidates = [];
+  let current = null;
+  if (engine && engine.hasBank()) {
+    current = { bytes: engine.bankBytes(), name: bankName };
+    candidates.push(current);
+  }
+  for (const b of [...droppedBanks].reverse()) candidates.push(b);
+  for (const b of offered) {
+    let bytes = b.bytes;
+    if (!bytes && b.url) bytes = await fetchOptional(b.url);
+    if (bytes) candidates.push({ bytes: new Uint8Array(bytes), name: b.name });
+  }
+  let bank = null;
+  let chosen = null;
+  let currentError = null;
+  for (const c of candidates) {
+    try {
+      bank = next.loadBank(c.bytes);
+      chosen = c;
+      break;
+    } catch (e) {
+      if (c === current) currentError = plain(e);
+    }
+  }
+  if (current && chosen !== current) {
+    const i = droppedBanks.findIndex((b) => b.name === current.name);
+    if (i >= 0) droppedBanks.splice(i, 1);
+    droppedBanks.push(current);
+    if (droppedBanks.length > 4) droppedBanks.shift();
+  }
+  if (chosen) {
+    const i = droppedBanks.indexOf(chosen);
+    if (i >= 0) droppedBanks.splice(i, 1);
+  }
+  if (engine) engine.free();
+  engine = next;
+  bankName = chosen ? chosen.name : null;
+  return {
+    model,
+    bank,
+    bankName,
+    serial: ++bankSerial,
+    previousBank: current ? current.name : null,
+    previousBankError: currentError,
+  };
+}
 
 function requireEngine() {
   if (!engine) throw new Error("The model is not loaded yet.");
@@ -308,12 +379,7 @@ async function latestCachedVersion(url) {
   return null;
 }
 
-self.onmessage = async (ev) => {
-  const msg = ev.data;
-  if (msg.type === "fitCancel") {
-    fitCancelled = true;
-    return;
-  }
+async function handle(msg) {
   const handler = handlers[msg.type];
   if (!handler) {
     postMessage({ id: msg.id, ok: false, error: `unknown request ${msg.type}` });
@@ -324,6 +390,16 @@ self.onmessage = async (ev) => {
     postMessage({ id: msg.id, ok: true, result }, transferablesOf(result));
   } catch (e) {
     console.error("sonomaly worker:", e);
-    postMessage({ id: msg.id, ok: false, error: plain(e) });
+    postMessage({ id: msg.id, ok: false, error: plain(e), clip: e && e.clip });
   }
+}
+
+let queue = Promise.resolve();
+self.onmessage = (ev) => {
+  const msg = ev.data;
+  if (msg.type === "fitCancel") {
+    fitCancelled = true;
+    return;
+  }
+  queue = queue.then(() => handle(msg));
 };
