@@ -15,7 +15,6 @@ use crate::bank::{front_end_summary, Bank};
 use crate::embedding::EmbeddingConfig;
 use crate::pipeline::{
     ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Segment, StreamScorer, StreamUpdate, DEFAULT_PRESET,
-    MIN_FRAMES,
 };
 use crate::spectrogram::LogMel;
 
@@ -174,7 +173,7 @@ struct JsModelInfo {
     hop_s: f64,
     window_frames: usize,
     window_s: f64,
-    /// Shortest clip that can be scored or fitted on, seconds ([`MIN_FRAMES`] frames).
+    /// Shortest clip that can be scored or fitted on, seconds ([`Model::min_frames`] frames).
     min_seconds: f64,
 }
 
@@ -341,7 +340,7 @@ impl Engine {
             hop_s: self.model.hop_s(),
             window_frames: spec.window_frames,
             window_s: spec.window_frames as f64 * self.model.hop_s(),
-            min_seconds: MIN_FRAMES as f64 * self.model.hop_s(),
+            min_seconds: self.model.min_frames() as f64 * self.model.hop_s(),
         })?
         .unchecked_into();
         set(&obj, "melHz", &f32s(&self.model.logmel().mel_frequencies_hz()));

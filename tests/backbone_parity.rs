@@ -5,7 +5,7 @@
 use safetensors::SafeTensors;
 use sonomaly::backbone::{Backbone, BackboneSpec, Runtime};
 use sonomaly::cnn::Cnn14Plan;
-use sonomaly::pipeline::{DEFAULT_ONNX, DEFAULT_SPEC};
+use sonomaly::pipeline::{AISFX_ONNX as DEFAULT_ONNX, AISFX_SPEC as DEFAULT_SPEC};
 
 fn tensor(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
     let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture has {name}"));

@@ -10,6 +10,11 @@ fn demo(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/demo").join(name)
 }
 
+/// A bank written by format version 1 (the demo bank of that version: aisfx CNN14, log-mel patches).
+fn fixture_v1() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fan-demo-v1.bank")
+}
+
 fn read(p: &std::path::Path) -> (Vec<f32>, u32) {
     let a = decode_file(p).expect("decodes");
     (to_mono(&a, ChannelSelect::Mix).expect("mono"), a.sample_rate)
@@ -113,13 +118,13 @@ fn damaged_multi_member_banks_are_refused() {
 
 #[test]
 fn version_1_banks_still_score_as_before() {
-    // The demo bank was written by format version 1: one member, raw distances, a gamma threshold. Before format
-    // version 2 the demo anomalous clip scored 0.1153 against its threshold 0.1138 (README of that version).
-    let bank = Bank::from_bytes(&std::fs::read(demo("fan-demo.bank")).unwrap()).unwrap();
+    // The version 1 demo bank: one member, raw distances, a gamma threshold. Before format version 2 the demo
+    // anomalous clip scored 0.1153 against its threshold 0.1138 (README of that version).
+    let bank = Bank::from_bytes(&std::fs::read(fixture_v1()).unwrap()).unwrap();
     assert_eq!(bank.meta.version, 1);
     assert_eq!(bank.info().units, "distance");
     assert!((bank.meta.threshold - 0.1138).abs() < 5e-5, "{}", bank.meta.threshold);
-    let mut model = Model::embedded_default().unwrap();
+    let mut model = Model::embedded_aisfx().unwrap();
     model.prepare_for(&bank).unwrap();
     let (x, sr) = read(&demo("fan-abnormal.wav"));
     let r = score_clip(&model, &bank, &x, sr).unwrap();
@@ -142,7 +147,7 @@ fn threshold_override_moves_segments_the_same_way_everywhere() {
     assert!((b.meta.segment_threshold - (bank.meta.segment_threshold + 1.5)).abs() < 1e-6);
     assert!(b.override_threshold(f32::NAN).is_err());
     // Raw-distance banks scale the segment threshold in proportion and refuse a threshold of 0 or less.
-    let mut v1 = Bank::from_bytes(&std::fs::read(demo("fan-demo.bank")).unwrap()).unwrap();
+    let mut v1 = Bank::from_bytes(&std::fs::read(fixture_v1()).unwrap()).unwrap();
     let seg = v1.meta.segment_threshold;
     let t = v1.meta.threshold;
     v1.override_threshold(2.0 * t).unwrap();

@@ -130,9 +130,9 @@ fn outputs_that_would_destroy_something_are_refused() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("does not exist"), "{}", text(&o).1);
-    // A threshold that is not a positive number.
+    // A threshold that is not a finite number.
     let o = bin()
-        .args(["score", "--threshold=-1", "--bank"])
+        .args(["score", "--threshold=inf", "--bank"])
         .arg(demo("fan-demo.bank"))
         .arg(demo("fan-normal.wav"))
         .output()

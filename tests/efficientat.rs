@@ -493,8 +493,8 @@ fn the_fan_fits_and_scores_with_mn04_blocks() {
         bank.threshold()
     );
     assert!(max_diff <= 1e-4 * whole.map.iter().map(|v| v.abs()).fold(1.0f32, f32::max));
-    // A bank of this backbone is refused by the default one, naming both.
-    let mut default = Model::embedded_default().unwrap();
+    // A bank of this backbone is refused by the aisfx one, naming both.
+    let mut default = Model::embedded_aisfx().unwrap();
     let e = default.prepare_for(&bank).unwrap_err().to_string();
     assert!(e.contains("efficientat-mn04") && e.contains("aisfx-cnn14"), "{e}");
 }

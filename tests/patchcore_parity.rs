@@ -389,9 +389,9 @@ fn capped_coreset_degenerate_inputs() {
 
 #[test]
 fn banks_from_before_the_cap_read_and_write_unchanged() {
-    // The demo bank was written before `max_bank_rows` existed: it reads as "no cap", and what it writes (format
+    // The version 1 demo bank was written before `max_bank_rows` existed: it reads as "no cap", and what it writes (format
     // version 2) reads back with the same detector and members, and then writes back byte for byte.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/www/demo/fan-demo.bank");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fan-demo-v1.bank");
     let bytes = std::fs::read(path).unwrap();
     let bank = Bank::from_bytes(&bytes).expect("the demo bank loads");
     let DetectorConfig::Patchcore(cfg) = &bank.meta.members[0].detector else { panic!("the demo bank is PatchCore") };

@@ -29,12 +29,15 @@ fn clip(kind: &str, i: usize) -> PathBuf {
     fan_dir().unwrap().join(kind).join(format!("{i:08}.wav"))
 }
 
-/// The fan bank fitted on normal clips 0-9 with the default settings, shared by the tests of this file.
+/// The fan bank fitted on normal clips 0-9 with the default settings (the embedded default model and the default
+/// preset), shared by the tests of this file.
 fn fan_bank() -> &'static (Model, Bank) {
     static BANK: OnceLock<(Model, Bank)> = OnceLock::new();
     BANK.get_or_init(|| {
-        let model = Model::embedded_default().expect("default model");
-        let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
+        let mut model = Model::embedded_default().expect("default model");
+        let config = FitConfig::default_for(model.spec()).expect("default preset");
+        model.set_embeddings(config.embeddings()).expect("default members");
+        let mut fitter = Fitter::new(&model, config).unwrap();
         for i in 0..10 {
             let (x, sr) = read(&clip("normal", i));
             fitter.add_clip(&model, &x, sr).expect("fit clip");
@@ -75,7 +78,10 @@ fn fan_roc_auc_at_least_085() {
         auc.high,
         bank.threshold()
     );
-    assert!(auc.value >= 0.85, "ROC-AUC {:.3} < 0.85", auc.value);
+    assert!(auc.value >= 0.9, "ROC-AUC {:.3} < 0.9", auc.value);
+    // The bank's own label-free threshold catches the faults without crying wolf (RESULTS.md, "Threshold").
+    assert!(flagged_abnormal >= 16, "only {flagged_abnormal} of 20 abnormal clips flagged");
+    assert!(flagged_normal <= 1, "{flagged_normal} of 10 normal clips flagged");
 }
 
 #[test]
@@ -155,12 +161,12 @@ fn foreign_and_damaged_banks_are_refused() {
     other.meta.backbone.name = "panns-cnn14".into();
     let mut model = Model::embedded_default().unwrap();
     let e = model.prepare_for(&other).unwrap_err().to_string();
-    assert!(e.contains("panns-cnn14") && e.contains("aisfx-cnn14"), "{e}");
+    assert!(e.contains("panns-cnn14") && e.contains("efficientat-mn04"), "{e}");
     // Another front end.
     let mut other = bank.clone();
     other.meta.front_end.n_mels = 64;
     let e = model.prepare_for(&other).unwrap_err().to_string();
-    assert!(e.contains("64 mel bins") && e.contains("96 mel bins"), "{e}");
+    assert!(e.contains("64 mel bins") && e.contains("128 mel bins"), "{e}");
 }
 
 #[test]

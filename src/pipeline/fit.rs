@@ -12,7 +12,7 @@ use crate::threshold::{gamma_threshold, Norm, ThresholdRule};
 
 use super::score::{assemble, baseline_map};
 use super::windows::Window;
-use super::{Model, Progress, CLIP_Z, LEVEL_STD_FLOOR, MIN_FRAMES, POSITION_FRACTION, SEGMENT_Z, THRESHOLD_QUANTILE};
+use super::{Model, Progress, CLIP_Z, LEVEL_STD_FLOOR, POSITION_FRACTION, SEGMENT_Z, THRESHOLD_QUANTILE};
 
 /// One member to fit: a patch embedding and a detector on it.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,11 +234,11 @@ impl Fitter {
     /// [`Error::Audio`] for empty, non-finite or silent audio, or a clip too short to be scored.
     pub fn analyse_clip(model: &Model, samples: &[f32], sample_rate: u32) -> Result<AnalysedClip> {
         let lm = model.logmel_of(samples, sample_rate)?;
-        if lm.frames < MIN_FRAMES {
+        if lm.frames < model.min_frames() {
             return Err(Error::audio(format!(
                 "the clip is too short to learn from: {:.2} s, at least {:.2} s are needed (as for scoring)",
                 samples.len() as f64 / sample_rate as f64,
-                MIN_FRAMES as f64 * model.hop_s()
+                model.min_frames() as f64 * model.hop_s()
             )));
         }
         if lm.data.iter().all(|&v| v == model.pad_value) {

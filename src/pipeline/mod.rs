@@ -34,9 +34,12 @@ pub use stream::{StreamScorer, StreamUpdate};
 pub const DEFAULT_PRESET: &str = "both";
 /// Gaussian smoothing of the anomaly map, in spectrogram pixels (anomalib: 4).
 pub const MAP_SIGMA: f32 = 4.0;
-/// Fewest spectrogram frames a clip must have to be scored (about 0.37 s with the aisfx front end): shorter
-/// clips give a patch or two and no meaningful score.
+/// Fewest spectrogram frames a clip must have to be scored, whatever the front end: shorter clips give a patch or
+/// two and no meaningful score.
 pub const MIN_FRAMES: usize = 16;
+/// Shortest clip that is scored or fitted on, seconds (and at least [`MIN_FRAMES`] frames; see
+/// [`Model::min_frames`]).
+pub const MIN_SECONDS: f64 = 0.37;
 /// Largest absolute sample value accepted; PCM and float audio stay within about 1. Larger values are taken for a
 /// wrongly scaled file rather than squared into infinities.
 pub const MAX_ABS_SAMPLE: f32 = 1.0e4;

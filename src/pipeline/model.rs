@@ -295,6 +295,12 @@ impl Model {
     pub fn hop_s(&self) -> f64 {
         self.logmel.config().hop_seconds()
     }
+    /// Fewest frames a clip must give to be scored or fitted on: [`super::MIN_SECONDS`] and at least
+    /// [`super::MIN_FRAMES`].
+    pub fn min_frames(&self) -> usize {
+        ((super::MIN_SECONDS / self.hop_s()).ceil() as usize).max(super::MIN_FRAMES)
+    }
+
     /// The log-compressed value of silence (zero power) in this front end.
     pub fn silence_value(&self) -> f32 {
         self.pad_value

@@ -8,7 +8,7 @@ use crate::spectrogram::Spectrogram;
 
 use super::windows::{MemberPatches, Window};
 use super::{
-    ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, FAR_SHARE, FAR_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA, MIN_FRAMES,
+    ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, FAR_SHARE, FAR_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA,
 };
 
 /// Scores of one member's patches in one window.
@@ -253,7 +253,7 @@ pub fn score_clip_with_progress(
 ///
 /// # Errors
 /// [`Error::InvalidInput`] if the spectrogram has another number of mel bins than the front end, or the model is
-/// not prepared for the bank; [`Error::Audio`] for fewer than [`MIN_FRAMES`] frames.
+/// not prepared for the bank; [`Error::Audio`] for fewer than [`Model::min_frames`] frames.
 pub fn score_logmel(
     model: &Model,
     bank: &Bank,
@@ -275,11 +275,12 @@ fn score_logmel_band_limited(
     if lm.mel_bins != m || lm.data.len() != lm.frames * m {
         return Err(Error::invalid(format!("the spectrogram has {} mel bins, the front end {m}", lm.mel_bins)));
     }
-    if lm.frames < MIN_FRAMES {
+    let min = model.min_frames();
+    if lm.frames < min {
         return Err(Error::audio(format!(
-            "the clip is too short to judge: it gives {} spectrogram frame(s), at least {MIN_FRAMES} ({:.2} s) are needed",
-            lm.frames,
-            MIN_FRAMES as f64 * model.hop_s()
+            "the clip is too short to judge: {:.2} s, at least {:.2} s are needed",
+            lm.frames as f64 * model.hop_s(),
+            min as f64 * model.hop_s()
         )));
     }
     let cols = model.member_columns(band_limit_hz);

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 use super::score::{fuse_rows, fuse_scores, member_rows, Best};
 use super::windows::{ownership, window_starts};
-use super::{Model, MIN_FRAMES};
+use super::Model;
 
 /// What a [`StreamScorer`] emits for each newly judged stretch of audio.
 #[derive(Debug, Clone, Serialize)]
@@ -197,7 +197,7 @@ impl StreamScorer {
     /// Ends the stream: judges the remaining frames (the last window aligned to the end).
     ///
     /// # Errors
-    /// [`Error::Audio`] if the stream gave fewer than [`MIN_FRAMES`] frames.
+    /// [`Error::Audio`] if the stream gave fewer than [`Model::min_frames`] frames.
     pub fn finish(&mut self, model: &Model, bank: &Bank) -> Result<Vec<StreamUpdate>> {
         if self.finished {
             return Ok(Vec::new());
@@ -212,11 +212,11 @@ impl StreamScorer {
         }
         let frames = self.front.finish()?;
         self.take_frames(frames, m);
-        if self.total < MIN_FRAMES {
+        if self.total < model.min_frames() {
             return Err(Error::audio(format!(
-                "the stream ended after {} spectrogram frames; at least {MIN_FRAMES} ({:.2} s) are needed to judge it",
-                self.total,
-                MIN_FRAMES as f64 * model.hop_s()
+                "the stream ended after {:.2} s; at least {:.2} s are needed to judge it",
+                self.total as f64 * model.hop_s(),
+                model.min_frames() as f64 * model.hop_s()
             )));
         }
         let (w, h) = (model.spec.window_frames, model.spec.window_hop);
