@@ -167,11 +167,15 @@ struct JsModelInfo {
     source: String,
     backbone_sha256: String,
     layers: Vec<String>,
+    /// The layers the `environment` preset takes patches from (the spec's `patch_layers`).
+    patch_layers: Vec<String>,
     sample_rate: u32,
     front_end: String,
     mel_bins: usize,
     hop_s: f64,
     window_frames: usize,
+    /// Frames between the starts of two analysis windows.
+    window_hop: usize,
     window_s: f64,
     /// Shortest clip that can be scored or fitted on, seconds ([`Model::min_frames`] frames).
     min_seconds: f64,
@@ -302,6 +306,17 @@ pub fn check_model(onnx: &[u8], spec_json: &str) -> Result<JsValue, JsError> {
     to_js(&JsModelCheck { name: spec.name.clone(), runtime: backbone.runtime_name().to_string(), outputs })
 }
 
+/// Reads a bank file without a model, to find out which model it needs: returns its info as
+/// [`Engine::load_bank`] does (`backbone` and `backboneSha256`: the model it was fitted with, the first 12 hex
+/// digits of the SHA-256 of its ONNX bytes; `frontEnd`).
+///
+/// # Errors
+/// A plain sentence for a file that is not a bank, or a damaged one (as [`Engine::load_bank`]).
+#[wasm_bindgen(js_name = bankInfoOf)]
+pub fn bank_info_of(bytes: &[u8]) -> Result<JsValue, JsError> {
+    bank_info(&Bank::from_bytes(bytes).map_err(js_err)?)
+}
+
 /// A model, the bank it scores with, and the live stream and fit in progress, if any.
 #[wasm_bindgen]
 pub struct Engine {
@@ -321,8 +336,11 @@ impl Engine {
         Ok(Engine { model, bank: None, stream: None, fitter: None })
     }
 
-    /// The model: `{name, description, licence, source, backboneSha256, layers, sampleRate, frontEnd, melBins,
-    /// hopS, windowFrames, windowS, minSeconds, melHz: Float32Array}`.
+    /// The model: `{name, description, licence, source, backboneSha256, layers, patchLayers, sampleRate, frontEnd, melBins,
+    /// hopS, windowFrames, windowHop, windowS, minSeconds, melHz: Float32Array}` (`windowFrames`, `windowHop`:
+    /// the analysis windows' length and the frames between their starts; a fit on one clip needs two windows,
+    /// `(windowFrames + windowHop) * hopS` seconds, and a live stream judges its first window once that much
+    /// has arrived).
     #[wasm_bindgen(js_name = modelInfo)]
     pub fn model_info(&self) -> Result<JsValue, JsError> {
         let spec = self.model.spec();
@@ -334,11 +352,13 @@ impl Engine {
             source: spec.source.clone(),
             backbone_sha256: self.model.identity().sha256.chars().take(12).collect(),
             layers: spec.outputs.iter().map(|o| o.name.clone()).collect(),
+            patch_layers: spec.patch_layers.clone(),
             sample_rate: cfg.sample_rate,
             front_end: front_end_summary(cfg),
             mel_bins: cfg.n_mels,
             hop_s: self.model.hop_s(),
             window_frames: spec.window_frames,
+            window_hop: spec.window_hop,
             window_s: spec.window_frames as f64 * self.model.hop_s(),
             min_seconds: self.model.min_frames() as f64 * self.model.hop_s(),
         })?
@@ -460,6 +480,28 @@ impl Engine {
         let stream = self.stream.as_mut().ok_or_else(|| JsError::new("no live stream was started"))?;
         let u = stream.push(&self.model, bank, samples).map_err(js_err)?;
         updates_to_js(&u)
+    }
+
+    /// The log-mel of the live stream from frame `fromFrame` (counted from the stream's start) to the last frame
+    /// received, to show the spectrogram before its windows are judged (the first needs `windowFrames +
+    /// windowHop` frames): `{startFrame, frames, melBins, logmel: Float32Array [frames * melBins]}`. Frames more
+    /// than about a window old are no longer held: `startFrame` is then later than `fromFrame`. The same values
+    /// come again in the updates that judge them.
+    #[wasm_bindgen(js_name = streamLogmel)]
+    pub fn stream_logmel(&self, from_frame: usize) -> Result<JsValue, JsError> {
+        let stream = self.stream.as_ref().ok_or_else(|| JsError::new("no live stream was started"))?;
+        let m = self.model.logmel().config().n_mels;
+        let (start, lm) = stream.recent_logmel(from_frame);
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct L {
+            start_frame: usize,
+            frames: usize,
+            mel_bins: usize,
+        }
+        let obj: Object = to_js(&L { start_frame: start, frames: lm.len() / m, mel_bins: m })?.unchecked_into();
+        set(&obj, "logmel", &f32s(lm));
+        Ok(obj.into())
     }
 
     /// Ends the live stream: judges the audio still held. Returns the last updates, as `streamPush` does.

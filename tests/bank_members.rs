@@ -172,3 +172,41 @@ fn a_fit_checks_its_model_and_clips() {
     assert!(e.contains("too short"), "{e}");
     assert_eq!(f.clips(), 0);
 }
+
+#[test]
+fn a_stream_gives_its_logmel_before_its_first_window_is_judged() {
+    // What the page draws while recording: the log-mel of each block as it arrives (StreamScorer::recent_logmel),
+    // long before the first analysis window can be judged (window + hop frames: 15 s with the default model).
+    let (model, bank) = two_member_bank();
+    let sr = model.sample_rate();
+    let m = model.logmel().config().n_mels;
+    let (w, h) = (model.spec().window_frames, model.spec().window_hop);
+    let x = hum(16.0, sr, 7, 0.2);
+    let whole = model.logmel_of(&x, sr).unwrap();
+    let mut s = StreamScorer::new(&model, &bank, sr).unwrap();
+    let (mut shown, mut frames, mut first_judged) = (Vec::new(), 0, None);
+    for c in x.chunks(4096) {
+        let updates = s.push(&model, &bank, c).unwrap();
+        if !updates.is_empty() && first_judged.is_none() {
+            first_judged = Some(s.frames());
+        }
+        let (first, lm) = s.recent_logmel(frames);
+        assert_eq!(first, frames, "frames between two pushes are no longer held");
+        assert_eq!(lm.len(), (s.frames() - frames) * m);
+        shown.extend_from_slice(lm);
+        frames = s.frames();
+        if first_judged.is_none() {
+            assert!(frames < w + h, "no window judged after {frames} frames");
+        }
+    }
+    let first_judged = first_judged.expect("16 s give a judged window");
+    assert!(first_judged >= w + h, "a window judged after {first_judged} frames, before {w} + {h}");
+    assert!(frames * m <= whole.data.len() && frames > w + h);
+    let top = whole.data.iter().map(|v| v.abs()).fold(1.0f32, f32::max);
+    let d = shown.iter().zip(&whole.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d <= 1e-5 * top, "the streamed log-mel differs from the whole clip's by {d}");
+    // Old frames go once their windows are judged: asked from the start, the first frame held comes later.
+    let (first, lm) = s.recent_logmel(0);
+    assert!(first > 0 && first + lm.len() / m == frames, "{first}");
+    assert!(s.recent_logmel(frames + 10).1.is_empty());
+}

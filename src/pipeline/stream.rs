@@ -55,6 +55,7 @@ pub struct StreamScorer {
     finished: bool,
     cols: Vec<usize>,
     valid_bins: usize,
+    mel_bins: usize,
 }
 
 impl StreamScorer {
@@ -91,12 +92,23 @@ impl StreamScorer {
             finished: false,
             cols: model.member_columns(limit),
             valid_bins: model.valid_bins(limit),
+            mel_bins: model.logmel.config().n_mels,
         })
     }
 
     /// Frames received so far.
     pub fn frames(&self) -> usize {
         self.total
+    }
+
+    /// The log-mel of the frames still held, from frame `from` (counted from the start of the stream) to the last
+    /// frame received: `(first frame, [n, M] row-major)`, for showing the spectrogram before its windows are
+    /// judged. Frames are held from the start of the next window to judge on (at least the last
+    /// `spec.window_frames` frames), so when `from` is older than that the first frame returned is later than
+    /// `from`; when `from` is at or past the last frame received, the slice is empty.
+    pub fn recent_logmel(&self, from: usize) -> (usize, &[f32]) {
+        let first = from.clamp(self.buf_start, self.total);
+        (first, &self.buf[(first - self.buf_start) * self.mel_bins..])
     }
 
     /// Clip score so far, in the bank's units.
