@@ -21,9 +21,9 @@ WASM_TARGET=wasm32-unknown-unknown
 TARGET_DIR="$ROOT/target"
 WASM_TARGET_DIR="${SONOMALY_WASM_TARGET_DIR:-$ROOT/target/wasm}"
 DIST="$ROOT/dist"
-MODEL_DIR="$ROOT/models/aisfx-cnn14"
-# Shipped beside the default for "Open another model" (the page does not load it by itself).
+# The page's default model, and the aisfx model it loads for banks fitted with it (banks of earlier versions).
 MN04_DIR="$ROOT/models/efficientat-mn04"
+MODEL_DIR="$ROOT/models/aisfx-cnn14"
 # SIMD for the wasm target only: a target-specific variable leaves the native build's flags (and its cache) alone.
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:--C target-feature=+simd128}"
 
@@ -155,20 +155,28 @@ cmd_build() {
     mkdir -p "$DIST/pkg" "$DIST/models/aisfx-cnn14" "$DIST/models/efficientat-mn04"
     cp -R "$ROOT/www/." "$DIST/"
     cp "$out/sonomaly.js" "$out/sonomaly_bg.wasm" "$DIST/pkg/"
+    if [ -f "$MN04_DIR/model.onnx" ] && [ -f "$MN04_DIR/spec.json" ]; then
+        cp "$MN04_DIR/model.onnx" "$MN04_DIR/spec.json" "$MN04_DIR/class_labels_indices.csv" "$DIST/models/efficientat-mn04/"
+    else
+        echo "warning: $MN04_DIR/model.onnx or spec.json is missing; the page will say that no model could be loaded" >&2
+    fi
     if [ -f "$MODEL_DIR/model.onnx" ] && [ -f "$MODEL_DIR/spec.json" ]; then
         cp "$MODEL_DIR/model.onnx" "$MODEL_DIR/spec.json" "$DIST/models/aisfx-cnn14/"
     else
-        echo "warning: $MODEL_DIR/model.onnx or spec.json is missing; the page will say that no model could be loaded" >&2
+        echo "warning: $MODEL_DIR/model.onnx or spec.json is missing; banks fitted with aisfx-cnn14 will not load" >&2
     fi
-    cp "$MN04_DIR/model.onnx" "$MN04_DIR/spec.json" "$MN04_DIR/class_labels_indices.csv" "$DIST/models/efficientat-mn04/"
     # The models' licences and attribution travel with them (the MIT text of EfficientAT asks for it).
     cp "$ROOT/models/NOTICE" "$DIST/models/NOTICE"
     [ -f "$DIST/demo/fan-demo.bank" ] \
         || echo "warning: www/demo/fan-demo.bank is missing; the page will start without a bank" >&2
-    # A build stamp lets the page's model cache notice a new model.
-    local stamp
-    stamp="$( (sha256sum "$DIST/models/aisfx-cnn14/"* 2>/dev/null || true) | sha256sum | cut -c1-16)"
-    printf '{"model":"%s"}\n' "$stamp" > "$DIST/build.json"
+    # Build stamps let the page's model cache notice a new model: one per shipped model folder, and "model" over
+    # both (what pages of earlier versions read).
+    local stamp_all stamp_mn04 stamp_aisfx
+    stamp_mn04="$( (sha256sum "$DIST/models/efficientat-mn04/"* 2>/dev/null || true) | sha256sum | cut -c1-16)"
+    stamp_aisfx="$( (sha256sum "$DIST/models/aisfx-cnn14/"* 2>/dev/null || true) | sha256sum | cut -c1-16)"
+    stamp_all="$(printf '%s %s' "$stamp_mn04" "$stamp_aisfx" | sha256sum | cut -c1-16)"
+    printf '{"model":"%s","models":{"efficientat-mn04":"%s","aisfx-cnn14":"%s"}}\n' \
+        "$stamp_all" "$stamp_mn04" "$stamp_aisfx" > "$DIST/build.json"
     printf 'wasm: %s bytes (%s)\n' "$(stat -c %s "$DIST/pkg/sonomaly_bg.wasm")" "$DIST/pkg/sonomaly_bg.wasm"
 }
 

@@ -11,11 +11,25 @@ import { loadLastBank, saveLastBank } from "./store.js";
 import { UserError, asUserError, bankFileError, fitError, mismatch, modelError, scoreError, sentence } from "./messages.js";
 
 const $ = (id) => document.getElementById(id);
-const MODEL_URL = "models/aisfx-cnn14/model.onnx";
-const SPEC_URL = "models/aisfx-cnn14/spec.json";
+// The default model, and the models shipped beside it for banks fitted with them (a bank names its model; loading
+// one of another shipped model switches to it, see worker.js).
+const MODEL_NAME = "efficientat-mn04";
+const MODEL_URL = "models/efficientat-mn04/model.onnx";
+const SPEC_URL = "models/efficientat-mn04/spec.json";
+const MODEL_LABEL = "the model (EfficientAT mn04_as)";
+const SHIPPED_MODELS = [
+  {
+    name: "aisfx-cnn14",
+    modelUrl: "models/aisfx-cnn14/model.onnx",
+    specUrl: "models/aisfx-cnn14/spec.json",
+    label: "aisfx-cnn14",
+    source: "the page's aisfx-cnn14 (for banks fitted with it)",
+  },
+];
 const DEMO_BANK_URL = "demo/fan-demo.bank";
 const DEMO_BANK_NAME = "demo bank (fan-demo.bank)";
 const DEMOS = { normal: "demo/fan-normal.wav", abnormal: "demo/fan-abnormal.wav" };
+// Seconds the live view spans: at least this, and twice the wait for a judgement, so that the judged part shows.
 const LIVE_SPAN_S = 12;
 // Seconds dropped at the start of each recording take while the microphone settles (see recorder-worklet.js).
 const SETTLE_S = 0.3;
@@ -34,6 +48,7 @@ const state = {
   bankFile: null, // file name the bank in use downloads as
   bankSerial: 0, // the worker's serial of the bank in use; results carry the serial they were scored with
   thresholdOverride: null, // the slider's value when moved off the bank's default, else null
+  levels: null, // {thr, seg, floor, ceiling, value}: what the core gives for the slider's value `value`
   clips: [], // scored clips: {id, name, path, label, hash, blob, kind, samples, sampleRate, channels, channel, duration, result}
   current: null,
   fitMaterial: [], // {id, clip, use}
@@ -76,6 +91,8 @@ worker.onmessage = (ev) => {
   else {
     const e = new Error(msg.error);
     e.clip = msg.clip;
+    e.modelError = msg.modelError;
+    e.layers = msg.layers;
     p.reject(e);
   }
 };
@@ -220,6 +237,12 @@ function fmtHz(f) {
   return f >= 1000 ? `${+(f / 1000).toFixed(1)} kHz` : `${Math.round(f)} Hz`;
 }
 
+// A score or threshold in the bank's units: robust z-scores with 2 decimals and "z", distances with 4.
+function fmtScore(v, units) {
+  if (v == null || !Number.isFinite(v)) return "—";
+  return units === "z" ? `${v.toFixed(2)} z` : v.toFixed(4);
+}
+
 function fmtBytes(n) {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1e3))} KB`;
 }
@@ -239,13 +262,61 @@ function plural(n, word) {
 
 // ---- loaded model and bank ----------------------------------------------------------------------------------
 
+// "features.0, features.1, ..., features.16" -> "features.0–16": runs of names that differ by a trailing number.
+function compactLayers(names) {
+  const out = [];
+  for (let i = 0; i < names.length;) {
+    const m = /^(.*?)(\d+)$/.exec(names[i]);
+    let j = i + 1;
+    if (m) {
+      while (j < names.length) {
+        const n = /^(.*?)(\d+)$/.exec(names[j]);
+        if (!n || n[1] !== m[1] || Number(n[2]) !== Number(m[2]) + (j - i)) break;
+        j++;
+      }
+    }
+    out.push(j - i > 2 ? `${names[i]}–${/(\d+)$/.exec(names[j - 1])[1]}` : names.slice(i, j).join(", "));
+    i = j;
+  }
+  return out.join(", ");
+}
+
+// Seconds of normal sound a fit on a single clip needs: two analysis windows, as the core calibrates the threshold
+// on held-out parts of the normal sound (with one clip: its windows).
+function minFitSeconds(m = state.model) {
+  return m && m.windowHop ? (m.windowFrames + m.windowHop) * m.hopS : 0;
+}
+
+// Seconds of sound before a live stream's first judgement (a window is judged once the next one has begun to
+// arrive in full: window + hop), and between judgements (the hop).
+function liveTiming(m = state.model) {
+  if (!m || !m.windowHop) return { first: 0, every: 0 };
+  return { first: (m.windowFrames + m.windowHop) * m.hopS, every: m.windowHop * m.hopS };
+}
+
+function fmtS(s) {
+  return `${+s.toFixed(1)} s`;
+}
+
 function showModel(m) {
   state.model = m;
-  $("model-info").textContent = `${m.name}${m.isDefault ? "" : ` from ${m.source}`} (${m.layers.join(", ")}; ` +
+  const from = m.isDefault ? "" : m.shipped ? " (shipped with this page for banks fitted with it)" : ` from ${m.source}`;
+  $("model-info").textContent = `${m.name}${from} (${compactLayers(m.layers)}; ` +
     `${m.licence || "licence not stated"})` + (m.cached ? " — from the browser cache" : "");
   $("model-info").title = m.description || "";
-  $("frontend-info").textContent = m.frontEnd || "—";
+  $("frontend-info").textContent = `${m.frontEnd || "—"}; analysis windows of ${fmtS(m.windowS)} every ` +
+    `${fmtS(m.windowHop * m.hopS)}`;
   $("default-model").hidden = !!m.isDefault;
+  const patch = (m.patchLayers || []).join(" + ");
+  for (const el of document.querySelectorAll(".preset-layers")) el.textContent = patch || "none: this model recommends no layers";
+  document.querySelector('input[name="fit-preset"][value="environment"]').disabled = !patch;
+  document.querySelector('input[name="fit-preset"][value="both"]').disabled = !patch;
+  if (!patch) document.querySelector('input[name="fit-preset"][value="machine"]').checked = true;
+  $("fit-layer-names").textContent = compactLayers(m.layers);
+  $("fit-layers").placeholder = patch ? `logmel;${m.patchLayers.join(",")}` : "logmel";
+  $("fit-minimum").textContent = `A fit needs at least ${minFitSeconds(m).toFixed(1)} s of normal sound in one ` +
+    `clip (two analysis windows of this model), or two clips or more; ${FEW_SECONDS} s or more in ${FEW_CLIPS} ` +
+    "clips or more gives a steadier threshold. The threshold is set from the normal sound alone.";
   renderFitList();
 }
 
@@ -282,6 +353,7 @@ function setBank(info, name, serial) {
   state.bankFile = info ? bankFileName(name, info) : null;
   state.bankSerial = serial;
   state.thresholdOverride = null;
+  state.levels = null;
   showLegend(info);
   if (!info) {
     $("bank-info").textContent = "none — open a bank file, or fit one below";
@@ -289,12 +361,16 @@ function setBank(info, name, serial) {
   } else {
     clearError("no-bank");
     $("bank-info").textContent = `${name}: ${info.detector}, memory bank ${info.memoryBank}, threshold ` +
-      `${info.threshold.toFixed(4)}${info.units === "z" ? " (robust z-score)" : ""}`;
+      `${fmtScore(info.threshold, info.units)}${info.units === "z" ? " (robust z-score)" : ""}`;
     const parts = [];
     if (info.clips != null) parts.push(plural(info.clips, "clip"));
     if (info.seconds != null) parts.push(fmtDuration(info.seconds));
     if (info.backbone) parts.push(`backbone ${info.backbone}`);
-    if (info.layers) parts.push(`patches from ${info.layers.replace(/,/g, " + ")}`);
+    if (info.layers) {
+      const members = info.layers.split(" + ");
+      parts.push(members.length > 1 ? `members: ${members.map((l) => l.replace(/,/g, "+")).join(" and ")}`
+        : `patches from ${info.layers.replace(/,/g, " + ")}`);
+    }
     if (info.bandLimitHz) parts.push(`judged up to ${fmtHz(info.bandLimitHz)}`);
     if (info.created) parts.push(`on ${fmtDate(info.created)}`);
     let text = parts.join(", ") || "—";
@@ -333,8 +409,11 @@ async function start() {
   const t0 = performance.now();
   const r = await busy(() =>
     call("init", {
+      modelName: MODEL_NAME,
       modelUrl: MODEL_URL,
       specUrl: SPEC_URL,
+      modelLabel: MODEL_LABEL,
+      shipped: SHIPPED_MODELS,
       buildUrl: "build.json",
       bankUrl: DEMO_BANK_URL,
       preferredBank: last ? last.bytes : null,
@@ -354,12 +433,17 @@ async function start() {
   showModel(r.model);
   setBank(r.bank, r.bankSource, r.serial);
   if (r.bankError) {
-    const { name, error } = r.bankError;
+    const { name, error, modelError } = r.bankError;
     const e = error === "missing"
       ? new UserError("The demo bank (demo/fan-demo.bank) is not on this server. Open a bank file, or fit one from normal sound below.", null, "no-bank")
-      : bankFileError(name, error);
+      : bankFileError(name, error, modelError);
     if (r.bank) note(`${e.message} Using ${theBank(r.bankSource)} instead.`);
     else fail(e, "no-bank");
+  }
+  if (r.switched) {
+    note(`${cap(theBank(r.switched.bank))} was fitted with the model ${r.switched.model}, not with the page's ` +
+      `default model (${MODEL_NAME}), so ${r.switched.model} is in use with it. Use default model goes back to ` +
+      `${MODEL_NAME}${r.switched.setAside ? ` and ${theBank(r.switched.setAside)}` : ""}.`);
   }
   if (r.bank) setStatus(`Ready (${((performance.now() - t0) / 1000).toFixed(1)} s): open a file, try a demo clip, or record.`);
   else setStatus(idleStatus());
@@ -372,19 +456,35 @@ $("bank-input").onchange = async (ev) => {
   if (file) await loadBankFile(file);
 };
 
+// Loads a bank. A bank fitted with another model the page has (the default model, or aisfx-cnn14 for banks of
+// earlier versions) switches to that model; the bank in use is set aside and comes back with its own model.
 async function loadBankBytes(bytes, name, errorName) {
   await stopRecordingIfRunning();
-  const r = await call("loadBank", { bytes, name }, [bytes.buffer]).catch((e) => {
-    throw bankFileError(errorName, e);
+  const r = await call("loadBank", { bytes, name }, [bytes.buffer], progressHandler).catch((e) => {
+    throw bankFileError(errorName, e, e.modelError);
   });
+  if (r.switched) {
+    const from = state.model ? state.model.name : null;
+    showModel(r.switched.model);
+    setBank(r.info, r.name, r.serial);
+    const m = r.switched.model;
+    note(`${cap(theBank(r.name))} was fitted with the model ${m.name}${from ? `, not with ${from}` : ""}: the page ` +
+      `switched to ${m.isDefault ? "its default model" : `the ${m.name} model it ships for such banks`}, and ` +
+      `${theBank(r.name)} is in use.` + (r.info && r.info.units !== "z"
+      ? " Its scores are distances, as banks of earlier versions give, not z-scores." : "") +
+      (r.switched.previousBank && !m.isDefault
+      ? ` ${cap(theBank(r.switched.previousBank))} comes back with Use default model.` : ""));
+    return true;
+  }
   setBank(r.info, r.name, r.serial);
+  return false;
 }
 
 async function loadBankFile(file) {
   await action(`the bank ${file.name}`, async () => {
     setStatus(`Loading the bank ${file.name}…`);
-    await loadBankBytes(new Uint8Array(await file.arrayBuffer()), file.name, file.name);
-    setStatus(`Loaded the bank ${file.name}.`);
+    const switched = await loadBankBytes(new Uint8Array(await file.arrayBuffer()), file.name, file.name);
+    setStatus(`Loaded the bank ${file.name}${switched ? ` with the model ${state.model.name}` : ""}.`);
   });
 }
 
@@ -392,16 +492,16 @@ $("demo-bank").onclick = () =>
   action("Use demo bank", async () => {
     const res = await fetch(DEMO_BANK_URL).catch(() => null);
     if (!res || !res.ok) throw new UserError("The demo bank (demo/fan-demo.bank) is not on this server.");
-    await loadBankBytes(new Uint8Array(await res.arrayBuffer()), DEMO_BANK_NAME, "The demo bank");
-    setStatus("Loaded the demo bank.");
+    const switched = await loadBankBytes(new Uint8Array(await res.arrayBuffer()), DEMO_BANK_NAME, "The demo bank");
+    setStatus(`Loaded the demo bank${switched ? ` with the model ${state.model.name}` : ""}.`);
   });
 
 $("last-bank").onclick = () =>
   action("Use last fitted bank", async () => {
     const last = await lastBankOffer();
     if (!last) throw new UserError("No fitted bank is stored in this browser.");
-    await loadBankBytes(new Uint8Array(last.bytes), last.name, "The last fitted bank");
-    setStatus("Loaded the last fitted bank.");
+    const switched = await loadBankBytes(new Uint8Array(last.bytes), last.name, "The last fitted bank");
+    setStatus(`Loaded the last fitted bank${switched ? ` with the model ${state.model.name}` : ""}.`);
   });
 
 $("download-bank").onclick = () =>
@@ -478,19 +578,15 @@ function download(blob, name) {
 
 // ---- threshold ----------------------------------------------------------------------------------------------
 
-// The clip threshold and the temporal curve's threshold for a result (or the bank's, for the live recording):
-// the result's own, or the slider's value with the curve's threshold moved in proportion.
-// With them the heatmap's ramp (`floor`, `ceiling`). The slider moves them as the core's
-// Bank::override_threshold moves the segment threshold: by the same difference for z-scored banks, in
-// proportion for distances.
+// The clip threshold, the temporal curve's threshold and the heatmap's ramp (`floor`, `ceiling`) for a result of
+// the bank in use (or the bank's own, for the live recording): the result's own, or those the core gives for the
+// slider's value (Engine.thresholdsFor, as `sonomaly score --threshold` moves them), kept in `state.levels`.
 function thresholdsOf(r) {
-  if (!r || r.threshold == null) return { thr: null, seg: null, floor: null, ceiling: null };
-  const o = state.thresholdOverride;
-  const own = { seg: r.segmentThreshold, floor: r.displayFloor ?? null, ceiling: r.displayCeiling ?? null };
-  if (o == null) return { thr: r.threshold, ...own };
-  const shift = r.units === "z" || !(r.threshold > 0);
-  const move = (v) => (v == null ? null : shift ? v + (o - r.threshold) : v * (o / r.threshold));
-  return { thr: o, seg: move(own.seg), floor: move(own.floor), ceiling: move(own.ceiling) };
+  if (!r || r.threshold == null) return { thr: null, seg: null, floor: null, ceiling: null, units: null };
+  const units = r.units ?? "distance";
+  const own = { thr: r.threshold, seg: r.segmentThreshold, floor: r.displayFloor ?? null, ceiling: r.displayCeiling ?? null, units };
+  if (state.thresholdOverride == null || !state.levels) return own;
+  return { ...state.levels, units };
 }
 
 function isFresh(clip) {
@@ -527,7 +623,7 @@ function applyThreshold() {
   const r = c && c.result && isFresh(c) ? c.result : state.bank;
   const levels = thresholdsOf(r);
   const { thr, seg } = levels;
-  $("threshold-value").textContent = thr == null ? "" : `${thr.toFixed(4)} (segments above ${seg.toFixed(4)})`;
+  $("threshold-value").textContent = thr == null ? "" : `${fmtScore(thr, levels.units)} (segments above ${fmtScore(seg, levels.units)})`;
   figure.setThreshold(levels);
   if (c && c.result) {
     const segs = isFresh(c) ? segmentsOf(c.result.series, seg) : [];
@@ -543,13 +639,30 @@ function applyThreshold() {
   renderClipList();
 }
 
-$("threshold").oninput = (ev) => {
-  state.thresholdOverride = Number(ev.target.value);
+// The slider asks the core for the thresholds its value gives (the answer comes between the worker's tasks, past
+// any queue of rescoring); the last answer for the bank in use wins.
+let levelsAsked = 0;
+$("threshold").oninput = async (ev) => {
+  const v = Number(ev.target.value);
+  state.thresholdOverride = v;
+  const ask = ++levelsAsked;
+  const serial = state.bankSerial;
+  let t;
+  try {
+    t = await call("thresholdsFor", { threshold: v });
+  } catch (e) {
+    fail(e);
+    return;
+  }
+  if (ask !== levelsAsked || serial !== state.bankSerial || t.serial !== state.bankSerial) return;
+  state.levels = { thr: t.threshold, seg: t.segmentThreshold, floor: t.displayFloor, ceiling: t.displayCeiling, value: v };
   applyThreshold();
 };
 $("threshold-reset").onclick = () => {
   if (!state.bank) return;
+  levelsAsked++;
   state.thresholdOverride = null;
+  state.levels = null;
   updateSlider();
   applyThreshold();
 };
@@ -575,12 +688,13 @@ function segmentsOf(series, thr) {
   if (thr == null) return [];
   const runs = [];
   const c = series.curve;
+  const n = series.judged; // frames not judged yet (live) have no curve
   let t = 0;
-  while (t < series.frames) {
+  while (t < n) {
     if (c[t] > thr) {
       const start = t;
       let peak = c[t];
-      while (t < series.frames && c[t] > thr) peak = Math.max(peak, c[t++]);
+      while (t < n && c[t] > thr) peak = Math.max(peak, c[t++]);
       const last = runs[runs.length - 1];
       if (last && start - last[1] <= MIN_GAP_FRAMES) {
         last[1] = t;
@@ -739,6 +853,7 @@ async function scoreClip(clip, { show = true } = {}) {
     throw scoreError(clip.label, e);
   }
   clip.result = resultOf(r);
+  clip.elapsedMs = r.elapsedMs; // scoring time in the worker
   clip.rescoreError = null;
   if (!state.clips.includes(clip)) state.clips.push(clip);
   // Offered once as fit material (unticked); a rescore does not bring back what "Clear" took away.
@@ -843,8 +958,9 @@ function showVerdict(clip, segments, live = null) {
     const anomalous = r.score > thr;
     v.textContent = anomalous ? "anomalous" : "normal";
     v.className = `verdict ${v.textContent}`;
-    $("clip-score").textContent = r.score.toFixed(4);
-    $("score-units").textContent = (live ? state.bank && state.bank.units : r.units) === "z" ? "z" : "";
+    const units = live ? state.bank && state.bank.units : r.units;
+    $("clip-score").textContent = units === "z" ? r.score.toFixed(2) : r.score.toFixed(4);
+    $("score-units").textContent = units === "z" ? "z" : "";
   }
   if (clip && clip.result && !fresh) {
     stale.hidden = false;
@@ -867,7 +983,8 @@ function showVerdict(clip, segments, live = null) {
     b.textContent = `${s.startS.toFixed(2)}–${s.endS.toFixed(2)} s`;
     b.title = "Play this part";
     b.onclick = () => playCurrent(s.startS, s.endS);
-    li.append(b, ` peak ${s.peak.toFixed(3)}`);
+    const units = (live ? state.bank && state.bank.units : r && r.units) || "distance";
+    li.append(b, ` peak ${units === "z" ? `${s.peak.toFixed(2)} z` : s.peak.toFixed(3)}`);
     list.append(li);
   }
   $("no-segments").hidden = (segments || []).length > 0;
@@ -891,7 +1008,7 @@ function renderClipList() {
     if (isFresh(c)) {
       const anomalous = c.result.score > thresholdsOf(c.result).thr;
       tag.className = `tag ${anomalous ? "anomalous" : "normal"}`;
-      tag.textContent = `${c.result.score.toFixed(4)} ${anomalous ? "anomalous" : "normal"}`;
+      tag.textContent = `${fmtScore(c.result.score, c.result.units)} ${anomalous ? "anomalous" : "normal"}`;
       li.dataset.fresh = "1";
       li.dataset.score = String(c.result.score);
       li.dataset.verdict = anomalous ? "anomalous" : "normal";
@@ -1024,6 +1141,8 @@ async function walk(entry, out) {
   }
 }
 
+for (const el of document.querySelectorAll('input[name="fit-preset"]')) el.onchange = () => renderFitList();
+
 document.addEventListener("drop", async (ev) => {
   ev.preventDefault();
   dragDepth = 0;
@@ -1076,7 +1195,12 @@ function newRecording(sampleRate) {
     updates: 0,
     audioS: 0,
     computeMs: 0,
+    maxPushMs: 0,
     inFlight: 0,
+    takeUpdates: 0, // stretches judged in the take running
+    takeStartFrames: 0,
+    firstJudgedS: null, // seconds recorded when the first stretch was judged
+    timing: { first: 0, every: 0 },
     clip: null,
     takes: 0,
     serials: new Set(), // the banks its takes were scored with
@@ -1146,6 +1270,7 @@ async function startRecording() {
     rec.node = node;
     rec.running = true;
     rec.takes++;
+    rec.takeUpdates = 0;
     rec.frameOffset = rec.series ? rec.series.frames : 0;
     const started = await call("streamStart", { sampleRate: ctx.sampleRate });
     rec.serials.add(started.serial);
@@ -1157,14 +1282,21 @@ async function startRecording() {
     }
     rec.series.durationS = null;
     state.current = null;
+    const timing = liveTiming();
+    rec.timing = timing;
+    rec.takeStartFrames = rec.series.frames;
     $("clip-name").textContent = `Recording at ${ctx.sampleRate} Hz…`;
-    $("clip-details").textContent = "";
+    $("clip-details").textContent = `The spectrogram shows the sound as it arrives; the model judges it in windows ` +
+      `of ${fmtS(state.model.windowS)}: the first judgement needs about ${fmtS(timing.first)} of sound, then one ` +
+      `comes every ${fmtS(timing.every)}.`;
     showVerdict(null, [], null);
-    figure.showLive(rec.series, thresholdsOf(state.bank), LIVE_SPAN_S);
+    showLiveUpdates(rec);
+    figure.showLive(rec.series, thresholdsOf(state.bank), Math.max(LIVE_SPAN_S, 2 * timing.first));
     node.port.onmessage = (ev) => onAudio(rec, ev.data);
     $("record-button").textContent = "■ Stop";
     $("record-button").classList.add("on");
-    setStatus(`Recording from the microphone at ${ctx.sampleRate} Hz; scoring as the sound arrives.`);
+    setStatus(`Recording from the microphone at ${ctx.sampleRate} Hz; the first judgement comes after about ` +
+      `${fmtS(timing.first)} of sound, then every ${fmtS(timing.every)}.`);
     updateButtons();
   } catch (e) {
     stream.getTracks().forEach((t) => t.stop());
@@ -1188,7 +1320,11 @@ function onAudio(rec, data) {
     .then((r) => {
       rec.inFlight--;
       rec.computeMs += r.elapsedMs;
+      rec.maxPushMs = Math.max(rec.maxPushMs, r.elapsedMs);
       rec.audioS += audioS;
+      if (r.logmel && r.logmel.frames > 0) {
+        rec.series.writeLogmel(rec.frameOffset + r.logmel.startFrame, r.logmel.frames, r.logmel.logmel);
+      }
       applyUpdates(rec, r.updates);
     })
     .catch((e) => {
@@ -1200,25 +1336,54 @@ function onAudio(rec, data) {
   showRecInfo(rec);
 }
 
+// Draws what a block brought (the log-mel of new frames, and the stretches judged, if any): at most once per
+// animation frame.
 function applyUpdates(rec, updates) {
-  if (!updates || !updates.length) return;
-  for (const u of updates) {
+  for (const u of updates || []) {
     rec.series.write(rec.frameOffset + u.startFrame, u.frames, u.logmel, u.map, u.curve);
     rec.score = rec.score == null ? u.score : Math.max(rec.score, u.score);
     rec.updates++;
+    rec.takeUpdates++;
+    if (rec.firstJudgedS == null) rec.firstJudgedS = rec.length / rec.sampleRate;
   }
   if (state.current == null || state.current === rec.clip) {
-    const segs = segmentsOf(rec.series, thresholdsOf(state.bank).seg);
-    figure.segments = segs;
-    figure.follow();
-    figure.draw();
-    showVerdict(null, segs, { score: rec.score });
-    const lu = $("live-updates");
-    lu.dataset.count = String(rec.updates);
-    lu.textContent = `${rec.updates} live update${rec.updates === 1 ? "" : "s"}`;
-    if (state.timings.firstHeatmapMs == null) state.timings.firstHeatmapMs = performance.now();
+    if (updates && updates.length) {
+      const segs = segmentsOf(rec.series, thresholdsOf(state.bank).seg);
+      figure.segments = segs;
+      showVerdict(null, segs, { score: rec.score });
+      if (state.timings.firstHeatmapMs == null) state.timings.firstHeatmapMs = performance.now();
+    }
+    showLiveUpdates(rec);
+    scheduleLiveDraw();
   }
   showRecInfo(rec);
+}
+
+let liveDrawPending = false;
+function scheduleLiveDraw() {
+  if (liveDrawPending) return;
+  liveDrawPending = true;
+  requestAnimationFrame(() => {
+    liveDrawPending = false;
+    figure.follow();
+    figure.draw();
+  });
+}
+
+// The line beside the verdict while recording: how many stretches are judged, or how long until the first.
+function showLiveUpdates(rec) {
+  const lu = $("live-updates");
+  lu.dataset.count = String(rec.updates);
+  const heard = (rec.series ? rec.series.frames - rec.takeStartFrames : 0) * state.model.hopS;
+  if (rec.running && rec.takeUpdates === 0) {
+    const left = Math.max(0, rec.timing.first - heard);
+    lu.textContent = `first judgement in about ${Math.ceil(left)} s (it needs ${fmtS(rec.timing.first)} of sound)`;
+    figure.pendingText = `not judged yet: the first judgement needs about ${fmtS(rec.timing.first)} of sound`;
+  } else {
+    figure.pendingText = `not judged yet: a stretch is judged every ${fmtS(rec.timing.every)}, once the window after it has begun`;
+    const judged = rec.series ? rec.series.judged * state.model.hopS : 0;
+    lu.textContent = `${rec.updates} live update${rec.updates === 1 ? "" : "s"} · judged up to ${judged.toFixed(1)} s`;
+  }
 }
 
 function showRecInfo(rec) {
@@ -1227,7 +1392,10 @@ function showRecInfo(rec) {
   $("rec-info").textContent = `${dur.toFixed(1)} s recorded` +
     (rtf != null ? ` · real-time factor ${rtf.toFixed(2)}${rtf < 1 ? " (keeps up)" : " (falling behind)"}` : "") +
     (rec.inFlight > 3 ? ` · ${rec.inFlight} blocks waiting` : "");
+  $("rec-info").title = "real-time factor: the analysis's compute time over the audio's length (below 1 keeps up); " +
+    `the longest block took ${(rec.maxPushMs / 1000).toFixed(2)} s (a block that completes a window judges it)`;
   $("rec-info").dataset.rtf = rtf == null ? "" : rtf.toFixed(3);
+  $("rec-info").dataset.maxPushMs = rec.maxPushMs.toFixed(1);
 }
 
 async function stopRecording() {
@@ -1356,9 +1524,24 @@ function renderFitList() {
     : `${plural(n, "clip")} ticked as normal, ${fmtDuration(secs)}.`;
   const w = $("fit-warning");
   w.hidden = !(n > 0 && roughFit(n, secs));
-  w.textContent = w.hidden ? "" : `With ${plural(n, "clip")} and ${fmtDuration(secs)} of normal sound the threshold ` +
-    `will be rough: ${FEW_SECONDS} s or more in ${FEW_CLIPS} or more clips is better.`;
+  w.dataset.reason = tooLittle() ? "too-little" : w.hidden ? "" : "rough";
+  w.textContent = w.hidden ? "" : tooLittle()
+    ? `One clip of ${fmtDuration(secs)} is too little to set a threshold: a fit needs at least ` +
+      `${minFitSeconds().toFixed(1)} s in one clip, or two clips or more. Tick another clip of normal sound.`
+    : `With ${plural(n, "clip")} and ${fmtDuration(secs)} of normal sound the threshold ` +
+      `will be rough: ${FEW_SECONDS} s or more in ${FEW_CLIPS} or more clips is better.`;
   updateButtons();
+}
+
+// One ticked clip shorter than two analysis windows: the core cannot hold out a part of it to set the threshold.
+function tooLittle() {
+  const chosen = chosenMaterial();
+  return chosen.length === 1 && chosen[0].clip.duration < minFitSeconds() - 1e-6;
+}
+
+function fitPreset() {
+  const el = document.querySelector('input[name="fit-preset"]:checked');
+  return el ? el.value : "both";
 }
 
 // Normal material from files: decoded, ticked; a file already open is ticked rather than added twice.
@@ -1426,14 +1609,18 @@ $("fit-button").onclick = () =>
     const chosen = chosenMaterial();
     if (!chosen.length) throw new UserError("Tick at least one clip of normal sound to fit a bank.");
     const secs = chosen.reduce((s, m) => s + m.clip.duration, 0);
+    if (tooLittle()) throw new UserError($("fit-warning").textContent);
+    $("fit-result").hidden = true;
     const clips = chosen.map((m) => ({ name: m.clip.label, samples: m.clip.samples.slice(), sampleRate: m.clip.sampleRate }));
     const name = `fitted bank (${new Date().toLocaleString()})`;
+    const layers = $("fit-layers").value.trim();
+    const preset = fitPreset();
     $("fit-cancel").hidden = false;
     const bar = $("fit-progress");
     bar.hidden = false;
     bar.value = 0;
     try {
-      const r = await call("fit", { clips, name }, clips.map((c) => c.samples.buffer), (msg) => {
+      const r = await call("fit", { clips, name, preset, layers }, clips.map((c) => c.samples.buffer), (msg) => {
         setStatus(msg.text);
         bar.value = msg.total ? msg.done / msg.total : 0;
         // The last step (memory bank and threshold) runs in one piece in the worker: it cannot be cancelled.
@@ -1445,8 +1632,12 @@ $("fit-button").onclick = () =>
       setBank(r.info, r.name, r.serial);
       await saveLastBank(r.bytes, r.name).catch((e) => console.warn("sonomaly: could not keep the bank", e));
       $("last-bank").hidden = false;
-      setStatus(`Fitted a bank on ${plural(chosen.length, "clip")} (${fmtDuration(secs)}) in ` +
-        `${(r.elapsedMs / 1000).toFixed(1)} s; it is now in use and kept in this browser.`);
+      const done = `Fitted a bank (${layers ? `layers ${layers}` : `preset ${preset}`}) on ` +
+        `${plural(chosen.length, "clip")} (${fmtDuration(secs)}) in ${(r.elapsedMs / 1000).toFixed(1)} s; it is now in ` +
+        "use and kept in this browser.";
+      setStatus(done);
+      $("fit-result").textContent = done;
+      $("fit-result").hidden = false;
       if (roughFit(chosen.length, secs)) {
         note(`The new bank's threshold is rough: it was fitted on ${plural(chosen.length, "clip")} and ` +
           `${fmtDuration(secs)} of normal sound. ${FEW_SECONDS} s or more in ${FEW_CLIPS} or more clips is better.`);
@@ -1478,7 +1669,7 @@ function updateButtons() {
   $("record-button").disabled = !ready || (!recording && !idle);
   $("save-wav").disabled = recording || !state.rec?.clip?.samples;
   $("fit-add-recording").disabled = recording || !state.rec?.clip?.samples;
-  $("fit-button").disabled = !ready || chosenMaterial().length === 0 || recording || !idle;
+  $("fit-button").disabled = !ready || chosenMaterial().length === 0 || tooLittle() || recording || !idle;
   $("fit-download").disabled = !state.fitted;
 }
 

@@ -58,10 +58,17 @@ export function mismatch(bankName, r) {
   return null;
 }
 
-/** A bank file that could not be loaded. */
-export function bankFileError(name, err) {
+/** A bank file that could not be loaded; `modelError`: why the model the bank needs, which the page ships, could
+ * not be loaded (e.g. offline before it was ever downloaded). */
+export function bankFileError(name, err, modelError = null) {
   const r = raw(err);
   const mm = mismatch(name, r);
+  if (mm && modelError) {
+    const m = /fitted with backbone '([^']*)'/.exec(r);
+    return Object.assign(new UserError(`${mm.fact} The page has ${m ? `the model ${m[1]}` : "that model"}, but it ` +
+      `could not be loaded: ${sentence(modelError)} Try again when online, or fit a bank with the model in use.`,
+    `${r}\n${modelError}`, "bank-mismatch"), { fact: mm.fact });
+  }
   if (mm) return mm;
   if (/too short to be a bank|header claims|not a valid bank file|unreadable header|no sonomaly metadata|metadata is not JSON|does not name the sonomaly bank format/.test(r)) {
     return new UserError(`${name} is not a sonomaly bank file, or it is damaged (cut short or overwritten). Open a ` +
@@ -105,8 +112,18 @@ export function fitError(err, clip) {
   }
   const little = /too little normal audio to set a threshold: give at least ([\d.]+) s/.exec(r);
   if (little) {
-    return new UserError(`Too little normal sound to set a threshold: give at least ${little[1]} s in all, better ` +
-      "30 s or more in several clips.", r);
+    return new UserError(`Too little normal sound to set a threshold: give at least ${little[1]} s in one clip, or ` +
+      "two clips or more; 30 s or more in several clips is better.", r);
+  }
+  if (/is neither 'logmel' nor an output of backbone/.test(r)) {
+    const m = /layer '([^']*)' is neither 'logmel' nor an output of backbone '([^']*)'/.exec(r);
+    return new UserError(`The layers field names ${m ? `'${m[1]}', ` : ""}which is not a layer of the model` +
+      `${m ? ` ${m[2]}` : ""}: use logmel or the model's outputs (listed under advanced), members separated by ; ` +
+      "and the layers of a member by a comma, or clear the field to use the preset.", r);
+  }
+  if (/layer '[^']*' is listed twice|layer list is empty|no layer chosen/.test(r)) {
+    return new UserError(`The layers field is not a list of layers: ${sentence(r.replace(/^.*embedding: /, ""))} ` +
+      "Clear it to use the preset.", r);
   }
   if (/patch/.test(r) && /got 0 values/.test(r)) {
     return new UserError("The ticked clips are too short to learn from: give at least a few seconds of normal sound.", r);

@@ -67,7 +67,8 @@ export function judgedBins(melHz, bandLimitHz) {
 
 // Grows with appended frames; used for whole clips and for the live recording alike. `bandLimitHz` (or null):
 // the highest frequency judged; `durationS` (or null while it grows): the audio's length, which the last frame
-// may overrun by part of a hop.
+// may overrun by part of a hop. While recording, the log-mel of a frame arrives before its window is judged:
+// `judged` counts the frames (from the start) that have a map and a curve.
 export class Series {
   constructor(melBins, hopS, melHz, bandLimitHz = null) {
     this.melBins = melBins;
@@ -77,6 +78,7 @@ export class Series {
     this.visibleBins = judgedBins(melHz, bandLimitHz) || melBins;
     this.durationS = null;
     this.frames = 0;
+    this.judged = 0;
     this.capacity = 0;
     this.logmel = new Float32Array(0);
     this.map = new Float32Array(0);
@@ -106,13 +108,21 @@ export class Series {
     this.capacity = cap;
   }
 
-  // Writes `frames` frames starting at frame `start` (an update may revise frames already written).
+  // Writes `frames` judged frames starting at frame `start` (an update may revise frames already written).
   write(start, frames, logmel, map, curve) {
     const M = this.melBins;
     this.reserve(start + frames);
-    this.logmel.set(logmel.subarray(0, frames * M), start * M);
     this.map.set(map.subarray(0, frames * M), start * M);
     this.curve.set(curve.subarray(0, frames), start);
+    this.judged = Math.max(this.judged, start + frames);
+    this.writeLogmel(start, frames, logmel);
+  }
+
+  // Writes the log-mel of `frames` frames starting at `start`, not judged yet (their map and curve come later).
+  writeLogmel(start, frames, logmel) {
+    const M = this.melBins;
+    this.reserve(start + frames);
+    this.logmel.set(logmel.subarray(0, frames * M), start * M);
     this.frames = Math.max(this.frames, start + frames);
     // The colour range of the spectrogram: over the bins shown only (silent bands above the limit would
     // otherwise pull it down).
@@ -132,7 +142,7 @@ export class Series {
 
   curveMax() {
     let m = 0;
-    for (let i = 0; i < this.frames; i++) m = Math.max(m, this.curve[i]);
+    for (let i = 0; i < this.judged; i++) m = Math.max(m, this.curve[i]);
     return m;
   }
 }
@@ -170,6 +180,7 @@ export class Figure {
     this.series = null;
     this.threshold = 1;
     this.display = null; // {floor, ceiling} of the heat ramp, or null for HEAT_LOW/HEAT_HIGH of the threshold
+    this.units = null; // "z" or "distance": the curve's labels say which
     this.colourMap = "viridis";
     this.lut = colourTable(this.colourMap);
     this.view = { start: 0, frames: 0 }; // frames shown
@@ -190,6 +201,7 @@ export class Figure {
   setLevels(levels) {
     this.threshold = levels && levels.seg != null ? levels.seg : 1;
     this.display = levels && levels.floor != null && levels.ceiling != null ? { floor: levels.floor, ceiling: levels.ceiling } : null;
+    this.units = levels ? levels.units ?? null : null;
   }
 
   setThreshold(levels) {
@@ -265,7 +277,7 @@ export class Figure {
     const span = s.lmMax > s.lmMin ? s.lmMax - s.lmMin : 1;
     const thr = this.threshold > 0 ? this.threshold : 1;
     let viewMax = -Infinity;
-    for (let t = this.view.start; t < Math.min(s.frames, this.view.start + this.view.frames); t++) {
+    for (let t = this.view.start; t < Math.min(s.judged, this.view.start + this.view.frames); t++) {
       for (let m = 0; m < V; m++) viewMax = Math.max(viewMax, s.map[t * M + m]);
     }
     const hLo = this.display ? this.display.floor : HEAT_LOW * thr;
@@ -292,7 +304,7 @@ export class Figure {
         sp[o + 1] = lut[v * 3 + 1];
         sp[o + 2] = lut[v * 3 + 2];
         sp[o + 3] = 255;
-        const h = this.stale ? 0 : (mp - hLo) / hSpan;
+        const h = this.stale || t >= s.judged ? 0 : (mp - hLo) / hSpan;
         if (h > 0) {
           const c = heatColour(h);
           hp[o] = c[0];
@@ -389,7 +401,7 @@ export class Figure {
     // From 0 (or the lowest value: z-scores go below 0) to above the threshold and the highest value.
     let vmin = Math.min(0, thr);
     let vmax = thr + 0.25 * Math.abs(thr);
-    for (let i = 0; i < s.frames; i++) {
+    for (let i = 0; i < s.judged; i++) {
       vmin = Math.min(vmin, s.curve[i]);
       vmax = Math.max(vmax, s.curve[i]);
     }
@@ -406,9 +418,21 @@ export class Figure {
       const x1 = xOf(seg.endS / s.hopS - 0.5);
       g.fillRect(x0, 0, Math.max(x1 - x0, 1), H);
     }
+    // frames whose log-mel has arrived but whose window is not judged yet (live only)
+    const end = Math.min(s.judged, this.view.start + this.view.frames);
+    const shownEnd = Math.min(s.frames, this.view.start + this.view.frames);
+    if (shownEnd > Math.max(end, this.view.start)) {
+      const x0 = xOf(Math.max(end, this.view.start) - 0.5);
+      g.fillStyle = "rgba(140, 150, 161, 0.12)";
+      g.fillRect(x0, 0, xOf(shownEnd - 0.5) - x0, H);
+      g.fillStyle = style.color;
+      g.font = `${11 * dpr}px system-ui, sans-serif`;
+      g.textBaseline = "middle";
+      g.textAlign = "left";
+      if (xOf(shownEnd - 0.5) - x0 > 120 * dpr) g.fillText(this.pendingText || "not judged yet", x0 + 6 * dpr, H / 2);
+    }
     // curve
     g.beginPath();
-    const end = Math.min(s.frames, this.view.start + this.view.frames);
     for (let t = this.view.start; t < end; t++) {
       const x = xOf(t);
       const y = yOf(s.curve[t]);
@@ -431,11 +455,12 @@ export class Figure {
     g.font = `${10 * dpr}px system-ui, sans-serif`;
     g.textAlign = "right";
     g.textBaseline = "bottom";
-    g.fillText(`threshold ${thr.toFixed(3)}`, W - 4 * dpr, yOf(thr) - 2 * dpr);
+    const z = this.units === "z";
+    g.fillText(`threshold ${z ? `${thr.toFixed(2)} z` : thr.toFixed(3)}`, W - 4 * dpr, yOf(thr) - 2 * dpr);
     g.fillStyle = style.color;
     g.textAlign = "left";
     g.textBaseline = "top";
-    g.fillText(`max ${vmax.toFixed(2)}`, 4 * dpr, 2 * dpr);
+    g.fillText(`max ${vmax.toFixed(2)}${z ? " z" : ""}`, 4 * dpr, 2 * dpr);
   }
 
   setPlayhead(seconds) {

@@ -1,9 +1,11 @@
 // Service worker: keeps the page itself (HTML, modules, wasm, demo files) so that a second visit works offline.
 // Network first, so a new build is picked up at once when online; the cache answers when the network does not.
-// The model files are not handled here: the analysis worker caches them itself (Cache API, versioned by
-// build.json) and reads them from there without asking the network.
+// The model files (the default EfficientAT mn04, and aisfx CNN14 for banks fitted with it) are not handled here:
+// the analysis worker caches each one itself when it first needs it (Cache API, versioned by build.json) and
+// reads it from there without asking the network.
 
-const SHELL = "sonomaly-shell-v1";
+// v2: the default model and demo bank changed (EfficientAT mn04); the shell of earlier versions is dropped.
+const SHELL = "sonomaly-shell-v2";
 
 // Kept at install, so that even the second visit works offline.
 const PRECACHE = [
@@ -20,7 +22,12 @@ self.addEventListener("install", (ev) => {
       Promise.all(PRECACHE.map((p) => cache.add(p).catch(() => console.warn("sonomaly: not kept offline:", p))))),
   );
 });
-self.addEventListener("activate", (ev) => ev.waitUntil(self.clients.claim()));
+self.addEventListener("activate", (ev) =>
+  ev.waitUntil(
+    caches.keys()
+      .then((keys) => Promise.all(keys.filter((k) => k.startsWith("sonomaly-shell-") && k !== SHELL).map((k) => caches.delete(k))))
+      .then(() => self.clients.claim()),
+  ));
 
 self.addEventListener("fetch", (ev) => {
   const req = ev.request;

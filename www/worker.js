@@ -9,7 +9,7 @@
 // Every change of bank (or of model) gets a new serial number; bank infos and clip results carry the serial they
 // were made with, so that the page can tell a result made with the bank in use from a stale one.
 
-import init, { Engine, checkModel, simdSupported } from "./pkg/sonomaly.js";
+import init, { Engine, bankInfoOf, checkModel, simdSupported } from "./pkg/sonomaly.js";
 
 const MODEL_CACHE = "sonomaly-models-v1";
 
@@ -18,7 +18,14 @@ let fitCancelled = false;
 let wasmReady = null;
 let bankSerial = 0; // changes whenever the bank (or the model) in use changes
 let bankName = null; // what the page calls the bank in use
-let defaultModel = null; // {onnx, spec, sha}: the model the page started with
+let defaultModel = null; // {onnx, spec, sha, name}: the model the page started with
+// Models shipped with the page besides the default ({name, modelUrl, specUrl, label}), for banks fitted with them;
+// their bytes once fetched, by name; the build stamps that version the model cache, by model name.
+let shippedModels = [];
+const shippedBytes = new Map();
+let modelStamps = {};
+let offlineStart = false; // build.json could not be read: models come from the cache as they are
+let liveFrames = 0; // frames of the live stream whose log-mel the page has been sent
 // Banks dropped because a later model did not fit them, newest last: a model they fit brings them back.
 const droppedBanks = [];
 
@@ -151,48 +158,74 @@ const handlers = {
   async init(msg, id) {
     await ensureWasm(id);
     const t0 = performance.now();
-    let stamp = "0";
+    shippedModels = msg.shipped || [];
+    modelStamps = {};
+    offlineStart = false;
     try {
       const res = await fetch(msg.buildUrl, { cache: "no-cache" });
-      if (res.ok) stamp = (await res.json()).model || "0";
+      if (res.ok) {
+        const b = await res.json();
+        modelStamps = b.models || {};
+        modelStamps[""] = b.model || "0";
+      }
     } catch (e) {
-      // offline: use whatever version is cached
-      stamp = await latestCachedVersion(msg.modelUrl) || "0";
+      offlineStart = true; // offline: use whatever version is cached
     }
+    const stamp = await stampFor(msg.modelName, msg.modelUrl);
     const spec = await fetchCached(id, msg.specUrl, stamp, "the model description");
-    const onnx = await fetchCached(id, msg.modelUrl, stamp, "the model (CNN14, aisfx weights)");
+    const onnx = await fetchCached(id, msg.modelUrl, stamp, msg.modelLabel || "the model");
     progress(id, "model", 0, 1, "Preparing the model…");
     await yieldToEvents();
     const specText = new TextDecoder().decode(spec.bytes);
     engine = new Engine(onnx.bytes, specText);
     const model = engine.modelInfo();
-    defaultModel = { onnx: onnx.bytes, spec: specText, sha: model.backboneSha256 };
+    defaultModel = { onnx: onnx.bytes, spec: specText, sha: model.backboneSha256, name: model.name };
     model.source = msg.modelUrl;
     model.cached = onnx.cached;
     model.isDefault = true;
-    const result = { model, bank: null, bankError: null, bankSource: null, loadMs: 0 };
+    const result = { model, bank: null, bankError: null, bankSource: null, switched: null, loadMs: 0 };
 
-    const candidates = [];
-    if (msg.preferredBank) candidates.push({ bytes: msg.preferredBank, source: msg.preferredBankName || "last fitted bank" });
-    candidates.push({ url: msg.bankUrl, source: "demo bank (fan-demo.bank)" });
-    for (const c of candidates) {
-      let bytes = c.bytes;
+    // The last fitted bank if there is one and it fits (with the default model, or with the shipped model it was
+    // fitted with), else the demo bank.
+    let preferred = null;
+    if (msg.preferredBank) {
+      preferred = { bytes: new Uint8Array(msg.preferredBank), name: msg.preferredBankName || "last fitted bank" };
+      try {
+        result.bank = engine.loadBank(preferred.bytes);
+        result.bankSource = bankName = preferred.name;
+        preferred = null;
+      } catch (e) {
+        // Said even if another bank loads: a kept bank that no longer fits must not vanish unnoticed.
+        result.bankError = { name: preferred.name, error: plain(e) };
+      }
+    }
+    if (!result.bank) {
+      progress(id, "bank", 0, 1, "Loading the demo bank…");
+      const bytes = await fetchOptional(msg.bankUrl);
       if (!bytes) {
-        progress(id, "bank", 0, 1, "Loading the demo bank…");
-        bytes = await fetchOptional(c.url);
-        if (!bytes) {
-          result.bankError = { name: c.source, error: "missing" };
-          continue;
+        result.bankError = result.bankError || { name: "demo bank (fan-demo.bank)", error: "missing" };
+      } else {
+        try {
+          result.bank = engine.loadBank(new Uint8Array(bytes));
+          result.bankSource = bankName = "demo bank (fan-demo.bank)";
+        } catch (e) {
+          result.bankError = result.bankError || { name: "demo bank (fan-demo.bank)", error: plain(e) };
         }
       }
+    }
+    if (preferred) {
       try {
-        result.bank = engine.loadBank(new Uint8Array(bytes));
-        result.bankSource = c.source;
-        bankName = c.source;
-        break;
+        const other = await modelForBank(id, preferred.bytes);
+        if (other) {
+          const r = await switchModel(id, other.onnx, other.spec, other.source, [], preferred);
+          result.switched = { bank: preferred.name, model: r.model.name, setAside: r.previousBank };
+          result.model = r.model;
+          result.bank = r.bank;
+          result.bankSource = r.bankName;
+          result.bankError = null;
+        }
       } catch (e) {
-        // Said even if a later candidate loads: a kept bank that no longer fits must not vanish unnoticed.
-        result.bankError = { name: c.source, error: plain(e) };
+        result.bankError.modelError = plain(e);
       }
     }
     result.loadMs = performance.now() - t0;
@@ -218,11 +251,25 @@ const handlers = {
     return switchModel(id, defaultModel.onnx, defaultModel.spec, "the default model", msg.banks || []);
   },
 
-  async loadBank(msg) {
+  // Loads a bank; a bank fitted with another model shipped with the page (or the default model) brings that
+  // model in, and the bank in use is set aside to come back with its own model.
+  async loadBank(msg, id) {
     requireEngine();
-    const info = engine.loadBank(new Uint8Array(msg.bytes));
-    bankName = msg.name;
-    return { info, name: bankName, serial: ++bankSerial };
+    const bytes = new Uint8Array(msg.bytes);
+    try {
+      const info = engine.loadBank(bytes);
+      bankName = msg.name;
+      return { info, name: bankName, serial: ++bankSerial };
+    } catch (e) {
+      const other = await modelForBank(id, bytes).catch((e2) => {
+        const err = new Error(plain(e));
+        err.modelError = plain(e2);
+        throw err;
+      });
+      if (!other) throw e;
+      const r = await switchModel(id, other.onnx, other.spec, other.source, [], { bytes, name: msg.name });
+      return { info: r.bank, name: r.bankName, serial: r.serial, switched: { model: r.model, previousBank: r.previousBank } };
+    }
   },
 
   async bankBytes() {
@@ -249,14 +296,25 @@ const handlers = {
   async streamStart(msg) {
     requireBank();
     engine.streamStart(msg.sampleRate);
+    liveFrames = 0;
     return { serial: bankSerial };
   },
 
+  // Feeds a block of the live stream: returns the stretches judged (often none) and the log-mel of the frames
+  // that arrived since the last block, so that the spectrogram is drawn long before its first window is judged.
   async streamPush(msg) {
     requireEngine();
     const t0 = performance.now();
     const updates = engine.streamPush(msg.samples);
-    return { updates, elapsedMs: performance.now() - t0 };
+    const logmel = engine.streamLogmel(liveFrames);
+    liveFrames = logmel.startFrame + logmel.frames;
+    return { updates, logmel, elapsedMs: performance.now() - t0 };
+  },
+
+  // The thresholds and heatmap range that the slider's value gives with the bank in use (the core's rule).
+  async thresholdsFor(msg) {
+    requireBank();
+    return { ...engine.thresholdsFor(msg.threshold), serial: bankSerial };
   },
 
   async streamFinish() {
@@ -270,7 +328,13 @@ const handlers = {
     fitCancelled = false;
     const clips = msg.clips;
     const t0 = performance.now();
-    engine.fitStart();
+    try {
+      engine.fitStart(msg.preset || null, msg.layers || null);
+    } catch (e) {
+      const err = new Error(plain(e));
+      err.layers = true;
+      throw err;
+    }
     try {
       for (let i = 0; i < clips.length; i++) {
         progress(id, "fit", i, clips.length + 1, `Fitting: clip ${i + 1} of ${clips.length} (${clips[i].name})…`);
@@ -298,8 +362,9 @@ const handlers = {
   },
 };
 
-// Makes a new engine for the model and moves a bank that fits it over; see loadModel.
-async function switchModel(id, onnx, spec, name, offered) {
+// Makes a new engine for the model and moves a bank that fits it over; see loadModel. With `required` ({bytes,
+// name}), that bank must fit the new model (else nothing changes and its error is thrown), and it is used.
+async function switchModel(id, onnx, spec, name, offered, required = null) {
   progress(id, "model", 0, 1, "Preparing the model…");
   await yieldToEvents();
   const next = new Engine(onnx, spec);
@@ -307,6 +372,18 @@ async function switchModel(id, onnx, spec, name, offered) {
   model.source = name;
   model.cached = false;
   model.isDefault = defaultModel != null && model.backboneSha256 === defaultModel.sha;
+  model.shipped = !model.isDefault && shippedModels.some((m) => m.name === model.name && m.source === name);
+  let bank = null;
+  let chosen = null;
+  if (required) {
+    try {
+      bank = next.loadBank(required.bytes);
+      chosen = required;
+    } catch (e) {
+      next.free();
+      throw e;
+    }
+  }
   const candidates = [];
   let current = null;
   if (engine && engine.hasBank()) {
@@ -319,10 +396,8 @@ async function switchModel(id, onnx, spec, name, offered) {
     if (!bytes && b.url) bytes = await fetchOptional(b.url);
     if (bytes) candidates.push({ bytes: new Uint8Array(bytes), name: b.name });
   }
-  let bank = null;
-  let chosen = null;
   let currentError = null;
-  for (const c of candidates) {
+  for (const c of required ? [] : candidates) {
     try {
       bank = next.loadBank(c.bytes);
       chosen = c;
@@ -354,6 +429,33 @@ async function switchModel(id, onnx, spec, name, offered) {
   };
 }
 
+// The model a bank needs when it is not the one in use: the default model, or a model shipped with the page,
+// by the name the bank records (its SHA-256 is checked when the bank is loaded with it). Returns {onnx, spec,
+// source}, or null when the bank names the model in use or one the page does not have.
+async function modelForBank(id, bytes) {
+  let info;
+  try {
+    info = bankInfoOf(bytes);
+  } catch (e) {
+    return null; // not a bank: the load's own error says so
+  }
+  const current = engine.modelInfo();
+  if (info.backbone === current.name) return null;
+  if (defaultModel && info.backbone === defaultModel.name) {
+    return { onnx: defaultModel.onnx, spec: defaultModel.spec, source: "the default model" };
+  }
+  const m = shippedModels.find((x) => x.name === info.backbone);
+  if (!m) return null;
+  if (!shippedBytes.has(m.name)) {
+    const stamp = await stampFor(m.name, m.modelUrl);
+    const spec = await fetchCached(id, m.specUrl, stamp, `the description of the model ${m.name}`);
+    const onnx = await fetchCached(id, m.modelUrl, stamp, `the model ${m.label || m.name} that this bank was fitted with`);
+    shippedBytes.set(m.name, { onnx: onnx.bytes, spec: new TextDecoder().decode(spec.bytes) });
+  }
+  const b = shippedBytes.get(m.name);
+  return { onnx: b.onnx, spec: b.spec, source: m.source };
+}
+
 function requireEngine() {
   if (!engine) throw new Error("The model is not loaded yet.");
 }
@@ -363,6 +465,13 @@ function requireBank() {
   if (!engine.hasBank()) {
     throw new Error("No bank is loaded: open a bank file, or fit one from normal recordings first.");
   }
+}
+
+// The version under which a model's files are cached: its build stamp (build.json), or offline the version in
+// the cache.
+async function stampFor(name, url) {
+  if (offlineStart) return (await latestCachedVersion(url)) || "0";
+  return modelStamps[name] || modelStamps[""] || "0";
 }
 
 async function latestCachedVersion(url) {
@@ -390,7 +499,7 @@ async function handle(msg) {
     postMessage({ id: msg.id, ok: true, result }, transferablesOf(result));
   } catch (e) {
     console.error("sonomaly worker:", e);
-    postMessage({ id: msg.id, ok: false, error: plain(e), clip: e && e.clip });
+    postMessage({ id: msg.id, ok: false, error: plain(e), clip: e && e.clip, modelError: e && e.modelError, layers: e && e.layers });
   }
 }
 
@@ -399,6 +508,12 @@ self.onmessage = (ev) => {
   const msg = ev.data;
   if (msg.type === "fitCancel") {
     fitCancelled = true;
+    return;
+  }
+  // The slider's thresholds go past the queue: they only read the bank in use, and the slider must not wait
+  // for a rescore of many clips. The answer carries the bank's serial, so a late one is recognised.
+  if (msg.type === "thresholdsFor") {
+    handle(msg);
     return;
   }
   queue = queue.then(() => handle(msg));
