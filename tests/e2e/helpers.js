@@ -18,7 +18,11 @@ export const OUT = path.join(HERE, "out");
 export const DATA = path.resolve(ROOT, "../shared/data/industrial");
 export const SHARED = path.join(DATA, "mimii_fan_id00");
 export const DEMO = path.join(ROOT, "www/demo");
-export const MODEL_DIR = path.join(ROOT, "models/aisfx-cnn14");
+// The page's default model, and the model it ships for banks fitted with it (banks of format version 1).
+export const MODEL_DIR = path.join(ROOT, "models/efficientat-mn04");
+export const AISFX_DIR = path.join(ROOT, "models/aisfx-cnn14");
+/** A bank of format version 1 (the demo bank of that version, fitted with aisfx-cnn14). */
+export const V1_BANK = path.join(ROOT, "tests/fixtures/fan-demo-v1.bank");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 // Loading and compiling the model in wasm on a busy 2-core machine can take a while.
 export const LOAD_TIMEOUT = 240_000;
@@ -322,4 +326,27 @@ export function scratch(name) {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   return dir;
+}
+
+/** Moves the threshold slider to `to` (a number, "min" or "max") as a user would and waits until the page has the
+ * core's thresholds for it. */
+export async function setThreshold(page, to) {
+  await page.getByTestId("threshold").evaluate((el, v) => {
+    el.value = String(v === "min" ? el.min : v === "max" ? el.max : v);
+    el.dispatchEvent(new Event("input"));
+  }, to);
+  await page.waitForFunction(() => sonomaly.levels &&
+    sonomaly.levels.value === Number(document.querySelector('[data-testid="threshold"]').value), null, { timeout: 30_000 });
+}
+
+/** `n` clips of normal fan sound to fit on: MIMII fan normal clips from ../shared, else the demo normal clip cut
+ * into `n` parts (written under out/). */
+export function normalMaterial(n, name = "normal-parts") {
+  const real = sharedClips("normal", n);
+  if (real && real.length === n) return real;
+  const dir = scratch(name);
+  const { samples, rate } = readWavMono(path.join(DEMO, "fan-normal.wav"));
+  const len = Math.floor(samples.length / n);
+  return Array.from({ length: n }, (_, k) =>
+    writeWav(path.join(dir, `fan-normal-part${k + 1}.wav`), [samples.slice(k * len, (k + 1) * len)], rate));
 }
