@@ -497,7 +497,8 @@ fn main() {
 /// windows of a 10 s clip).
 fn bench_demo_knn(o: &Options, records: &mut Vec<Value>, inputs: &mut Tensors, outputs: &mut Tensors, root: &Path) {
     // kNN: the demo bank with queries near its rows, and a CNN-sized bank.
-    let bank = Bank::from_bytes(&std::fs::read(root.join("tests/fixtures/fan-demo-v1.bank")).expect("demo bank")).expect("bank");
+    let bank = Bank::from_bytes(&std::fs::read(root.join("tests/fixtures/fan-demo-v1.bank")).expect("demo bank"))
+        .expect("bank");
     let Some(Detector::Patchcore(demo)) = bank.detectors.into_iter().next() else {
         panic!("the demo bank is not a PatchCore bank")
     };

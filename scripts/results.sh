@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces RESULTS.md from ../shared/data: builds the CLI, writes an EnvMix set from env/, and evaluates every
-# detector on MIMII fan id_00 and on that EnvMix set with `sonomaly eval`.
+# Reproduces RESULTS.md from ../shared/data: builds the CLI, writes two seeded EnvMix sets from env/, and evaluates
+# the default fused bank, each of its members alone, the other detectors and the previous default on MIMII fan id_00
+# and on both EnvMix sets with `sonomaly eval`; then scores the MIMII pump/slider/valve pairs.
 #
-#   scripts/results.sh            # writes RESULTS.md and target/results/ (JSON, Markdown, HTML reports, the mix)
+#   scripts/results.sh            # writes RESULTS.md and target/results/ (JSON, Markdown, HTML reports, the mixes)
 #
 # Environment: DATA (default ../shared/data), OUT (default target/results), BOOTSTRAP (default 1000),
-# CNN=1 to add PatchCore and PaDiM rows with the paper's conv_block2,3,4 patches (about 10 more minutes on
+# CNN=1 to add PatchCore rows with the aisfx CNN14 conv_block2,3,4 patches (the paper's; about 30 more minutes on
 # 2 cores). Needs python3 (standard library only) to assemble the tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +22,10 @@ DATA=$(cd "$DATA" && pwd)
 start=$(date +%s)
 cargo build --release --quiet
 BIN=$PWD/target/release/sonomaly
+AISFX=$PWD/models/aisfx-cnn14
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+rm -f "$OUT"/*.json
 
 # (a) MIMII fan id_00: fit on normal 0-9, test normal 10-19 against abnormal 0-19.
 FAN=$DATA/industrial/mimii_fan_id00
@@ -31,35 +34,72 @@ FAN=$DATA/industrial/mimii_fan_id00
   for i in $(seq 10 19); do printf '%s/normal/%08d.wav,normal\n' "$FAN" "$i"; done
   for i in $(seq 0 19); do printf '%s/abnormal/%08d.wav,anomaly\n' "$FAN" "$i"; done
 } > "$OUT/mimii_fan_test.csv"
-FIT_FAN=()
-for i in $(seq 0 9); do FIT_FAN+=("$(printf '%s/normal/%08d.wav' "$FAN" "$i")"); done
+{ echo "path,label"; for i in $(seq 0 9); do printf '%s/normal/%08d.wav,normal\n' "$FAN" "$i"; done; } > "$OUT/mimii_fan_fit.csv"
 
-# (b) EnvMix from env/: 30 fit clips, 30 normal + 60 anomalous test clips (20 per SNR), seed 0.
+# (b) EnvMix from env/, seeds 0 and 1: 30 fit clips, 30 normal + 60 anomalous test clips (20 per SNR) each.
 E=$DATA/env
 U=$E/urbansound8k_subset
-rm -rf "$OUT/envmix"
-"$BIN" mix --out "$OUT/envmix" --seed 0 \
-  --backgrounds "$U/air_conditioner" "$U/engine_idling" "$U/street_music" "$U/children_playing" \
-                "$E/opensoundscape" "$E/lincity_ng" \
-  --events "$U/gun_shot" "$U/dog_bark" "$U/car_horn" "$U/siren" "$U/drilling" "$U/jackhammer" \
-           "$E/ovos_animals_cc0"
+for seed in 0 1; do
+  rm -rf "$OUT/envmix$seed"
+  "$BIN" mix --out "$OUT/envmix$seed" --seed "$seed" \
+    --backgrounds "$U/air_conditioner" "$U/engine_idling" "$U/street_music" "$U/children_playing" \
+                  "$E/opensoundscape" "$E/lincity_ng" \
+    --events "$U/gun_shot" "$U/dog_bark" "$U/car_horn" "$U/siren" "$U/drilling" "$U/jackhammer" \
+             "$E/ovos_animals_cc0"
+done
 
-run() { # set name, detector, layers, fit..., -- test csv
-  local set=$1 det=$2 layers=$3 test=$4; shift 4
-  local tag="${set}_${det}_${layers//,/+}"
-  echo "== $tag" >&2
-  "$BIN" eval --name "$set" --detector "$det" --layers "$layers" --bootstrap "$BOOTSTRAP" --json \
-    --markdown "$OUT/$tag.md" --html "$OUT/$tag.html" --test "$test" --fit "$@" > "$OUT/$tag.json"
-}
-DETS="patchcore padim padim-freq baseline"
-for d in $DETS; do run mimii_fan "$d" logmel "$OUT/mimii_fan_test.csv" "${FIT_FAN[@]}"; done
-for d in $DETS; do run envmix "$d" logmel "$OUT/envmix/test.csv" "$OUT/envmix/fit.csv"; done
-if [ "$CNN" = 1 ]; then
-  for d in patchcore padim-freq; do
-    run mimii_fan "$d" conv_block2,conv_block3,conv_block4 "$OUT/mimii_fan_test.csv" "${FIT_FAN[@]}"
-    run envmix "$d" conv_block2,conv_block3,conv_block4 "$OUT/envmix/test.csv" "$OUT/envmix/fit.csv"
+run() { # tag, then eval options; on the three sets
+  local tag=$1; shift
+  for set in mimii_fan envmix0 envmix1; do
+    local fit test
+    if [ "$set" = mimii_fan ]; then fit=$OUT/mimii_fan_fit.csv; test=$OUT/mimii_fan_test.csv
+    else fit=$OUT/$set/fit.csv; test=$OUT/$set/test.csv; fi
+    echo "== $set $tag" >&2
+    "$BIN" eval --name "$set" --bootstrap "$BOOTSTRAP" --json --markdown "$OUT/${set}_$tag.md" \
+      --html "$OUT/${set}_$tag.html" --test "$test" --fit "$fit" "$@" > "$OUT/${set}_$tag.json.part"
+    python3 - "$OUT/${set}_$tag.json.part" "$tag" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); r["tag"] = sys.argv[2]
+json.dump(r, open(sys.argv[1][:-5], "w"))
+PY
+    rm "$OUT/${set}_$tag.json.part"
   done
+}
+run default                                                        # preset both: the shipped default
+run machine     --preset machine                                   # the log-mel member alone
+run environment --preset environment                               # the EfficientAT member alone
+run padim-freq  --preset machine --detector padim-freq
+run baseline    --preset machine --detector baseline
+run aisfx-logmel --model "$AISFX" --preset machine                 # the previous default's patches
+if [ "$CNN" = 1 ]; then
+  run aisfx-cnn --model "$AISFX" --layers conv_block2,conv_block3,conv_block4
 fi
+
+# (c) The MIMII pump, slider and valve pairs (one normal and one abnormal clip each): against the fan bank of (a)
+# (another machine: does the bank say so?), and each against a bank fitted on the first 5 s of its own normal clip
+# (the aisfx model's 2.3 s windows, which a 5 s fit can calibrate; the default's 10 s windows need 15 s).
+P=$DATA/industrial/mimii_4machines_pairs
+"$BIN" fit --force --out "$OUT/fan.bank" $(tail -n +2 "$OUT/mimii_fan_fit.csv" | cut -d, -f1) 2>/dev/null
+"$BIN" score --bank "$OUT/fan.bank" "$P"/*.wav > "$OUT/pairs_vs_fan.jsonl"
+mkdir -p "$OUT/pairs"
+python3 - "$P" "$OUT/pairs" <<'PY'
+import sys, wave, os
+src, dst = sys.argv[1], sys.argv[2]
+for name in sorted(os.listdir(src)):
+    with wave.open(os.path.join(src, name), "rb") as r:
+        p, data = r.getparams(), r.readframes(r.getnframes())
+    half = (len(data) // (p.sampwidth * p.nchannels) // 2) * p.sampwidth * p.nchannels
+    for tag, part in (("a", data[:half]), ("b", data[half:])):
+        with wave.open(os.path.join(dst, name[:-4] + f"_{tag}.wav"), "wb") as w:
+            w.setparams(p)
+            w.writeframes(part)
+PY
+: > "$OUT/pairs_own.jsonl"
+for m in pump slider valve; do
+  "$BIN" fit --force --model "$AISFX" --preset machine --out "$OUT/pairs/$m.bank" "$OUT/pairs/${m}_normal_a.wav" 2>/dev/null
+  "$BIN" score --bank "$OUT/pairs/$m.bank" "$OUT/pairs/${m}_normal_b.wav" "$OUT/pairs/${m}_abnormal_a.wav" \
+    "$OUT/pairs/${m}_abnormal_b.wav" >> "$OUT/pairs_own.jsonl"
+done
 elapsed=$(( $(date +%s) - start ))
 python3 scripts/results_table.py "$OUT" "$elapsed" "$CNN" > RESULTS.md
 echo "wrote RESULTS.md in ${elapsed} s" >&2

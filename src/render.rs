@@ -83,8 +83,12 @@ pub fn render(r: &ClipResult) -> RgbImage {
     let ink = [20, 20, 20];
     let (lo, hi) = r.logmel.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |a, &v| (a.0.min(v), a.1.max(v)));
     let lspan = if hi > lo { hi - lo } else { 1.0 };
-    let map_max = r.map.iter().cloned().fold(0.0f32, f32::max);
-    let scale = map_max.max(r.segment_threshold * 1.5).max(1e-6);
+    // The heat ramp: transparent below the display floor, full colour from the ceiling (or the clip's largest value,
+    // if higher, so that a clip anomalous throughout still shows where it is most anomalous).
+    let map_max = r.map.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let heat_lo = r.display_floor;
+    let heat_hi = map_max.max(r.display_ceiling).max(heat_lo + 1e-6);
+    let heat = |x: f32| (x - heat_lo) / (heat_hi - heat_lo);
     // Spectrogram (grey, low frequencies at the bottom) with the map over it.
     for py in 0..ph {
         let mb = ((ph - 1 - py) as usize * m / ph as usize).min(m - 1);
@@ -93,9 +97,9 @@ pub fn render(r: &ClipResult) -> RgbImage {
             let i = f * stride + mb;
             let g = if r.logmel.is_empty() { 0.0 } else { (r.logmel[i] - lo) / lspan };
             let grey = (g * 255.0) as f32;
-            let v = if r.map.is_empty() { 0.0 } else { r.map[i] / scale };
-            let c = magma(v);
-            let a = 0.25 + 0.6 * v.clamp(0.0, 1.0);
+            let v = if r.map.is_empty() { -1.0 } else { heat(r.map[i]) };
+            let c = magma(v.clamp(0.0, 1.0));
+            let a = if v < 0.0 { 0.0 } else { 0.35 + 0.55 * v.min(1.0) };
             let mix = |k: usize| (grey * (1.0 - a) + c[k] as f32 * a).round() as u8;
             img.put_pixel(left + px, top + py, Rgb([mix(0), mix(1), mix(2)]));
         }
@@ -147,11 +151,14 @@ pub fn render(r: &ClipResult) -> RgbImage {
     }
     // Temporal curve with the segment threshold.
     let cy0 = top + ph + gap;
-    let cmax = r.curve.iter().cloned().fold(r.segment_threshold, f32::max).max(1e-6) * 1.05;
+    let cmin = r.curve.iter().cloned().fold(r.display_floor.min(0.0), f32::min);
+    let cmax = r.curve.iter().cloned().fold(r.segment_threshold, f32::max);
+    let cspan = ((cmax - cmin) * 1.05).max(1e-6);
+    let cy = |v: f32| cy0 as i64 + curve_h as i64 - ((v - cmin) / cspan * curve_h as f32) as i64;
     for px in 0..pw {
         put(&mut img, (left + px) as i64, (cy0 + curve_h) as i64, [150, 150, 150]);
     }
-    let ty = cy0 as i64 + curve_h as i64 - (r.segment_threshold / cmax * curve_h as f32) as i64;
+    let ty = cy(r.segment_threshold);
     for px in (0..pw).step_by(4) {
         put(&mut img, (left + px) as i64, ty, [200, 30, 30]);
         put(&mut img, (left + px + 1) as i64, ty, [200, 30, 30]);
@@ -159,8 +166,8 @@ pub fn render(r: &ClipResult) -> RgbImage {
     let mut prev: Option<i64> = None;
     for px in 0..pw {
         let f = (px as usize * t / pw as usize).min(t - 1);
-        let v = r.curve.get(f).cloned().unwrap_or(0.0);
-        let y = cy0 as i64 + curve_h as i64 - (v / cmax * curve_h as f32) as i64;
+        let v = r.curve.get(f).cloned().unwrap_or(cmin);
+        let y = cy(v);
         let (a, b) = match prev {
             Some(p) => (p.min(y), p.max(y)),
             None => (y, y),
@@ -170,7 +177,7 @@ pub fn render(r: &ClipResult) -> RgbImage {
         }
         prev = Some(y);
     }
-    text(&mut img, 2, cy0 as i64 + 4, "score", ink);
+    text(&mut img, 2, (cy0 + curve_h) as i64 - 12, "score", ink);
     text(&mut img, (left + pw + 4) as i64, ty - 4, &format!("{:.3}", r.segment_threshold), [200, 30, 30]);
     text(&mut img, 2, ty - 4, "thresh", [200, 30, 30]);
     // Segments as bars above the spectrogram.
@@ -195,17 +202,18 @@ pub fn render(r: &ClipResult) -> RgbImage {
     for k in 0..=4 {
         let v = k as f32 / 4.0;
         let y = (top + ph - 1) as i64 - (v * (ph - 1) as f32) as i64;
-        text(&mut img, (bx + 20) as i64, y - 4, &format!("{:.2}", v * scale), ink);
+        text(&mut img, (bx + 20) as i64, y - 4, &format!("{:.2}", heat_lo + v * (heat_hi - heat_lo)), ink);
     }
-    let y = (top + ph - 1) as i64 - (r.segment_threshold / scale * (ph - 1) as f32) as i64;
+    let y = (top + ph - 1) as i64 - (heat(r.segment_threshold).clamp(0.0, 1.0) * (ph - 1) as f32) as i64;
     for dx in -3..20 {
         put(&mut img, bx as i64 + dx, y, [200, 30, 30]);
     }
-    text(&mut img, bx as i64 - 8, top as i64 - 16, "anomaly", ink);
+    text(&mut img, bx as i64 - 8, top as i64 - 16, if r.units == "z" { "anomaly (z)" } else { "anomaly" }, ink);
     let verdict = format!(
-        "score {:.3}  threshold {:.3}  {}",
+        "score {:.3}  threshold {:.3}{}  {}",
         r.score,
         r.threshold,
+        if r.units == "z" { " (z)" } else { "" },
         if r.is_anomaly { "ANOMALOUS" } else { "normal" }
     );
     text(&mut img, left as i64, 4, &verdict, if r.is_anomaly { [200, 30, 30] } else { ink });

@@ -12,6 +12,21 @@ fn demo(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("www/demo").join(name)
 }
 
+/// A second normal clip for fits (a fit needs two analysis windows, 15 s with the default model): the demo normal
+/// clip turned round by half its length.
+fn rotated_normal(dir: &Path) -> PathBuf {
+    let mut r = hound::WavReader::open(demo("fan-normal.wav")).unwrap();
+    let spec = r.spec();
+    let x: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+    let out = dir.join("normal-rotated.wav");
+    let mut w = hound::WavWriter::create(&out, spec).unwrap();
+    for s in x[x.len() / 2..].iter().chain(&x[..x.len() / 2]) {
+        w.write_sample(*s).unwrap();
+    }
+    w.finalize().unwrap();
+    out
+}
+
 fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
@@ -26,7 +41,9 @@ fn fit_score_info_and_bad_files_in_a_batch() {
     std::fs::write(&empty, b"").unwrap();
 
     // A bad file among good ones: reported, the rest fitted, exit code 3.
-    let o = bin().args(["fit", "--out"]).arg(&bank).arg(demo("fan-normal.wav")).arg(&junk).output().unwrap();
+    let second = rotated_normal(dir.path());
+    let o =
+        bin().args(["fit", "--out"]).arg(&bank).arg(demo("fan-normal.wav")).arg(&second).arg(&junk).output().unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("junk.wav"), "{err}");
@@ -66,8 +83,15 @@ fn fit_score_info_and_bad_files_in_a_batch() {
     // info
     let o = bin().arg("info").arg(&bank).arg("--json").output().unwrap();
     let info: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
-    assert_eq!(info["detector"], "patchcore");
-    assert_eq!(info["clips_fitted"], 1);
+    assert_eq!(info["detector"], "patchcore + patchcore");
+    assert_eq!(info["units"], "z");
+    assert_eq!(info["clips_fitted"], 2);
+    // One 10 s clip is too little to calibrate with 10 s windows: a plain message, and no bank.
+    let one = dir.path().join("one.bank");
+    let o = bin().args(["fit", "--out"]).arg(&one).arg(demo("fan-normal.wav")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("at least 15.0 s"), "{}", text(&o).1);
+    assert!(!one.exists());
 }
 
 #[test]

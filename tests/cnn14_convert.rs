@@ -247,7 +247,7 @@ fn converted_backbone_fits_and_scores_and_its_bank_refuses_another_backbone() {
     // the bank remembers its backbone: the default model is refused
     let mut other = Model::embedded_default().unwrap();
     let err = other.prepare_for(&bank).unwrap_err().to_string();
-    assert!(err.contains("panns-cnn14") && err.contains("aisfx-cnn14"), "{err}");
+    assert!(err.contains("panns-cnn14") && err.contains("efficientat-mn04"), "{err}");
 }
 
 #[test]

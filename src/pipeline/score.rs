@@ -7,9 +7,7 @@ use crate::error::{Error, Result};
 use crate::spectrogram::Spectrogram;
 
 use super::windows::{MemberPatches, Window};
-use super::{
-    ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, FAR_SHARE, FAR_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA,
-};
+use super::{ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, FAR_SHARE, FAR_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA};
 
 /// Scores of one member's patches in one window.
 pub(super) struct WindowScore {
