@@ -244,8 +244,7 @@ print("\n## Other machines (MIMII pump, slider, valve pairs)\n")
 print("Against the default fan bank of the first table (what a user sees who scores another machine with it):\n")
 print("| clip | score (z) | verdict | other-sound sentence |")
 print("|---|---|---|---|")
-for line in open(os.path.join(out, "pairs_vs_fan.jsonl")):
-    r = json.loads(line)
+for r in sorted((json.loads(l) for l in open(os.path.join(out, "pairs_vs_fan.jsonl"))), key=lambda r: r["file"]):
     print(f"| {os.path.basename(r['file'])} | {r['score']:.2f} | {'anomalous' if r['is_anomaly'] else 'normal'} | "
           f"{'yes' if r.get('out_of_distribution') else 'no'} |")
 print("\nEach against a bank fitted on the first 5 s of its own normal clip (aisfx log-mel patches: its 2.3 s "
