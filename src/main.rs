@@ -91,8 +91,12 @@ mod cli {
             /// Channel to analyse: `mix` or a 0-based index.
             #[arg(long, default_value = "mix")]
             channel: String,
+            /// Read the paths to score from this file, one per line (blank lines ignored); `-` reads standard
+            /// input as it arrives, so a pipe can feed paths one by one and read each file's line when it is done.
+            #[arg(long, conflicts_with = "files")]
+            files_from: Option<PathBuf>,
             /// Recordings or folders of them.
-            #[arg(required = true)]
+            #[arg(required_unless_present = "files_from")]
             files: Vec<PathBuf>,
         },
         /// Build an EnvMix-style set: background clips, some with one event at a known onset and SNR, and masks.
@@ -413,8 +417,12 @@ mod cli {
         let cli = Cli::parse();
         let result = match cli.command {
             Command::Fit { out, patch, force, files } => fit(FitArgs { out, patch, force, files }),
-            Command::Score { bank, model, heatmap_dir, threshold, channel: ch, include_map, files } => {
-                score(&bank, model.as_deref(), heatmap_dir.as_deref(), threshold, &ch, include_map, &files)
+            Command::Score { bank, model, heatmap_dir, threshold, channel: ch, include_map, files_from, files } => {
+                let paths = match &files_from {
+                    Some(list) => Paths::From(list),
+                    None => Paths::Listed(&files),
+                };
+                score(&bank, model.as_deref(), heatmap_dir.as_deref(), threshold, &ch, include_map, paths)
             }
             Command::Info { bank, json } => info(&bank, json),
             Command::Eval { fit, test, bank, patch, bootstrap, faithfulness_clips, name, json, markdown, html } => {
@@ -595,6 +603,28 @@ mod cli {
         Bank::from_bytes(&bytes).with_context(|| format!("loading bank {}", path.display()))
     }
 
+    /// The files `score` reads: listed on the command line, or one per line of a file or standard input (`-`).
+    enum Paths<'a> {
+        Listed(&'a [PathBuf]),
+        From(&'a Path),
+    }
+
+    /// The non-blank lines of `list` (`-`: standard input), read lazily, as paths.
+    fn path_lines(list: &Path) -> Result<Box<dyn Iterator<Item = std::io::Result<PathBuf>> + Send>> {
+        use std::io::BufRead;
+        let reader: Box<dyn BufRead + Send> = if list == Path::new("-") {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            let f = std::fs::File::open(list).with_context(|| format!("reading --files-from {}", list.display()))?;
+            Box::new(std::io::BufReader::new(f))
+        };
+        Ok(Box::new(reader.lines().filter_map(|l| match l {
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => Some(Ok(PathBuf::from(l.trim_end_matches(['\r', '\n'])))),
+            Err(e) => Some(Err(e)),
+        })))
+    }
+
     fn score(
         bank_path: &Path,
         model_dir: Option<&Path>,
@@ -602,10 +632,13 @@ mod cli {
         threshold: Option<f32>,
         ch: &str,
         include_map: bool,
-        files: &[PathBuf],
+        paths: Paths,
     ) -> Result<i32> {
         let select = channel(ch)?;
-        let files = expand(files)?;
+        let files = match paths {
+            Paths::Listed(files) => expand(files)?,
+            Paths::From(_) => Vec::new(),
+        };
         let mut bank = load_bank(bank_path)?;
         if let Some(t) = threshold {
             bank.override_threshold(t).context("--threshold")?;
@@ -615,11 +648,14 @@ mod cli {
         if let Some(d) = heatmap_dir {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let pb = bar(files.len() as u64, "scoring");
+        let pb = match paths {
+            Paths::Listed(_) => bar(files.len() as u64, "scoring"),
+            Paths::From(_) => ProgressBar::hidden(),
+        };
         let stdout = Mutex::new(std::io::stdout());
         let failed = std::sync::atomic::AtomicUsize::new(0);
         let write_failed = std::sync::atomic::AtomicBool::new(false);
-        files.par_iter().enumerate().for_each(|(i, f)| {
+        let one = |i: usize, f: &PathBuf| {
             let long = MonoStream::open(f, select, model.sample_rate())
                 .ok()
                 .and_then(|s| s.duration_s())
@@ -655,7 +691,8 @@ mod cli {
                         };
                         let json = serde_json::to_string(&line).expect("serialisable");
                         pb.suspend(|| {
-                            if writeln!(stdout.lock().expect("stdout lock"), "{json}").is_err() {
+                            let mut out = stdout.lock().expect("stdout lock");
+                            if writeln!(out, "{json}").and_then(|_| out.flush()).is_err() {
                                 write_failed.store(true, std::sync::atomic::Ordering::Relaxed);
                             }
                         });
@@ -712,17 +749,44 @@ mod cli {
                 }
             }
             pb.inc(1);
-        });
+        };
+        let total = match paths {
+            Paths::Listed(_) => {
+                files.par_iter().enumerate().for_each(|(i, f)| one(i, f));
+                files.len()
+            }
+            Paths::From(list) => {
+                // Paths are scored as they arrive (rayon takes them from the reader one by one), each line written
+                // and flushed when its file is done, so a pipe gets results while it is still sending paths.
+                let seen = std::sync::atomic::AtomicUsize::new(0);
+                let read_error = Mutex::new(None);
+                path_lines(list)?.enumerate().par_bridge().for_each(|(i, p)| {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match p {
+                        Ok(f) => one(i, &f),
+                        Err(e) => *read_error.lock().expect("lock") = Some(e),
+                    }
+                });
+                if let Some(e) = read_error.into_inner().expect("lock") {
+                    bail!("reading the paths from {}: {e}", list.display());
+                }
+                let n = seen.into_inner();
+                if n == 0 {
+                    bail!("{} gave no path to score (one path per line)", list.display());
+                }
+                n
+            }
+        };
         pb.finish_and_clear();
         if write_failed.into_inner() {
             bail!("writing the results to standard output failed (is the disk full or the pipe closed?)");
         }
         let failed = failed.into_inner();
-        if failed == files.len() {
-            bail!("none of the {} files could be scored", files.len());
+        if failed == total {
+            bail!("none of the {total} files could be scored");
         }
         if failed > 0 {
-            eprintln!("{failed} of {} files could not be scored", files.len());
+            eprintln!("{failed} of {total} files could not be scored");
             return Ok(3);
         }
         Ok(0)

@@ -203,3 +203,65 @@ fn a_full_disk_on_stdout_is_an_error() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o).1);
     assert!(text(&o).1.contains("standard output"));
 }
+
+/// `score --files-from -`: paths from standard input (blank lines ignored), one JSON line per file, the same lines
+/// as `score` with the files listed; an unreadable path is reported on stderr and the others go on (exit code 3).
+#[test]
+fn score_files_from_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("fan.bank");
+    let second = rotated_normal(dir.path());
+    let o = bin().args(["fit", "--out"]).arg(&bank).arg(demo("fan-normal.wav")).arg(&second).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+
+    let (abnormal, normal) = (demo("fan-abnormal.wav"), demo("fan-normal.wav"));
+    let listed = bin().args(["score", "--bank"]).arg(&bank).arg(&abnormal).arg(&normal).output().unwrap();
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed).1);
+    let by_file = |out: &str| -> std::collections::BTreeMap<String, String> {
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["file"].as_str().unwrap().to_string(), l.to_string())
+            })
+            .collect()
+    };
+    let want = by_file(&text(&listed).0);
+    assert_eq!(want.len(), 2);
+
+    let missing = dir.path().join("missing.wav");
+    let mut child = bin()
+        .args(["score", "--bank"])
+        .arg(&bank)
+        .args(["--files-from", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}\n\n{}\n   \n{}", abnormal.display(), missing.display(), normal.display()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("missing.wav"), "{err}");
+    assert_eq!(by_file(&out), want, "the lines differ from those of `score` with the files listed");
+
+    // Nothing to score is an error, and --files-from excludes listed files.
+    let mut child = bin()
+        .args(["score", "--bank"])
+        .arg(&bank)
+        .args(["--files-from", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"\n\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("no path"), "{}", text(&o).1);
+    let o = bin().args(["score", "--bank"]).arg(&bank).args(["--files-from", "-"]).arg(&normal).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+}
