@@ -21,6 +21,7 @@ pub mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
 mod linalg;
+pub mod merge;
 pub mod metrics;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mix;

@@ -167,6 +167,21 @@ mod cli {
             #[arg(long)]
             html: Option<PathBuf>,
         },
+        /// Merge banks fitted on shards of one corpus into one bank (PatchCore members; see the README).
+        Merge {
+            /// Where to write the merged bank (refuses to overwrite unless --force).
+            #[arg(long)]
+            out: PathBuf,
+            /// Overwrite --out if it exists.
+            #[arg(long)]
+            force: bool,
+            /// Backbone folder (default: the embedded model the banks were fitted with).
+            #[arg(long)]
+            model: Option<PathBuf>,
+            /// Bank files from `sonomaly fit` on the shards (same backbone, front end and members).
+            #[arg(required = true, num_args = 2..)]
+            banks: Vec<PathBuf>,
+        },
         /// Describe a bank file.
         Info {
             /// Bank file.
@@ -425,6 +440,7 @@ mod cli {
                 score(&bank, model.as_deref(), heatmap_dir.as_deref(), threshold, &ch, include_map, paths)
             }
             Command::Info { bank, json } => info(&bank, json),
+            Command::Merge { out, force, model, banks } => merge(&out, force, model.as_deref(), &banks),
             Command::Eval { fit, test, bank, patch, bootstrap, faithfulness_clips, name, json, markdown, html } => {
                 eval(EvalArgs { fit, test, bank, patch, bootstrap, faithfulness_clips, name, json, markdown, html })
             }
@@ -967,6 +983,38 @@ mod cli {
             s.test_backgrounds.len(),
             s.events.len(),
             s.skipped_short.len(),
+            start.elapsed().as_secs_f64()
+        );
+        Ok(0)
+    }
+
+    /// `sonomaly merge`: the library's [`sonomaly::merge::merge_banks`], written as `fit` writes.
+    fn merge(out: &Path, force: bool, model_dir: Option<&Path>, paths: &[PathBuf]) -> Result<i32> {
+        check_out(out, force, paths)?;
+        let start = Instant::now();
+        let banks = paths.iter().map(|p| load_bank(p)).collect::<Result<Vec<_>>>()?;
+        let model = model_for_bank(model_dir, &banks[0])?;
+        let bank = sonomaly::merge::merge_banks(&banks, model.spec())?;
+        let bytes = bank.to_bytes()?;
+        let tmp = PathBuf::from(format!("{}.partial", out.display()));
+        let written = std::fs::write(&tmp, &bytes)
+            .with_context(|| format!("writing {}", tmp.display()))
+            .and_then(|_| std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display())));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let i = bank.info();
+        eprintln!(
+            "wrote {} ({:.1} MB): {} banks merged, {} clips, {:.1} s of audio, memory bank {}, threshold {:.4}, in \
+             {:.1} s",
+            out.display(),
+            bytes.len() as f64 / 1e6,
+            banks.len(),
+            i.clips_fitted,
+            i.seconds_fitted,
+            i.memory_bank,
+            i.threshold,
             start.elapsed().as_secs_f64()
         );
         Ok(0)

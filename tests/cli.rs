@@ -265,3 +265,89 @@ fn score_files_from_standard_input() {
     let o = bin().args(["score", "--bank"]).arg(&bank).args(["--files-from", "-"]).arg(&normal).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
 }
+
+/// `merge`: two banks of the same members become one whose clip count adds up and whose memory banks are the union
+/// (under the cap) or a capped coreset of it; banks that differ, PaDiM banks and existing outputs are refused.
+#[test]
+fn merge_banks_of_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = rotated_normal(dir.path());
+    let fit = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let o = bin()
+            .args(["fit", "--out"])
+            .arg(&out)
+            .args(extra)
+            .arg(demo("fan-normal.wav"))
+            .arg(&second)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+        out
+    };
+    let info = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&text(&bin().arg("info").arg(p).arg("--json").output().unwrap()).0).unwrap()
+    };
+    let (a, b) = (fit("a.bank", &[]), fit("b.bank", &[]));
+    let merged = dir.path().join("merged.bank");
+    let o = bin().args(["merge", "--out"]).arg(&merged).arg(&a).arg(&b).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let (ia, im) = (info(&a), info(&merged));
+    assert_eq!(im["clips_fitted"], 4);
+    assert_eq!(im["units"], "z");
+    let rows = |v: &serde_json::Value| -> Vec<usize> {
+        v["memory_bank"]
+            .as_str()
+            .unwrap()
+            .split(" + ")
+            .map(|m| m.split(" x ").next().unwrap().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(rows(&im), rows(&ia).iter().map(|r| 2 * r).collect::<Vec<_>>(), "{im}");
+    // The merged bank scores like its shards (same clips in both): the anomalous clip above the normal one.
+    let o = bin()
+        .args(["score", "--bank"])
+        .arg(&merged)
+        .arg(demo("fan-abnormal.wav"))
+        .arg(demo("fan-normal.wav"))
+        .output()
+        .unwrap();
+    let s: Vec<serde_json::Value> = text(&o).0.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let score =
+        |f: &str| s.iter().find(|v| v["file"].as_str().unwrap().ends_with(f)).unwrap()["score"].as_f64().unwrap();
+    assert!(score("fan-abnormal.wav") > score("fan-normal.wav"));
+
+    // An existing output is kept without --force, replaced with it.
+    let before = std::fs::read(&merged).unwrap();
+    let o = bin().args(["merge", "--out"]).arg(&merged).arg(&a).arg(&b).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("--force"));
+    assert_eq!(std::fs::read(&merged).unwrap(), before);
+    let o = bin().args(["merge", "--force", "--out"]).arg(&merged).arg(&a).arg(&b).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+
+    // Capped: the union of two 60-row memory banks keeps 60 rows (the greedy coreset).
+    let (c1, c2) = (fit("c1.bank", &["--max-bank-rows", "60"]), fit("c2.bank", &["--max-bank-rows", "60"]));
+    let capped = dir.path().join("capped.bank");
+    let o = bin().args(["merge", "--out"]).arg(&capped).arg(&c1).arg(&c2).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert_eq!(rows(&info(&capped)), vec![60, 60]);
+
+    // Refusals in plain words.
+    let refused = |x: &Path, y: &Path| {
+        let o = bin().args(["merge", "--out"]).arg(dir.path().join("no.bank")).arg(x).arg(y).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(!dir.path().join("no.bank").exists());
+        text(&o).1
+    };
+    let machine = fit("machine.bank", &["--preset", "machine"]);
+    let e = refused(&a, &machine);
+    assert!(e.contains("member layout"), "{e}");
+    let e = refused(&a, &c1);
+    assert!(e.contains("detector"), "{e}");
+    let (p1, p2) = (fit("p1.bank", &["--detector", "padim"]), fit("p2.bank", &["--detector", "padim"]));
+    let e = refused(&p1, &p2);
+    assert!(e.contains("only PatchCore banks can be merged") && e.contains("PaDiM"), "{e}");
+    let o = bin().args(["merge", "--out"]).arg(dir.path().join("one.bank")).arg(&a).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -1,0 +1,310 @@
+//! Merging banks fitted on shards of a corpus into one bank (sharded fitting: `sonomaly merge`, the Python
+//! package's `merge` and `sonomaly.dask.fit_sharded`).
+//!
+//! **PatchCore members.** Each shard's memory bank is a coreset of its normal patches (Roth et al., CVPR 2022);
+//! the merged memory bank is a coreset of the union of the shards' memory banks, chosen by the library's capped
+//! greedy selection ([`select_coreset`]): when the union has no more rows than `max_bank_rows`, it is kept whole
+//! (a coreset of coresets already holds `coreset_ratio` of the corpus's patches, as a single fit would), otherwise
+//! `max_bank_rows` rows are chosen by k-center greedy among `max_bank_rows / coreset_ratio` rows drawn at random
+//! (seeded by the member's seed), exactly as a single fit caps its memory bank.
+//!
+//! **Fitted patch weights.** A fit measures on its clips the weight of the frequency-position feature
+//! ([`EmbeddingConfig::position_weight`]) and, with `balance_layers`, the per-layer weights; shards measure
+//! slightly different ones. The merged member uses the pooled weights (the root mean square over the shards of the
+//! measured norms, weighted by seconds of audio: exact when patches are proportional to seconds) and each shard's
+//! memory bank is rescaled to them column by column, so the merged memory bank is in one space.
+//!
+//! **Calibration (an approximation).** The merged bank's normalisation and thresholds are recomputed from the
+//! pooled held-out normal scores of the shards ([`MemberMeta::normal_scores`] and
+//! [`MemberMeta::normal_curve_peaks`]): each member's robust z normalisation ([`Norm::robust`]) and gamma
+//! threshold on the pooled raw scores, the fused held-out scores as the largest member z-score per held-out clip,
+//! and the clip and segment thresholds from the banks' common [`ThresholdRule`]. Each shard's held-out scores were
+//! measured against that shard's cross-fitted members, which saw fewer normal patches than the merged bank (and
+//! used the shard's own patch weights), so held-out normal clips would score somewhat lower against the merged
+//! bank: the merged thresholds err on the side of fewer false alarms. Band levels are pooled from the shards'
+//! means and spreads (the spreads were floored per shard, so the pooled spread is at least as wide).
+//!
+//! **PaDiM and the baseline are refused.** A PaDiM bank stores each Gaussian's mean and inverse covariance but not
+//! the number of patches nor their sums, so the exact pooled Gaussian cannot be recovered; the baseline stores
+//! whole-clip statistics with its own scale. Fit those on all the clips at once.
+
+use crate::backbone::BackboneSpec;
+use crate::bank::{front_end_summary, now_iso8601, BandLevels, Bank, BankMeta, MemberMeta};
+use crate::detector::patchcore::{select_coreset, CoresetPlan};
+use crate::detector::{Detector, DetectorConfig, PatchCore, PatchCoreConfig};
+use crate::embedding::EmbeddingConfig;
+use crate::error::{Error, Result};
+use crate::pipeline::THRESHOLD_QUANTILE;
+use crate::threshold::{gamma_threshold, Norm, ThresholdRule};
+
+/// Merges banks fitted on shards of one corpus (same backbone, front end and members) into one bank; see the
+/// module documentation for the rules and the calibration approximation. `spec` is the backbone's spec (layer
+/// widths, to rescale per-layer weights). Clip counts, seconds and held-out scores add up; the memory banks are
+/// merged by coreset. The result has a fresh creation time and checksum.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming what is wrong: fewer than two banks; banks of version 1 (raw distances);
+/// banks that differ in backbone, front end, member layout, detector parameters, embedding or threshold rule
+/// (naming the bank and the field, with both values); PaDiM or baseline members (their state cannot be pooled
+/// exactly); or a calibration that cannot be recomputed.
+pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
+    if banks.len() < 2 {
+        return Err(Error::invalid(format!("merging needs at least two banks, got {}", banks.len())));
+    }
+    let first = &banks[0];
+    for (b, bank) in banks.iter().enumerate() {
+        if !bank.is_z_scored() {
+            return Err(Error::invalid(format!(
+                "bank {} is of format version 1 (raw distances, no held-out calibration per member): refit it with \
+                 this version before merging",
+                b + 1
+            )));
+        }
+        check_same(first, bank, b + 1)?;
+    }
+    let n_members = first.meta.members.len();
+    let seconds: Vec<f64> = banks.iter().map(|b| b.meta.seconds_fitted.max(1e-9)).collect();
+    let mut members = Vec::with_capacity(n_members);
+    let mut detectors = Vec::with_capacity(n_members);
+    for i in 0..n_members {
+        let shard_members: Vec<&MemberMeta> = banks.iter().map(|b| &b.meta.members[i]).collect();
+        let m0 = shard_members[0];
+        let DetectorConfig::Patchcore(pc) = &m0.detector else {
+            return Err(Error::invalid(format!(
+                "member '{}' is a {} detector: only PatchCore banks can be merged. A PaDiM bank stores each \
+                 Gaussian's mean and inverse covariance but not the patch counts and sums that pooling needs, and \
+                 the baseline stores whole-clip statistics; fit one bank on all the clips instead",
+                m0.name,
+                first.detectors[i].kind()
+            )));
+        };
+        let embedding = pooled_embedding(&shard_members, &seconds);
+        let columns = column_scales_target(&embedding, spec, m0.dims)?;
+        let dims = m0.dims;
+        let mut union = Vec::new();
+        for (b, bank) in banks.iter().enumerate() {
+            let Detector::Patchcore(p) = &bank.detectors[i] else {
+                return Err(Error::invalid(format!("bank {}: member '{}' is not PatchCore", b + 1, m0.name)));
+            };
+            let own = column_scales_target(&shard_members[b].embedding, spec, dims)?;
+            let scale: Vec<f32> =
+                columns.iter().zip(&own).map(|(&t, &o)| if o != 0.0 && t != 0.0 { t / o } else { 1.0 }).collect();
+            for row in p.memory_bank.chunks_exact(dims) {
+                union.extend(row.iter().zip(&scale).map(|(v, s)| v * s));
+            }
+        }
+        let rows = select_coreset_rows(&union, dims, pc)?;
+        detectors.push(Detector::Patchcore(PatchCore::from_memory_bank(rows, dims, pc.clone())));
+        let scores: Vec<f32> = shard_members.iter().flat_map(|m| m.normal_scores.scores.iter().copied()).collect();
+        let peaks: Vec<f32> = shard_members.iter().flat_map(|m| m.normal_curve_peaks.scores.iter().copied()).collect();
+        let quantile = if m0.normal_scores.quantile > 0.0 { m0.normal_scores.quantile } else { THRESHOLD_QUANTILE };
+        members.push(MemberMeta {
+            name: m0.name.clone(),
+            detector: m0.detector.clone(),
+            dims,
+            state_rows: 0,
+            embedding,
+            score_norm: Norm::robust(&scores)?,
+            map_norm: Norm::robust(&peaks)?,
+            normal_scores: gamma_threshold(&scores, quantile)?,
+            normal_curve_peaks: gamma_threshold(&peaks, quantile)?,
+        });
+    }
+    // Fused held-out scores: per held-out clip (the same order in every member of a shard), the largest member
+    // z-score; the temporal curve's peak in z is the largest member's normalised raw peak (z is increasing).
+    let units = members[0].normal_scores.scores.len();
+    if members.iter().any(|m| m.normal_scores.scores.len() != units || m.normal_curve_peaks.scores.len() != units) {
+        return Err(Error::invalid("the members' held-out scores do not line up: a bank is damaged or hand-edited"));
+    }
+    let fused_scores: Vec<f32> = (0..units)
+        .map(|k| members.iter().map(|m| m.score_norm.z(m.normal_scores.scores[k])).fold(f32::NEG_INFINITY, f32::max))
+        .collect();
+    let fused_curve_peaks: Vec<f32> = (0..units)
+        .map(|k| members.iter().map(|m| m.map_norm.z(m.normal_curve_peaks.scores[k])).fold(f32::NEG_INFINITY, f32::max))
+        .collect();
+    let ThresholdRule::RobustZ { clip_z, segment_z } = first.meta.threshold_rule else {
+        unreachable!("checked above: every bank is z-scored")
+    };
+    let band_limit_hz = banks
+        .iter()
+        .filter_map(|b| b.meta.band_limit_hz)
+        .fold(None, |a: Option<f32>, v| Some(a.map_or(v, |a| a.min(v))));
+    let meta = BankMeta {
+        format: String::new(),
+        version: 0,
+        writer: String::new(),
+        front_end: first.meta.front_end.clone(),
+        backbone: first.meta.backbone.clone(),
+        band_limit_hz,
+        clips_fitted: banks.iter().map(|b| b.meta.clips_fitted).sum(),
+        seconds_fitted: banks.iter().map(|b| b.meta.seconds_fitted).sum(),
+        members,
+        fused_scores,
+        fused_curve_peaks,
+        threshold_rule: first.meta.threshold_rule.clone(),
+        threshold: clip_z,
+        segment_threshold: segment_z,
+        band_levels: pooled_band_levels(banks),
+        created: now_iso8601(),
+        data_sha256: String::new(),
+    };
+    Bank::new(meta, detectors)
+}
+
+/// The merged memory bank from the union of the shards' memory banks `[n, dims]`: all of it when `n` is at most
+/// `max_bank_rows`, else the capped greedy coreset ([`select_coreset`]) of `max_bank_rows` rows among
+/// `min(n, ceil(max_bank_rows / coreset_ratio))` seeded random candidates.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a bad config or an empty union.
+pub fn select_coreset_rows(union: &[f32], dims: usize, config: &PatchCoreConfig) -> Result<Vec<f32>> {
+    config.validate()?;
+    let n = if dims == 0 { 0 } else { union.len() / dims };
+    if n == 0 {
+        return Err(Error::invalid("the banks' memory banks are empty"));
+    }
+    let cap = match config.max_bank_rows {
+        Some(cap) if n > cap => cap,
+        _ => return Ok(union.to_vec()),
+    };
+    // As a single fit under the cap: `cap` rows among `cap / coreset_ratio` candidates (the ratio read back as the
+    // decimal it was written as, as `CoresetPlan::new` does).
+    let ratio = (config.coreset_ratio as f64 * 1e7).round() / 1e7;
+    let candidates = ((cap as f64 / ratio).ceil() as usize).clamp(cap, n);
+    let plan = CoresetPlan { size: cap, candidates };
+    let chosen = select_coreset(union, dims, plan, config.projection_eps, config.seed);
+    let mut rows = Vec::with_capacity(chosen.len() * dims);
+    for &i in &chosen {
+        rows.extend_from_slice(&union[i * dims..(i + 1) * dims]);
+    }
+    Ok(rows)
+}
+
+/// Refuses `bank` (number `which`, from 1) if it cannot be merged with `first`, naming what differs.
+fn check_same(first: &Bank, bank: &Bank, which: usize) -> Result<()> {
+    let (a, b) = (&first.meta, &bank.meta);
+    let differ = |what: &str, x: String, y: String| {
+        Err(Error::invalid(format!("bank {which} cannot be merged with bank 1: {what} differs ({y} against {x})")))
+    };
+    if a.backbone.sha256 != b.backbone.sha256 || a.backbone.name != b.backbone.name {
+        return differ(
+            "the backbone",
+            format!("'{}' sha256 {}", a.backbone.name, &a.backbone.sha256[..a.backbone.sha256.len().min(12)]),
+            format!("'{}' sha256 {}", b.backbone.name, &b.backbone.sha256[..b.backbone.sha256.len().min(12)]),
+        );
+    }
+    if a.front_end != b.front_end {
+        return differ("the front end", front_end_summary(&a.front_end), front_end_summary(&b.front_end));
+    }
+    if a.threshold_rule != b.threshold_rule {
+        return differ("the threshold rule", format!("{:?}", a.threshold_rule), format!("{:?}", b.threshold_rule));
+    }
+    if a.members.len() != b.members.len() {
+        let names = |m: &BankMeta| m.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>().join(" + ");
+        return differ("the member layout", names(a), names(b));
+    }
+    for (x, y) in a.members.iter().zip(&b.members) {
+        if x.name != y.name {
+            return differ("a member's layers", x.name.clone(), y.name.clone());
+        }
+        if x.detector != y.detector {
+            return differ(
+                &format!("member '{}''s detector", x.name),
+                format!("{:?}", x.detector),
+                format!("{:?}", y.detector),
+            );
+        }
+        if x.dims != y.dims {
+            return differ(&format!("member '{}''s patch dimension", x.name), x.dims.to_string(), y.dims.to_string());
+        }
+        let plain =
+            |e: &EmbeddingConfig| EmbeddingConfig { layer_weights: Vec::new(), position_weight: 0.0, ..e.clone() };
+        if plain(&x.embedding) != plain(&y.embedding) {
+            return differ(
+                &format!("member '{}''s embedding", x.name),
+                format!("{:?}", plain(&x.embedding)),
+                format!("{:?}", plain(&y.embedding)),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The shards' embedding with pooled fitted weights: each weight is the inverse (layers) or a multiple (position)
+/// of a root mean square norm measured on the shard, so the pooled norm is the seconds-weighted root mean square
+/// of the shards' norms.
+fn pooled_embedding(members: &[&MemberMeta], seconds: &[f64]) -> EmbeddingConfig {
+    let mut e = members[0].embedding.clone();
+    let total: f64 = seconds.iter().sum();
+    if !e.layer_weights.is_empty() && members.iter().all(|m| m.embedding.layer_weights.len() == e.layer_weights.len()) {
+        e.layer_weights = (0..e.layer_weights.len())
+            .map(|l| {
+                // weight = 1 / rms, so rms^2 = 1 / weight^2.
+                let ms: f64 = members
+                    .iter()
+                    .zip(seconds)
+                    .map(|(m, s)| s / (m.embedding.layer_weights[l] as f64).powi(2).max(1e-30))
+                    .sum::<f64>()
+                    / total;
+                (1.0 / ms.sqrt()) as f32
+            })
+            .collect();
+    }
+    if e.position_weight > 0.0 {
+        let ms: f64 =
+            members.iter().zip(seconds).map(|(m, s)| s * (m.embedding.position_weight as f64).powi(2)).sum::<f64>()
+                / total;
+        e.position_weight = ms.sqrt() as f32;
+    }
+    e
+}
+
+/// The multiplier each patch column carries under embedding `e`: the layer weight of its layer (1 without
+/// weights), and the position weight for the frequency-position column.
+fn column_scales_target(e: &EmbeddingConfig, spec: &BackboneSpec, dims: usize) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(dims);
+    let layer_dims = e.layer_dims(spec);
+    for (l, &c) in layer_dims.iter().enumerate() {
+        out.extend(std::iter::repeat_n(e.layer_weights.get(l).copied().unwrap_or(1.0), c));
+    }
+    if e.frequency_position {
+        out.push(if e.position_weight > 0.0 { e.position_weight } else { 1.0 });
+    }
+    if out.len() != dims {
+        return Err(Error::invalid(format!(
+            "the backbone '{}' gives {}-dimensional patches for layers {}, but the bank's have {dims}: merge with the \
+             backbone the banks were fitted with",
+            spec.name,
+            out.len(),
+            e.layers.join(",")
+        )));
+    }
+    Ok(out)
+}
+
+/// Band levels pooled from the shards' per-band means and spreads (clip-weighted; within- plus between-shard
+/// variance). `None` if a bank has none.
+fn pooled_band_levels(banks: &[Bank]) -> Option<BandLevels> {
+    let levels: Vec<(&BandLevels, f64)> = banks
+        .iter()
+        .map(|b| b.meta.band_levels.as_ref().map(|l| (l, b.meta.clips_fitted as f64)))
+        .collect::<Option<_>>()?;
+    let m = levels[0].0.mean.len();
+    if levels.iter().any(|(l, _)| l.mean.len() != m || l.std.len() != m) {
+        return None;
+    }
+    let n: f64 = levels.iter().map(|(_, c)| c).sum();
+    let mut mean = vec![0f32; m];
+    let mut std = vec![0f32; m];
+    for b in 0..m {
+        let mu = levels.iter().map(|(l, c)| c * l.mean[b] as f64).sum::<f64>() / n;
+        let ss: f64 = levels
+            .iter()
+            .map(|(l, c)| (c - 1.0).max(0.0) * (l.std[b] as f64).powi(2) + c * (l.mean[b] as f64 - mu).powi(2))
+            .sum();
+        let floor = levels.iter().map(|(l, _)| l.std[b]).fold(f32::INFINITY, f32::min) as f64;
+        mean[b] = mu as f32;
+        std[b] = (ss / (n - 1.0).max(1.0)).sqrt().max(floor) as f32;
+    }
+    Some(BandLevels { mean, std })
+}
