@@ -1,0 +1,152 @@
+"""The Python API against the CLI: same banks, same scores; arrays, errors, saving, pickling, the GIL."""
+
+import pickle
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import sonomaly
+from conftest import DEMO, cli_scores, rel
+
+NORMAL = DEMO / "fan-normal.wav"
+ABNORMAL = DEMO / "fan-abnormal.wav"
+
+
+def read_wav(path):
+    """16-bit PCM WAV as float32 in [-1, 1] (the standard library's reader, independent of the core's decoder)."""
+    import wave
+
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+        ch = w.getnchannels()
+        return x.reshape(-1, ch).mean(axis=1), w.getframerate()
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    x, sr = read_wav(NORMAL)
+    rotated = np.roll(x, len(x) // 2)  # a second normal clip: a fit needs two analysis windows (15 s)
+    b = sonomaly.fit([str(NORMAL), rotated], sample_rate=sr)
+    path = tmp_path_factory.mktemp("bank") / "fan.bank"
+    b.save(path)
+    return b, path
+
+
+def test_model_and_bank_info(bank):
+    b, path = bank
+    m = sonomaly.Model()
+    assert m.sample_rate == 32000 and m.hop_s > 0
+    info = b.info
+    assert info["clips_fitted"] == 2 and info["units"] == "z"
+    assert info["detector"] == "patchcore + patchcore"
+    assert b.members == ["logmel", info["layers"].split(" + ")[1].replace(",", "+")]
+    assert sonomaly.Bank.load(path).to_bytes() == b.to_bytes()
+
+
+def test_scores_equal_the_cli(bank):
+    b, path = bank
+    loaded = sonomaly.Bank.load(path)
+    want = cli_scores(path, [ABNORMAL, NORMAL])
+    for f in (ABNORMAL, NORMAL):
+        r = sonomaly.score(loaded, str(f))
+        w = want[str(f)]
+        assert rel(r.score, w["score"]) <= 1e-6
+        assert r.threshold == pytest.approx(w["threshold"], rel=1e-6)
+        assert r.is_anomaly == w["is_anomaly"]
+        assert r.units == w["units"] == "z"
+        assert [m["name"] for m in r.members] == [m["name"] for m in w["members"]]
+        for m, wm in zip(r.members, w["members"]):
+            assert rel(m["raw"], wm["raw"]) <= 1e-6
+        assert len(r.segments) == len(w["segments"])
+        for s, ws in zip(r.segments, w["segments"]):
+            assert s == pytest.approx((ws["start_s"], ws["end_s"], ws["peak"]), rel=1e-6)
+
+
+def test_map_curve_and_arrays(bank):
+    b, _ = bank
+    r = sonomaly.score(b, str(ABNORMAL))
+    assert r.map.dtype == np.float32 and r.map.shape == (r.frames, r.mel_bins)
+    assert r.curve.dtype == np.float32 and r.curve.shape == (r.frames,)
+    np.testing.assert_allclose(r.curve, r.map.max(axis=1), rtol=1e-6)
+    assert r.frames * r.hop_s == pytest.approx(r.duration_s, abs=2 * r.hop_s)
+    assert all(0 <= on < off <= r.duration_s + 1e-3 and peak > r.segment_threshold for on, off, peak in r.segments)
+    # Samples score as the file they came from (same decoder-independent PCM, same sample rate).
+    x, sr = read_wav(ABNORMAL)
+    ra = sonomaly.score(b, x, sample_rate=sr)
+    assert rel(ra.score, r.score) <= 1e-5
+    assert sonomaly.score(b, x.astype(np.float64), sample_rate=sr).score == ra.score
+
+
+def test_errors_carry_the_cores_message(bank, tmp_path):
+    b, path = bank
+    with pytest.raises(sonomaly.Error) as e:
+        sonomaly.score(b, str(tmp_path / "missing.wav"))
+    assert "missing.wav" in str(e.value)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF this is not audio at all")
+    with pytest.raises(sonomaly.AudioError, match="junk.wav"):
+        sonomaly.score(b, str(junk))
+    with pytest.raises(ValueError, match="unknown preset 'loud'"):
+        sonomaly.fit([str(NORMAL)], preset="loud")
+    with pytest.raises(sonomaly.InvalidInputError, match="sample_rate"):
+        sonomaly.score(b, np.zeros(32000, dtype=np.float32))
+    with pytest.raises(sonomaly.InvalidInputError, match="1-D"):
+        sonomaly.score(b, np.zeros((32000, 2), dtype=np.float32), sample_rate=32000)
+    with pytest.raises(sonomaly.AudioError, match="silence"):
+        sonomaly.fit([np.zeros(32000 * 20, dtype=np.float32)], sample_rate=32000)
+    bad = tmp_path / "bad.bank"
+    bad.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(sonomaly.BankError):
+        sonomaly.Bank.load(bad)
+
+
+def test_save_never_overwrites_what_the_user_made(bank, tmp_path):
+    b, path = bank
+    before = path.read_bytes()
+    with pytest.raises(sonomaly.InvalidInputError, match="overwrite=True"):
+        b.save(path)
+    assert path.read_bytes() == before
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(sonomaly.InvalidInputError, match="not a sonomaly bank"):
+        b.save(notes, overwrite=True)
+    assert notes.read_text() == "mine"
+    b.save(path, overwrite=True)
+
+
+def test_pickle_and_merge(bank):
+    b, _ = bank
+    c = pickle.loads(pickle.dumps(b))
+    assert c.to_bytes() == b.to_bytes()
+    m = sonomaly.merge([b, c])
+    assert m.info["clips_fitted"] == 4
+    assert sonomaly.score(m, str(ABNORMAL)).score > sonomaly.score(m, str(NORMAL)).score
+    with pytest.raises(ValueError, match="at least two banks"):
+        sonomaly.merge([b])
+
+
+def test_the_gil_is_released_while_scoring(bank):
+    b, _ = bank
+    sonomaly.score(b, str(ABNORMAL))  # warm: the model is prepared once per bank
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=tick)
+    t.start()
+    time.sleep(0.01)
+    start = time.perf_counter()
+    sonomaly.score(b, str(ABNORMAL))
+    end = time.perf_counter()
+    stop.set()
+    t.join()
+    during = [x for x in ticks if start < x < end]
+    # Scoring a 10 s clip takes a good fraction of a second; with the GIL held the other thread would not tick.
+    assert len(during) >= 5, f"{len(during)} ticks in {end - start:.3f} s of scoring"

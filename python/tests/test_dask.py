@@ -1,0 +1,72 @@
+"""Dask: a LocalCluster of 2 worker processes scores the dev fan clips and fits a 2-shard bank.
+
+The merged bank's ROC-AUC on the dev fan must be within 0.01 of the single bank's, and the Dask scores must equal
+the CLI's and Python's for the same bank (<= 1e-6 relative).
+"""
+
+import pytest
+
+distributed = pytest.importorskip("distributed", reason="pip install -r python/requirements.txt")
+
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+import sonomaly  # noqa: E402
+import sonomaly.dask  # noqa: E402
+from conftest import cli_scores, fan_split, rel  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit=0
+    ) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def auc(rows, test, labels):
+    by_file = {r["file"]: r["score"] for r in rows}
+    return roc_auc_score(labels, [by_file[f] for f in test])
+
+
+def test_score_and_fit_sharded_on_a_local_cluster(client, tmp_path):
+    fit_files, test, labels = fan_split()
+    single = tmp_path / "single.bank"
+    sonomaly.fit(fit_files).save(single)
+
+    rows = sonomaly.dask.score_files(single, test, client=client).compute()
+    assert [r["file"] for r in rows] == test
+    assert not [r for r in rows if "error" in r]
+    cli = cli_scores(single, test)
+    bank = sonomaly.Bank.load(single)
+    for r in rows:
+        assert rel(r["score"], cli[r["file"]]["score"]) <= 1e-6
+        assert rel(r["score"], sonomaly.score(bank, r["file"]).score) <= 1e-6
+        assert r["is_anomaly"] == cli[r["file"]]["is_anomaly"]
+    auc_single = auc(rows, test, labels)
+
+    merged_path = tmp_path / "merged.bank"
+    merged = sonomaly.dask.fit_sharded(fit_files, shards=2, out=merged_path, client=client)
+    assert merged.info["clips_fitted"] == 10
+    assert sonomaly.Bank.load(merged_path).to_bytes() == merged.to_bytes()
+    with pytest.raises(sonomaly.InvalidInputError, match="already exists"):
+        sonomaly.dask.fit_sharded(fit_files, shards=2, out=merged_path, client=client)
+
+    rows_m = sonomaly.dask.score_files(merged_path, test, client=client, partitions=3).compute()
+    cli_m = cli_scores(merged_path, test)
+    for r in rows_m:
+        assert rel(r["score"], cli_m[r["file"]]["score"]) <= 1e-6
+    auc_merged = auc(rows_m, test, labels)
+    print(f"ROC-AUC dev fan: single bank {auc_single:.4f}, 2-shard merged bank {auc_merged:.4f}")
+    assert auc_single > 0.9
+    assert abs(auc_merged - auc_single) <= 0.01, (auc_single, auc_merged)
+
+
+def test_a_bad_file_is_reported_and_the_others_go_on(client, tmp_path):
+    fit_files, test, _ = fan_split()
+    bank = tmp_path / "b.bank"
+    sonomaly.fit(fit_files[:3]).save(bank)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio")
+    rows = sonomaly.dask.score_files(bank, [test[0], str(junk), test[-1]], client=client).compute()
+    assert [("error" in r) for r in rows] == [False, True, False]
+    assert rows[1]["kind"] == "AudioError" and "junk.wav" in rows[1]["error"]
