@@ -5,7 +5,7 @@
 #                        and assemble the static site in dist/
 #   ./build.sh serve     build, then serve dist/ on http://localhost:${PORT:-8080}
 #   ./build.sh serve --no-build   serve dist/ as it is
-#   ./build.sh test      native tests, wasm-bindgen-test in headless Chromium, end-to-end page tests;
+#   ./build.sh test      native tests, the Python package's tests (pytest, Dask), wasm-bindgen-test in headless Chromium, end-to-end page tests;
 #                        prints a summary and fails if any step failed
 #
 # Needs cargo (rustup), python3 and npm; `build` installs the wasm32 target, the wasm-bindgen CLI at the version
@@ -270,6 +270,15 @@ step() { # step NAME COMMAND...
 
 native_tests() { cargo test --release; }
 
+# The Python package (python/, pyo3 + maturin): built and installed from this tree with the maturin pinned in
+# python/requirements.txt (no build isolation: nothing is fetched), then its pytest suite, which compares scores with
+# the CLI that native_tests built and runs a Dask LocalCluster.
+python_tests() {
+    python3 -m maturin --version >/dev/null 2>&1 || { echo "maturin is not installed: python3 -m pip install -r python/requirements.txt"; return 1; }
+    python3 -m pip install -q --no-build-isolation --force-reinstall --no-deps "$ROOT/python"
+    (cd "$ROOT" && python3 -m pytest -q python/tests)
+}
+
 # The native side of the wasm parity test: a bank fitted natively on the demo normal clip, and the native score
 # of the demo anomalous clip with it. tests/web.rs includes both and checks that wasm gives the same numbers.
 native_reference() {
@@ -328,6 +337,7 @@ e2e_tests() {
 
 cmd_test() {
     step "native: cargo test --release" native_tests
+    step "python: pip install ./python, pytest python/tests (Dask LocalCluster)" python_tests
     step "site: ./build.sh build (wasm32 +simd128, wasm-bindgen, wasm-opt, dist/)" cmd_build
     step "native reference for the browser test: sonomaly score on the demo clip" native_reference
     step "wasm: wasm-bindgen-test in headless Chromium (cargo test --release --target $WASM_TARGET --test web)" wasm_tests
