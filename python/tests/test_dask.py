@@ -70,3 +70,40 @@ def test_a_bad_file_is_reported_and_the_others_go_on(client, tmp_path):
     rows = sonomaly.dask.score_files(bank, [test[0], str(junk), test[-1]], client=client).compute()
     assert [("error" in r) for r in rows] == [False, True, False]
     assert rows[1]["kind"] == "AudioError" and "junk.wav" in rows[1]["error"]
+
+
+def test_envmix_seed_0_sharded_fit_ranks_as_a_single_bank(client, tmp_path):
+    """A seeded EnvMix set (`sonomaly mix --seed 0`, as scripts/results.sh makes it): 30 normal fit clips, 90 test
+    clips; the 2-shard merged bank's ROC-AUC within 0.01 of the single bank's."""
+    import csv
+    import subprocess
+
+    from conftest import ROOT, cli_bin
+
+    env = ROOT.parent / "shared" / "data" / "env"
+    if not env.is_dir():
+        pytest.fail(f"the environment clips are missing at {env} (see shared/data/SOURCES.md)")
+    u = env / "urbansound8k_subset"
+    out = tmp_path / "envmix0"
+    bgs = [u / "air_conditioner", u / "engine_idling", u / "street_music", u / "children_playing",
+           env / "opensoundscape", env / "lincity_ng"]
+    evs = [u / "gun_shot", u / "dog_bark", u / "car_horn", u / "siren", u / "drilling", u / "jackhammer",
+           env / "ovos_animals_cc0"]
+    o = subprocess.run([str(cli_bin()), "mix", "--out", str(out), "--seed", "0", "--backgrounds", *map(str, bgs),
+                        "--events", *map(str, evs)], capture_output=True, text=True)
+    assert o.returncode == 0, o.stderr
+    fit = [str(out / r["path"]) for r in csv.DictReader(open(out / "fit.csv"))]
+    rows = list(csv.DictReader(open(out / "test.csv")))
+    test = [str(out / r["path"]) for r in rows]
+    labels = [int(r["label"] != "normal") for r in rows]
+    assert len(fit) == 30 and len(test) == 90 and sum(labels) == 60
+
+    single = tmp_path / "single.bank"
+    sonomaly.fit(fit).save(single)
+    merged = tmp_path / "merged.bank"
+    sonomaly.dask.fit_sharded(fit, shards=2, out=merged, client=client)
+    a_single = auc(sonomaly.dask.score_files(single, test, client=client).compute(), test, labels)
+    a_merged = auc(sonomaly.dask.score_files(merged, test, client=client).compute(), test, labels)
+    print(f"ROC-AUC EnvMix seed 0: single bank {a_single:.4f}, 2-shard merged bank {a_merged:.4f}")
+    assert a_single > 0.8
+    assert abs(a_merged - a_single) <= 0.01, (a_single, a_merged)
