@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::PyRuntimeError;
@@ -96,7 +96,7 @@ impl Model {
 #[pyclass(module = "sonomaly._core", frozen)]
 struct Bank {
     inner: CoreBank,
-    prepared: Mutex<Option<(u64, CoreModel)>>,
+    prepared: Mutex<Option<(u64, Arc<CoreModel>)>>,
 }
 
 impl Bank {
@@ -104,26 +104,34 @@ impl Bank {
         Bank { inner, prepared: Mutex::new(None) }
     }
 
-    /// Runs `f` with a model prepared for this bank: `model`, or the embedded model the bank was fitted with.
+    /// Runs `f` with a model prepared for this bank: `model`, or the embedded model the bank was fitted with. The
+    /// cache is locked only to look the model up (and prepare it the first time), so threads score in parallel.
     fn with_model<T>(
         &self,
         model: Option<&Model>,
         f: impl FnOnce(&CoreModel) -> sonomaly::Result<T>,
     ) -> sonomaly::Result<T> {
         let key = model.map_or(0, |m| m.key);
-        let mut cache = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.as_ref().map(|(k, _)| *k) != Some(key) {
-            let mut m = match model {
-                Some(m) => m.inner.try_clone()?,
-                None => match CoreModel::embedded_for(&self.inner.meta.backbone) {
-                    Some(m) => m?,
-                    None => CoreModel::embedded_default()?,
-                },
-            };
-            m.prepare_for(&self.inner)?;
-            *cache = Some((key, m));
-        }
-        f(&cache.as_ref().expect("prepared").1)
+        let prepared = {
+            let mut cache = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.as_ref() {
+                Some((k, m)) if *k == key => Arc::clone(m),
+                _ => {
+                    let mut m = match model {
+                        Some(m) => m.inner.try_clone()?,
+                        None => match CoreModel::embedded_for(&self.inner.meta.backbone) {
+                            Some(m) => m?,
+                            None => CoreModel::embedded_default()?,
+                        },
+                    };
+                    m.prepare_for(&self.inner)?;
+                    let m = Arc::new(m);
+                    *cache = Some((key, Arc::clone(&m)));
+                    m
+                }
+            }
+        };
+        f(&prepared)
     }
 }
 
