@@ -25,7 +25,7 @@ mod cli {
     use serde::Serialize;
 
     use sonomaly::anomaly_map::segments;
-    use sonomaly::audio::{decode_file, to_mono, ChannelSelect, MonoStream};
+    use sonomaly::audio::{ChannelSelect, MonoStream, TargetRate};
     use sonomaly::bank::Bank;
     use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
     use sonomaly::embedding::EmbeddingConfig;
@@ -334,9 +334,21 @@ mod cli {
         })
     }
 
-    fn read_mono(path: &Path, select: ChannelSelect) -> sonomaly::Result<(Vec<f32>, u32)> {
-        let audio = decode_file(path)?;
-        Ok((to_mono(&audio, select)?, audio.sample_rate))
+    /// Mono samples of `path` at the file's own rate (later links of a chained stream resampled to it), the
+    /// decoder's warnings printed on stderr above the progress bar.
+    fn read_mono(path: &Path, select: ChannelSelect, pb: &ProgressBar) -> sonomaly::Result<(Vec<f32>, u32)> {
+        let mut s = MonoStream::open(path, select, TargetRate::FileRate)?;
+        let x = s.read_to_end()?;
+        print_warnings(&s, pb);
+        Ok((x, s.target_sample_rate()))
+    }
+
+    /// The decoder's warnings (a file shorter than its header says, repaired headers, skipped packets) on stderr.
+    fn print_warnings(s: &MonoStream, pb: &ProgressBar) {
+        let w = s.warnings();
+        if !w.is_empty() {
+            pb.suspend(|| w.iter().for_each(|w| eprintln!("warning: {w}")));
+        }
     }
 
     fn bar(len: u64, what: &str) -> ProgressBar {
@@ -415,7 +427,7 @@ mod cli {
             .par_iter()
             .map(|f| {
                 pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
-                let r = read_mono(f, select).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr));
+                let r = read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr));
                 pb.inc(1);
                 (f, r)
             })
@@ -505,6 +517,7 @@ mod cli {
         select: ChannelSelect,
         model: &Model,
         bank: &Bank,
+        pb: &ProgressBar,
     ) -> sonomaly::Result<(f32, Vec<Segment>, f64)> {
         let mut stream = MonoStream::open(path, select, model.sample_rate())?;
         let mut scorer = StreamScorer::new(model, bank, model.sample_rate())?;
@@ -519,6 +532,7 @@ mod cli {
         for u in scorer.finish(model, bank)? {
             curve.extend(u.curve);
         }
+        print_warnings(&stream, pb);
         let segs = segments(&curve, model.hop_s(), bank.meta.segment_threshold, 2);
         Ok((scorer.score(), segs, samples as f64 / model.sample_rate() as f64))
     }
@@ -561,7 +575,7 @@ mod cli {
                 .and_then(|s| s.duration_s())
                 .is_some_and(|d| d > LONG_FILE_S);
             if long {
-                match score_long(f, select, &model, &bank) {
+                match score_long(f, select, &model, &bank, &pb) {
                     Ok((score, segs, duration_s)) => {
                         if heatmap_dir.is_some() {
                             pb.suspend(|| {
@@ -600,7 +614,7 @@ mod cli {
                 pb.inc(1);
                 return;
             }
-            let r = read_mono(f, select).and_then(|(x, sr)| score_clip(&model, &bank, &x, sr));
+            let r = read_mono(f, select, &pb).and_then(|(x, sr)| score_clip(&model, &bank, &x, sr));
             match r {
                 Ok(r) => {
                     let heatmap = heatmap_dir.map(|d| {
@@ -699,9 +713,10 @@ mod cli {
             Some(b) => load_bank(b)?,
             None => {
                 let files = expand_lists(&a.fit)?;
+                let pb = ProgressBar::hidden();
                 let analysed: Vec<_> = files
                     .par_iter()
-                    .map(|f| (f, read_mono(f, select).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr))))
+                    .map(|f| (f, read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr))))
                     .collect();
                 let mut fitter = Fitter::new(&model, a.patch.fit_config());
                 for (f, r) in analysed {
