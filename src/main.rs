@@ -519,8 +519,11 @@ mod cli {
         bank: &Bank,
         pb: &ProgressBar,
     ) -> sonomaly::Result<(f32, Vec<Segment>, f64)> {
-        let mut stream = MonoStream::open(path, select, model.sample_rate())?;
-        let mut scorer = StreamScorer::new(model, bank, model.sample_rate())?;
+        // At the file's rate, as for short files (and the page): the scorer resamples, and judges only the bands
+        // below the file's Nyquist frequency.
+        let mut stream = MonoStream::open(path, select, TargetRate::FileRate)?;
+        let rate = stream.target_sample_rate();
+        let mut scorer = StreamScorer::new(model, bank, rate)?;
         let mut curve = Vec::new();
         let mut samples = 0usize;
         while let Some(chunk) = stream.next_chunk()? {
@@ -534,7 +537,7 @@ mod cli {
         }
         print_warnings(&stream, pb);
         let segs = segments(&curve, model.hop_s(), bank.meta.segment_threshold, 2);
-        Ok((scorer.score(), segs, samples as f64 / model.sample_rate() as f64))
+        Ok((scorer.score(), segs, samples as f64 / rate as f64))
     }
 
     fn load_bank(path: &Path) -> Result<Bank> {

@@ -1,8 +1,10 @@
 // The page: wires the controls to the worker that hosts the wasm core, and draws what comes back.
-// Nothing heavy happens here: decoding is the browser's (async), everything else is the worker's.
+// Nothing heavy happens here: decoding (decode.js: the core's decoder in the worker) and everything else is the
+// worker's.
 
 import { Figure, Series, COLOUR_MAPS, HEAT_HIGH, HEAT_LOW, heatLegendCss } from "./render.js";
-import { decodeToMono, encodeWav, Player } from "./audio.js";
+import { encodeWav, Player } from "./audio.js";
+import { openAudio } from "./decode.js";
 import { loadLastBank, saveLastBank } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
@@ -337,12 +339,7 @@ async function openFiles(files) {
   for (const file of files) {
     const ok = await busy("open", async () => {
       setStatus(`Decoding ${file.name}…`);
-      let audio;
-      try {
-        audio = await decodeToMono(await file.arrayBuffer(), file.name);
-      } catch (e) {
-        throw new Error(e.message);
-      }
+      const audio = await openAudio(call, file, { onProgress: progressHandler });
       const clip = { id: ++clipSeq, name: file.name, kind: "file", ...audio, result: null };
       await scoreClip(clip);
       return true;
@@ -361,25 +358,34 @@ async function openDemo(which) {
     setStatus(`Loading the demo clip ${url}…`);
     const res = await fetch(url).catch(() => null);
     if (!res || !res.ok) throw new Error(`The demo clip ${url} is not on this server.`);
-    const audio = await decodeToMono(await res.arrayBuffer(), url);
     const name = url.split("/").pop();
+    const audio = await openAudio(call, new File([await res.blob()], name));
     await scoreClip({ id: ++clipSeq, name, kind: "demo", ...audio, result: null });
   });
 }
 
 async function scoreClip(clip) {
   if (!state.bank) throw new Error("No bank is loaded: open a bank file, or fit one from normal recordings first.");
-  setStatus(`Scoring ${clip.name} (${clip.duration.toFixed(1)} s at ${clip.sampleRate} Hz)…`);
-  const samples = clip.samples.slice();
-  const r = await call("score", { samples, sampleRate: clip.sampleRate }, [samples.buffer], progressHandler)
-    .catch((e) => {
-      throw new Error(`${clip.name} could not be scored: ${e.message}`);
-    });
+  const duration = clip.duration != null ? `${clip.duration.toFixed(1)} s at ` : "";
+  setStatus(`Scoring ${clip.name} (${duration}${clip.sampleRate} Hz)…`);
+  // A long file has no samples here: the worker reads it again and scores it as a stream.
+  const samples = clip.samples ? clip.samples.slice() : null;
+  const r = await (samples
+    ? call("score", { samples, sampleRate: clip.sampleRate }, [samples.buffer], progressHandler)
+    : call("scoreFile", { file: clip.file }, [], progressHandler)
+  ).catch((e) => {
+    throw new Error(`${clip.name} could not be scored: ${e.message}`);
+  });
+  if (!samples) {
+    clip.duration = r.durationS;
+    if (r.warnings?.length) clip.notice = r.warnings.map((w) => `Warning: ${w}`).join(". ");
+  }
   clip.result = { score: r.score, series: Series.fromResult(r), coreSegments: r.segments, threshold: r.threshold, segmentThreshold: r.segmentThreshold };
   if (!state.clips.includes(clip)) state.clips.push(clip);
   if (!state.fitMaterial.some((m) => m.clip === clip)) addFitMaterial(clip, false);
   showClip(clip);
-  setStatus(`Scored ${clip.name} in ${(r.elapsedMs / 1000).toFixed(2)} s.`);
+  const streamed = samples ? "" : " (streamed: too long to keep in memory, no playback)";
+  setStatus(`Scored ${clip.name} in ${(r.elapsedMs / 1000).toFixed(2)} s${streamed}.${clip.notice ? ` ${clip.notice}` : ""}`);
   if (state.timings.firstHeatmapMs == null) state.timings.firstHeatmapMs = performance.now();
 }
 
@@ -798,7 +804,9 @@ $("fit-input").onchange = async (ev) => {
     for (const [i, f] of files.entries()) {
       setStatus(`Reading normal material ${i + 1} of ${files.length}: ${f.name}…`);
       showProgress(i, files.length);
-      const audio = await decodeToMono(await f.arrayBuffer(), f.name);
+      const audio = await openAudio(call, f);
+      if (!audio.samples) throw new Error(`${f.name} is longer than 10 minutes: fit on shorter clips (the command line fits on files of any length).`);
+      if (audio.notice) setStatus(audio.notice);
       addFitMaterial({ id: ++clipSeq, name: f.name, kind: "file", ...audio, result: null }, true);
     }
     setStatus(`Added ${files.length} normal file${files.length === 1 ? "" : "s"}.`);

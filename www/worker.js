@@ -4,7 +4,7 @@
 // Protocol: the page posts {id, type, ...}; the worker answers {id, ok: true, result} or {id, ok: false, error}
 // and, while it works, {type: "progress", id, stage, done, total, text}.
 
-import init, { Engine, simdSupported } from "./pkg/sonomaly.js";
+import init, { AudioReader, Engine, simdSupported } from "./pkg/sonomaly.js";
 
 const MODEL_CACHE = "sonomaly-models-v1";
 
@@ -229,6 +229,58 @@ const handlers = {
     return r;
   },
 
+  // Decodes a File with the core's decoder (the command line's), reading it in slices: mono samples at the file's
+  // own rate. A file longer than msg.maxSeconds is not decoded here ({long: true}: score it with scoreFile, which
+  // streams it). A format the core does not read gives {fallback: true, reason}: the page lets the browser try.
+  async decodeFile(msg, id) {
+    await ensureWasm(id);
+    const reader = openReader(msg);
+    if (!reader) return { fallback: true, reason: lastUnsupported };
+    try {
+      const head = reader.info();
+      const long = { samples: null, long: true, sampleRate: reader.sampleRate, channels: head.channels, duration: head.durationS, warnings: [], links: head.links, decodedBy: "sonomaly" };
+      if (msg.maxSeconds != null && head.durationS > msg.maxSeconds) return long;
+      progress(id, "decode", 0, head.durationS || 0, `Decoding ${msg.file.name}…`);
+      const samples = reader.readAll(msg.maxSeconds);
+      if (!samples) return long;
+      const info = reader.info();
+      return {
+        samples,
+        sampleRate: reader.sampleRate,
+        channels: info.channels,
+        duration: samples.length / reader.sampleRate,
+        warnings: info.warnings,
+        links: info.links,
+        decodedBy: "sonomaly",
+      };
+    } finally {
+      reader.free();
+    }
+  },
+
+  // Decodes and scores a File in one go, streamed with bounded memory when it is long (Engine.scoreReader).
+  async scoreFile(msg, id) {
+    requireBank();
+    const reader = openReader(msg);
+    if (!reader) return { fallback: true, reason: lastUnsupported };
+    const name = msg.file.name;
+    const t0 = performance.now();
+    let last = 0;
+    try {
+      const r = engine.scoreReader(reader, (done, total) => {
+        const now = performance.now();
+        if (now - last < 200) return;
+        last = now;
+        const of = total ? ` of ${total.toFixed(0)} s` : "";
+        progress(id, "score", done, total || 0, `Reading and scoring ${name}: ${done.toFixed(0)} s${of}…`);
+      });
+      r.elapsedMs = performance.now() - t0;
+      return r;
+    } finally {
+      reader.free();
+    }
+  },
+
   async segments(msg) {
     requireEngine();
     return engine.segments(msg.curve, msg.hopS, msg.threshold);
@@ -282,6 +334,21 @@ const handlers = {
     }
   },
 };
+
+let lastUnsupported = null;
+
+// An AudioReader on msg.file, or null (the reason in lastUnsupported) when the core does not read the format.
+function openReader(msg) {
+  try {
+    return AudioReader.fromBlob(msg.file, msg.file.name, msg.channel ?? -1);
+  } catch (e) {
+    if (e && e.name === "UnsupportedFormat") {
+      lastUnsupported = plain(e);
+      return null;
+    }
+    throw e;
+  }
+}
 
 function requireEngine() {
   if (!engine) throw new Error("The model is not loaded yet.");
