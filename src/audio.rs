@@ -75,6 +75,10 @@ pub const MIN_RESAMPLER_BLOCK: usize = 1024;
 /// ratio; this bounds it (and its memory) for any pair of rates.
 pub const MAX_RESAMPLE_RATE_HZ: u32 = 768_000;
 
+/// Largest magnitude of a sample [`resample`] and [`StreamResampler`] accept (audio is within +-1; the FFT of a
+/// block stays finite far beyond this).
+pub const MAX_RESAMPLE_ABS: f32 = 1.0e20;
+
 /// Target size of the chunks [`MonoStream::next_chunk`] yields, output samples (the last one may be shorter,
 /// others may be longer by less than one resampler block).
 pub const STREAM_CHUNK: usize = 16_384;
@@ -609,12 +613,13 @@ impl PacketDecoder {
                 });
             }
             let src = self.scratch.as_ref().expect("a decoded packet leaves its samples in scratch");
-            // Non-finite check: the first bad sample in time order (lowest index, then lowest channel).
+            // Non-finite check (and values no audio has, which the resampler cannot take): the first bad sample in
+            // time order (lowest index, then lowest channel).
             let mut first_bad: Option<(usize, usize, f32)> = None;
             for c in 0..ch {
                 let plane = &src.chan(c)[..n];
                 let limit = first_bad.map_or(n, |(i, _, _)| i);
-                if let Some(i) = plane[..limit].iter().position(|x| !x.is_finite()) {
+                if let Some(i) = plane[..limit].iter().position(|x| !(x.abs() <= MAX_RESAMPLE_ABS)) {
                     first_bad = Some((i, c, plane[i]));
                 }
             }
@@ -622,15 +627,15 @@ impl PacketDecoder {
                 self.done = true;
                 let index = self.link().frames + i as u64;
                 let kind = if v.is_nan() {
-                    "NaN"
-                } else if v > 0.0 {
-                    "+infinity"
+                    "NaN: the file holds non-finite".to_string()
+                } else if v.is_infinite() {
+                    format!("{}infinity: the file holds non-finite", if v > 0.0 { "+" } else { "-" })
                 } else {
-                    "-infinity"
+                    format!("{v:e}: the file holds absurdly large")
                 };
                 return Err(Error::audio(format!(
-                    "{}: {}sample {index} of channel {c} (at {:.6} s) is {kind}: the file holds non-finite \
-                     floating-point samples; clean it or re-export it (e.g. as 16-bit PCM)",
+                    "{}: {}sample {index} of channel {c} (at {:.6} s) is {kind} floating-point samples; clean it or \
+                     re-export it (e.g. as 16-bit PCM)",
                     self.name,
                     self.link_prefix(self.links.len() - 1),
                     index as f64 / spec.rate as f64
@@ -957,10 +962,23 @@ impl StreamResampler {
     /// (`[samples]` at the target rate, possibly none) to `out`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] after [`StreamResampler::finish`].
+    /// [`Error::InvalidInput`] after [`StreamResampler::finish`]; [`Error::Audio`] (nothing is taken) for a NaN,
+    /// infinite or larger than [`MAX_RESAMPLE_ABS`] sample when the rates differ.
     pub fn push(&mut self, mut x: &[f32], out: &mut Vec<f32>) -> Result<()> {
         if self.finished {
             return Err(Error::invalid("the resampler is finished: start a new StreamResampler"));
+        }
+        if self.inner.is_some() {
+            // The FFT of a block holding NaN, an infinity or a value near the f32 limit fails inside rubato (a
+            // panic): such input is refused first.
+            if let Some(i) = x.iter().position(|v| !(v.abs() <= MAX_RESAMPLE_ABS)) {
+                return Err(Error::audio(format!(
+                    "sample {} is {:e}: not audio (a finite value within +-{MAX_RESAMPLE_ABS:e}); the resampler \
+                     cannot take it",
+                    self.pushed + i as u64,
+                    x[i]
+                )));
+            }
         }
         self.pushed += x.len() as u64;
         if self.inner.is_none() {
@@ -1023,7 +1041,8 @@ impl StreamResampler {
 /// rates are equal.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`].
+/// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`]; [`Error::Audio`] for a sample
+/// that is not finite or larger than [`MAX_RESAMPLE_ABS`] when the rates differ.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     let mut r = StreamResampler::new(from_hz, to_hz)?;
     if from_hz == to_hz {
@@ -1339,6 +1358,26 @@ mod tests {
         assert!(matches!(resample(&x, 0, 16_000), Err(Error::InvalidInput(_))));
         assert!(matches!(resample(&x, 16_000, 0), Err(Error::InvalidInput(_))));
         assert!(matches!(resample(&x, 16_000, 10_000_000), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn resample_refuses_what_its_fft_cannot_take() {
+        for bad in [f32::NAN, f32::INFINITY, -3e38, 2e20] {
+            let mut x = sine(3000, 100.0, 16_000.0);
+            x[2345] = bad;
+            let e = resample(&x, 16_000, 44_100).unwrap_err();
+            assert!(matches!(e, Error::Audio(ref m) if m.contains("sample 2345")), "{bad}: {e}");
+            // Streamed: the offending piece is refused, the stream can go on.
+            let mut r = StreamResampler::new(16_000, 44_100).unwrap();
+            let mut out = Vec::new();
+            r.push(&x[..2000], &mut out).unwrap();
+            assert!(r.push(&x[2000..], &mut out).is_err());
+            r.push(&x[..10], &mut out).unwrap();
+        }
+        // Loud but finite audio is resampled; the same rate passes anything through.
+        let x = vec![1e19f32; 5000];
+        assert!(resample(&x, 16_000, 44_100).unwrap().iter().all(|v| v.is_finite()));
+        assert_eq!(resample(&[f32::NAN], 8000, 8000).unwrap().len(), 1);
     }
 
     #[test]
