@@ -29,6 +29,10 @@ pub struct OutputSpec {
     pub freq_stride: usize,
 }
 
+/// Most frames a backbone input (a spec's window) may have: 4096 frames are 95 s with the aisfx front end and 41 s
+/// with PANNs' at 32 kHz, and the first layer's activations already take 100 MB for 64 channels and 96 mel bins.
+pub const MAX_WINDOW_FRAMES: usize = 4096;
+
 /// The JSON that travels beside a backbone's ONNX file (`spec.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackboneSpec {
@@ -78,6 +82,13 @@ impl BackboneSpec {
             return Err(Error::model(format!(
                 "backbone spec: need 0 < window_hop ({}) <= window_frames ({})",
                 spec.window_hop, spec.window_frames
+            )));
+        }
+        if spec.window_frames > MAX_WINDOW_FRAMES {
+            return Err(Error::model(format!(
+                "backbone spec: window_frames {} is more than {MAX_WINDOW_FRAMES}: the network's activations would \
+                 not fit in memory; use a window of a few seconds",
+                spec.window_frames
             )));
         }
         for o in &spec.outputs {
@@ -242,8 +253,10 @@ impl Backbone {
         frames: usize,
         runtime: Runtime,
     ) -> Result<Self> {
-        if frames == 0 {
-            return Err(Error::invalid("a backbone input needs at least one frame"));
+        if frames == 0 || frames > MAX_WINDOW_FRAMES {
+            return Err(Error::invalid(format!(
+                "a backbone input needs at least one frame and at most {MAX_WINDOW_FRAMES}, got {frames}"
+            )));
         }
         spec.window_frames = frames;
         spec.window_hop = frames;

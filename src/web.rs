@@ -1,8 +1,9 @@
 //! The JavaScript face of sonomaly (wasm32 only): the one `#[wasm_bindgen]` file.
 //!
-//! One class, [`Engine`], holds a model (front end + backbone), at most one bank, at most one live stream and
-//! at most one fit in progress. The page's worker (`www/worker.js`) owns one engine; nothing here touches the
-//! DOM. Results are plain objects with camelCase fields; the big arrays (log-mel, map, curve, mel frequencies)
+//! [`Engine`] holds a model (front end + backbone), at most one bank, at most one live stream and at most one fit
+//! in progress. [`AudioReader`] decodes the user's file with the core's decoder (the command line's), reading a
+//! `Blob` in slices; [`Engine::score_reader`] scores it, as a stream with bounded memory when it is long. The
+//! page's worker (`www/worker.js`) owns one engine; nothing here touches the DOM. Results are plain objects with camelCase fields; the big arrays (log-mel, map, curve, mel frequencies)
 //! are `Float32Array`s, copied once out of wasm memory. Errors are JavaScript `Error`s whose message is the
 //! core's plain sentence; panics print their message to the console (`console_error_panic_hook`).
 

@@ -234,8 +234,8 @@ const handlers = {
   // streams it). A format the core does not read gives {fallback: true, reason}: the page lets the browser try.
   async decodeFile(msg, id) {
     await ensureWasm(id);
-    const reader = openReader(msg);
-    if (!reader) return { fallback: true, reason: lastUnsupported };
+    const { reader, reason } = openReader(msg);
+    if (!reader) return { fallback: true, reason };
     try {
       const head = reader.info();
       const long = { samples: null, long: true, sampleRate: reader.sampleRate, channels: head.channels, duration: head.durationS, warnings: [], links: head.links, decodedBy: "sonomaly" };
@@ -261,8 +261,8 @@ const handlers = {
   // Decodes and scores a File in one go, streamed with bounded memory when it is long (Engine.scoreReader).
   async scoreFile(msg, id) {
     requireBank();
-    const reader = openReader(msg);
-    if (!reader) return { fallback: true, reason: lastUnsupported };
+    const { reader, reason } = openReader(msg);
+    if (!reader) return { fallback: true, reason };
     const name = msg.file.name;
     const t0 = performance.now();
     let last = 0;
@@ -335,17 +335,12 @@ const handlers = {
   },
 };
 
-let lastUnsupported = null;
-
-// An AudioReader on msg.file, or null (the reason in lastUnsupported) when the core does not read the format.
+// {reader}: an AudioReader on msg.file; {reason}: the core does not read this format (the browser may).
 function openReader(msg) {
   try {
-    return AudioReader.fromBlob(msg.file, msg.file.name, msg.channel ?? -1);
+    return { reader: AudioReader.fromBlob(msg.file, msg.file.name, msg.channel ?? -1) };
   } catch (e) {
-    if (e && e.name === "UnsupportedFormat") {
-      lastUnsupported = plain(e);
-      return null;
-    }
+    if (e && e.name === "UnsupportedFormat") return { reason: plain(e) };
     throw e;
   }
 }
