@@ -31,6 +31,10 @@ pub struct OutputSpec {
     pub freq_stride: usize,
 }
 
+/// Most frames a backbone input (a spec's window) may have: 4096 frames are 95 s with the aisfx front end and 41 s
+/// with PANNs' at 32 kHz, and the first layer's activations already take 100 MB for 64 channels and 96 mel bins.
+pub const MAX_WINDOW_FRAMES: usize = 4096;
+
 /// The JSON that travels beside a backbone's ONNX file (`spec.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackboneSpec {
@@ -100,6 +104,13 @@ impl BackboneSpec {
         }
         if spec.patch_grid_stride == Some(0) || spec.logmel_grid_stride == Some(0) {
             return Err(Error::model("backbone spec: a grid stride is 0"));
+        }
+        if spec.window_frames > MAX_WINDOW_FRAMES {
+            return Err(Error::model(format!(
+                "backbone spec: window_frames {} is more than {MAX_WINDOW_FRAMES}: the network's activations would \
+                 not fit in memory; use a window of a few seconds",
+                spec.window_frames
+            )));
         }
         for o in &spec.outputs {
             if o.channels == 0 || o.time_stride == 0 || o.freq_stride == 0 {
@@ -283,8 +294,10 @@ impl Backbone {
         frames: usize,
         runtime: Runtime,
     ) -> Result<Self> {
-        if frames == 0 {
-            return Err(Error::invalid("a backbone input needs at least one frame"));
+        if frames == 0 || frames > MAX_WINDOW_FRAMES {
+            return Err(Error::invalid(format!(
+                "a backbone input needs at least one frame and at most {MAX_WINDOW_FRAMES}, got {frames}"
+            )));
         }
         spec.window_frames = frames;
         spec.window_hop = frames;
