@@ -252,6 +252,9 @@ impl PacketDecoder {
     /// decodes the first packet.
     fn open(name: String, source: Box<dyn MediaSource>, extension_hint: Option<&str>) -> Result<Self> {
         let repaired = repair::repair(source);
+        if let Some(why) = &repaired.refuse {
+            return Err(Error::audio(format!("{name}: {why}")));
+        }
         let mss = MediaSourceStream::new(repaired.source, MediaSourceStreamOptions::default());
         let mut hint = Hint::new();
         if let Some(ext) = extension_hint {
@@ -1051,6 +1054,8 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     let total = output_len(samples.len() as u64, from_hz, to_hz);
     let mut out = Vec::with_capacity(total as usize);
     if total == 0 {
+        // Nothing comes out, but samples that are not audio are refused as for a longer input.
+        r.push(samples, &mut Vec::new())?;
         return Ok(out);
     }
     r.push(samples, &mut out)?;

@@ -210,6 +210,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Refuses a graph (or subgraph) that lists an output no input, initializer or node of it (or of the graphs
+/// around it, `outer`) produces: tract's parser indexes its table of names with it and panics (found by fuzzing).
+fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto, outer: &std::collections::HashSet<String>) -> TractResult<()> {
+    let mut known = outer.clone();
+    known.extend(graph.input.iter().map(|i| i.name.clone()));
+    known.extend(graph.initializer.iter().map(|t| t.name.clone()));
+    for n in &graph.node {
+        known.extend(n.output.iter().cloned());
+    }
+    if let Some(o) = graph.output.iter().find(|o| !known.contains(&o.name)) {
+        return Err(TractError::msg(format!(
+            "the ONNX graph lists an output '{}' that none of its nodes produces: the file is damaged",
+            o.name
+        )));
+    }
+    for n in &graph.node {
+        for a in &n.attribute {
+            for g in a.g.iter().chain(&a.graphs) {
+                check_graph_outputs(g, &known)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Backbone {
     /// Loads `onnx` (the model's bytes) with its `spec`, keeping only the `outputs` named (a subset of the spec's
     /// outputs, in the order given), and optimises it for input `[1, 1, spec.window_frames, n_mels]`.
@@ -305,7 +330,11 @@ impl Backbone {
     }
 
     fn tract_plan(onnx: &[u8], outputs: &[String], shape: [usize; 4]) -> TractResult<Arc<TypedRunnableModel>> {
-        let mut model = tract_onnx::onnx().model_for_read(&mut Cursor::new(onnx))?;
+        let onnx_fw = tract_onnx::onnx();
+        let proto = onnx_fw.proto_model_for_read(&mut Cursor::new(onnx))?;
+        let graph = proto.graph.as_ref().ok_or_else(|| TractError::msg("the ONNX file holds no graph"))?;
+        check_graph_outputs(graph, &std::collections::HashSet::new())?;
+        let mut model = onnx_fw.model_for_proto_model(&proto)?;
         let outlets = outputs
             .iter()
             .map(|n| {

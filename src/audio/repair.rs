@@ -16,6 +16,15 @@
 //!   ignore the field, symphonia refuses it), after an optional ID3v2 tag: the minimum is rewritten to the maximum
 //!   for a fixed-blocksize stream (as the first frame header says) or to 16 for a variable one.
 //!
+//! - **WAV_FORMAT_EXTENSIBLE whose channel mask does not name as many channels as the file has**: the mask is
+//!   rewritten to the first positions in order (symphonia's own correction overflows a 32-bit shift for some
+//!   masks); a file of more channels than symphonia has positions for (18) is refused with a plain message.
+//! - **Tags are never parsed.** symphonia allocates what a length in a tag says (up to 4 GB) before it checks it
+//!   against the bytes there, so a damaged tag would exhaust memory (the wasm build aborts). sonomaly uses no
+//!   tag, so FLAC tag, cue sheet and picture blocks are read as padding, and an ID3v2 tag in front of MP3 or FLAC
+//!   is read as a tag of padding only (its first frame header zeroed, its flags cleared); the audio is untouched.
+//!   A FLAC tag block whose lengths run past its own end is reported in a warning.
+//!
 //! Reference: the RIFF layout of Microsoft's "Multimedia Programming Interface and Data Specifications 1.0"
 //! (1991, chunks and pad bytes); the FLAC format (RFC 9639, sections 8.2 STREAMINFO and 9.1 frame header).
 
@@ -33,6 +42,8 @@ pub(crate) struct Repaired {
     pub diagnosis: Option<String>,
     /// The format the first bytes name ("WAV", "FLAC", "OGG"), for messages; `None` if they name none of these.
     pub format: Option<&'static str>,
+    /// Why the file must be refused before symphonia reads it (a header symphonia cannot read safely).
+    pub refuse: Option<String>,
 }
 
 /// Most chunks walked before the data chunk; files with more are passed through unchanged.
@@ -52,13 +63,16 @@ const KNOWN_TAGS: &[&[u8; 4]] = &[
 pub(crate) fn repair(mut src: Box<dyn MediaSource>) -> Repaired {
     let len = match (src.is_seekable(), src.byte_len()) {
         (true, Some(n)) => n,
-        _ => return Repaired { source: src, notes: Vec::new(), diagnosis: None, format: None },
+        _ => return Repaired { source: src, notes: Vec::new(), diagnosis: None, format: None, refuse: None },
     };
     let h = read_at(&mut src, 0, 12);
     let (found, format) = match h {
         Some(h) if &h[..4] == b"RIFF" && &h[8..12] == b"WAVE" => (wav(&mut src, len, &h), Some("WAV")),
         Some(h) if &h[..4] == b"fLaC" || &h[..3] == b"ID3" => {
-            let (found, is_flac) = flac(&mut src, len, &h);
+            let (mut found, is_flac) = flac(&mut src, len, &h);
+            if &h[..3] == b"ID3" {
+                id3v2_as_padding(&h, &mut found);
+            }
             (found, is_flac.then_some("FLAC"))
         }
         Some(h) if &h[..4] == b"OggS" => (Found::default(), Some("OGG")),
@@ -66,13 +80,13 @@ pub(crate) fn repair(mut src: Box<dyn MediaSource>) -> Repaired {
     };
     // The probe reads from the start.
     if src.seek(SeekFrom::Start(0)).is_err() {
-        return Repaired { source: src, notes: Vec::new(), diagnosis: found.diagnosis, format };
+        return Repaired { source: src, notes: Vec::new(), diagnosis: found.diagnosis, format, refuse: found.refuse };
     }
     if found.edits.is_empty() {
-        return Repaired { source: src, notes: found.notes, diagnosis: found.diagnosis, format };
+        return Repaired { source: src, notes: found.notes, diagnosis: found.diagnosis, format, refuse: found.refuse };
     }
     let source = Box::new(Spliced::new(src, len, found.edits));
-    Repaired { source, notes: found.notes, diagnosis: found.diagnosis, format }
+    Repaired { source, notes: found.notes, diagnosis: found.diagnosis, format, refuse: found.refuse }
 }
 
 /// One change to the byte stream, at an offset of the original file.
@@ -89,6 +103,39 @@ struct Found {
     edits: Vec<Edit>,
     notes: Vec<String>,
     diagnosis: Option<String>,
+    refuse: Option<String>,
+}
+
+/// Channel positions symphonia knows (`Channels`, FRONT_LEFT .. TOP_REAR_RIGHT).
+const MAX_MASK_CHANNELS: u32 = 18;
+
+/// Checks a `fmt ` chunk of `n` bytes at `off`: for WAVE_FORMAT_EXTENSIBLE, the channel mask against the channel
+/// count (see the module documentation).
+fn wav_fmt(src: &mut Box<dyn MediaSource>, off: u64, n: u32, f: &mut Found) {
+    if n < 40 {
+        return;
+    }
+    let Some(b) = read_at(src, off + 8, 24) else { return };
+    if u16::from_le_bytes([b[0], b[1]]) != 0xfffe {
+        return;
+    }
+    let channels = u16::from_le_bytes([b[2], b[3]]) as u32;
+    let mask = u32le(&b[20..24]);
+    if mask.count_ones() == channels {
+        return;
+    }
+    if channels > MAX_MASK_CHANNELS {
+        f.refuse = Some(format!(
+            "the WAV file says it has {channels} channels; at most {MAX_MASK_CHANNELS} are read (convert it with a              sound editor, or extract the channel to judge)"
+        ));
+        return;
+    }
+    let fixed = if channels == 0 { 0 } else { u32::MAX >> (32 - channels) };
+    f.edits.push(Edit::Replace { at: off + 8 + 20, bytes: fixed.to_le_bytes().to_vec() });
+    f.notes.push(format!(
+        "the WAV channel mask names {} channels but the file has {channels}; the channels are read in order",
+        mask.count_ones()
+    ));
 }
 
 /// Reads exactly `n` bytes at `at`, or `None` (end of file, read error).
@@ -172,6 +219,12 @@ fn wav(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> Found {
             data = Some((off, n));
             break;
         }
+        if tag == b"fmt " {
+            wav_fmt(src, off, n, &mut f);
+            if f.refuse.is_some() {
+                return f;
+            }
+        }
         let next = off + 8 + n as u64;
         if next > file_len {
             f.diagnosis = Some(format!(
@@ -231,7 +284,7 @@ fn wav(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> Found {
         ));
     }
     edits.extend(pads.into_iter().map(|at| Edit::Insert { at, bytes: vec![0] }));
-    f.edits = edits;
+    f.edits.extend(edits);
     f
 }
 
@@ -255,17 +308,23 @@ fn flac(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> (Found, bool
     }
     let min = u16::from_be_bytes([b[8], b[9]]);
     let max = u16::from_be_bytes([b[10], b[11]]);
-    if min >= 16 || max < 16 {
-        return (f, true);
-    }
-    // The first frame header follows the last metadata block: its sync code says fixed (0xFFF8) or variable
-    // (0xFFF9) block sizes.
+    // The metadata blocks: damaged tag blocks are read as padding. The first frame header follows the last
+    // block: its sync code says fixed (0xFFF8) or variable (0xFFF9) block sizes.
     let mut pos = off + 4;
     let mut fixed = true;
     for _ in 0..MAX_CHUNKS {
         let Some(bh) = read_at(src, pos, 4) else { break };
-        let n = u32::from_be_bytes([0, bh[1], bh[2], bh[3]]) as u64;
-        pos += 4 + n;
+        let n = u32::from_be_bytes([0, bh[1], bh[2], bh[3]]);
+        // VORBIS_COMMENT, CUESHEET, PICTURE: read as PADDING (1), the last-block flag kept.
+        if matches!(bh[0] & 0x7f, 4..=6) {
+            f.edits.push(Edit::Replace { at: pos, bytes: vec![(bh[0] & 0x80) | 1] });
+            if bh[0] & 0x7f == 4 {
+                if let Some(why) = vorbis_comment_damage(src, pos + 4, n) {
+                    f.notes.push(format!("the FLAC tag block at byte {pos} is damaged ({why}); its tags are ignored"));
+                }
+            }
+        }
+        pos += 4 + n as u64;
         if bh[0] & 0x80 != 0 {
             if let Some(sync) = read_at(src, pos, 2) {
                 fixed = sync != [0xff, 0xf9];
@@ -276,6 +335,9 @@ fn flac(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> (Found, bool
             break;
         }
     }
+    if min >= 16 || max < 16 {
+        return (f, true);
+    }
     let new_min = if fixed { max } else { 16 };
     f.edits.push(Edit::Replace { at: off + 8, bytes: new_min.to_be_bytes().to_vec() });
     f.notes.push(format!(
@@ -283,6 +345,45 @@ fn flac(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> (Found, bool
          as {new_min}"
     ));
     (f, true)
+}
+
+/// Makes the ID3v2 tag whose 10-byte header starts `h` read as padding only (see the module documentation): its
+/// flags cleared but for the footer's (which sets where the tag ends), and its first frame header zeroed (a frame
+/// id of zeros marks the padding, after which readers skip to the tag's end).
+fn id3v2_as_padding(h: &[u8], f: &mut Found) {
+    let size = h[6..10].iter().fold(0u64, |s, &b| (s << 7) | (b & 0x7f) as u64);
+    f.edits.push(Edit::Replace { at: 5, bytes: vec![h[5] & 0x10] });
+    f.edits.push(Edit::Replace { at: 10, bytes: vec![0; size.min(10) as usize] });
+}
+
+/// Most comments checked in a tag block; a block with more is left to symphonia (each length is still bounded by
+/// the 16 MB block).
+const MAX_COMMENTS: u32 = 65_536;
+
+/// Whether a Vorbis comment block of `n` bytes at `at` gives a length past its own end (vendor string, comment
+/// count, each comment), and which.
+fn vorbis_comment_damage(src: &mut Box<dyn MediaSource>, at: u64, n: u32) -> Option<String> {
+    let n = n as u64;
+    let len_at = |src: &mut Box<dyn MediaSource>, p: u64| read_at(src, at + p, 4).map(|b| u32le(&b) as u64);
+    let past = |what: &str, len: u64| format!("{what} says {len} bytes, the block holds {n}");
+    let Some(vendor) = len_at(src, 0) else { return Some(past("it", 4)) };
+    if 4 + vendor + 4 > n {
+        return Some(past("the vendor string", vendor));
+    }
+    let mut p = 4 + vendor;
+    let count = len_at(src, p)?;
+    p += 4;
+    if count.saturating_mul(4) > n - p {
+        return Some(format!("it says it holds {count} comments, the block holds {n} bytes"));
+    }
+    for _ in 0..count.min(MAX_COMMENTS as u64) {
+        let len = len_at(src, p)?;
+        if p + 4 + len > n {
+            return Some(past("a comment", len));
+        }
+        p += 4 + len;
+    }
+    None
 }
 
 /// One piece of the corrected view.
@@ -542,5 +643,87 @@ mod tests {
         g[n - 3] = 0xf9;
         let (out, _, _) = run(g);
         assert_eq!(&out[at + 8..at + 10], &16u16.to_be_bytes());
+    }
+
+    fn repaired(bytes: Vec<u8>) -> Repaired {
+        repair(Box::new(Cursor::new(bytes)))
+    }
+
+    /// A minimal FLAC header: STREAMINFO (block sizes 4096) then one VORBIS_COMMENT block holding `comment`, the
+    /// last block.
+    fn flac_with_comment(comment_len_field: u32, comment: &[u8]) -> Vec<u8> {
+        let mut b = b"fLaC".to_vec();
+        b.extend_from_slice(&[0, 0, 0, 34, 0x10, 0, 0x10, 0]);
+        b.extend_from_slice(&[0u8; 30]);
+        let mut body = Vec::new();
+        body.extend_from_slice(&4u32.to_le_bytes());
+        body.extend_from_slice(b"test");
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&comment_len_field.to_le_bytes());
+        body.extend_from_slice(comment);
+        let n = body.len() as u32;
+        b.extend_from_slice(&[0x84, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        b.extend_from_slice(&body);
+        b.extend_from_slice(&[0xff, 0xf8, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn a_flac_tag_block_with_a_comment_past_its_end_is_read_as_padding() {
+        // Found by fuzzing: symphonia allocated the 3.7 GB this comment claims before reading it.
+        let bad = flac_with_comment(3_722_304_989, b"ARTIST=x");
+        let r = repaired(bad.clone());
+        assert!(r.notes.iter().any(|n| n.contains("tag block at byte 42 is damaged")), "{:?}", r.notes);
+        let mut s = r.source;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert_eq!(out[42], 0x81, "read as the last block, of type PADDING");
+        assert_eq!(out[..42], bad[..42]);
+        // A sound block is read as padding too, without a warning: tags are never parsed.
+        let good = flac_with_comment(8, b"ARTIST=x");
+        let r = repaired(good);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
+        let mut s = r.source;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert_eq!(out[42], 0x81);
+    }
+
+    /// A WAVE_FORMAT_EXTENSIBLE header of `channels` channels and `mask`, with 4 bytes of data.
+    fn extensible_wav(channels: u16, mask: u32) -> Vec<u8> {
+        let mut fmt = Vec::new();
+        fmt.extend_from_slice(&0xfffeu16.to_le_bytes());
+        fmt.extend_from_slice(&channels.to_le_bytes());
+        fmt.extend_from_slice(&16_000u32.to_le_bytes());
+        fmt.extend_from_slice(&(16_000u32 * 2 * channels as u32).to_le_bytes());
+        fmt.extend_from_slice(&(2 * channels).to_le_bytes());
+        fmt.extend_from_slice(&16u16.to_le_bytes());
+        fmt.extend_from_slice(&22u16.to_le_bytes());
+        fmt.extend_from_slice(&16u16.to_le_bytes());
+        fmt.extend_from_slice(&mask.to_le_bytes());
+        fmt.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38, 0x9b, 0x71]);
+        let mut b = b"RIFF".to_vec();
+        b.extend_from_slice(&(4 + 8 + fmt.len() as u32 + 8 + 4).to_le_bytes());
+        b.extend_from_slice(b"WAVEfmt ");
+        b.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+        b.extend_from_slice(&fmt);
+        b.extend_from_slice(b"data");
+        b.extend_from_slice(&4u32.to_le_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b
+    }
+
+    #[test]
+    fn a_wav_channel_mask_that_does_not_match_the_channels_is_rewritten_or_refused() {
+        // Found by fuzzing: symphonia's own correction of such a mask overflows a shift.
+        let r = repaired(extensible_wav(2, 0x8000_0000));
+        assert!(r.notes.iter().any(|n| n.contains("channel mask names 1 channels but the file has 2")), "{:?}", r.notes);
+        let mut out = Vec::new();
+        let mut s = r.source;
+        s.read_to_end(&mut out).unwrap();
+        assert_eq!(u32le(&out[40..44]), 0b11);
+        assert!(repaired(extensible_wav(2, 0b11)).notes.is_empty());
+        let r = repaired(extensible_wav(40, 0));
+        assert!(r.refuse.as_deref().is_some_and(|w| w.contains("40 channels")), "{:?}", r.refuse);
     }
 }
