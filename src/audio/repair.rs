@@ -138,6 +138,16 @@ fn wav_fmt(src: &mut Box<dyn MediaSource>, off: u64, n: u32, f: &mut Found) {
     ));
 }
 
+/// A length for a message: exact in bytes up to 100,000, else in MB or GB (a damaged header's length can be any
+/// 32-bit number, which says nothing to a reader in digits).
+fn size(n: u64) -> String {
+    match n {
+        0..=99_999 => format!("{n} bytes"),
+        100_000..=999_999_999 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.1} GB", n as f64 / 1e9),
+    }
+}
+
 /// Reads exactly `n` bytes at `at`, or `None` (end of file, read error).
 fn read_at(src: &mut Box<dyn MediaSource>, at: u64, n: usize) -> Option<Vec<u8>> {
     src.seek(SeekFrom::Start(at)).ok()?;
@@ -228,9 +238,10 @@ fn wav(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> Found {
         let next = off + 8 + n as u64;
         if next > file_len {
             f.diagnosis = Some(format!(
-                "the {} chunk at byte {off} says it holds {n} bytes, past the end of the file ({file_len} bytes), and \
+                "the {} chunk at byte {off} says it holds {}, past the end of the file ({file_len} bytes), and \
                  no data chunk comes before it: the file is cut off or damaged",
-                show_tag(tag)
+                show_tag(tag),
+                size(n as u64)
             ));
             return f;
         }
@@ -302,10 +313,9 @@ fn flac(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> (Found, bool
     if &b[..4] != b"fLaC" {
         return (f, false);
     }
-    // The STREAMINFO header: type 0 (the top bit marks the last block), length 34.
-    if b[4] & 0x7f != 0 || b[5..8] != [0, 0, 34] {
-        return (f, true);
-    }
+    // The STREAMINFO header: type 0 (the top bit marks the last block), length 34. The other blocks are walked
+    // whatever it says, as symphonia reads them.
+    let streaminfo = b[4] & 0x7f == 0 && b[5..8] == [0, 0, 34];
     let min = u16::from_be_bytes([b[8], b[9]]);
     let max = u16::from_be_bytes([b[10], b[11]]);
     // The metadata blocks: damaged tag blocks are read as padding. The first frame header follows the last
@@ -335,7 +345,7 @@ fn flac(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> (Found, bool
             break;
         }
     }
-    if min >= 16 || max < 16 {
+    if !streaminfo || min >= 16 || max < 16 {
         return (f, true);
     }
     let new_min = if fixed { max } else { 16 };
@@ -365,7 +375,7 @@ const MAX_COMMENTS: u32 = 65_536;
 fn vorbis_comment_damage(src: &mut Box<dyn MediaSource>, at: u64, n: u32) -> Option<String> {
     let n = n as u64;
     let len_at = |src: &mut Box<dyn MediaSource>, p: u64| read_at(src, at + p, 4).map(|b| u32le(&b) as u64);
-    let past = |what: &str, len: u64| format!("{what} says {len} bytes, the block holds {n}");
+    let past = |what: &str, len: u64| format!("{what} says {}, the block holds {}", size(len), size(n));
     let Some(vendor) = len_at(src, 0) else { return Some(past("it", 4)) };
     if 4 + vendor + 4 > n {
         return Some(past("the vendor string", vendor));
@@ -374,7 +384,7 @@ fn vorbis_comment_damage(src: &mut Box<dyn MediaSource>, at: u64, n: u32) -> Opt
     let count = len_at(src, p)?;
     p += 4;
     if count.saturating_mul(4) > n - p {
-        return Some(format!("it says it holds {count} comments, the block holds {n} bytes"));
+        return Some(format!("it says it holds {count} comments, the block holds {}", size(n)));
     }
     for _ in 0..count.min(MAX_COMMENTS as u64) {
         let len = len_at(src, p)?;
