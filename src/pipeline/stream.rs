@@ -59,6 +59,9 @@ pub struct StreamScorer {
     /// Each band's sum of log-mel values over every frame received (for the band-level check).
     band_sums: Vec<f64>,
     band_limit_hz: f32,
+    /// Samples received, at `input_rate`.
+    samples_in: u64,
+    input_rate: u32,
 }
 
 /// The verdict on a whole stream once [`StreamScorer::finish`] has run: what [`super::ClipResult`] says besides its
@@ -87,7 +90,8 @@ pub struct StreamVerdict {
     pub level_distance: Option<f32>,
     /// The sentence for a stream far outside what the bank learned, as for a clip.
     pub out_of_distribution: Option<String>,
-    /// Seconds of audio received.
+    /// Seconds of audio received (samples / input rate; a clip's [`super::ClipResult::duration_s`] counts whole
+    /// frames, up to one hop more).
     pub duration_s: f64,
     /// Highest frequency judged, Hz.
     pub band_limit_hz: f32,
@@ -130,6 +134,8 @@ impl StreamScorer {
             mel_bins: model.logmel.config().n_mels,
             band_sums: vec![0.0; model.logmel.config().n_mels],
             band_limit_hz: limit.min(model.sample_rate() as f32 / 2.0),
+            samples_in: 0,
+            input_rate,
         })
     }
 
@@ -159,7 +165,7 @@ impl StreamScorer {
     /// other-sound sentence, exactly as [`super::score_clip`] gives them for a clip.
     pub fn verdict(&self, model: &Model, bank: &Bank, curve: &[f32]) -> StreamVerdict {
         let hop_s = model.hop_s();
-        let duration_s = self.total as f64 * hop_s;
+        let duration_s = self.samples_in as f64 / self.input_rate as f64;
         let (members, score) = {
             let raw: Vec<f32> = self.best.iter().map(|b| b.score()).collect();
             fuse_scores(bank, &raw)
@@ -254,6 +260,7 @@ impl StreamScorer {
         if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
             return Err(Error::audio(format!("sample {i} of this block is not a finite number")));
         }
+        self.samples_in += samples.len() as u64;
         let m = model.logmel.config().n_mels;
         let x = match &mut self.resampler {
             Some(r) => {
