@@ -747,7 +747,7 @@ fn describe_sym(e: &SymError) -> String {
 /// infinite samples.
 pub fn decode(bytes: &[u8], extension_hint: Option<&str>) -> Result<DecodedAudio> {
     if bytes.is_empty() {
-        return Err(Error::audio(format!("the input is empty (0 bytes): expected an audio file; {SUPPORTED}")));
+        return Err(Error::audio("the input is empty (0 bytes): expected an audio file"));
     }
     let source = Box::new(std::io::Cursor::new(bytes.to_vec()));
     PacketDecoder::open("input".to_string(), source, extension_hint)?.read_all()
@@ -760,7 +760,7 @@ fn open_file(path: &Path) -> Result<PacketDecoder> {
     let len = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
     let name = path.display().to_string();
     if len == 0 {
-        return Err(Error::audio(format!("{name}: the file is empty (0 bytes); {SUPPORTED}")));
+        return Err(Error::audio(format!("{name}: the file is empty (0 bytes)")));
     }
     let ext = path.extension().and_then(|e| e.to_str());
     PacketDecoder::open(name, Box::new(file), ext)
@@ -1128,7 +1128,7 @@ impl MonoStream {
         target: impl Into<TargetRate>,
     ) -> Result<MonoStream> {
         if bytes.is_empty() {
-            return Err(Error::audio(format!("{name}: the file is empty (0 bytes); {SUPPORTED}")));
+            return Err(Error::audio(format!("{name}: the file is empty (0 bytes)")));
         }
         MonoStream::from_source(Box::new(std::io::Cursor::new(bytes)), name, extension_hint, select, target)
     }
@@ -1145,7 +1145,7 @@ impl MonoStream {
         target: impl Into<TargetRate>,
     ) -> Result<MonoStream> {
         if source.byte_len() == Some(0) {
-            return Err(Error::audio(format!("{name}: the file is empty (0 bytes); {SUPPORTED}")));
+            return Err(Error::audio(format!("{name}: the file is empty (0 bytes)")));
         }
         MonoStream::new(PacketDecoder::open(name.to_string(), source, extension_hint)?, select, target.into())
     }

@@ -20,7 +20,7 @@ export async function openAudio(call, file, { channel, onProgress } = {}) {
     audio = await decodeToMono(await file.arrayBuffer(), file.name, channel == null || channel < 0 ? "mix" : channel);
   } catch (e) {
     // Neither decoder reads it: the core's reason says more than the browser's.
-    throw new Error(`${r.reason} The browser could not decode it either.`);
+    throw new Error(`${r.reason.replace(/\.?\s*$/, ".")} The browser could not decode it either.`);
   }
   // The core's reason without its prefixes and its list of formats: "the audio codec is not supported (Opus, ...)".
   const why = r.reason.replace(/^audio: /, "").replace(`${file.name}: `, "").replace(/; supported:.*$/s, "");
