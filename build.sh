@@ -5,8 +5,8 @@
 #                        and assemble the static site in dist/
 #   ./build.sh serve     build, then serve dist/ on http://localhost:${PORT:-8080}
 #   ./build.sh serve --no-build   serve dist/ as it is
-#   ./build.sh test      native tests, the Python package's tests (pytest, Dask), wasm-bindgen-test in headless Chromium, end-to-end page tests;
-#                        prints a summary and fails if any step failed
+#   ./build.sh test      native tests, the Python package's tests (pytest, Dask), wasm-bindgen-test in headless
+#                        Chromium, end-to-end page tests; prints a summary and fails if any step failed
 #
 # Needs cargo (rustup), python3 and npm; `build` installs the wasm32 target, the wasm-bindgen CLI at the version
 # in Cargo.lock and binaryen's wasm-opt (npm) when they are missing. `test` also needs chromium and chromedriver
@@ -274,7 +274,8 @@ native_tests() { cargo test --release; }
 # python/requirements.txt (no build isolation: nothing is fetched), then its pytest suite, which compares scores with
 # the CLI that native_tests built and runs a Dask LocalCluster.
 python_tests() {
-    python3 -m maturin --version >/dev/null 2>&1 || { echo "maturin is not installed: python3 -m pip install -r python/requirements.txt"; return 1; }
+    python3 -m maturin --version >/dev/null 2>&1 \
+        || { echo "maturin is not installed: python3 -m pip install -r python/requirements.txt"; return 1; }
     python3 -m pip install -q --no-build-isolation --force-reinstall --no-deps "$ROOT/python"
     (cd "$ROOT" && python3 -m pytest -q python/tests)
 }
@@ -306,6 +307,15 @@ PY
     "$TARGET_DIR/release/sonomaly" score --include-map --bank "$ref_dir/ref-cnn.bank" "$ROOT/www/demo/fan-abnormal.wav" \
         > "$ref_dir/native-ref-cnn.json"
     cat "$ref_dir/native-ref.json" "$ref_dir/native-ref-cnn.json"
+    # tests/web_decode.rs: the decoding fixtures as the native build decodes them (tests/decode_cases.rs writes
+    # decode-native.json) and scores them (the CLI's lines; the two refused fixtures are left out).
+    cargo test --release --test decode_cases writes_the_native_reference_for_the_wasm_test
+    local fixtures=()
+    for f in "$ROOT"/tests/fixtures/decode/*.{wav,flac,ogg,mp3}; do
+        case "$(basename "$f")" in odd-chunk-damaged.wav|opus.ogg) ;; *) fixtures+=("$f") ;; esac
+    done
+    "$TARGET_DIR/release/sonomaly" score --bank "$ref_dir/ref.bank" "${fixtures[@]}" > "$ref_dir/decode-native-scores.jsonl"
+    wc -l "$ref_dir/decode-native-scores.jsonl"
 }
 
 wasm_tests() {
@@ -314,7 +324,7 @@ wasm_tests() {
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     CHROMEDRIVER="$(command -v chromedriver)" \
     WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}" \
-        cargo test --release --target "$WASM_TARGET" --target-dir "$WASM_TARGET_DIR" --test web
+        cargo test --release --target "$WASM_TARGET" --target-dir "$WASM_TARGET_DIR" --test web --test web_decode
 }
 
 e2e_tests() {
@@ -340,7 +350,7 @@ cmd_test() {
     step "python: pip install ./python, pytest python/tests (Dask LocalCluster)" python_tests
     step "site: ./build.sh build (wasm32 +simd128, wasm-bindgen, wasm-opt, dist/)" cmd_build
     step "native reference for the browser test: sonomaly score on the demo clip" native_reference
-    step "wasm: wasm-bindgen-test in headless Chromium (cargo test --release --target $WASM_TARGET --test web)" wasm_tests
+    step "wasm: wasm-bindgen-test in headless Chromium (cargo test --release --target $WASM_TARGET --test web --test web_decode)" wasm_tests
     step "end-to-end: playwright-core + Chromium against dist/ (tests/e2e, node --test)" e2e_tests
 
     say "summary"
