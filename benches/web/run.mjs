@@ -16,8 +16,11 @@
 //   the page's thread and over 2 Web Workers (plain page); onnxruntime-web's wasm backend on the whole clip,
 //   1 thread on the plain page and 2 threads on the isolated one, with the largest absolute difference from
 //   sonomaly's output.
-// - browser.pipeline.*: Engine.scoreClip on the 10 s demo clip (dist/demo/fan-abnormal.wav) with the demo bank,
-//   and with target/bench/fan-cnn.bank (CNN layers) if present; rtf = clip seconds / median time.
+// - browser.pipeline.*: Engine.scoreClip on the 10 s demo clip (dist/demo/fan-abnormal.wav) on one thread (as in
+//   the page's worker), each bank with the model it was fitted with: the demo bank (the default: EfficientAT mn04_as, a log-mel
+//   member and a features.12,15 member, fused), target/bench/fan-demo-v1.bank (the previous default: log-mel
+//   patches on the aisfx front end) and target/bench/fan-cnn.bank (aisfx CNN14 conv_block2,3,4: the CNN runs) if
+//   present; rtf = clip seconds / median time.
 // - browser.page.*: the app (dist/index.html, isolated origin, fresh browser profile each time): from setting the
 //   file input to the painted heatmap once the page is ready, and from navigation to the demo button's heatmap.
 // - browser.wasm.size, browser.ortweb.size: the wasm modules loaded, bytes and gzip -9 bytes.
@@ -351,8 +354,13 @@ async function benchPipeline(browser, plain, reps) {
   const s = await openBench(browser, plain);
   const cases = [];
   const skipped = [];
-  for (const [name, bank] of [["default", "dist/demo/fan-demo.bank"], ["cnn", "target/bench/fan-cnn.bank"]]) {
-    const record = { id: `browser.pipeline.${name}.score-10s`, group: "pipeline", impl: "sonomaly", model: "aisfx", threads: 1 };
+  const banks = [
+    ["default", "dist/demo/fan-demo.bank", "efficientat-mn04"],
+    ["v1", "target/bench/fan-demo-v1.bank", "aisfx-cnn14"],
+    ["cnn", "target/bench/fan-cnn.bank", "aisfx-cnn14"],
+  ];
+  for (const [name, bank, model] of banks) {
+    const record = { id: `browser.pipeline.${name}.score-10s`, group: "pipeline", impl: "sonomaly", model, threads: 1 };
     if (!fs.existsSync(path.join(ROOT, bank))) {
       skipped.push({ ...record, skipped: `${bank} is missing (benches/run.sh fits it with the sonomaly CLI)` });
       continue;
@@ -361,7 +369,7 @@ async function benchPipeline(browser, plain, reps) {
       record,
       tab: s,
       kind: "pipeline",
-      args: { model: "dist/models/aisfx-cnn14", bank, wav: DEMO_WAV },
+      args: { model: `dist/models/${model}`, bank, wav: DEMO_WAV },
       fields: (i, sum, st) => ({
         rtf: i.seconds / (st.median_ms / 1000),
         clip: DEMO_WAV,
