@@ -297,6 +297,15 @@ PY
     "$TARGET_DIR/release/sonomaly" score --include-map --bank "$ref_dir/ref-cnn.bank" "$ROOT/www/demo/fan-abnormal.wav" \
         > "$ref_dir/native-ref-cnn.json"
     cat "$ref_dir/native-ref.json" "$ref_dir/native-ref-cnn.json"
+    # tests/web_decode.rs: the decoding fixtures as the native build decodes them (tests/decode_cases.rs writes
+    # decode-native.json) and scores them (the CLI's lines; the two refused fixtures are left out).
+    cargo test --release --test decode_cases writes_the_native_reference_for_the_wasm_test
+    local fixtures=()
+    for f in "$ROOT"/tests/fixtures/decode/*.{wav,flac,ogg,mp3}; do
+        case "$(basename "$f")" in odd-chunk-damaged.wav|opus.ogg) ;; *) fixtures+=("$f") ;; esac
+    done
+    "$TARGET_DIR/release/sonomaly" score --bank "$ref_dir/ref.bank" "${fixtures[@]}" > "$ref_dir/decode-native-scores.jsonl"
+    wc -l "$ref_dir/decode-native-scores.jsonl"
 }
 
 wasm_tests() {
@@ -305,7 +314,7 @@ wasm_tests() {
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     CHROMEDRIVER="$(command -v chromedriver)" \
     WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}" \
-        cargo test --release --target "$WASM_TARGET" --target-dir "$WASM_TARGET_DIR" --test web
+        cargo test --release --target "$WASM_TARGET" --target-dir "$WASM_TARGET_DIR" --test web --test web_decode
 }
 
 e2e_tests() {
@@ -330,7 +339,7 @@ cmd_test() {
     step "native: cargo test --release" native_tests
     step "site: ./build.sh build (wasm32 +simd128, wasm-bindgen, wasm-opt, dist/)" cmd_build
     step "native reference for the browser test: sonomaly score on the demo clip" native_reference
-    step "wasm: wasm-bindgen-test in headless Chromium (cargo test --release --target $WASM_TARGET --test web)" wasm_tests
+    step "wasm: wasm-bindgen-test in headless Chromium (cargo test --release --target $WASM_TARGET --test web --test web_decode)" wasm_tests
     step "end-to-end: playwright-core + Chromium against dist/ (tests/e2e, node --test)" e2e_tests
 
     say "summary"

@@ -2,19 +2,35 @@
 //!
 //! Samples are `f32` in [-1, 1]. Channels are planar: `channels[c][i]` is sample `i` of channel `c`.
 //!
+//! # One decoder for both faces
+//!
+//! The command line and the web page read files through the same code: [`MonoStream`] decodes any seekable
+//! source (a file natively, a `Blob` read in slices in the page's worker, bytes in memory) one packet at a time,
+//! mixes or picks channels and resamples to the model's rate with bounded memory. [`decode`] and [`decode_file`]
+//! give the planar samples at the file's own rate.
+//!
 //! # Damaged input
 //!
 //! Decoding never panics on hostile bytes (the decoder is also run under `catch_unwind` natively) and returns
-//! [`Error::Audio`] with a message that says what was wrong. The policy for damaged files:
+//! [`Error::Audio`] with a message that says what was wrong. Files that are damaged in ways other decoders
+//! tolerate are read, with a warning (see [`DecodedAudio::warnings`] and [`MonoStream::warnings`]):
 //!
+//! - **Repaired headers** (module `repair`): a WAV whose RIFF size is too small for its chunks (the writer bug
+//!   that leaves out the data chunk's header), a WAV chunk of odd length without its pad byte, a FLAC whose
+//!   STREAMINFO minimum block size is below 16. A WAV chunk list damaged beyond that is refused with a message
+//!   that names the damaged chunk and its byte offset.
 //! - **Truncated file** (the stream ends before the length its header announces): the samples that could be
-//!   decoded are returned, a trailing partial frame is dropped. A file that yields no sample at all is an error.
+//!   decoded are returned, a trailing partial frame is dropped, and a warning gives both durations. A file that
+//!   yields no sample at all is an error.
 //! - **Corrupt packets** in the middle of a stream: a packet the codec rejects is skipped (its samples are
-//!   lost, the rest of the stream is kept) up to [`MAX_BAD_PACKETS`] packets; one more fails the whole decode
-//!   with the codec's last message.
+//!   lost, the rest of the stream is kept, a warning counts them) up to [`MAX_BAD_PACKETS`] packets; one more
+//!   fails the whole decode with the codec's last message.
 //! - **Non-finite samples** (NaN, +-inf in float WAV): an error naming the first bad sample (index, channel and
 //!   time), never silently replaced.
-//! - **Chained streams** (e.g. concatenated OGG streams): only the first is decoded.
+//! - **Chained streams** (concatenated Ogg streams, or a stream whose rate or channel count changes): every link
+//!   is decoded. [`MonoStream`] resamples each link from its own rate to the target rate; [`decode`] returns
+//!   the links at the first link's rate and channel count (a later link in another format is resampled from its
+//!   own rate and its channels mixed, with a warning).
 //!
 //! # Resampling
 //!
@@ -31,18 +47,25 @@ use crate::error::{Error, Result};
 
 use rubato::{FftFixedInOut, Resampler};
 use symphonia::core::audio::{AudioBuffer, AudioBufferRef, Signal};
-use symphonia::core::codecs::{Decoder, DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::codecs::{CodecParameters, CodecType, Decoder, DecoderOptions, CODEC_TYPE_NULL};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatOptions, FormatReader};
-use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
+pub use symphonia::core::io::MediaSource;
+use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
+mod repair;
+
 /// How many undecodable packets a stream may contain before decoding fails (they are skipped until then).
 pub const MAX_BAD_PACKETS: usize = 16;
+
+/// Most links (chained streams, or changes of rate or channel count) a file may have; more is refused as
+/// damaged.
+pub const MAX_LINKS: usize = 1024;
 
 /// Minimum input block of the FFT resampler, input samples (the actual block is an even multiple of
 /// `from_hz / gcd(from_hz, to_hz)` of at least this size). The low-pass filter has as many taps.
@@ -52,12 +75,25 @@ pub const MIN_RESAMPLER_BLOCK: usize = 1024;
 /// ratio; this bounds it (and its memory) for any pair of rates.
 pub const MAX_RESAMPLE_RATE_HZ: u32 = 768_000;
 
+/// Largest magnitude of a sample [`resample`] and [`StreamResampler`] accept (audio is within +-1; the FFT of a
+/// block stays finite far beyond this).
+pub const MAX_RESAMPLE_ABS: f32 = 1.0e20;
+
 /// Target size of the chunks [`MonoStream::next_chunk`] yields, output samples (the last one may be shorter,
 /// others may be longer by less than one resampler block).
 pub const STREAM_CHUNK: usize = 16_384;
 
+/// Most warnings kept per file; more are summed up in one last line.
+const MAX_WARNINGS: usize = 12;
+
 /// Formats the message suffix listing what is supported.
 const SUPPORTED: &str = "supported: WAV (PCM, IEEE float, ADPCM), FLAC, OGG/Vorbis, MP3";
+
+/// Words that start the reason of an error for a format this decoder does not read (see
+/// [`is_unsupported_format`]).
+const NOT_RECOGNISED: &str = "not a recognised audio file";
+/// Same, for a container read but a codec not decoded.
+const CODEC_UNSUPPORTED: &str = "the audio codec is not supported";
 
 /// Decoded PCM audio, planar.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +102,9 @@ pub struct DecodedAudio {
     pub sample_rate: u32,
     /// `[channels][samples]`, all channels the same length.
     pub channels: Vec<Vec<f32>>,
+    /// What was repaired, cut short, skipped or converted while decoding (plain sentences naming the file); empty
+    /// for an intact file. Callers show them (the CLI on stderr, the page in its status line).
+    pub warnings: Vec<String>,
 }
 
 impl DecodedAudio {
@@ -83,6 +122,44 @@ impl DecodedAudio {
     }
 }
 
+/// One link of a stream: most files have one; chained Ogg streams and streams that change rate or channel count
+/// have several, one after the other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// Sample rate, Hz.
+    pub sample_rate: u32,
+    /// Channel count.
+    pub channels: usize,
+    /// Codec (symphonia's short name: `pcm_s16le`, `flac`, `vorbis`, `mp3`, ...).
+    pub codec: &'static str,
+    /// Frames (samples per channel) the container announces for this link, if it says.
+    pub announced_frames: Option<u64>,
+    /// Frames decoded so far.
+    pub frames: u64,
+}
+
+impl Link {
+    fn from_params(params: &CodecParameters) -> Link {
+        let codec = symphonia::default::get_codecs().get_codec(params.codec).map_or("unknown", |d| d.short_name);
+        Link {
+            sample_rate: params.sample_rate.unwrap_or(0),
+            channels: params.channels.map_or(0, |c| c.count()),
+            codec,
+            announced_frames: params.n_frames,
+            frames: 0,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let ch = match self.channels {
+            1 => "mono".to_string(),
+            2 => "stereo".to_string(),
+            n => format!("{n} channels"),
+        };
+        format!("{} Hz {ch}", self.sample_rate)
+    }
+}
+
 /// Which channel(s) make the mono signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChannelSelect {
@@ -91,6 +168,15 @@ pub enum ChannelSelect {
     Mix,
     /// One channel, 0-based (MIMII and DCASE baselines use channel 0).
     Channel(usize),
+}
+
+/// True if `e` says the data are in a format or codec this decoder does not read (as opposed to a file in a
+/// supported format that is damaged): the page then lets the browser try (AAC/M4A, Opus, WebM).
+pub fn is_unsupported_format(e: &Error) -> bool {
+    match e {
+        Error::Audio(m) => m.contains(NOT_RECOGNISED) || m.contains(CODEC_UNSUPPORTED),
+        _ => false,
+    }
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -107,21 +193,53 @@ fn guarded<T>(name: &str, what: &str, f: impl FnOnce() -> T) -> Result<T> {
     })
 }
 
-/// A format reader and a decoder for the first audio track, delivering planar `f32` packets.
+/// Names a codec symphonia knows of but this build does not decode, for messages.
+fn codec_name(codec: CodecType) -> Option<&'static str> {
+    use symphonia::core::codecs as c;
+    [
+        (c::CODEC_TYPE_OPUS, "Opus"),
+        (c::CODEC_TYPE_AAC, "AAC"),
+        (c::CODEC_TYPE_ALAC, "ALAC"),
+        (c::CODEC_TYPE_SPEEX, "Speex"),
+        (c::CODEC_TYPE_MP1, "MPEG layer I"),
+        (c::CODEC_TYPE_MP2, "MPEG layer II"),
+        (c::CODEC_TYPE_WAVPACK, "WavPack"),
+        (c::CODEC_TYPE_EAC3, "E-AC-3"),
+        (c::CODEC_TYPE_DCA, "DTS"),
+    ]
+    .into_iter()
+    .find(|(t, _)| *t == codec)
+    .map(|(_, n)| n)
+}
+
+fn make_decoder(name: &str, params: &CodecParameters) -> Result<Box<dyn Decoder>> {
+    guarded(name, "creating the decoder", || symphonia::default::get_codecs().make(params, &DecoderOptions::default()))?
+        .map_err(|e| {
+            let what = match (&e, codec_name(params.codec)) {
+                (SymError::Unsupported(_), Some(n)) => format!("{n}, which this decoder does not read"),
+                (SymError::Unsupported(_), None) => format!("codec id {}", params.codec),
+                _ => describe_sym(&e),
+            };
+            Error::audio(format!("{name}: {CODEC_UNSUPPORTED} ({what}); {SUPPORTED}: convert the file to WAV or FLAC"))
+        })
+}
+
+/// A format reader and a decoder for the first audio track of each link, delivering planar `f32` packets.
 struct PacketDecoder {
     /// Name used in messages: the file path or "input".
     name: String,
     format: Box<dyn FormatReader>,
     decoder: Box<dyn Decoder>,
     track_id: u32,
-    sample_rate: u32,
-    channels: usize,
-    /// Frames announced by the container, if known (read by `MonoStream`, native only).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    n_frames: Option<u64>,
-    /// Frames delivered so far (including the primed packet).
-    frames: u64,
+    /// The links met so far; the last one is being decoded. Never empty.
+    links: Vec<Link>,
+    /// The current link has not delivered a packet yet (its rate and channels are then taken from it).
+    link_fresh: bool,
+    /// Repairs made to the header, and other notes for the warnings.
+    notes: Vec<String>,
     bad_packets: usize,
+    /// Frames in the packets skipped as corrupt (as far as the container tells).
+    lost_frames: u64,
     last_bad: String,
     scratch: Option<AudioBuffer<f32>>,
     /// The first packet, decoded at open time so that the channel count and the rate are known.
@@ -130,26 +248,52 @@ struct PacketDecoder {
 }
 
 impl PacketDecoder {
-    /// Probes `source`, picks the first audio track, makes its decoder and decodes the first packet.
+    /// Repairs what [`repair::repair`] knows, probes `source`, picks the first audio track, makes its decoder and
+    /// decodes the first packet.
     fn open(name: String, source: Box<dyn MediaSource>, extension_hint: Option<&str>) -> Result<Self> {
-        let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
+        let repaired = repair::repair(source);
+        if let Some(why) = &repaired.refuse {
+            return Err(Error::audio(format!("{name}: {why}")));
+        }
+        let mss = MediaSourceStream::new(repaired.source, MediaSourceStreamOptions::default());
         let mut hint = Hint::new();
         if let Some(ext) = extension_hint {
             hint.with_extension(ext.trim_start_matches('.'));
         }
         let probed = guarded(&name, "probing the format", || {
-            symphonia::default::get_probe().format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
-        })?
-        .map_err(|e| {
-            let why = match &e {
-                SymError::Unsupported(_) => "no WAV, FLAC, OGG or MP3 header found".to_string(),
-                SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    "no WAV, FLAC, OGG or MP3 header found before the end of the data".to_string()
-                }
-                other => describe_sym(other),
-            };
-            Error::audio(format!("{name}: not a recognised audio file ({why}); {SUPPORTED}: convert it to WAV or FLAC"))
+            // Gapless: encoder delay and padding (MP3 LAME tags, Ogg granule positions) are trimmed, so that sample
+            // positions, hence onsets, are those of the recording.
+            let fmt = FormatOptions { enable_gapless: true, ..FormatOptions::default() };
+            symphonia::default::get_probe().format(&hint, mss, &fmt, &MetadataOptions::default())
         })?;
+        let probed = match probed {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(d) = &repaired.diagnosis {
+                    return Err(Error::audio(format!(
+                        "{name}: the WAV file is damaged: {d}; re-export it, or repair it with a sound editor"
+                    )));
+                }
+                return Err(match (&e, repaired.format) {
+                    (SymError::Unsupported(_), _) | (_, None) => {
+                        let why = match &e {
+                            SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                                "no WAV, FLAC, OGG or MP3 header found before the end of the data".to_string()
+                            }
+                            SymError::Unsupported(_) => "no WAV, FLAC, OGG or MP3 header found".to_string(),
+                            other => describe_sym(other),
+                        };
+                        Error::audio(format!(
+                            "{name}: {NOT_RECOGNISED} ({why}); {SUPPORTED}: convert it to WAV or FLAC"
+                        ))
+                    }
+                    (_, Some(fmt)) => Error::audio(format!(
+                        "{name}: the {fmt} header is damaged ({}); re-export the file",
+                        describe_sym(&e)
+                    )),
+                });
+            }
+        };
         let format = probed.format;
         let track = format
             .tracks()
@@ -158,15 +302,7 @@ impl PacketDecoder {
             .ok_or_else(|| Error::audio(format!("{name}: the file has no audio track; {SUPPORTED}")))?;
         let track_id = track.id;
         let params = track.codec_params.clone();
-        let decoder = guarded(&name, "creating the decoder", || {
-            symphonia::default::get_codecs().make(&params, &DecoderOptions::default())
-        })?
-        .map_err(|e| {
-            Error::audio(format!(
-                "{name}: the audio codec is not supported ({}); {SUPPORTED}: convert the file to WAV or FLAC",
-                describe_sym(&e)
-            ))
-        })?;
+        let decoder = make_decoder(&name, &params)?;
         if params.sample_rate == Some(0) {
             return Err(Error::audio(format!("{name}: the header gives a sample rate of 0 Hz: the file is corrupt")));
         }
@@ -175,11 +311,11 @@ impl PacketDecoder {
             format,
             decoder,
             track_id,
-            sample_rate: params.sample_rate.unwrap_or(0),
-            channels: params.channels.map_or(0, |c| c.count()),
-            n_frames: params.n_frames,
-            frames: 0,
+            links: vec![Link::from_params(&params)],
+            link_fresh: true,
+            notes: repaired.notes,
             bad_packets: 0,
+            lost_frames: 0,
             last_bad: String::new(),
             scratch: None,
             primed: None,
@@ -208,39 +344,113 @@ impl PacketDecoder {
         }
     }
 
-    /// Duration announced by the container, seconds.
-    #[cfg(not(target_arch = "wasm32"))]
-    fn duration_s(&self) -> Option<f64> {
-        self.n_frames.map(|n| n as f64 / self.sample_rate.max(1) as f64)
+    /// The link being decoded.
+    fn link(&self) -> &Link {
+        self.links.last().expect("there is always a link")
     }
 
-    /// Counts a bad packet; fails after [`MAX_BAD_PACKETS`].
-    fn bad_packet(&mut self, msg: String) -> Result<()> {
+    /// "link 2 of 3: " for chained streams, nothing otherwise.
+    fn link_prefix(&self, i: usize) -> String {
+        if self.links.len() > 1 {
+            format!("link {} of {}: ", i + 1, self.links.len())
+        } else {
+            String::new()
+        }
+    }
+
+    /// Duration announced by the container for the links seen so far, seconds.
+    fn duration_s(&self) -> Option<f64> {
+        let mut s = 0.0;
+        for l in &self.links {
+            s += l.announced_frames? as f64 / l.sample_rate.max(1) as f64;
+        }
+        Some(s)
+    }
+
+    /// What went wrong but did not stop the decoding (complete once the stream has ended).
+    fn warnings(&self) -> Vec<String> {
+        let mut w: Vec<String> = self.notes.iter().map(|n| format!("{}: {n}", self.name)).collect();
+        for (i, l) in self.links.iter().enumerate() {
+            let Some(a) = l.announced_frames else { continue };
+            if self.done && l.frames < a && l.sample_rate > 0 {
+                let r = l.sample_rate as f64;
+                w.push(format!(
+                    "{}: {}shorter than its header says: the header announces {:.3} s ({a} frames) but only {:.3} s \
+                     ({} frames) could be read; the file is cut off or damaged, and only the audio present is used",
+                    self.name,
+                    self.link_prefix(i),
+                    a as f64 / r,
+                    l.frames as f64 / r,
+                    l.frames
+                ));
+            }
+        }
+        if self.bad_packets > 0 {
+            let lost = self.lost_frames as f64 / self.link().sample_rate.max(1) as f64;
+            w.push(format!(
+                "{}: {} corrupt packet(s) were skipped (about {lost:.3} s of audio lost; last error: {})",
+                self.name, self.bad_packets, self.last_bad
+            ));
+        }
+        if w.len() > MAX_WARNINGS {
+            let more = w.len() - (MAX_WARNINGS - 1);
+            w.truncate(MAX_WARNINGS - 1);
+            w.push(format!("{}: ... and {more} more warning(s)", self.name));
+        }
+        w
+    }
+
+    /// Counts a bad packet of `frames` frames; fails after [`MAX_BAD_PACKETS`].
+    fn bad_packet(&mut self, msg: String, frames: u64) -> Result<()> {
         self.bad_packets += 1;
+        self.lost_frames = self.lost_frames.saturating_add(frames);
         self.last_bad = msg;
         if self.bad_packets > MAX_BAD_PACKETS {
             self.done = true;
+            let good: u64 = self.links.iter().map(|l| l.frames).sum();
             return Err(Error::audio(format!(
-                "{}: more than {MAX_BAD_PACKETS} corrupt packets (after {} good frames; last error: {}); the file \
+                "{}: more than {MAX_BAD_PACKETS} corrupt packets (after {good} good frames; last error: {}); the file \
                  is damaged: re-export or re-record it",
-                self.name, self.frames, self.last_bad
+                self.name, self.last_bad
             )));
         }
         Ok(())
     }
 
-    /// Appends the next packet's samples to `out` (`[channels][samples]`, resized to the channel count).
-    /// Returns the number of frames appended, or `None` at the end of the stream. Never returns `Some(0)`.
+    /// Moves to the next link of a chained stream after the container asked for a reset. Returns false (and
+    /// notes it) if the new link holds no audio track.
+    fn next_link(&mut self) -> Result<bool> {
+        let Some(track) = self.format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL) else {
+            self.notes.push(format!(
+                "after link {} the file continues with a stream that holds no audio; that part was not read",
+                self.links.len()
+            ));
+            return Ok(false);
+        };
+        let (id, params) = (track.id, track.codec_params.clone());
+        if self.links.len() >= MAX_LINKS {
+            return Err(Error::audio(format!(
+                "{}: more than {MAX_LINKS} chained streams: the file is damaged or not a recording",
+                self.name
+            )));
+        }
+        let n = self.links.len() + 1;
+        self.decoder = make_decoder(&self.name, &params)
+            .map_err(|e| Error::audio(format!("link {n} of the chained stream: {}", strip_audio(&e))))?;
+        self.track_id = id;
+        self.scratch = None;
+        self.links.push(Link::from_params(&params));
+        self.link_fresh = true;
+        Ok(true)
+    }
+
+    /// Replaces `out` with the next packet's samples (`[channels][samples]`, resized to the channel count of the
+    /// packet's link, [`PacketDecoder::link`]). Returns the number of frames, or `None` at the end of the stream.
+    /// Never returns `Some(0)`.
     fn read_packet(&mut self, out: &mut Vec<Vec<f32>>) -> Result<Option<usize>> {
         if let Some(first) = self.primed.take() {
             let n = first.first().map_or(0, |c| c.len());
-            if out.iter().all(|c| c.is_empty()) {
-                *out = first;
-            } else {
-                for (o, f) in out.iter_mut().zip(first.iter()) {
-                    o.extend_from_slice(f);
-                }
-            }
+            *out = first;
             return Ok(Some(n));
         }
         loop {
@@ -263,16 +473,29 @@ impl PacketDecoder {
                     return Ok(None);
                 }
                 Err(SymError::ResetRequired) => {
-                    // A new chained stream begins: only the first is decoded.
-                    self.done = true;
-                    return Ok(None);
+                    // A new chained stream begins (the reader has read its headers): decode it too.
+                    match self.next_link() {
+                        Ok(true) => continue,
+                        Ok(false) => {
+                            self.done = true;
+                            return Ok(None);
+                        }
+                        Err(e) => {
+                            self.done = true;
+                            return Err(e);
+                        }
+                    }
                 }
                 Err(SymError::IoError(e)) => {
                     self.done = true;
-                    return Err(Error::audio(format!("{}: read error after {} frames: {e}", self.name, self.frames)));
+                    return Err(Error::audio(format!(
+                        "{}: read error after {} frames: {e}",
+                        self.name,
+                        self.link().frames
+                    )));
                 }
                 Err(SymError::DecodeError(msg)) => {
-                    self.bad_packet(format!("container: {msg}"))?;
+                    self.bad_packet(format!("container: {msg}"), 0)?;
                     continue;
                 }
                 Err(e) => {
@@ -281,7 +504,7 @@ impl PacketDecoder {
                         "{}: cannot read the stream after {} frames ({}); the file is damaged or uses an \
                          unsupported feature; {SUPPORTED}",
                         self.name,
-                        self.frames,
+                        self.link().frames,
                         describe_sym(&e)
                     )));
                 }
@@ -289,6 +512,7 @@ impl PacketDecoder {
             if packet.track_id() != self.track_id {
                 continue;
             }
+            let packet_frames = packet.dur();
             let decoder = &mut self.decoder;
             let scratch = &mut self.scratch;
             // Decode and convert to f32 inside the guard; the buffer borrows the decoder.
@@ -327,24 +551,26 @@ impl PacketDecoder {
             let (spec, n) = match decoded {
                 Ok(r) => r,
                 Err(SymError::DecodeError(msg)) => {
-                    self.bad_packet(format!("codec: {msg}"))?;
+                    self.bad_packet(format!("codec: {msg}"), packet_frames)?;
                     continue;
                 }
                 Err(SymError::IoError(e)) => {
                     // The packet ended before the codec expected: treat it as a corrupt packet.
-                    self.bad_packet(format!("codec: packet too short ({e})"))?;
+                    self.bad_packet(format!("codec: packet too short ({e})"), packet_frames)?;
                     continue;
                 }
                 Err(SymError::ResetRequired) => {
-                    self.done = true;
-                    return Ok(None);
+                    // The codec cannot go on with its state: start it afresh, losing this packet.
+                    self.decoder.reset();
+                    self.bad_packet("codec: the decoder had to be reset".to_string(), packet_frames)?;
+                    continue;
                 }
                 Err(e) => {
                     self.done = true;
                     return Err(Error::audio(format!(
                         "{}: cannot decode the audio after {} frames ({}); {SUPPORTED}",
                         self.name,
-                        self.frames,
+                        self.link().frames,
                         describe_sym(&e)
                     )));
                 }
@@ -364,67 +590,140 @@ impl PacketDecoder {
                     self.name
                 )));
             }
-            if self.frames == 0 && self.channels == 0 {
-                self.channels = ch;
-            }
-            if self.frames == 0 && self.sample_rate == 0 {
-                self.sample_rate = spec.rate;
-            }
-            if ch != self.channels || spec.rate != self.sample_rate {
-                self.done = true;
-                return Err(Error::audio(format!(
-                    "{}: the stream changes from {} channel(s) at {} Hz to {ch} channel(s) at {} Hz after {} \
-                     frames; split the file or convert it to a fixed format",
-                    self.name, self.channels, self.sample_rate, spec.rate, self.frames
-                )));
+            if self.link_fresh {
+                // The decoded data decide the link's format (the header may not say, or say otherwise).
+                let l = self.links.last_mut().expect("there is always a link");
+                l.sample_rate = spec.rate;
+                l.channels = ch;
+                self.link_fresh = false;
+            } else if ch != self.link().channels || spec.rate != self.link().sample_rate {
+                // The stream changes format in the middle: the rest is a new link.
+                if self.links.len() >= MAX_LINKS {
+                    self.done = true;
+                    return Err(Error::audio(format!(
+                        "{}: the stream changes its rate or channel count more than {MAX_LINKS} times: the file is \
+                         damaged",
+                        self.name
+                    )));
+                }
+                let codec = self.link().codec;
+                self.links.push(Link {
+                    sample_rate: spec.rate,
+                    channels: ch,
+                    codec,
+                    announced_frames: None,
+                    frames: 0,
+                });
             }
             let src = self.scratch.as_ref().expect("a decoded packet leaves its samples in scratch");
-            if out.len() != ch {
-                out.resize_with(ch, Vec::new);
-            }
-            // Non-finite check: the first bad sample in time order (lowest index, then lowest channel).
+            // Non-finite check (and values no audio has, which the resampler cannot take): the first bad sample in
+            // time order (lowest index, then lowest channel).
             let mut first_bad: Option<(usize, usize, f32)> = None;
             for c in 0..ch {
                 let plane = &src.chan(c)[..n];
                 let limit = first_bad.map_or(n, |(i, _, _)| i);
-                if let Some(i) = plane[..limit].iter().position(|x| !x.is_finite()) {
+                if let Some(i) = plane[..limit].iter().position(|x| !(x.abs() <= MAX_RESAMPLE_ABS)) {
                     first_bad = Some((i, c, plane[i]));
                 }
             }
             if let Some((i, c, v)) = first_bad {
                 self.done = true;
-                let index = self.frames + i as u64;
+                let index = self.link().frames + i as u64;
                 let kind = if v.is_nan() {
-                    "NaN"
-                } else if v > 0.0 {
-                    "+infinity"
+                    "NaN: the file holds non-finite".to_string()
+                } else if v.is_infinite() {
+                    format!("{}infinity: the file holds non-finite", if v > 0.0 { "+" } else { "-" })
                 } else {
-                    "-infinity"
+                    format!("{v:e}: the file holds absurdly large")
                 };
                 return Err(Error::audio(format!(
-                    "{}: sample {index} of channel {c} (at {:.6} s) is {kind}: the file holds non-finite \
-                     floating-point samples; clean it or re-export it (e.g. as 16-bit PCM)",
+                    "{}: {}sample {index} of channel {c} (at {:.6} s) is {kind} floating-point samples; clean it or \
+                     re-export it (e.g. as 16-bit PCM)",
                     self.name,
-                    index as f64 / self.sample_rate as f64
+                    self.link_prefix(self.links.len() - 1),
+                    index as f64 / spec.rate as f64
                 )));
             }
+            out.resize_with(ch, Vec::new);
             for (c, o) in out.iter_mut().enumerate() {
+                o.clear();
                 o.extend_from_slice(&src.chan(c)[..n]);
             }
-            self.frames += n as u64;
+            self.links.last_mut().expect("there is always a link").frames += n as u64;
             return Ok(Some(n));
         }
     }
 
-    /// Decodes everything that is left into a [`DecodedAudio`].
+    /// Decodes everything that is left into a [`DecodedAudio`] at the first link's rate and channel count (see
+    /// the module documentation for chained streams).
     fn read_all(mut self) -> Result<DecodedAudio> {
-        let mut channels: Vec<Vec<f32>> = Vec::new();
-        while self.read_packet(&mut channels)?.is_some() {}
-        if channels.first().is_none_or(|c| c.is_empty()) {
+        // Per link: [channels][samples].
+        let mut per_link: Vec<Vec<Vec<f32>>> = Vec::new();
+        let mut packet: Vec<Vec<f32>> = Vec::new();
+        while self.read_packet(&mut packet)?.is_some() {
+            let li = self.links.len() - 1;
+            if per_link.len() <= li {
+                per_link.resize_with(li + 1, Vec::new);
+            }
+            let dst = &mut per_link[li];
+            if dst.is_empty() {
+                dst.resize_with(packet.len(), Vec::new);
+            }
+            for (d, s) in dst.iter_mut().zip(&packet) {
+                d.extend_from_slice(s);
+            }
+        }
+        let mut warnings = self.warnings();
+        let mut links = per_link.into_iter().enumerate().filter(|(_, l)| l.first().is_some_and(|c| !c.is_empty()));
+        let Some((first_i, mut channels)) = links.next() else {
             return Err(self.no_samples_error());
+        };
+        let (rate, n_ch) = (self.links[first_i].sample_rate, channels.len());
+        for (i, planes) in links {
+            let l = &self.links[i];
+            if l.sample_rate == rate && planes.len() == n_ch {
+                for (c, p) in channels.iter_mut().zip(planes) {
+                    c.extend(p);
+                }
+                continue;
+            }
+            // Another format: resample from this link's own rate; mix its channels if their count differs.
+            let mut how = Vec::new();
+            let planes = if planes.len() == n_ch {
+                planes
+            } else {
+                how.push(format!("its channels mixed to mono and copied to {n_ch} channel(s)"));
+                let mut m = Vec::new();
+                mono_into(&planes, ChannelSelect::Mix, &mut m);
+                vec![m; n_ch]
+            };
+            if l.sample_rate != rate {
+                how.insert(0, format!("resampled from {} Hz to {rate} Hz", l.sample_rate));
+            }
+            for (c, p) in channels.iter_mut().zip(planes) {
+                c.extend(resample(&p, l.sample_rate, rate)?);
+            }
+            warnings.push(format!(
+                "{}: link {} of {} of the chained stream is {}, unlike link {} ({}): {} to follow it",
+                self.name,
+                i + 1,
+                self.links.len(),
+                l.describe(),
+                first_i + 1,
+                self.links[first_i].describe(),
+                how.join(" and ")
+            ));
         }
         channels.iter_mut().for_each(|c| c.shrink_to_fit());
-        Ok(DecodedAudio { sample_rate: self.sample_rate, channels })
+        Ok(DecodedAudio { sample_rate: rate, channels, warnings })
+    }
+}
+
+/// The message of an [`Error::Audio`] without its "audio: " prefix.
+fn strip_audio(e: &Error) -> String {
+    match e {
+        Error::Audio(m) => m.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -440,14 +739,15 @@ fn describe_sym(e: &SymError) -> String {
 
 /// Decodes a whole file held in memory (WAV, FLAC, OGG/Vorbis, MP3) to planar `f32` (`[channels][samples]`),
 /// any channel count, at the file's sample rate. `extension_hint` (e.g. `"wav"`) helps format probing; the
-/// content decides. See the module documentation for the handling of truncated and corrupt files.
+/// content decides. See the module documentation for damaged and chained files; what was repaired or lost is
+/// in [`DecodedAudio::warnings`].
 ///
 /// # Errors
-/// [`Error::Audio`] for empty, truncated, unsupported or corrupt data, for zero channels or sample rate, and for
-/// NaN or infinite samples.
+/// [`Error::Audio`] for empty, unsupported or corrupt data, for zero channels or sample rate, and for NaN or
+/// infinite samples.
 pub fn decode(bytes: &[u8], extension_hint: Option<&str>) -> Result<DecodedAudio> {
     if bytes.is_empty() {
-        return Err(Error::audio(format!("the input is empty (0 bytes): expected an audio file; {SUPPORTED}")));
+        return Err(Error::audio("the input is empty (0 bytes): expected an audio file"));
     }
     let source = Box::new(std::io::Cursor::new(bytes.to_vec()));
     PacketDecoder::open("input".to_string(), source, extension_hint)?.read_all()
@@ -460,7 +760,7 @@ fn open_file(path: &Path) -> Result<PacketDecoder> {
     let len = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
     let name = path.display().to_string();
     if len == 0 {
-        return Err(Error::audio(format!("{name}: the file is empty (0 bytes); {SUPPORTED}")));
+        return Err(Error::audio(format!("{name}: the file is empty (0 bytes)")));
     }
     let ext = path.extension().and_then(|e| e.to_str());
     PacketDecoder::open(name, Box::new(file), ext)
@@ -633,8 +933,6 @@ impl StreamResampler {
         Ok(r)
     }
 
-    /// Resamples one full block and appends its output (less the remaining delay, and never past `limit`
-    /// emitted samples in total) to `out`.
     /// Source sample rate, Hz.
     pub fn from_hz(&self) -> u32 {
         self.from_hz
@@ -645,6 +943,8 @@ impl StreamResampler {
         self.to_hz
     }
 
+    /// Resamples one full block and appends its output (less the remaining delay, and never past `limit`
+    /// emitted samples in total) to `out`.
     fn process_block(&mut self, block: &[f32], limit: u64, out: &mut Vec<f32>) -> Result<()> {
         let inner = self.inner.as_mut().expect("process_block is only called when resampling");
         let (_, m) = inner
@@ -665,10 +965,23 @@ impl StreamResampler {
     /// (`[samples]` at the target rate, possibly none) to `out`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] after [`StreamResampler::finish`].
+    /// [`Error::InvalidInput`] after [`StreamResampler::finish`]; [`Error::Audio`] (nothing is taken) for a NaN,
+    /// infinite or larger than [`MAX_RESAMPLE_ABS`] sample when the rates differ.
     pub fn push(&mut self, mut x: &[f32], out: &mut Vec<f32>) -> Result<()> {
         if self.finished {
             return Err(Error::invalid("the resampler is finished: start a new StreamResampler"));
+        }
+        if self.inner.is_some() {
+            // The FFT of a block holding NaN, an infinity or a value near the f32 limit fails inside rubato (a
+            // panic): such input is refused first.
+            if let Some(i) = x.iter().position(|v| !(v.abs() <= MAX_RESAMPLE_ABS)) {
+                return Err(Error::audio(format!(
+                    "sample {} is {:e}: not audio (a finite value within +-{MAX_RESAMPLE_ABS:e}); the resampler \
+                     cannot take it",
+                    self.pushed + i as u64,
+                    x[i]
+                )));
+            }
         }
         self.pushed += x.len() as u64;
         if self.inner.is_none() {
@@ -731,7 +1044,8 @@ impl StreamResampler {
 /// rates are equal.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`].
+/// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`]; [`Error::Audio`] for a sample
+/// that is not finite or larger than [`MAX_RESAMPLE_ABS`] when the rates differ.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     let mut r = StreamResampler::new(from_hz, to_hz)?;
     if from_hz == to_hz {
@@ -740,6 +1054,8 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     let total = output_len(samples.len() as u64, from_hz, to_hz);
     let mut out = Vec::with_capacity(total as usize);
     if total == 0 {
+        // Nothing comes out, but samples that are not audio are refused as for a longer input.
+        r.push(samples, &mut Vec::new())?;
         return Ok(out);
     }
     r.push(samples, &mut out)?;
@@ -752,40 +1068,128 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
 // Streaming
 // ------------------------------------------------------------------------------------------------------------
 
-/// A long file decoded, mixed to mono and resampled piece by piece with bounded memory (native only).
+/// The rate [`MonoStream`] delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetRate {
+    /// The rate of the file's first link (no resampling for a file of one link; later links of a chained stream
+    /// in another format are resampled to it from their own rates).
+    FileRate,
+    /// This rate, Hz (every link is resampled to it from its own rate).
+    Hz(u32),
+}
+
+impl From<u32> for TargetRate {
+    fn from(hz: u32) -> TargetRate {
+        TargetRate::Hz(hz)
+    }
+}
+
+/// A file decoded, mixed to mono and resampled piece by piece with bounded memory: the one reading path of the
+/// command line and the page.
 ///
-/// The file is read through symphonia's `MediaSourceStream` (64 KiB buffer), one packet at a time; memory does
-/// not grow with the file's length. Concatenated, the chunks equal
-/// `resample(&to_mono(&decode_file(path)?, select)?, rate, target_hz)` (bit for bit: the resampler's block grid
-/// depends only on the sample position).
-#[cfg(not(target_arch = "wasm32"))]
+/// The source is read through symphonia's `MediaSourceStream` (64 KiB buffer), one packet at a time; memory does
+/// not grow with the file's length. Each link of a chained stream is resampled from its own rate. For a file of
+/// one link, the concatenated chunks equal `resample(&to_mono(&decode(bytes)?, select)?, rate, target_hz)` bit
+/// for bit (the resampler's block grid depends only on the sample position).
 pub struct MonoStream {
     decoder: PacketDecoder,
     select: ChannelSelect,
     resampler: StreamResampler,
     target_hz: u32,
+    /// Index of the link the resampler is fed from.
+    link: usize,
     planar: Vec<Vec<f32>>,
     mono: Vec<f32>,
     finished: bool,
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 impl MonoStream {
     /// Opens `path`, probes its format and decodes its first packet (so a header-only file fails here), ready to
-    /// yield mono samples at `target_hz` (Hz).
+    /// yield mono samples at `target` (Hz, or the file's own rate). Native only.
     ///
     /// # Errors
     /// [`Error::Io`] naming the path if it cannot be opened; [`Error::Audio`] as for [`decode`];
     /// [`Error::InvalidInput`] if `select` names a channel the file does not have (the message gives the
     /// channel count) or a rate is out of range for [`resample`].
-    pub fn open(path: &Path, select: ChannelSelect, target_hz: u32) -> Result<MonoStream> {
-        let decoder = open_file(path)?;
-        check_select(select, decoder.channels).map_err(|e| match e {
-            Error::InvalidInput(m) => Error::invalid(format!("{}: {m}", path.display())),
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(path: &Path, select: ChannelSelect, target: impl Into<TargetRate>) -> Result<MonoStream> {
+        MonoStream::new(open_file(path)?, select, target.into())
+    }
+
+    /// Opens a file held in memory; `name` names it in messages, `extension_hint` (e.g. `"ogg"`) helps probing.
+    ///
+    /// # Errors
+    /// As [`MonoStream::open`], with [`Error::Audio`] for empty bytes.
+    pub fn from_bytes(
+        bytes: Vec<u8>,
+        name: &str,
+        extension_hint: Option<&str>,
+        select: ChannelSelect,
+        target: impl Into<TargetRate>,
+    ) -> Result<MonoStream> {
+        if bytes.is_empty() {
+            return Err(Error::audio(format!("{name}: the file is empty (0 bytes)")));
+        }
+        MonoStream::from_source(Box::new(std::io::Cursor::new(bytes)), name, extension_hint, select, target)
+    }
+
+    /// Opens any seekable source (the page's worker passes a `Blob` read in slices); `name` names it in messages.
+    ///
+    /// # Errors
+    /// As [`MonoStream::open`].
+    pub fn from_source(
+        source: Box<dyn MediaSource>,
+        name: &str,
+        extension_hint: Option<&str>,
+        select: ChannelSelect,
+        target: impl Into<TargetRate>,
+    ) -> Result<MonoStream> {
+        if source.byte_len() == Some(0) {
+            return Err(Error::audio(format!("{name}: the file is empty (0 bytes)")));
+        }
+        MonoStream::new(PacketDecoder::open(name.to_string(), source, extension_hint)?, select, target.into())
+    }
+
+    fn new(decoder: PacketDecoder, select: ChannelSelect, target: TargetRate) -> Result<MonoStream> {
+        let first = decoder.link().clone();
+        let target_hz = match target {
+            TargetRate::FileRate => first.sample_rate,
+            TargetRate::Hz(hz) => hz,
+        };
+        check_select(select, first.channels).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::invalid(format!("{}: {m}", decoder.name)),
             other => other,
         })?;
-        let resampler = StreamResampler::new(decoder.sample_rate, target_hz)?;
-        Ok(MonoStream { decoder, select, resampler, target_hz, planar: Vec::new(), mono: Vec::new(), finished: false })
+        let resampler = StreamResampler::new(first.sample_rate, target_hz)?;
+        Ok(MonoStream {
+            decoder,
+            select,
+            resampler,
+            target_hz,
+            link: 0,
+            planar: Vec::new(),
+            mono: Vec::new(),
+            finished: false,
+        })
+    }
+
+    /// Follows the decoder to a new link: checks the channel choice and, if the rate changes, flushes the
+    /// resampler into `out` and starts one from the new rate.
+    fn enter_link(&mut self, out: &mut Vec<f32>) -> Result<()> {
+        let li = self.decoder.links.len() - 1;
+        let l = self.decoder.links[li].clone();
+        check_select(self.select, l.channels).map_err(|e| match e {
+            Error::InvalidInput(m) => {
+                Error::invalid(format!("{}: {}{m}", self.decoder.name, self.decoder.link_prefix(li)))
+            }
+            other => other,
+        })?;
+        if l.sample_rate != self.resampler.from_hz() {
+            self.resampler.finish(out)?;
+            self.resampler = StreamResampler::new(l.sample_rate, self.target_hz)?;
+        }
+        self.link = li;
+        Ok(())
     }
 
     /// The next chunk of mono samples at the target rate (`[samples]`, about [`STREAM_CHUNK`] long; the last
@@ -793,39 +1197,18 @@ impl MonoStream {
     ///
     /// # Errors
     /// [`Error::Audio`] for corrupt data met on the way (see the module documentation), non-finite samples
-    /// (naming the sample index in the source, its channel and time) or a read error; after an error the stream
-    /// is finished.
+    /// (naming the sample index in the source, its channel and time) or a read error; [`Error::InvalidInput`]
+    /// when a later link lacks the chosen channel. After an error the stream is finished.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<f32>>> {
         if self.finished {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(STREAM_CHUNK + self.resampler.block_out.max(8192));
-        while out.len() < STREAM_CHUNK {
-            self.planar.iter_mut().for_each(|c| c.clear());
-            let got = match self.decoder.read_packet(&mut self.planar) {
-                Ok(g) => g,
-                Err(e) => {
-                    self.finished = true;
-                    return Err(e);
-                }
-            };
-            match got {
-                Some(_) => {
-                    self.mono.clear();
-                    mono_into(&self.planar, self.select, &mut self.mono);
-                    let mono = std::mem::take(&mut self.mono);
-                    let r = self.resampler.push(&mono, &mut out);
-                    self.mono = mono;
-                    if let Err(e) = r {
-                        self.finished = true;
-                        return Err(e);
-                    }
-                }
-                None => {
-                    self.finished = true;
-                    self.resampler.finish(&mut out)?;
-                    break;
-                }
+        match self.fill(&mut out) {
+            Ok(()) => {}
+            Err(e) => {
+                self.finished = true;
+                return Err(e);
             }
         }
         if out.is_empty() {
@@ -834,14 +1217,51 @@ impl MonoStream {
         Ok(Some(out))
     }
 
-    /// Sample rate of the file, Hz.
-    pub fn source_sample_rate(&self) -> u32 {
-        self.decoder.sample_rate
+    fn fill(&mut self, out: &mut Vec<f32>) -> Result<()> {
+        while out.len() < STREAM_CHUNK {
+            match self.decoder.read_packet(&mut self.planar)? {
+                Some(_) => {
+                    if self.decoder.links.len() - 1 != self.link {
+                        self.enter_link(out)?;
+                    }
+                    self.mono.clear();
+                    mono_into(&self.planar, self.select, &mut self.mono);
+                    let mono = std::mem::take(&mut self.mono);
+                    let r = self.resampler.push(&mono, out);
+                    self.mono = mono;
+                    r?;
+                }
+                None => {
+                    self.finished = true;
+                    self.resampler.finish(out)?;
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Number of channels in the file.
+    /// Reads what is left into one vector (`[samples]` at the target rate).
+    ///
+    /// # Errors
+    /// As [`MonoStream::next_chunk`].
+    pub fn read_to_end(&mut self) -> Result<Vec<f32>> {
+        let mut all = Vec::new();
+        while let Some(c) = self.next_chunk()? {
+            all.extend_from_slice(&c);
+        }
+        all.shrink_to_fit();
+        Ok(all)
+    }
+
+    /// Sample rate of the file (its first link), Hz.
+    pub fn source_sample_rate(&self) -> u32 {
+        self.decoder.links[0].sample_rate
+    }
+
+    /// Number of channels in the file (its first link).
     pub fn source_channels(&self) -> usize {
-        self.decoder.channels
+        self.decoder.links[0].channels
     }
 
     /// Sample rate of the chunks, Hz.
@@ -849,9 +1269,31 @@ impl MonoStream {
         self.target_hz
     }
 
-    /// Duration of the file, seconds, if its header tells (a truncated file yields less).
+    /// Duration of the file, seconds, if its header tells (a truncated file yields less). For a chained stream,
+    /// the links met so far.
     pub fn duration_s(&self) -> Option<f64> {
         self.decoder.duration_s()
+    }
+
+    /// Seconds of audio decoded so far (all links, each at its own rate).
+    pub fn decoded_s(&self) -> f64 {
+        self.decoder.links.iter().map(|l| l.frames as f64 / l.sample_rate.max(1) as f64).sum()
+    }
+
+    /// The links met so far (one for most files).
+    pub fn links(&self) -> &[Link] {
+        &self.decoder.links
+    }
+
+    /// The name used in messages (the path, or the name given).
+    pub fn name(&self) -> &str {
+        &self.decoder.name
+    }
+
+    /// What was repaired, cut short or skipped (plain sentences naming the file; see the module documentation);
+    /// complete once [`MonoStream::next_chunk`] has returned `None`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.decoder.warnings()
     }
 }
 
@@ -924,6 +1366,26 @@ mod tests {
     }
 
     #[test]
+    fn resample_refuses_what_its_fft_cannot_take() {
+        for bad in [f32::NAN, f32::INFINITY, -3e38, 2e20] {
+            let mut x = sine(3000, 100.0, 16_000.0);
+            x[2345] = bad;
+            let e = resample(&x, 16_000, 44_100).unwrap_err();
+            assert!(matches!(e, Error::Audio(ref m) if m.contains("sample 2345")), "{bad}: {e}");
+            // Streamed: the offending piece is refused, the stream can go on.
+            let mut r = StreamResampler::new(16_000, 44_100).unwrap();
+            let mut out = Vec::new();
+            r.push(&x[..2000], &mut out).unwrap();
+            assert!(r.push(&x[2000..], &mut out).is_err());
+            r.push(&x[..10], &mut out).unwrap();
+        }
+        // Loud but finite audio is resampled; the same rate passes anything through.
+        let x = vec![1e19f32; 5000];
+        assert!(resample(&x, 16_000, 44_100).unwrap().iter().all(|v| v.is_finite()));
+        assert_eq!(resample(&[f32::NAN], 8000, 8000).unwrap().len(), 1);
+    }
+
+    #[test]
     fn streaming_pieces_equal_whole() {
         let x = sine(40_000, 1234.0, 22_050.0);
         let whole = resample(&x, 22_050, 32_000).unwrap();
@@ -944,14 +1406,18 @@ mod tests {
 
     #[test]
     fn to_mono_mix_pick_and_errors() {
-        let a = DecodedAudio { sample_rate: 8000, channels: vec![vec![1.0, 0.0], vec![0.0, -1.0], vec![0.5, 0.5]] };
+        let a = DecodedAudio {
+            sample_rate: 8000,
+            channels: vec![vec![1.0, 0.0], vec![0.0, -1.0], vec![0.5, 0.5]],
+            warnings: vec![],
+        };
         assert_eq!(to_mono(&a, ChannelSelect::Mix).unwrap(), vec![0.5, -0.5 / 3.0]);
         assert_eq!(to_mono(&a, ChannelSelect::Channel(1)).unwrap(), vec![0.0, -1.0]);
         let e = to_mono(&a, ChannelSelect::Channel(3)).unwrap_err();
         assert!(matches!(e, Error::InvalidInput(ref m) if m.contains("3 channel")), "{e}");
-        let empty = DecodedAudio { sample_rate: 8000, channels: vec![] };
+        let empty = DecodedAudio { sample_rate: 8000, channels: vec![], warnings: vec![] };
         assert!(matches!(to_mono(&empty, ChannelSelect::Mix), Err(Error::InvalidInput(_))));
-        let ragged = DecodedAudio { sample_rate: 8000, channels: vec![vec![1.0], vec![]] };
+        let ragged = DecodedAudio { sample_rate: 8000, channels: vec![vec![1.0], vec![]], warnings: vec![] };
         assert!(matches!(to_mono(&ragged, ChannelSelect::Mix), Err(Error::InvalidInput(_))));
     }
 

@@ -31,6 +31,10 @@ pub struct OutputSpec {
     pub freq_stride: usize,
 }
 
+/// Most frames a backbone input (a spec's window) may have: 4096 frames are 95 s with the aisfx front end and 41 s
+/// with PANNs' at 32 kHz, and the first layer's activations already take 100 MB for 64 channels and 96 mel bins.
+pub const MAX_WINDOW_FRAMES: usize = 4096;
+
 /// The JSON that travels beside a backbone's ONNX file (`spec.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackboneSpec {
@@ -100,6 +104,13 @@ impl BackboneSpec {
         }
         if spec.patch_grid_stride == Some(0) || spec.logmel_grid_stride == Some(0) {
             return Err(Error::model("backbone spec: a grid stride is 0"));
+        }
+        if spec.window_frames > MAX_WINDOW_FRAMES {
+            return Err(Error::model(format!(
+                "backbone spec: window_frames {} is more than {MAX_WINDOW_FRAMES}: the network's activations would \
+                 not fit in memory; use a window of a few seconds",
+                spec.window_frames
+            )));
         }
         for o in &spec.outputs {
             if o.channels == 0 || o.time_stride == 0 || o.freq_stride == 0 {
@@ -199,6 +210,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Refuses a graph (or subgraph) that lists an output no input, initializer or node of it (or of the graphs
+/// around it, `outer`) produces: tract's parser indexes its table of names with it and panics (found by fuzzing).
+fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto, outer: &std::collections::HashSet<String>) -> TractResult<()> {
+    let mut known = outer.clone();
+    known.extend(graph.input.iter().map(|i| i.name.clone()));
+    known.extend(graph.initializer.iter().map(|t| t.name.clone()));
+    for n in &graph.node {
+        known.extend(n.output.iter().cloned());
+    }
+    if let Some(o) = graph.output.iter().find(|o| !known.contains(&o.name)) {
+        return Err(TractError::msg(format!(
+            "the ONNX graph lists an output '{}' that none of its nodes produces: the file is damaged",
+            o.name
+        )));
+    }
+    for n in &graph.node {
+        for a in &n.attribute {
+            for g in a.g.iter().chain(&a.graphs) {
+                check_graph_outputs(g, &known)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Backbone {
     /// Loads `onnx` (the model's bytes) with its `spec`, keeping only the `outputs` named (a subset of the spec's
     /// outputs, in the order given), and optimises it for input `[1, 1, spec.window_frames, n_mels]`.
@@ -283,8 +319,10 @@ impl Backbone {
         frames: usize,
         runtime: Runtime,
     ) -> Result<Self> {
-        if frames == 0 {
-            return Err(Error::invalid("a backbone input needs at least one frame"));
+        if frames == 0 || frames > MAX_WINDOW_FRAMES {
+            return Err(Error::invalid(format!(
+                "a backbone input needs at least one frame and at most {MAX_WINDOW_FRAMES}, got {frames}"
+            )));
         }
         spec.window_frames = frames;
         spec.window_hop = frames;
@@ -292,7 +330,11 @@ impl Backbone {
     }
 
     fn tract_plan(onnx: &[u8], outputs: &[String], shape: [usize; 4]) -> TractResult<Arc<TypedRunnableModel>> {
-        let mut model = tract_onnx::onnx().model_for_read(&mut Cursor::new(onnx))?;
+        let onnx_fw = tract_onnx::onnx();
+        let proto = onnx_fw.proto_model_for_read(&mut Cursor::new(onnx))?;
+        let graph = proto.graph.as_ref().ok_or_else(|| TractError::msg("the ONNX file holds no graph"))?;
+        check_graph_outputs(graph, &std::collections::HashSet::new())?;
+        let mut model = onnx_fw.model_for_proto_model(&proto)?;
         let outlets = outputs
             .iter()
             .map(|n| {

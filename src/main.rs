@@ -24,14 +24,14 @@ mod cli {
     use rayon::prelude::*;
     use serde::Serialize;
 
-    use sonomaly::audio::{decode_file, to_mono, ChannelSelect, MonoStream};
+    use sonomaly::audio::{ChannelSelect, MonoStream, TargetRate};
     use sonomaly::bank::Bank;
     use sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS;
     use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
     use sonomaly::embedding::EmbeddingConfig;
     use sonomaly::pipeline::{
-        score_clip, segments_for, FitConfig, FitPreset, Fitter, MemberConfig, MemberScore, Model, Progress, Segment,
-        StreamScorer,
+        score_clip, FitConfig, FitPreset, Fitter, MemberConfig, MemberScore, Model, Progress, Segment, StreamScorer,
+        StreamVerdict,
     };
 
     /// Audio anomaly detection that shows where and when a sound is abnormal.
@@ -393,9 +393,21 @@ mod cli {
         load_model(dir)
     }
 
-    fn read_mono(path: &Path, select: ChannelSelect) -> sonomaly::Result<(Vec<f32>, u32)> {
-        let audio = decode_file(path)?;
-        Ok((to_mono(&audio, select)?, audio.sample_rate))
+    /// Mono samples of `path` at the file's own rate (later links of a chained stream resampled to it), the
+    /// decoder's warnings printed on stderr above the progress bar.
+    fn read_mono(path: &Path, select: ChannelSelect, pb: &ProgressBar) -> sonomaly::Result<(Vec<f32>, u32)> {
+        let mut s = MonoStream::open(path, select, TargetRate::FileRate)?;
+        let x = s.read_to_end()?;
+        print_warnings(&s, pb);
+        Ok((x, s.target_sample_rate()))
+    }
+
+    /// The decoder's warnings (a file shorter than its header says, repaired headers, skipped packets) on stderr.
+    fn print_warnings(s: &MonoStream, pb: &ProgressBar) {
+        let w = s.warnings();
+        if !w.is_empty() {
+            pb.suspend(|| w.iter().for_each(|w| eprintln!("warning: {w}")));
+        }
     }
 
     fn bar(len: u64, what: &str) -> ProgressBar {
@@ -473,7 +485,7 @@ mod cli {
             .par_iter()
             .map(|f| {
                 pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
-                let r = read_mono(f, select).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr));
+                let r = read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr));
                 pb.inc(1);
                 (f, r)
             })
@@ -565,19 +577,21 @@ mod cli {
     /// Files longer than this are scored as a stream with bounded memory (no heatmap PNG).
     const LONG_FILE_S: f64 = 600.0;
 
-    /// Score, segments and duration of a long file, read and scored window by window.
+    /// The verdict on a long file, read and scored window by window.
     fn score_long(
         path: &Path,
         select: ChannelSelect,
         model: &Model,
         bank: &Bank,
-    ) -> sonomaly::Result<(f32, Vec<Segment>, f64, Vec<MemberScore>)> {
-        let mut stream = MonoStream::open(path, select, model.sample_rate())?;
-        let mut scorer = StreamScorer::new(model, bank, model.sample_rate())?;
+        pb: &ProgressBar,
+    ) -> sonomaly::Result<StreamVerdict> {
+        // At the file's rate, as for short files (and the page): the scorer resamples, and judges only the bands
+        // below the file's Nyquist frequency.
+        let mut stream = MonoStream::open(path, select, TargetRate::FileRate)?;
+        let rate = stream.target_sample_rate();
+        let mut scorer = StreamScorer::new(model, bank, rate)?;
         let mut curve = Vec::new();
-        let mut samples = 0usize;
         while let Some(chunk) = stream.next_chunk()? {
-            samples += chunk.len();
             for u in scorer.push(model, bank, &chunk)? {
                 curve.extend(u.curve);
             }
@@ -585,9 +599,8 @@ mod cli {
         for u in scorer.finish(model, bank)? {
             curve.extend(u.curve);
         }
-        let duration_s = samples as f64 / model.sample_rate() as f64;
-        let segs = segments_for(&curve, model.hop_s(), bank.meta.segment_threshold, duration_s);
-        Ok((scorer.score(bank), segs, duration_s, scorer.member_scores(bank)))
+        print_warnings(&stream, pb);
+        Ok(scorer.verdict(model, bank, &curve))
     }
 
     fn load_bank(path: &Path) -> Result<Bank> {
@@ -625,8 +638,8 @@ mod cli {
                 .and_then(|s| s.duration_s())
                 .is_some_and(|d| d > LONG_FILE_S);
             if long {
-                match score_long(f, select, &model, &bank) {
-                    Ok((score, segs, duration_s, members)) => {
+                match score_long(f, select, &model, &bank, &pb) {
+                    Ok(v) => {
                         if heatmap_dir.is_some() {
                             pb.suspend(|| {
                                 eprintln!(
@@ -637,16 +650,16 @@ mod cli {
                         }
                         let line = ScoreLine {
                             file: f.display().to_string(),
-                            score,
-                            threshold: bank.meta.threshold,
-                            is_anomaly: score > bank.meta.threshold,
-                            segments: &segs,
-                            segment_threshold: bank.meta.segment_threshold,
-                            duration_s,
-                            units: if bank.is_z_scored() { "z" } else { "distance" },
-                            members: &members,
-                            level_distance: None,
-                            out_of_distribution: None,
+                            score: v.score,
+                            threshold: v.threshold,
+                            is_anomaly: v.is_anomaly,
+                            segments: &v.segments,
+                            segment_threshold: v.segment_threshold,
+                            duration_s: v.duration_s,
+                            units: v.units,
+                            members: &v.members,
+                            level_distance: v.level_distance,
+                            out_of_distribution: v.out_of_distribution.as_deref(),
                             heatmap: None,
                             frames: None,
                             mel_bins: None,
@@ -668,7 +681,7 @@ mod cli {
                 pb.inc(1);
                 return;
             }
-            let r = read_mono(f, select).and_then(|(x, sr)| score_clip(&model, &bank, &x, sr));
+            let r = read_mono(f, select, &pb).and_then(|(x, sr)| score_clip(&model, &bank, &x, sr));
             match r {
                 Ok(r) => {
                     let heatmap = heatmap_dir.map(|d| {
@@ -771,9 +784,10 @@ mod cli {
             None => {
                 let (model, config) = a.patch.model_and_config()?;
                 let files = expand_lists(&a.fit)?;
+                let pb = ProgressBar::hidden();
                 let analysed: Vec<_> = files
                     .par_iter()
-                    .map(|f| (f, read_mono(f, select).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr))))
+                    .map(|f| (f, read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr))))
                     .collect();
                 let mut fitter = Fitter::new(&model, config)?;
                 for (f, r) in analysed {

@@ -280,10 +280,12 @@ pub fn read_mask_pgm(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
     }
     let cols: usize = tokens[1].parse().map_err(|_| bad())?;
     let rows: usize = tokens[2].parse().map_err(|_| bad())?;
-    if b.len() < i + rows * cols {
+    // Checked: the sizes come from the file (an overflow would pass the length check and misreport the mask).
+    let end = rows.checked_mul(cols).and_then(|n| n.checked_add(i)).ok_or_else(bad)?;
+    if b.len() < end {
         return Err(bad());
     }
-    Ok((b[i..i + rows * cols].iter().map(|&v| u8::from(v > 127)).collect(), rows, cols))
+    Ok((b[i..end].iter().map(|&v| u8::from(v > 127)).collect(), rows, cols))
 }
 
 fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {

@@ -1,8 +1,9 @@
 //! The JavaScript face of sonomaly (wasm32 only): the one `#[wasm_bindgen]` file.
 //!
-//! One class, [`Engine`], holds a model (front end + backbone), at most one bank, at most one live stream and
-//! at most one fit in progress. The page's worker (`www/worker.js`) owns one engine; nothing here touches the
-//! DOM. Results are plain objects with camelCase fields; the big arrays (log-mel, map, curve, mel frequencies)
+//! [`Engine`] holds a model (front end + backbone), at most one bank, at most one live stream and at most one fit
+//! in progress. [`AudioReader`] decodes the user's file with the core's decoder (the command line's), reading a
+//! `Blob` in slices; [`Engine::score_reader`] scores it, as a stream with bounded memory when it is long. The
+//! page's worker (`www/worker.js`) owns one engine; nothing here touches the DOM. Results are plain objects with camelCase fields; the big arrays (log-mel, map, curve, mel frequencies)
 //! are `Float32Array`s, copied once out of wasm memory. Errors are JavaScript `Error`s whose message is the
 //! core's plain sentence; panics print their message to the console (`console_error_panic_hook`).
 
@@ -10,6 +11,7 @@ use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+use crate::audio::{is_unsupported_format, ChannelSelect, MediaSource, MonoStream, TargetRate};
 use crate::backbone::{Backbone, BackboneSpec, Runtime};
 use crate::bank::{front_end_summary, Bank};
 use crate::embedding::EmbeddingConfig;
@@ -636,5 +638,459 @@ impl BackboneRunner {
             all.extend_from_slice(&m.data);
         }
         Ok(Float32Array::from(all.as_slice()))
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Reading audio files: the core's decoder (symphonia) in the page
+// ------------------------------------------------------------------------------------------------------------
+
+/// Files whose header announces more than this are scored as a stream with bounded memory, as the command line
+/// does (`sonomaly score`); a file without a duration in its header switches to streaming once this much has
+/// been decoded.
+pub const LONG_FILE_S: f64 = 600.0;
+
+/// Most frames of the log-mel, map and curve a streamed (long) file returns for display: longer results are
+/// pooled over time (the map and curve keep their maxima, the log-mel its means).
+pub const MAX_OVERVIEW_FRAMES: usize = 8192;
+
+/// Bytes read from a `Blob` at a time.
+const BLOB_SLICE: u64 = 1 << 20;
+
+/// A `Blob` (the user's `File`) as a seekable byte source for the decoder: read one slice at a time with
+/// `Blob.slice` and `FileReaderSync` (available in workers only), so the file is never held whole.
+struct BlobSource {
+    blob: web_sys::Blob,
+    reader: web_sys::FileReaderSync,
+    len: u64,
+    pos: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+// The wasm32 build has one thread (no `atomics`): the JavaScript objects inside never cross threads. symphonia's
+// `MediaSource` asks for `Send + Sync`.
+#[cfg(not(target_feature = "atomics"))]
+unsafe impl Send for BlobSource {}
+#[cfg(not(target_feature = "atomics"))]
+unsafe impl Sync for BlobSource {}
+
+impl BlobSource {
+    fn new(blob: web_sys::Blob) -> Result<BlobSource, JsValue> {
+        let reader = web_sys::FileReaderSync::new().map_err(|_| {
+            js_sys::Error::new("reading a file in slices needs a worker (FileReaderSync is only available there)")
+        })?;
+        let len = blob.size() as u64;
+        Ok(BlobSource { blob, reader, len, pos: 0, buf: Vec::new(), buf_start: 0 })
+    }
+
+    fn fill(&mut self) -> std::io::Result<()> {
+        let end = (self.pos + BLOB_SLICE).min(self.len);
+        let fail = |what: &str, e: JsValue| {
+            let why = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
+            std::io::Error::other(format!("{what} failed ({why}): was the file moved, changed or deleted?"))
+        };
+        let slice = self.blob.slice_with_f64_and_f64(self.pos as f64, end as f64).map_err(|e| fail("Blob.slice", e))?;
+        let ab = self.reader.read_as_array_buffer(&slice).map_err(|e| fail("reading the file", e))?;
+        self.buf = Uint8Array::new(&ab).to_vec();
+        self.buf_start = self.pos;
+        Ok(())
+    }
+}
+
+impl std::io::Read for BlobSource {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() || self.pos >= self.len {
+            return Ok(0);
+        }
+        let in_buf = self.pos >= self.buf_start && self.pos < self.buf_start + self.buf.len() as u64;
+        if !in_buf {
+            self.fill()?;
+        }
+        let at = (self.pos - self.buf_start) as usize;
+        let n = out.len().min(self.buf.len() - at);
+        out[..n].copy_from_slice(&self.buf[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for BlobSource {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let p = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = p.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+impl MediaSource for BlobSource {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.len)
+    }
+}
+
+/// A JavaScript `Error` with the core's message; named `UnsupportedFormat` when the format or codec is one this
+/// decoder does not read (the page then lets the browser decode the file).
+fn decode_err(e: crate::Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    if is_unsupported_format(&e) {
+        err.set_name("UnsupportedFormat");
+    }
+    err.into()
+}
+
+fn channel_select(channel: Option<i32>) -> Result<ChannelSelect, JsValue> {
+    match channel {
+        None => Ok(ChannelSelect::Mix),
+        Some(c) if c < 0 => Ok(ChannelSelect::Mix),
+        Some(c) => Ok(ChannelSelect::Channel(c as usize)),
+    }
+}
+
+/// Extension of a file name, as a hint for the decoder.
+fn extension(name: &str) -> Option<&str> {
+    name.rsplit_once('.').map(|(_, e)| e).filter(|e| !e.is_empty() && e.len() <= 5)
+}
+
+/// What the page shows about a file being read.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsAudioInfo {
+    name: String,
+    source_rate: u32,
+    channels: usize,
+    target_rate: u32,
+    duration_s: Option<f64>,
+    decoded_s: f64,
+    links: Vec<JsLink>,
+    warnings: Vec<String>,
+    decoder: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsLink {
+    sample_rate: u32,
+    channels: usize,
+    codec: &'static str,
+    frames: u64,
+    announced_frames: Option<u64>,
+}
+
+/// An audio file being decoded by the core (symphonia, the same code as the command line): mono samples at the
+/// file's own rate (every link of a chained stream; later links in another format resampled to the first
+/// link's rate), chunk by chunk.
+#[wasm_bindgen]
+pub struct AudioReader {
+    stream: MonoStream,
+}
+
+#[wasm_bindgen]
+impl AudioReader {
+    /// Opens a `Blob` or `File`, read in slices (worker only: it uses `FileReaderSync`). `name` names the file in
+    /// messages; `channel` is a 0-based channel to take, or `undefined` / -1 to mix all channels. Throws an
+    /// `Error` named `UnsupportedFormat` for a format or codec this decoder does not read (AAC/M4A, Opus, WebM:
+    /// let the browser try), and a plain `Error` for a damaged file.
+    #[wasm_bindgen(js_name = fromBlob)]
+    pub fn from_blob(blob: web_sys::Blob, name: &str, channel: Option<i32>) -> Result<AudioReader, JsValue> {
+        let source = BlobSource::new(blob)?;
+        let stream = MonoStream::from_source(
+            Box::new(source),
+            name,
+            extension(name),
+            channel_select(channel)?,
+            TargetRate::FileRate,
+        )
+        .map_err(decode_err)?;
+        Ok(AudioReader { stream })
+    }
+
+    /// Opens a file held in memory (bytes), as [`AudioReader::from_blob`] does.
+    #[wasm_bindgen(js_name = fromBytes)]
+    pub fn from_bytes(bytes: Vec<u8>, name: &str, channel: Option<i32>) -> Result<AudioReader, JsValue> {
+        let stream =
+            MonoStream::from_bytes(bytes, name, extension(name), channel_select(channel)?, TargetRate::FileRate)
+                .map_err(decode_err)?;
+        Ok(AudioReader { stream })
+    }
+
+    /// `{name, sourceRate, channels, targetRate, durationS (from the header, or undefined), decodedS, links:
+    /// [{sampleRate, channels, codec, frames, announcedFrames}], warnings: [string], decoder: "sonomaly"}`;
+    /// the warnings are complete once the file has been read to its end.
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        let s = &self.stream;
+        to_js(&JsAudioInfo {
+            name: s.name().to_string(),
+            source_rate: s.source_sample_rate(),
+            channels: s.source_channels(),
+            target_rate: s.target_sample_rate(),
+            duration_s: s.duration_s(),
+            decoded_s: s.decoded_s(),
+            links: s
+                .links()
+                .iter()
+                .map(|l| JsLink {
+                    sample_rate: l.sample_rate,
+                    channels: l.channels,
+                    codec: l.codec,
+                    frames: l.frames,
+                    announced_frames: l.announced_frames,
+                })
+                .collect(),
+            warnings: s.warnings(),
+            decoder: "sonomaly",
+        })
+    }
+
+    /// Sample rate of the samples returned, Hz.
+    #[wasm_bindgen(getter, js_name = sampleRate)]
+    pub fn sample_rate(&self) -> u32 {
+        self.stream.target_sample_rate()
+    }
+
+    /// The next chunk of mono samples (`Float32Array`, about 16384 samples), or `undefined` at the end.
+    pub fn next(&mut self) -> Result<Option<Float32Array>, JsValue> {
+        Ok(self.stream.next_chunk().map_err(decode_err)?.map(|c| Float32Array::from(c.as_slice())))
+    }
+
+    /// The rest of the file as one `Float32Array`, or `undefined` if more than `maxSeconds` (if given) would be
+    /// decoded: the file is then left part-read (open a new reader to stream it with `Engine.scoreReader`).
+    #[wasm_bindgen(js_name = readAll)]
+    pub fn read_all(&mut self, max_seconds: Option<f64>) -> Result<Option<Float32Array>, JsValue> {
+        let limit = max_seconds.map(|s| (s.max(0.0) * self.stream.target_sample_rate() as f64) as usize);
+        let mut all = Vec::new();
+        while let Some(c) = self.stream.next_chunk().map_err(decode_err)? {
+            all.extend_from_slice(&c);
+            if limit.is_some_and(|l| all.len() > l) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Float32Array::from(all.as_slice())))
+    }
+}
+
+/// Display arrays of a long streamed result, pooled over time by `k` frames so that at most
+/// [`MAX_OVERVIEW_FRAMES`] remain (the log-mel by the mean, the map and the curve by the maximum); `k` doubles
+/// as the stream grows, so memory stays bounded.
+struct Overview {
+    mel: usize,
+    k: usize,
+    logmel: Vec<f32>,
+    map: Vec<f32>,
+    curve: Vec<f32>,
+    /// The bin being filled: frames in it, log-mel sums, map and curve maxima.
+    n: usize,
+    acc_logmel: Vec<f32>,
+    acc_map: Vec<f32>,
+    acc_curve: f32,
+}
+
+impl Overview {
+    fn new(mel: usize) -> Overview {
+        Overview {
+            mel,
+            k: 1,
+            logmel: Vec::new(),
+            map: Vec::new(),
+            curve: Vec::new(),
+            n: 0,
+            acc_logmel: vec![0.0; mel],
+            acc_map: vec![f32::NEG_INFINITY; mel],
+            acc_curve: f32::NEG_INFINITY,
+        }
+    }
+
+    fn frames(&self) -> usize {
+        self.curve.len()
+    }
+
+    /// Adds `[n, mel]` log-mel and map rows and `[n]` curve values.
+    fn push(&mut self, logmel: &[f32], map: &[f32], curve: &[f32]) {
+        let m = self.mel;
+        for (t, &c) in curve.iter().enumerate() {
+            for j in 0..m {
+                self.acc_logmel[j] += logmel[t * m + j];
+                self.acc_map[j] = self.acc_map[j].max(map[t * m + j]);
+            }
+            self.acc_curve = self.acc_curve.max(c);
+            self.n += 1;
+            if self.n == self.k {
+                self.flush();
+                if self.frames() > MAX_OVERVIEW_FRAMES {
+                    self.halve();
+                }
+            }
+        }
+    }
+
+    /// Closes the bin being filled (a partial one at the end of the stream).
+    fn flush(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        let inv = 1.0 / self.n as f32;
+        self.logmel.extend(self.acc_logmel.iter().map(|v| v * inv));
+        self.map.extend_from_slice(&self.acc_map);
+        self.curve.push(self.acc_curve);
+        self.n = 0;
+        self.acc_logmel.iter_mut().for_each(|v| *v = 0.0);
+        self.acc_map.iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+        self.acc_curve = f32::NEG_INFINITY;
+    }
+
+    /// Merges pairs of bins (`k` doubles); an odd last bin becomes the bin being filled.
+    fn halve(&mut self) {
+        let m = self.mel;
+        let pairs = self.frames() / 2;
+        for p in 0..pairs {
+            let (a, b) = (2 * p, 2 * p + 1);
+            for j in 0..m {
+                self.logmel[p * m + j] = 0.5 * (self.logmel[a * m + j] + self.logmel[b * m + j]);
+                self.map[p * m + j] = self.map[a * m + j].max(self.map[b * m + j]);
+            }
+            self.curve[p] = self.curve[a].max(self.curve[b]);
+        }
+        if self.frames() % 2 == 1 {
+            let last = self.frames() - 1;
+            for j in 0..m {
+                self.acc_logmel[j] = self.logmel[last * m + j] * self.k as f32;
+                self.acc_map[j] = self.map[last * m + j];
+            }
+            self.acc_curve = self.curve[last];
+            self.n = self.k;
+        }
+        self.logmel.truncate(pairs * m);
+        self.map.truncate(pairs * m);
+        self.curve.truncate(pairs);
+        self.k *= 2;
+    }
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Scores a whole file from `reader`, as `sonomaly score` does: a file up to 10 minutes (by its header) is
+    /// decoded whole and scored like `scoreClip` (the result also holds its `samples` and `sampleRate`, to play
+    /// it); a longer one, or one without a duration that turns out longer, is scored as a stream with bounded
+    /// memory (`streamed: true`, no samples, the display arrays pooled over time: `frames` and `hopS` describe
+    /// them, `decimation` frames per column; the score and the segments are computed at full resolution).
+    /// `onProgress(decodedS, durationS)` is called as the file is read. The result also has `warnings` (the
+    /// decoder's: a file shorter than its header says, repaired headers) and `links`.
+    #[wasm_bindgen(js_name = scoreReader)]
+    pub fn score_reader(
+        &self,
+        reader: &mut AudioReader,
+        on_progress: Option<js_sys::Function>,
+    ) -> Result<JsValue, JsValue> {
+        let bank = self.bank().map_err(JsValue::from)?;
+        let stream = &mut reader.stream;
+        let rate = stream.target_sample_rate();
+        let total = stream.duration_s();
+        let progress = |s: &MonoStream| {
+            if let Some(f) = &on_progress {
+                let _ = f.call2(
+                    &JsValue::NULL,
+                    &JsValue::from(s.decoded_s()),
+                    &total.map_or(JsValue::UNDEFINED, JsValue::from),
+                );
+            }
+        };
+        let long_limit = (LONG_FILE_S * rate as f64) as usize;
+        let mut samples: Vec<f32> = Vec::new();
+        let mut scorer: Option<(StreamScorer, Overview, Vec<f32>)> = None;
+        if total.is_some_and(|d| d > LONG_FILE_S) {
+            scorer = Some(self.long_scorer(rate)?);
+        }
+        while let Some(chunk) = stream.next_chunk().map_err(decode_err)? {
+            match &mut scorer {
+                Some((sc, ov, curve)) => {
+                    for u in sc.push(&self.model, bank, &chunk).map_err(|e| JsValue::from(js_err(e)))? {
+                        ov.push(&u.logmel, &u.map, &u.curve);
+                        curve.extend_from_slice(&u.curve);
+                    }
+                }
+                None => {
+                    samples.extend_from_slice(&chunk);
+                    if samples.len() > long_limit {
+                        // No duration in the header, and longer than a short file: stream from here on.
+                        let (mut sc, mut ov, mut curve) = self.long_scorer(rate)?;
+                        for u in sc.push(&self.model, bank, &samples).map_err(|e| JsValue::from(js_err(e)))? {
+                            ov.push(&u.logmel, &u.map, &u.curve);
+                            curve.extend_from_slice(&u.curve);
+                        }
+                        samples = Vec::new();
+                        scorer = Some((sc, ov, curve));
+                    }
+                }
+            }
+            progress(stream);
+        }
+        let info = reader.info().map_err(JsValue::from)?;
+        let result: JsValue = match scorer {
+            None => {
+                let r = crate::pipeline::score_clip(&self.model, bank, &samples, rate)
+                    .map_err(|e| JsValue::from(js_err(e)))?;
+                let obj = clip_to_js(&r).map_err(JsValue::from)?;
+                set(obj.unchecked_ref(), "samples", &f32s(&samples));
+                set(obj.unchecked_ref(), "sampleRate", &JsValue::from(rate));
+                set(obj.unchecked_ref(), "streamed", &JsValue::FALSE);
+                obj
+            }
+            Some((mut sc, mut ov, mut curve)) => {
+                for u in sc.finish(&self.model, bank).map_err(|e| JsValue::from(js_err(e)))? {
+                    ov.push(&u.logmel, &u.map, &u.curve);
+                    curve.extend_from_slice(&u.curve);
+                }
+                ov.flush();
+                let hop_s = self.model.hop_s();
+                let v = sc.verdict(&self.model, bank, &curve);
+                let obj: Object = to_js(&JsClip {
+                    score: v.score,
+                    threshold: v.threshold,
+                    is_anomaly: v.is_anomaly,
+                    segment_threshold: v.segment_threshold,
+                    segments: js_segments(&v.segments),
+                    members: v.members.iter().map(|m| JsMember { name: m.name.clone(), score: m.score, raw: m.raw }).collect(),
+                    units: v.units.to_string(),
+                    display_floor: v.display_floor,
+                    display_ceiling: v.display_ceiling,
+                    level_distance: v.level_distance,
+                    out_of_distribution: v.out_of_distribution,
+                    band_limit_hz: v.band_limit_hz,
+                    frames: ov.frames(),
+                    mel_bins: ov.mel,
+                    hop_s: hop_s * ov.k as f64,
+                    duration_s: v.duration_s,
+                })
+                .map_err(JsValue::from)?
+                .unchecked_into();
+                set(&obj, "logmel", &f32s(&ov.logmel));
+                set(&obj, "map", &f32s(&ov.map));
+                set(&obj, "curve", &f32s(&ov.curve));
+                set(&obj, "melHz", &f32s(&self.model.logmel().mel_frequencies_hz()));
+                set(&obj, "streamed", &JsValue::TRUE);
+                set(&obj, "decimation", &JsValue::from(ov.k as u32));
+                set(&obj, "sampleRate", &JsValue::from(rate));
+                obj.into()
+            }
+        };
+        let info: Object = info.unchecked_into();
+        let result_obj: &Object = result.unchecked_ref();
+        for key in ["warnings", "links", "decoder", "channels", "sourceRate"] {
+            set(result_obj, key, &Reflect::get(&info, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED));
+        }
+        Ok(result)
+    }
+
+    fn long_scorer(&self, rate: u32) -> Result<(StreamScorer, Overview, Vec<f32>), JsValue> {
+        let bank = self.bank().map_err(JsValue::from)?;
+        let sc = StreamScorer::new(&self.model, bank, rate).map_err(|e| JsValue::from(js_err(e)))?;
+        Ok((sc, Overview::new(self.model.logmel().config().n_mels), Vec::new()))
     }
 }

@@ -174,6 +174,10 @@ fn nan_and_inf_samples() {
     assert!(m.contains("sample 4321 of channel 0") && m.contains("+infinity"), "{m}");
     let m = audio_msg(decode(&nan_at(f32::NEG_INFINITY, 0, 1), Some("wav")));
     assert!(m.contains("sample 0 of channel 1") && m.contains("-infinity"), "{m}");
+    // Finite but absurd (the resampler's FFT would overflow): refused the same way; loud audio is kept.
+    let m = audio_msg(decode(&nan_at(3e38, 77, 0), Some("wav")));
+    assert!(m.contains("sample 77 of channel 0") && m.contains("3e38") && m.contains("absurdly large"), "{m}");
+    assert!(decode(&nan_at(8.0, 77, 0), Some("wav")).is_ok());
     // The first bad sample in time order is named, whatever its channel.
     let two = wav_f32(2, 16_000, 5000, |i, c| match (i, c) {
         (3000, 0) => f32::NAN,

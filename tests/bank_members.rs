@@ -80,15 +80,39 @@ fn two_members_round_trip_bit_identical_and_fuse_by_max_z() {
     assert!(r.map.iter().all(|v| v.is_finite()));
     // Streaming the same clip gives the same map and score.
     let mut s = StreamScorer::new(&model, &again, 16_000).unwrap();
-    let mut map = Vec::new();
+    let (mut map, mut curve) = (Vec::new(), Vec::new());
     for c in x.chunks(3000) {
-        s.push(&model, &again, c).unwrap().into_iter().for_each(|u| map.extend(u.map));
+        for u in s.push(&model, &again, c).unwrap() {
+            map.extend(u.map);
+            curve.extend(u.curve);
+        }
     }
-    s.finish(&model, &again).unwrap().into_iter().for_each(|u| map.extend(u.map));
+    for u in s.finish(&model, &again).unwrap() {
+        map.extend(u.map);
+        curve.extend(u.curve);
+    }
     assert_eq!(map.len(), r.map.len());
     let d = map.iter().zip(&r.map).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(d <= 1e-4 * r.map.iter().map(|v| v.abs()).fold(1.0f32, f32::max), "stream differs by {d}");
     assert!((s.score(&again) - r.score).abs() <= 1e-4 * r.score.abs().max(1.0));
+    // The stream's verdict (what `sonomaly score` and the page give for a long file) says what the clip's does.
+    let v = s.verdict(&model, &again, &curve);
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+    assert!(close(v.score, r.score) && v.is_anomaly == r.is_anomaly && v.units == r.units);
+    assert_eq!((v.threshold, v.segment_threshold), (r.threshold, r.segment_threshold));
+    assert_eq!(v.members.len(), r.members.len());
+    assert!(v.members.iter().zip(&r.members).all(|(a, b)| a.name == b.name && close(a.score, b.score)));
+    assert_eq!((v.display_floor, v.display_ceiling), (r.display_floor, r.display_ceiling));
+    assert!((v.duration_s - 3.0).abs() < 1e-9, "the stream's length is the audio's: {}", v.duration_s);
+    assert!(r.duration_s >= v.duration_s && r.duration_s - v.duration_s <= r.hop_s + 1e-9);
+    assert_eq!(v.band_limit_hz, r.band_limit_hz);
+    assert_eq!(v.out_of_distribution, r.out_of_distribution);
+    let (ld, rd) = (v.level_distance.expect("the bank keeps band levels"), r.level_distance.unwrap());
+    assert!(close(ld, rd), "band-level distance {ld} streamed, {rd} whole");
+    assert_eq!(v.segments.len(), r.segments.len());
+    for (a, b) in v.segments.iter().zip(&r.segments) {
+        assert!((a.start_s - b.start_s).abs() < 1e-9 && (a.end_s - b.end_s).abs() < 1e-9);
+    }
 }
 
 #[test]

@@ -1,7 +1,10 @@
-// Audio in the page: decoding files at their own sample rate, playback of a part, WAV writing.
+// Audio in the page: the browser's decoding (the fallback for formats the core's decoder does not read, see
+// decode.js) at the file's own sample rate, playback of a part, WAV writing.
 // Resampling to the model's rate is the core's job (in the worker), not the browser's.
 
-// Reads the sample rate written in the file's header (WAV, FLAC, Ogg Vorbis/Opus, MP3), or null.
+// Reads the sample rate written in the file's header (WAV, FLAC, Ogg Vorbis/Opus/FLAC, MP3, each possibly behind an
+// ID3v2 tag), or null. The page only needs it for files the core's decoder does not read (decodeToMono, the
+// browser fallback): decodeAudioData resamples to its context's rate, so the context must run at the file's.
 export function sniffSampleRate(bytes) {
   const u8 = new Uint8Array(bytes);
   const dv = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
@@ -16,12 +19,17 @@ export function sniffSampleRate(bytes) {
     }
     return null;
   }
-  if (u8.length >= 42 && str(0, 4) === "fLaC") {
-    // STREAMINFO: 20 bits of sample rate at byte 18 of the block (after the 4-byte block header)
-    const b = 8 + 10;
+  // An ID3v2 tag (10-byte header, syncsafe size, optional 10-byte footer) may precede FLAC as well as MP3.
+  let o = 0;
+  if (u8.length >= 10 && str(0, 3) === "ID3") {
+    o = 10 + ((u8[6] & 0x7f) << 21 | (u8[7] & 0x7f) << 14 | (u8[8] & 0x7f) << 7 | (u8[9] & 0x7f)) + (u8[5] & 0x10 ? 10 : 0);
+  }
+  if (u8.length >= o + 42 && str(o, 4) === "fLaC") {
+    // STREAMINFO: 20 bits of sample rate at byte 10 of the block (after "fLaC" and the 4-byte block header)
+    const b = o + 8 + 10;
     return (u8[b] << 12) | (u8[b + 1] << 4) | (u8[b + 2] >> 4);
   }
-  if (u8.length >= 64 && str(0, 4) === "OggS") {
+  if (o === 0 && u8.length >= 64 && str(0, 4) === "OggS") {
     const segs = u8[26];
     const p = 27 + segs;
     if (str(p + 1, 6) === "vorbis") return dv.getUint32(p + 12, true);
@@ -29,11 +37,7 @@ export function sniffSampleRate(bytes) {
     if (str(p + 1, 4) === "FLAC") return (u8[p + 27] << 12) | (u8[p + 28] << 4) | (u8[p + 29] >> 4);
     return null;
   }
-  // MP3: skip an ID3v2 tag, then read the first frame header
-  let o = 0;
-  if (u8.length >= 10 && str(0, 3) === "ID3") {
-    o = 10 + ((u8[6] & 0x7f) << 21 | (u8[7] & 0x7f) << 14 | (u8[8] & 0x7f) << 7 | (u8[9] & 0x7f));
-  }
+  // MP3: the first frame header (after the tag, if any)
   for (const end = Math.min(u8.length - 4, o + 65536); o < end; o++) {
     if (u8[o] === 0xff && (u8[o + 1] & 0xe0) === 0xe0) {
       const version = (u8[o + 1] >> 3) & 3; // 3: MPEG1, 2: MPEG2, 0: MPEG2.5

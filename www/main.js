@@ -1,12 +1,14 @@
 // The page: wires the controls to the worker that hosts the wasm core, and draws what comes back.
-// Nothing heavy happens here: decoding is the browser's (async), everything else is the worker's.
+// Nothing heavy happens here: decoding (decode.js: the core's decoder in the worker) and everything else is the
+// worker's.
 //
 // What the page shows must be true of the bank in use: every result remembers the bank it was scored with (the
 // worker's bank serial), a result made with another bank is marked stale and rescored in the background, and a
 // verdict is only ever given for a result of the bank in use.
 
 import { Figure, Series, COLOUR_MAPS, HEAT_HIGH, HEAT_LOW, heatLegendCss, judgedBins } from "./render.js";
-import { decodeToMono, encodeWav, Player } from "./audio.js";
+import { encodeWav, Player } from "./audio.js";
+import { openAudio } from "./decode.js";
 import { loadLastBank, saveLastBank } from "./store.js";
 import { UserError, asUserError, bankFileError, fitError, mismatch, modelError, scoreError, sentence } from "./messages.js";
 
@@ -706,14 +708,32 @@ function segmentsOf(series, thr) {
   return runs.map(([a, b, p]) => ({ startS: a * series.hopS, endS: Math.min(b * series.hopS, end), peak: p }));
 }
 
-// SHA-256 of the bytes (hex), to know a file opened twice; null where the browser has no WebCrypto.
-async function fingerprint(bytes) {
+// SHA-256 (hex) of a file's size and bytes, to know a file opened twice; null where the browser has no
+// WebCrypto. A file larger than 8 MB is known by its size, its first and its last 4 MB, so that an hour of audio is
+// never read whole here.
+const FINGERPRINT_PART = 4 << 20;
+async function fingerprint(blob) {
   try {
+    const parts = blob.size <= 2 * FINGERPRINT_PART
+      ? [blob]
+      : [blob.slice(0, FINGERPRINT_PART), blob.slice(blob.size - FINGERPRINT_PART)];
+    const bytes = await new Blob([String(blob.size), ...parts]).arrayBuffer();
     const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
     return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
   } catch (e) {
     return null;
   }
+}
+
+// Decodes a File or Blob named `name` with the core's decoder in the worker (the browser's only for formats the
+// core lacks, see decode.js), with the channel chosen; the decoder's warnings and the fallback go to the status
+// line. A file longer than decode.js LONG_FILE_S comes back without samples (scored as a stream).
+async function readAudio(blob, name) {
+  const file = blob instanceof File && blob.name === name ? blob : new File([blob], name);
+  const channel = state.channel === "mix" ? -1 : state.channel;
+  const audio = await openAudio(call, file, { channel, onProgress: progressHandler });
+  audio.channel = state.channel;
+  return audio;
 }
 
 function allClips() {
@@ -783,8 +803,7 @@ async function openFiles(items, fromFolder = false) {
 async function openOne({ file, path }, counter = "") {
   const shown = path || file.name;
   setStatus(`Reading ${counter}${shown}…`);
-  const bytes = await file.arrayBuffer();
-  const hash = await fingerprint(bytes);
+  const hash = await fingerprint(file);
   const twin = findTwin(hash);
   if (twin) {
     // The same file again: no twin in the list; it is shown (and scored, if it was only fit material). Opened
@@ -796,7 +815,7 @@ async function openOne({ file, path }, counter = "") {
     return twin;
   }
   setStatus(`Decoding ${counter}${shown}…`);
-  const audio = await decodeToMono(bytes, shown, state.channel);
+  const audio = await readAudio(file, file.name);
   noteChannels(audio.channels);
   const clip = newClip({ name: file.name, path, hash, blob: file, kind: "file", ...audio });
   return scoreClip(clip);
@@ -808,17 +827,17 @@ async function openDemo(which) {
     setStatus(`Loading the demo clip ${url}…`);
     const res = await fetch(url).catch(() => null);
     if (!res || !res.ok) throw new UserError(`The demo clip ${url} is not on this server.`);
-    const bytes = await res.arrayBuffer();
+    const blob = await res.blob();
     const name = url.split("/").pop();
-    const hash = await fingerprint(bytes);
+    const hash = await fingerprint(blob);
     const twin = findTwin(hash);
     if (twin && state.clips.includes(twin) && twin.result) {
       showClip(twin);
       setStatus(`${name} is already open${twin.label !== name ? ` as ${twin.label}` : ""}: showing it.`);
       return;
     }
-    const audio = await decodeToMono(bytes, name, state.channel);
-    await scoreClip(twin || newClip({ name, hash, blob: new Blob([bytes]), kind: "demo", ...audio }));
+    const audio = await readAudio(blob, name);
+    await scoreClip(twin || newClip({ name, hash, blob, kind: "demo", ...audio }));
   });
 }
 
@@ -844,13 +863,22 @@ async function scoreClip(clip, { show = true } = {}) {
   if (!state.bank) {
     throw new UserError("No bank is loaded: open a bank file, or fit one from normal sound below.", null, "no-bank");
   }
-  if (show) setStatus(`Scoring ${clip.label} (${clip.duration.toFixed(1)} s at ${clip.sampleRate} Hz)…`);
-  const samples = clip.samples.slice();
+  const length = clip.duration != null ? `${clip.duration.toFixed(1)} s at ` : "";
+  if (show) setStatus(`Scoring ${clip.label} (${length}${clip.sampleRate} Hz)…`);
+  // A long file has no samples here: the worker reads it again and scores it as a stream, in bounded memory.
+  const samples = clip.samples ? clip.samples.slice() : null;
   let r;
   try {
-    r = await call("score", { samples, sampleRate: clip.sampleRate }, [samples.buffer], show ? progressHandler : null);
+    const onProgress = show ? progressHandler : null;
+    r = await (samples
+      ? call("score", { samples, sampleRate: clip.sampleRate }, [samples.buffer], onProgress)
+      : call("scoreFile", { file: clip.file, channel: clip.channel === "mix" ? -1 : clip.channel }, [], onProgress));
   } catch (e) {
     throw scoreError(clip.label, e);
+  }
+  if (!samples) {
+    clip.duration = r.durationS;
+    if (r.warnings?.length) clip.notice = r.warnings.map((w) => `Warning: ${w}`).join(". ");
   }
   clip.result = resultOf(r);
   clip.elapsedMs = r.elapsedMs; // scoring time in the worker
@@ -863,7 +891,8 @@ async function scoreClip(clip, { show = true } = {}) {
   if (show || state.current === clip) showClip(clip);
   else renderClipList();
   if (show) {
-    setStatus(`Scored ${clip.label} in ${(r.elapsedMs / 1000).toFixed(2)} s.`);
+    const streamed = samples ? "" : " (streamed: too long to keep in memory, no playback)";
+    setStatus(`Scored ${clip.label} in ${(r.elapsedMs / 1000).toFixed(2)} s${streamed}.${clip.notice ? ` ${clip.notice}` : ""}`);
     if (state.timings.firstHeatmapMs == null) state.timings.firstHeatmapMs = performance.now();
   }
   return clip;
@@ -881,7 +910,7 @@ async function rescoreLoop() {
   state.rescoring = true;
   for (;;) {
     if (!state.bank || !state.ready) break;
-    const stale = state.clips.filter((c) => c.samples && !isFresh(c) &&
+    const stale = state.clips.filter((c) => (c.samples || c.file) && !isFresh(c) &&
       !(c.rescoreError && c.rescoreError.serial === state.bankSerial) &&
       !(c.kind === "recording" && state.rec && state.rec.running));
     if (!stale.length) break;
@@ -1069,7 +1098,7 @@ $("channel").onchange = async (ev) => {
   if (!c || !(c.channels > 1) || !c.blob || c.channel === state.channel) return;
   await action(c.label, async () => {
     setStatus(`Decoding ${c.label} again (${state.channel === "mix" ? "all channels mixed" : `channel ${state.channel + 1}`})…`);
-    const audio = await decodeToMono(await c.blob.arrayBuffer(), c.label, state.channel);
+    const audio = await readAudio(c.blob, c.name);
     const before = { samples: c.samples, channel: c.channel, result: c.result };
     Object.assign(c, audio);
     try {
@@ -1553,8 +1582,7 @@ async function addNormalFiles(items) {
       setStatus(`Reading normal material ${i + 1} of ${items.length}: ${shown}…`);
       showProgress(i, items.length);
       try {
-        const bytes = await file.arrayBuffer();
-        const hash = await fingerprint(bytes);
+        const hash = await fingerprint(file);
         const twin = findTwin(hash);
         if (twin) {
           const m = state.fitMaterial.find((x) => x.clip === twin);
@@ -1562,7 +1590,10 @@ async function addNormalFiles(items) {
           else addFitMaterial(twin, true);
           continue;
         }
-        const audio = await decodeToMono(bytes, shown, state.channel);
+        const audio = await readAudio(file, file.name);
+        if (!audio.samples) {
+          throw new UserError(`${shown} is longer than 10 minutes: fit on shorter clips (the command line fits on files of any length).`);
+        }
         noteChannels(audio.channels);
         addFitMaterial(newClip({ name: file.name, path, hash, blob: file, kind: "file", ...audio }), true);
       } catch (e) {

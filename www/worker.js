@@ -9,7 +9,7 @@
 // Every change of bank (or of model) gets a new serial number; bank infos and clip results carry the serial they
 // were made with, so that the page can tell a result made with the bank in use from a stale one.
 
-import init, { Engine, bankInfoOf, checkModel, simdSupported } from "./pkg/sonomaly.js";
+import init, { AudioReader, Engine, bankInfoOf, checkModel, simdSupported } from "./pkg/sonomaly.js";
 
 const MODEL_CACHE = "sonomaly-models-v1";
 
@@ -288,6 +288,60 @@ const handlers = {
     return r;
   },
 
+  // Decodes a File with the core's decoder (the command line's), reading it in slices: mono samples at the file's
+  // own rate. A file longer than msg.maxSeconds is not decoded here ({long: true}: score it with scoreFile, which
+  // streams it). A format the core does not read gives {fallback: true, reason}: the page lets the browser try.
+  async decodeFile(msg, id) {
+    await ensureWasm(id);
+    const { reader, reason } = openReader(msg);
+    if (!reader) return { fallback: true, reason };
+    try {
+      const head = reader.info();
+      const long = { samples: null, long: true, sampleRate: reader.sampleRate, channels: head.channels, duration: head.durationS, warnings: [], links: head.links, decodedBy: "sonomaly" };
+      if (msg.maxSeconds != null && head.durationS > msg.maxSeconds) return long;
+      progress(id, "decode", 0, head.durationS || 0, `Decoding ${msg.file.name}…`);
+      const samples = reader.readAll(msg.maxSeconds);
+      if (!samples) return long;
+      const info = reader.info();
+      return {
+        samples,
+        sampleRate: reader.sampleRate,
+        channels: info.channels,
+        duration: samples.length / reader.sampleRate,
+        warnings: info.warnings,
+        links: info.links,
+        decodedBy: "sonomaly",
+      };
+    } finally {
+      reader.free();
+    }
+  },
+
+  // Decodes and scores a File in one go, streamed with bounded memory when it is long (Engine.scoreReader).
+  async scoreFile(msg, id) {
+    requireBank();
+    const { reader, reason } = openReader(msg);
+    if (!reader) return { fallback: true, reason };
+    const name = msg.file.name;
+    const t0 = performance.now();
+    let last = 0;
+    try {
+      const serial = bankSerial;
+      const r = engine.scoreReader(reader, (done, total) => {
+        const now = performance.now();
+        if (now - last < 200) return;
+        last = now;
+        const of = total ? ` of ${total.toFixed(0)} s` : "";
+        progress(id, "score", done, total || 0, `Reading and scoring ${name}: ${done.toFixed(0)} s${of}…`);
+      });
+      r.elapsedMs = performance.now() - t0;
+      r.bankSerial = serial;
+      return r;
+    } finally {
+      reader.free();
+    }
+  },
+
   async segments(msg) {
     requireEngine();
     return engine.segments(msg.curve, msg.hopS, msg.threshold);
@@ -454,6 +508,16 @@ async function modelForBank(id, bytes) {
   }
   const b = shippedBytes.get(m.name);
   return { onnx: b.onnx, spec: b.spec, source: m.source };
+}
+
+// {reader}: an AudioReader on msg.file; {reason}: the core does not read this format (the browser may).
+function openReader(msg) {
+  try {
+    return { reader: AudioReader.fromBlob(msg.file, msg.file.name, msg.channel ?? -1) };
+  } catch (e) {
+    if (e && e.name === "UnsupportedFormat") return { reason: plain(e) };
+    throw e;
+  }
 }
 
 function requireEngine() {

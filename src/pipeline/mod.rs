@@ -28,7 +28,7 @@ pub use model::{Model, AISFX_SPEC, DEFAULT_SPEC, EFFICIENTAT_SPEC};
 #[cfg(not(target_arch = "wasm32"))]
 pub use model::{AISFX_ONNX, DEFAULT_ONNX, EFFICIENTAT_ONNX};
 pub use score::{display_range, score_clip, score_clip_with_progress, score_logmel, segments_for};
-pub use stream::{StreamScorer, StreamUpdate};
+pub use stream::{StreamScorer, StreamUpdate, StreamVerdict};
 
 /// The fit preset used when none is chosen (see [`FitPreset`]).
 pub const DEFAULT_PRESET: &str = "both";

@@ -175,15 +175,21 @@ pub fn segments_for(curve: &[f32], hop_s: f64, threshold: f32, duration_s: f64) 
 /// mean log-mel value over the clip.
 pub(super) fn level_distance(levels: &BandLevels, lm: &[f32], mel_bins: usize, valid_bins: usize) -> Option<f32> {
     let frames = lm.len() / mel_bins;
-    let bins = valid_bins.min(mel_bins).min(levels.mean.len());
-    if frames == 0 || bins == 0 || levels.mean.len() != mel_bins {
-        return None;
-    }
-    let mut sums = vec![0.0f64; bins];
+    let mut sums = vec![0.0f64; mel_bins];
     for row in lm.chunks_exact(mel_bins) {
         for (s, &v) in sums.iter_mut().zip(row) {
             *s += v as f64;
         }
+    }
+    level_distance_of_sums(levels, &sums, frames, valid_bins)
+}
+
+/// [`level_distance`] from each band's sum of log-mel values `sums` `[M]` over `frames` frames (a stream's).
+pub(super) fn level_distance_of_sums(levels: &BandLevels, sums: &[f64], frames: usize, valid_bins: usize) -> Option<f32> {
+    let mel_bins = sums.len();
+    let bins = valid_bins.min(mel_bins).min(levels.mean.len());
+    if frames == 0 || bins == 0 || levels.mean.len() != mel_bins {
+        return None;
     }
     let mut d: Vec<f32> = (0..bins)
         .map(|b| ((sums[b] / frames as f64) as f32 - levels.mean[b]).abs() / levels.std[b])

@@ -9,7 +9,7 @@ use crate::bank::Bank;
 use crate::detector::Detector;
 use crate::error::{Error, Result};
 
-use super::score::{fuse_rows, fuse_scores, member_rows, Best};
+use super::score::{fuse_rows, fuse_scores, level_distance_of_sums, member_rows, out_of_distribution, Best};
 use super::windows::{ownership, window_starts};
 use super::Model;
 
@@ -56,6 +56,45 @@ pub struct StreamScorer {
     cols: Vec<usize>,
     valid_bins: usize,
     mel_bins: usize,
+    /// Each band's sum of log-mel values over every frame received (for the band-level check).
+    band_sums: Vec<f64>,
+    band_limit_hz: f32,
+    /// Samples received, at `input_rate`.
+    samples_in: u64,
+    input_rate: u32,
+}
+
+/// The verdict on a whole stream once [`StreamScorer::finish`] has run: what [`super::ClipResult`] says besides its
+/// arrays, in the bank's units.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamVerdict {
+    /// Clip score (largest member z-score for banks of format version 2).
+    pub score: f32,
+    /// The bank's clip threshold.
+    pub threshold: f32,
+    /// `score > threshold`.
+    pub is_anomaly: bool,
+    /// The bank's segment threshold.
+    pub segment_threshold: f32,
+    /// Runs of the curve above the segment threshold, ends clamped to the stream's length.
+    pub segments: Vec<super::Segment>,
+    /// Each member's clip score.
+    pub members: Vec<super::MemberScore>,
+    /// `"z"` or `"distance"`.
+    pub units: &'static str,
+    /// Heatmap range (as [`super::display_range`]).
+    pub display_floor: f32,
+    /// Heatmap range top.
+    pub display_ceiling: f32,
+    /// Median band-level distance from the normal clips, in their spreads (banks that record band levels).
+    pub level_distance: Option<f32>,
+    /// The sentence for a stream far outside what the bank learned, as for a clip.
+    pub out_of_distribution: Option<String>,
+    /// Seconds of audio received (samples / input rate; a clip's [`super::ClipResult::duration_s`] counts whole
+    /// frames, up to one hop more).
+    pub duration_s: f64,
+    /// Highest frequency judged, Hz.
+    pub band_limit_hz: f32,
 }
 
 impl StreamScorer {
@@ -93,6 +132,10 @@ impl StreamScorer {
             cols: model.member_columns(limit),
             valid_bins: model.valid_bins(limit),
             mel_bins: model.logmel.config().n_mels,
+            band_sums: vec![0.0; model.logmel.config().n_mels],
+            band_limit_hz: limit.min(model.sample_rate() as f32 / 2.0),
+            samples_in: 0,
+            input_rate,
         })
     }
 
@@ -115,6 +158,41 @@ impl StreamScorer {
     pub fn score(&self, bank: &Bank) -> f32 {
         let raw: Vec<f32> = self.best.iter().map(|b| b.score()).collect();
         fuse_scores(bank, &raw).1
+    }
+
+    /// The verdict on the whole stream, given its temporal `curve` (the concatenated updates' curves): score,
+    /// segments (as [`super::segments_for`]), members, display range, band-level distance and the
+    /// other-sound sentence, exactly as [`super::score_clip`] gives them for a clip.
+    pub fn verdict(&self, model: &Model, bank: &Bank, curve: &[f32]) -> StreamVerdict {
+        let hop_s = model.hop_s();
+        let duration_s = self.samples_in as f64 / self.input_rate as f64;
+        let (members, score) = {
+            let raw: Vec<f32> = self.best.iter().map(|b| b.score()).collect();
+            fuse_scores(bank, &raw)
+        };
+        let thr = bank.meta.segment_threshold;
+        let (display_floor, display_ceiling) = super::display_range(bank, thr);
+        let level_distance = bank
+            .meta
+            .band_levels
+            .as_ref()
+            .and_then(|l| level_distance_of_sums(l, &self.band_sums, self.total, self.valid_bins));
+        let share_above = curve.iter().filter(|&&v| v > thr).count() as f32 / curve.len().max(1) as f32;
+        StreamVerdict {
+            score,
+            threshold: bank.meta.threshold,
+            is_anomaly: score > bank.meta.threshold,
+            segment_threshold: thr,
+            segments: super::segments_for(curve, hop_s, thr, duration_s),
+            members,
+            units: if bank.is_z_scored() { "z" } else { "distance" },
+            display_floor,
+            display_ceiling,
+            level_distance,
+            out_of_distribution: out_of_distribution(bank, level_distance, score, share_above),
+            duration_s,
+            band_limit_hz: self.band_limit_hz,
+        }
     }
 
     /// Each member's clip score so far.
@@ -163,6 +241,11 @@ impl StreamScorer {
 
     fn take_frames(&mut self, frames: Vec<f32>, m: usize) {
         self.total += frames.len() / m;
+        for row in frames.chunks_exact(m) {
+            for (s, &v) in self.band_sums.iter_mut().zip(row) {
+                *s += v as f64;
+            }
+        }
         self.buf.extend_from_slice(&frames);
     }
 
@@ -177,6 +260,7 @@ impl StreamScorer {
         if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
             return Err(Error::audio(format!("sample {i} of this block is not a finite number")));
         }
+        self.samples_in += samples.len() as u64;
         let m = model.logmel.config().n_mels;
         let x = match &mut self.resampler {
             Some(r) => {

@@ -420,7 +420,7 @@ test("8: errors say what is wrong in plain words, once, with the core's words be
     await waitIdle(page);
     const text = await once("two bad files of three", /2 of 3 files could not be opened/);
     assert.match(text, /a\.wav/);
-    assert.match(text, /b\.wav is empty/);
+    assert.match(text, /b\.wav: the file is empty/);
     assert.equal((await clipList(page)).filter((c) => c.label === "fan-normal.wav").length, 1);
   });
 });
