@@ -74,8 +74,11 @@ SONOMALY="$ROOT/target/release/sonomaly"
 mapfile -t FAN_CLIPS < <(find "$FAN" -maxdepth 1 -name '*.wav' | sort | head -20)
 
 if [ "$BROWSER" = 1 ]; then
-    say "conv_block2,3,4 bank of 10 fan clips (for the browser's pipeline row) -> $OUT/fan-cnn.bank"
-    "$SONOMALY" fit --layers conv_block2,conv_block3,conv_block4 --out "$OUT/fan-cnn.bank" --force "${FAN_CLIPS[@]:0:10}"
+    say "aisfx conv_block2,3,4 bank of 10 fan clips (for the browser's pipeline row) -> $OUT/fan-cnn.bank"
+    "$SONOMALY" fit --model models/aisfx-cnn14 --layers conv_block2,conv_block3,conv_block4 --out "$OUT/fan-cnn.bank" \
+        --force "${FAN_CLIPS[@]:0:10}"
+    # The previous default bank (format version 1), for the browser's pipeline row beside the default.
+    cp tests/fixtures/fan-demo-v1.bank "$OUT/fan-demo-v1.bank"
 fi
 
 say "sonomaly (cargo bench --bench speed)"

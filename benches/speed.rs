@@ -1,7 +1,7 @@
 //! Speed of sonomaly's own stages, for the side-by-side table in BENCH.md (`benches/run.sh` runs everything).
 //!
 //! ```text
-//! cargo bench --bench speed -- [--out target/bench] [--reps 10] [--quick] [--only backbone,knn,coreset,sgemm]
+//! cargo bench --bench speed -- [--out target/bench] [--reps 10] [--quick] [--only pipeline,backbone,knn,coreset,sgemm]
 //! ```
 //!
 //! Writes `<out>/inputs.safetensors` (the tensors the reference tools get: the 10 s clip resampled for each front
@@ -28,7 +28,15 @@
 //!   patches, the capped one at 1,000,000 patches, and the exact one at 1,000,000 x 10.
 //! - `sgemm.matrixmultiply`: a 1024^3 single-precision matrix product, 1 thread.
 //!
-//! The 10 s clip is `www/demo/fan-normal.wav` (MIMII fan id_00, 16 kHz).
+//! - `pipeline.<bank>.score-10s-<n>t`: the whole scoring path ([`score_clip`]: resampling, front end, backbone,
+//!   patch embeddings, nearest neighbours, maps, fusion, segments) of the demo's anomalous 10 s clip
+//!   (`www/demo/fan-abnormal.wav`, decoded before the clock starts) on a rayon pool of `n` = 1 and 2 threads,
+//!   with the real-time factor (clip seconds / median seconds). Banks: `default`, the demo bank
+//!   `www/demo/fan-demo.bank` (EfficientAT mn04_as: a log-mel member and a `features.12,features.15` member,
+//!   fused), and `v1`, the previous default `tests/fixtures/fan-demo-v1.bank` (log-mel patches on the aisfx
+//!   front end; the network does not run).
+//!
+//! The 10 s clip of the other groups is `www/demo/fan-normal.wav` (MIMII fan id_00, 16 kHz).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,6 +50,7 @@ use sonomaly::backbone::{Backbone, BackboneSpec, Runtime};
 use sonomaly::bank::Bank;
 use sonomaly::detector::patchcore::{johnson_lindenstrauss_min_dim, random_subset, PatchCore, PatchCoreConfig};
 use sonomaly::detector::Detector;
+use sonomaly::pipeline::{score_clip, Model};
 use sonomaly::spectrogram::{LogMel, LogMelConfig, Preset};
 
 struct Options {
@@ -84,7 +93,7 @@ fn options() -> Options {
             }
             "--only" => {
                 o.only = value(&mut args, "--only").split(',').map(String::from).collect();
-                const GROUPS: [&str; 4] = ["backbone", "knn", "coreset", "sgemm"];
+                const GROUPS: [&str; 5] = ["pipeline", "backbone", "knn", "coreset", "sgemm"];
                 if let Some(g) = o.only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
                     fail(&format!("--only: unknown group '{g}' (known: {})", GROUPS.join(", ")));
                 }
@@ -457,6 +466,9 @@ fn main() {
         logmels.push((key, spec.data, t));
     }
 
+    if o.wants("pipeline") {
+        bench_pipeline(&o, &mut records, &root);
+    }
     let (_, lm_aisfx, t_aisfx) = &logmels[0];
     let (_, lm_panns, t_panns) = &logmels[1];
     let (_, lm_eat, t_eat) = &logmels[2];
@@ -516,6 +528,43 @@ fn bench_demo_knn(o: &Options, records: &mut Vec<Value>, inputs: &mut Tensors, o
 }
 
 /// A 1024^3 single-precision matrix product with matrixmultiply (the crate's GEMM), 1 thread.
+/// The `pipeline` group (see the module documentation).
+fn bench_pipeline(o: &Options, records: &mut Vec<Value>, root: &Path) {
+    let clip = "www/demo/fan-abnormal.wav";
+    let audio = decode_file(&root.join(clip)).expect("decoding the demo anomalous clip");
+    let mono = to_mono(&audio, ChannelSelect::Mix).expect("mono");
+    let seconds = mono.len() as f64 / audio.sample_rate as f64;
+    let banks = [
+        ("default", "www/demo/fan-demo.bank", "mn04_as: logmel + features.12,features.15, fused (the default)"),
+        ("v1", "tests/fixtures/fan-demo-v1.bank", "aisfx front end: logmel patches (the previous default)"),
+    ];
+    for (name, path, what) in banks {
+        let bank = Bank::from_bytes(&std::fs::read(root.join(path)).expect("reading the bank")).expect("the bank");
+        let mut model = Model::embedded_for(&bank.meta.backbone).expect("a shipped model").expect("the model");
+        model.prepare_for(&bank).expect("the model fits the bank");
+        for threads in [1, 2] {
+            let p = pool(threads);
+            let mut last = None;
+            let timing = p.install(|| {
+                measure(o, || {
+                    last = Some(score_clip(&model, &bank, &mono, audio.sample_rate).expect("scoring"));
+                })
+            });
+            let r = last.expect("at least one run");
+            let rtf = seconds / (timing["median_ms"].as_f64().unwrap() / 1e3);
+            record(
+                records,
+                &format!("pipeline.{name}.score-10s-{threads}t"),
+                timing,
+                json!({ "group": "pipeline", "impl": "sonomaly", "threads": threads, "bank": path, "what": what,
+                        "backbone": bank.meta.backbone.name, "members": bank.meta.members.len().max(1),
+                        "clip": clip, "clip_seconds": seconds, "rtf": rtf, "score": r.score,
+                        "is_anomaly": r.is_anomaly }),
+            );
+        }
+    }
+}
+
 fn bench_sgemm(o: &Options, records: &mut Vec<Value>) {
     let nn = 1024;
     let a = clusters(nn * nn / 64, 64, 4, 5);

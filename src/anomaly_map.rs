@@ -35,28 +35,35 @@ fn reflect(i: isize, n: usize) -> usize {
 }
 
 /// Separable Gaussian blur of `map` `[rows, cols]` with reflect borders.
+///
+/// Each pixel is `sum_j k[j] x[i + j - h]` summed from `j = 0` up (the horizontal pass, then the vertical one),
+/// computed a whole row at a time over rows padded by reflection so that the inner loops vectorise.
 pub fn gaussian_blur(map: &[f32], rows: usize, cols: usize, sigma: f32) -> Vec<f32> {
     let k = gaussian_kernel(sigma);
-    let h = (k.len() / 2) as isize;
-    let mut tmp = vec![0.0f32; map.len()];
-    for r in 0..rows {
-        let row = &map[r * cols..(r + 1) * cols];
-        for c in 0..cols {
-            let mut s = 0.0;
-            for (j, w) in k.iter().enumerate() {
-                s += w * row[reflect(c as isize + j as isize - h, cols)];
+    let h = k.len() / 2;
+    if rows == 0 || cols == 0 {
+        return Vec::new();
+    }
+    let col_idx: Vec<usize> = (0..cols + 2 * h).map(|i| reflect(i as isize - h as isize, cols)).collect();
+    let mut ext = vec![0.0f32; cols + 2 * h];
+    let mut tmp = vec![0.0f32; rows * cols];
+    for (row, out) in map.chunks_exact(cols).zip(tmp.chunks_exact_mut(cols)) {
+        for (e, &i) in ext.iter_mut().zip(&col_idx) {
+            *e = row[i];
+        }
+        for (j, &w) in k.iter().enumerate() {
+            for (o, &x) in out.iter_mut().zip(&ext[j..j + cols]) {
+                *o += w * x;
             }
-            tmp[r * cols + c] = s;
         }
     }
-    let mut out = vec![0.0f32; map.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            let mut s = 0.0;
-            for (j, w) in k.iter().enumerate() {
-                s += w * tmp[reflect(r as isize + j as isize - h, rows) * cols + c];
+    let mut out = vec![0.0f32; rows * cols];
+    for (r, o) in out.chunks_exact_mut(cols).enumerate() {
+        for (j, &w) in k.iter().enumerate() {
+            let sr = reflect(r as isize + j as isize - h as isize, rows);
+            for (v, &x) in o.iter_mut().zip(&tmp[sr * cols..(sr + 1) * cols]) {
+                *v += w * x;
             }
-            out[r * cols + c] = s;
         }
     }
     out

@@ -2,7 +2,7 @@
 // Browser half of the speed benchmark: sonomaly's wasm against onnxruntime-web in Debian's headless Chromium.
 //
 //   (cd benches/web && npm ci)                  once: onnxruntime-web and playwright-core
-//   node benches/web/run.mjs --out target/bench/browser.json [--reps N] [--quick]
+//   node benches/web/run.mjs --out target/bench/browser.json [--reps N] [--quick] [--only pipeline]
 //
 // Needs dist/ (./build.sh build), target/bench/inputs.safetensors (`cargo bench --bench speed`) and
 // target/bench/cnn14-panns (benches/run.sh makes both). Serves dist/, models/, target/bench/ and benches/web/ at
@@ -16,8 +16,11 @@
 //   the page's thread and over 2 Web Workers (plain page); onnxruntime-web's wasm backend on the whole clip,
 //   1 thread on the plain page and 2 threads on the isolated one, with the largest absolute difference from
 //   sonomaly's output.
-// - browser.pipeline.*: Engine.scoreClip on the 10 s demo clip (dist/demo/fan-abnormal.wav) with the demo bank,
-//   and with target/bench/fan-cnn.bank (CNN layers) if present; rtf = clip seconds / median time.
+// - browser.pipeline.*: Engine.scoreClip on the 10 s demo clip (dist/demo/fan-abnormal.wav) on one thread (as in
+//   the page's worker), each bank with the model it was fitted with: the demo bank (the default: EfficientAT mn04_as, a log-mel
+//   member and a features.12,15 member, fused), target/bench/fan-demo-v1.bank (the previous default: log-mel
+//   patches on the aisfx front end) and target/bench/fan-cnn.bank (aisfx CNN14 conv_block2,3,4: the CNN runs) if
+//   present; rtf = clip seconds / median time.
 // - browser.page.*: the app (dist/index.html, isolated origin, fresh browser profile each time): from setting the
 //   file input to the painted heatmap once the page is ready, and from navigation to the demo button's heatmap.
 // - browser.wasm.size, browser.ortweb.size: the wasm modules loaded, bytes and gzip -9 bytes.
@@ -79,13 +82,16 @@ function fail(message) {
 }
 
 function parseArgs(argv) {
-  const o = { out: null, reps: 10, quick: false };
+  const o = { out: null, reps: 10, quick: false, only: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--out") o.out = argv[++i];
     else if (a === "--reps") o.reps = Number(argv[++i]);
     else if (a === "--quick") o.quick = true;
-    else fail(`unknown argument '${a}' (known: --out FILE, --reps N, --quick)`);
+    else if (a === "--only") {
+      o.only = argv[++i];
+      if (o.only !== "pipeline") fail(`--only: only 'pipeline' is known (the whole pipeline rows alone)`);
+    } else fail(`unknown argument '${a}' (known: --out FILE, --reps N, --quick, --only pipeline)`);
   }
   if (!o.out) fail("--out FILE is required (e.g. --out target/bench/browser.json)");
   if (o.quick) o.reps = 3;
@@ -93,7 +99,7 @@ function parseArgs(argv) {
   return o;
 }
 
-function checkPrerequisites() {
+function checkPrerequisites(only) {
   const need = [
     [CHROMIUM, "Chromium: apt-get install chromium (or set CHROMIUM=/path/to/chromium)"],
     [path.join(HERE, "node_modules/playwright-core"), "cd benches/web && npm ci"],
@@ -106,7 +112,8 @@ function checkPrerequisites() {
       "python3 models/convert_cnn14.py --synthetic /tmp/ck.pth --variant panns --seed 0 && " +
       "python3 models/convert_cnn14.py /tmp/ck.pth --variant panns --out target/bench/cnn14-panns (or benches/run.sh)"],
   ];
-  const missing = need.filter(([p]) => !fs.existsSync(p));
+  const missing = need.filter(([p]) => !fs.existsSync(p))
+    .filter(([p]) => !(only === "pipeline" && (p.endsWith("cnn14-panns/model.onnx") || p.endsWith(INPUTS))));
   if (missing.length) fail(`missing:\n${missing.map(([p, how]) => `  ${p.startsWith(ROOT) ? path.relative(ROOT, p) : p}: ${how}`).join("\n")}`);
 }
 
@@ -351,8 +358,13 @@ async function benchPipeline(browser, plain, reps) {
   const s = await openBench(browser, plain);
   const cases = [];
   const skipped = [];
-  for (const [name, bank] of [["default", "dist/demo/fan-demo.bank"], ["cnn", "target/bench/fan-cnn.bank"]]) {
-    const record = { id: `browser.pipeline.${name}.score-10s`, group: "pipeline", impl: "sonomaly", model: "aisfx", threads: 1 };
+  const banks = [
+    ["default", "dist/demo/fan-demo.bank", "efficientat-mn04"],
+    ["v1", "target/bench/fan-demo-v1.bank", "aisfx-cnn14"],
+    ["cnn", "target/bench/fan-cnn.bank", "aisfx-cnn14"],
+  ];
+  for (const [name, bank, model] of banks) {
+    const record = { id: `browser.pipeline.${name}.score-10s`, group: "pipeline", impl: "sonomaly", model, threads: 1 };
     if (!fs.existsSync(path.join(ROOT, bank))) {
       skipped.push({ ...record, skipped: `${bank} is missing (benches/run.sh fits it with the sonomaly CLI)` });
       continue;
@@ -361,7 +373,7 @@ async function benchPipeline(browser, plain, reps) {
       record,
       tab: s,
       kind: "pipeline",
-      args: { model: "dist/models/aisfx-cnn14", bank, wav: DEMO_WAV },
+      args: { model: `dist/models/${model}`, bank, wav: DEMO_WAV },
       fields: (i, sum, st) => ({
         rtf: i.seconds / (st.median_ms / 1000),
         clip: DEMO_WAV,
@@ -511,17 +523,23 @@ function table(report) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  checkPrerequisites();
+  checkPrerequisites(opts.only);
   const plain = await serve(false);
   const isolated = await serve(true);
   // Imported here, after checkPrerequisites, so that a missing `npm ci` gives its message rather than a stack.
   const { chromium } = await import("playwright-core");
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
   try {
-    const { envs, ortWasm } = await benchBackbones(browser, plain.origin, isolated.origin, opts.reps);
-    await benchPipeline(browser, plain.origin, opts.reps);
-    await benchApp(browser, isolated.origin, opts.quick ? 1 : 3);
-    sizeRecords(ortWasm);
+    let envs = { plain: {}, isolated: {} };
+    if (opts.only !== "pipeline") {
+      const b = await benchBackbones(browser, plain.origin, isolated.origin, opts.reps);
+      envs = b.envs;
+      await benchPipeline(browser, plain.origin, opts.reps);
+      await benchApp(browser, isolated.origin, opts.quick ? 1 : 3);
+      sizeRecords(b.ortWasm);
+    } else {
+      await benchPipeline(browser, plain.origin, opts.reps);
+    }
     const report = {
       chromium: browser.version(),
       ort_web_version: envs.plain.ortVersion,

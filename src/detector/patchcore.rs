@@ -112,6 +112,61 @@ fn exact_distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
 }
 
+/// Lanes of [`scan`]: independent running minima, so that the loop runs as SIMD compares and selects.
+const SCAN_LANES: usize = 8;
+
+/// Updates `best` (squared distance, memory-bank row) of one query from its dot products `g[j]` with bank rows
+/// `base + j` of squared norms `norms[j]`: `d2 = qn - 2 g[j] + norms[j]`, kept when strictly smaller. The same as
+/// the plain loop `for j { if d2 < best.0 { best = (d2, base + j) } }`: each lane keeps the first minimum of its
+/// rows; of the lanes' minima the smallest (of equal ones, the lowest row) replaces `best` if strictly smaller.
+#[inline(always)]
+fn scan(qn: f32, g: &[f32], norms: &[f32], base: u32, best: &mut (f32, u32)) {
+    const L: usize = SCAN_LANES;
+    let n = g.len().min(norms.len());
+    let mut m = [f32::INFINITY; L];
+    let mut ix = [u32::MAX; L];
+    let full = n / L * L;
+    for (c, (gc, nc)) in g[..full].chunks_exact(L).zip(norms[..full].chunks_exact(L)).enumerate() {
+        for l in 0..L {
+            let d2 = qn - 2.0 * gc[l] + nc[l];
+            let better = d2 < m[l];
+            m[l] = if better { d2 } else { m[l] };
+            ix[l] = if better { (c * L + l) as u32 } else { ix[l] };
+        }
+    }
+    let mut first: Option<(f32, u32)> = None;
+    for l in 0..L {
+        if ix[l] == u32::MAX {
+            continue;
+        }
+        first = match first {
+            Some((v, i)) if !(m[l] < v) && !(m[l] == v && ix[l] < i) => Some((v, i)),
+            _ => Some((m[l], ix[l])),
+        };
+    }
+    if let Some((v, i)) = first {
+        if v < best.0 {
+            *best = (v, base + i);
+        }
+    }
+    for j in full..n {
+        let d2 = qn - 2.0 * g[j] + norms[j];
+        if d2 < best.0 {
+            *best = (d2, base + j as u32);
+        }
+    }
+}
+
+/// [`scan`] compiled for AVX2 (8 lanes in one register).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scan_avx2(qn: f32, g: &[f32], norms: &[f32], base: u32, best: &mut (f32, u32)) {
+    scan(qn, g, norms, base, best)
+}
+
 /// `c[m, n] = a[m, k] . b[n, k]^T` (both row-major).
 fn matmul_abt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
     crate::linalg::matmul(m, k, n, a, b, true, c);
@@ -186,6 +241,8 @@ impl PatchCore {
         let q = queries.len() / d;
         let n = self.len();
         let mut pairs = vec![(f32::INFINITY, 0u32); q];
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
         const QC: usize = 256;
         const BC: usize = 4096;
         for_each_chunk(&mut pairs, QC, |ci, out| {
@@ -197,15 +254,18 @@ impl PatchCore {
             while b0 < n {
                 let bn = (n - b0).min(BC);
                 matmul_abt(qs, &self.memory_bank[b0 * d..(b0 + bn) * d], rows, bn, d, &mut g);
-                for r in 0..rows {
-                    let gr = &g[r * bn..(r + 1) * bn];
-                    let best = &mut out[r];
-                    for (j, &dot) in gr.iter().enumerate() {
-                        let d2 = qn[r] - 2.0 * dot + self.norms[b0 + j];
-                        if d2 < best.0 {
-                            *best = (d2, (b0 + j) as u32);
-                        }
+                let norms = &self.norms[b0..b0 + bn];
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    for r in 0..rows {
+                        // SAFETY: AVX2 was detected at run time.
+                        unsafe { scan_avx2(qn[r], &g[r * bn..(r + 1) * bn], norms, b0 as u32, &mut out[r]) };
                     }
+                    b0 += bn;
+                    continue;
+                }
+                for r in 0..rows {
+                    scan(qn[r], &g[r * bn..(r + 1) * bn], norms, b0 as u32, &mut out[r]);
                 }
                 b0 += bn;
             }
