@@ -134,8 +134,23 @@ pub struct Link {
     pub codec: &'static str,
     /// Frames (samples per channel) the container announces for this link, if it says.
     pub announced_frames: Option<u64>,
+    /// Most frames the file's bytes can hold, for uncompressed PCM of a known sample size (a damaged header may
+    /// announce far more than the file holds).
+    pub max_frames: Option<u64>,
     /// Frames decoded so far.
     pub frames: u64,
+}
+
+/// Most frames `byte_len` bytes of uncompressed PCM with `params` can hold (none for other codecs).
+fn pcm_max_frames(params: &CodecParameters, byte_len: Option<u64>) -> Option<u64> {
+    let codec = symphonia::default::get_codecs().get_codec(params.codec)?.short_name;
+    if !codec.starts_with("pcm_") {
+        return None;
+    }
+    let bits = params.bits_per_coded_sample.or(params.bits_per_sample)? as u64;
+    let channels = params.channels?.count() as u64;
+    let byte_len = byte_len?;
+    (bits > 0 && channels > 0).then(|| byte_len * 8 / (bits * channels))
 }
 
 impl Link {
@@ -146,6 +161,7 @@ impl Link {
             channels: params.channels.map_or(0, |c| c.count()),
             codec,
             announced_frames: params.n_frames,
+            max_frames: None,
             frames: 0,
         }
     }
@@ -251,6 +267,7 @@ impl PacketDecoder {
     /// Repairs what [`repair::repair`] knows, probes `source`, picks the first audio track, makes its decoder and
     /// decodes the first packet.
     fn open(name: String, source: Box<dyn MediaSource>, extension_hint: Option<&str>) -> Result<Self> {
+        let byte_len = source.byte_len();
         let repaired = repair::repair(source);
         if let Some(why) = &repaired.refuse {
             return Err(Error::audio(format!("{name}: {why}")));
@@ -311,7 +328,7 @@ impl PacketDecoder {
             format,
             decoder,
             track_id,
-            links: vec![Link::from_params(&params)],
+            links: vec![Link { max_frames: pcm_max_frames(&params, byte_len), ..Link::from_params(&params) }],
             link_fresh: true,
             notes: repaired.notes,
             bad_packets: 0,
@@ -362,7 +379,7 @@ impl PacketDecoder {
     fn duration_s(&self) -> Option<f64> {
         let mut s = 0.0;
         for l in &self.links {
-            s += l.announced_frames? as f64 / l.sample_rate.max(1) as f64;
+            s += l.announced_frames?.min(l.max_frames.unwrap_or(u64::MAX)) as f64 / l.sample_rate.max(1) as f64;
         }
         Some(s)
     }
@@ -374,12 +391,17 @@ impl PacketDecoder {
             let Some(a) = l.announced_frames else { continue };
             if self.done && l.frames < a && l.sample_rate > 0 {
                 let r = l.sample_rate as f64;
+                // A damaged header may announce any 32-bit count: in hours, without the frame count, past 1e8.
+                let announced = if a <= 100_000_000 {
+                    format!("{:.3} s ({a} frames)", a as f64 / r)
+                } else {
+                    format!("{:.1} hours", a as f64 / r / 3600.0)
+                };
                 w.push(format!(
-                    "{}: {}shorter than its header says: the header announces {:.3} s ({a} frames) but only {:.3} s \
-                     ({} frames) could be read; the file is cut off or damaged, and only the audio present is used",
+                    "{}: {}shorter than its header says: the header announces {announced} but only {:.3} s ({} \
+                     frames) could be read; the file is cut off or damaged, and only the audio present is used",
                     self.name,
                     self.link_prefix(i),
-                    a as f64 / r,
                     l.frames as f64 / r,
                     l.frames
                 ));
@@ -612,6 +634,7 @@ impl PacketDecoder {
                     channels: ch,
                     codec,
                     announced_frames: None,
+                    max_frames: None,
                     frames: 0,
                 });
             }
@@ -1269,8 +1292,8 @@ impl MonoStream {
         self.target_hz
     }
 
-    /// Duration of the file, seconds, if its header tells (a truncated file yields less). For a chained stream,
-    /// the links met so far.
+    /// Duration of the file, seconds, if its header tells (a truncated file yields less); for uncompressed PCM at
+    /// most what the file's bytes can hold, whatever the header says. For a chained stream, the links met so far.
     pub fn duration_s(&self) -> Option<f64> {
         self.decoder.duration_s()
     }

@@ -421,6 +421,28 @@ mod cli {
         Ok((x, s.target_sample_rate()))
     }
 
+    /// An error about file `f` for a line that already names it: without the error kind's prefix ("audio: ",
+    /// "invalid input: ", ...) and without the file's name repeated at its start.
+    fn about_file(f: &Path, e: &dyn std::fmt::Display) -> String {
+        let mut m = e.to_string();
+        for prefix in ["audio: ", "invalid input: ", "model: ", "bank: "] {
+            if let Some(rest) = m.strip_prefix(prefix) {
+                m = rest.to_string();
+                break;
+            }
+        }
+        let path = f.display().to_string();
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for p in [path, name] {
+            if !p.is_empty() {
+                if let Some(rest) = m.strip_prefix(&format!("{p}: ")) {
+                    return rest.to_string();
+                }
+            }
+        }
+        m
+    }
+
     /// The decoder's warnings (a file shorter than its header says, repaired headers, skipped packets) on stderr.
     fn print_warnings(s: &MonoStream, pb: &ProgressBar) {
         let w = s.warnings();
@@ -522,7 +544,7 @@ mod cli {
                 Ok(()) => {}
                 Err(e) => {
                     failed += 1;
-                    eprintln!("skipped {}: {e}", f.display());
+                    eprintln!("skipped {}: {}", f.display(), about_file(f, &e));
                 }
             }
         }
@@ -728,7 +750,7 @@ mod cli {
                     }
                     Err(e) => {
                         failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        pb.suspend(|| eprintln!("error: {}: {e}", f.display()));
+                        pb.suspend(|| eprintln!("error: {}: {}", f.display(), about_file(f, &e)));
                     }
                 }
                 pb.inc(1);
@@ -774,7 +796,7 @@ mod cli {
                 }
                 Err(e) => {
                     failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    pb.suspend(|| eprintln!("error: {}: {e}", f.display()));
+                    pb.suspend(|| eprintln!("error: {}: {}", f.display(), about_file(f, &e)));
                 }
             }
             pb.inc(1);

@@ -69,7 +69,9 @@ fn the_truncated_wav_says_both_durations() {
     let w = &a.warnings[0];
     assert!(w.contains("announces 1.000 s") && w.contains("only 0.500 s"), "{w}");
     let mut s = MonoStream::open(&fixture_path("truncated.wav"), ChannelSelect::Mix, TargetRate::FileRate).unwrap();
-    assert_eq!(s.duration_s(), Some(1.0), "the header's duration");
+    // The header says 1 s; the file's bytes hold 0.5 s (and its 44 header bytes): the duration is bounded by them.
+    let d = s.duration_s().unwrap();
+    assert!((0.5..0.501).contains(&d), "duration {d}");
     assert!(s.warnings().is_empty(), "no warning before the end is reached");
     let x = s.read_to_end().unwrap();
     assert_eq!(x.len(), 11_025);

@@ -783,15 +783,25 @@ async function openFiles(items, fromFolder = false) {
   }
   await action(audio.length === 1 ? audio[0].path || audio[0].file.name : plural(audio.length, "file"), async () => {
     const failures = [];
+    const twins = [];
+    const warnings = [];
     for (const [i, it] of audio.entries()) {
       try {
         if (audio.length > 1) showProgress(i, audio.length);
-        await openOne(it, audio.length > 1 ? `${i + 1} of ${audio.length}: ` : "");
+        await openOne(it, audio.length > 1 ? `${i + 1} of ${audio.length}: ` : "", twins, warnings);
       } catch (e) {
         failures.push(asUserError(e));
       }
     }
-    if (skipped) note(`Skipped ${plural(skipped, "file")} in the folder that ${skipped === 1 ? "is" : "are"} not audio.`);
+    // What a batch would otherwise only have said in passing on the status line: files that are the same as one
+    // already open (shown once), and the decoder's warnings.
+    const notes = [];
+    if (skipped) notes.push(`Skipped ${plural(skipped, "file")} in the folder that ${skipped === 1 ? "is" : "are"} not audio.`);
+    if (audio.length > 1 && twins.length) {
+      notes.push(`${plural(twins.length, "file")} ${twins.length === 1 ? "is" : "are"} the same as one already open, so listed once: ${twins.join("; ")}.`);
+    }
+    if (audio.length > 1 && warnings.length) notes.push(warnings.join(" "));
+    if (notes.length) note(notes.join(" "));
     if (failures.length === 1 && audio.length === 1) throw failures[0];
     if (failures.length) {
       throw new UserError(`${failures.length} of ${audio.length} files could not be opened:\n` +
@@ -800,12 +810,13 @@ async function openFiles(items, fromFolder = false) {
   });
 }
 
-async function openOne({ file, path }, counter = "") {
+async function openOne({ file, path }, counter = "", twins = [], warnings = []) {
   const shown = path || file.name;
   setStatus(`Reading ${counter}${shown}…`);
   const hash = await fingerprint(file);
   const twin = findTwin(hash);
   if (twin) {
+    twins.push(twin.label !== shown ? `${shown} (as ${twin.label})` : shown);
     // The same file again: no twin in the list; it is shown (and scored, if it was only fit material). Opened
     // from a folder this time, it is named by its path from now on.
     if (path && !twin.path) relabel(twin, path);
@@ -816,6 +827,7 @@ async function openOne({ file, path }, counter = "") {
   }
   setStatus(`Decoding ${counter}${shown}…`);
   const audio = await readAudio(file, file.name);
+  if (audio.notice) warnings.push(audio.notice);
   noteChannels(audio.channels);
   const clip = newClip({ name: file.name, path, hash, blob: file, kind: "file", ...audio });
   return scoreClip(clip);
@@ -1017,6 +1029,8 @@ function showVerdict(clip, segments, live = null) {
     list.append(li);
   }
   $("no-segments").hidden = (segments || []).length > 0;
+  // A clip not judged by the bank in use (stale, rescoring, or no bank) has no segments to speak of.
+  $("no-segments").textContent = fresh || live ? "None above the threshold." : "Not judged with the bank in use yet.";
 }
 
 function renderClipList() {
@@ -1577,6 +1591,7 @@ function fitPreset() {
 async function addNormalFiles(items) {
   await busy(async () => {
     const failures = [];
+    const warnings = [];
     for (const [i, { file, path }] of items.entries()) {
       const shown = path || file.name;
       setStatus(`Reading normal material ${i + 1} of ${items.length}: ${shown}…`);
@@ -1591,6 +1606,7 @@ async function addNormalFiles(items) {
           continue;
         }
         const audio = await readAudio(file, file.name);
+        if (audio.notice) warnings.push(audio.notice);
         if (!audio.samples) {
           throw new UserError(`${shown} is longer than 10 minutes: fit on shorter clips (the command line fits on files of any length).`);
         }
@@ -1602,6 +1618,7 @@ async function addNormalFiles(items) {
     }
     renderFitList();
     setStatus(`Added ${plural(items.length - failures.length, "normal file")}.`);
+    if (warnings.length) note(warnings.join(" "));
     if (failures.length) {
       throw new UserError(`${failures.length} of ${items.length} files could not be added:\n` +
         failures.map((f) => f.message).join("\n"), failures.map((f) => f.details).filter(Boolean).join("\n") || null);

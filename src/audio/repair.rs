@@ -112,6 +112,15 @@ const MAX_MASK_CHANNELS: u32 = 18;
 /// Checks a `fmt ` chunk of `n` bytes at `off`: for WAVE_FORMAT_EXTENSIBLE, the channel mask against the channel
 /// count (see the module documentation).
 fn wav_fmt(src: &mut Box<dyn MediaSource>, off: u64, n: u32, f: &mut Found) {
+    if n < 16 {
+        return;
+    }
+    let Some(b) = read_at(src, off + 8, 16) else { return };
+    // symphonia panics on a rate of 0 (a time base of 0) before any check of its own.
+    if u32le(&b[4..8]) == 0 {
+        f.refuse = Some("the WAV header gives a sample rate of 0 Hz: the file is damaged; re-export it".into());
+        return;
+    }
     if n < 40 {
         return;
     }
@@ -316,6 +325,15 @@ fn flac(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> (Found, bool
     // The STREAMINFO header: type 0 (the top bit marks the last block), length 34. The other blocks are walked
     // whatever it says, as symphonia reads them.
     let streaminfo = b[4] & 0x7f == 0 && b[5..8] == [0, 0, 34];
+    // The sample rate: 20 bits at byte 10 of STREAMINFO; 0 is invalid (and symphonia panics on it).
+    if streaminfo {
+        if let Some(r) = read_at(src, off + 8 + 10, 3) {
+            if (u32::from(r[0]) << 12 | u32::from(r[1]) << 4 | u32::from(r[2]) >> 4) == 0 {
+                f.refuse = Some("the FLAC header gives a sample rate of 0 Hz: the file is damaged; re-export it".into());
+                return (f, true);
+            }
+        }
+    }
     let min = u16::from_be_bytes([b[8], b[9]]);
     let max = u16::from_be_bytes([b[10], b[11]]);
     // The metadata blocks: damaged tag blocks are read as padding. The first frame header follows the last
@@ -639,6 +657,8 @@ mod tests {
         f.extend_from_slice(&[0x80, 0, 0, 34]);
         let mut info = vec![0u8; 34];
         info[2..4].copy_from_slice(&4096u16.to_be_bytes());
+        info[10..13].copy_from_slice(&[0x03, 0xe8, 0x01]); // 16000 Hz, mono
+
         f.extend_from_slice(&info);
         f.extend_from_slice(&[0xff, 0xf8, 0x69, 0x08]);
         let (out, notes, _) = run(f.clone());
@@ -664,7 +684,9 @@ mod tests {
     fn flac_with_comment(comment_len_field: u32, comment: &[u8]) -> Vec<u8> {
         let mut b = b"fLaC".to_vec();
         b.extend_from_slice(&[0, 0, 0, 34, 0x10, 0, 0x10, 0]);
-        b.extend_from_slice(&[0u8; 30]);
+        // Frame sizes unknown, then 16000 Hz (20 bits), mono, 16 bits, the rest zero.
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0x01, 0xf0]);
+        b.extend_from_slice(&[0u8; 20]);
         let mut body = Vec::new();
         body.extend_from_slice(&4u32.to_le_bytes());
         body.extend_from_slice(b"test");
@@ -735,5 +757,18 @@ mod tests {
         assert!(repaired(extensible_wav(2, 0b11)).notes.is_empty());
         let r = repaired(extensible_wav(40, 0));
         assert!(r.refuse.as_deref().is_some_and(|w| w.contains("40 channels")), "{:?}", r.refuse);
+    }
+
+    #[test]
+    fn a_wav_or_flac_of_sample_rate_0_is_refused_before_symphonia_reads_it() {
+        // symphonia panics on a time base of 0 (the wasm build then aborts).
+        let mut wav = extensible_wav(2, 0b11);
+        wav[24..28].copy_from_slice(&0u32.to_le_bytes());
+        let r = repaired(wav);
+        assert!(r.refuse.as_deref().is_some_and(|w| w.contains("sample rate of 0 Hz")), "{:?}", r.refuse);
+        let mut flac = flac_with_comment(8, b"ARTIST=x");
+        flac[18..21].copy_from_slice(&[0, 0, 0]);
+        let r = repaired(flac);
+        assert!(r.refuse.as_deref().is_some_and(|w| w.contains("sample rate of 0 Hz")), "{:?}", r.refuse);
     }
 }
