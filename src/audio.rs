@@ -79,6 +79,10 @@ pub const MAX_RESAMPLE_RATE_HZ: u32 = 768_000;
 /// block stays finite far beyond this).
 pub const MAX_RESAMPLE_ABS: f32 = 1.0e20;
 
+/// Lowest sample rate a file may give, Hz: below it the header is damaged (telephone audio is 8000 Hz), and
+/// resampling a few samples a second up to the model's rate would take long for nothing.
+pub const MIN_SAMPLE_RATE: u32 = 1000;
+
 /// Target size of the chunks [`MonoStream::next_chunk`] yields, output samples (the last one may be shorter,
 /// others may be longer by less than one resampler block).
 pub const STREAM_CHUNK: usize = 16_384;
@@ -320,8 +324,11 @@ impl PacketDecoder {
         let track_id = track.id;
         let params = track.codec_params.clone();
         let decoder = make_decoder(&name, &params)?;
-        if params.sample_rate == Some(0) {
-            return Err(Error::audio(format!("{name}: the header gives a sample rate of 0 Hz: the file is corrupt")));
+        if let Some(r) = params.sample_rate.filter(|&r| r < MIN_SAMPLE_RATE) {
+            return Err(Error::audio(format!(
+                "{name}: the header gives a sample rate of {r} Hz, below any audio's ({MIN_SAMPLE_RATE} Hz or more): the \
+                 file is damaged; re-export it"
+            )));
         }
         let mut dec = PacketDecoder {
             name,

@@ -162,6 +162,24 @@ impl Cnn14Plan {
         let mut channels = 1usize;
         // Casts of constants (float16 weights to float32) are constants; the rest of the graph must be a chain.
         let mut nodes: Vec<&NodeProto> = Vec::with_capacity(graph.node.len());
+        // Every node's inputs and outputs are indexed below: a node with fewer than its operator has is not a
+        // chain this path runs (found by fuzzing: it panicked on a Conv without outputs).
+        for n in &graph.node {
+            let inputs = match n.op_type.as_str() {
+                "BatchNormalization" => 5,
+                "Conv" => 2,
+                _ => 1,
+            };
+            if n.output.is_empty() || n.input.len() < inputs {
+                return Err(unsupported(format!(
+                    "node '{}' ({}) has {} input(s) and {} output(s)",
+                    n.name,
+                    n.op_type,
+                    n.input.len(),
+                    n.output.len()
+                )));
+            }
+        }
         for n in &graph.node {
             if n.op_type == "Cast" && consts.contains_key(&n.input[0]) {
                 let v = consts[&n.input[0]].clone();

@@ -473,3 +473,11 @@ fn real_lincity_stereo() {
         println!("{name}: {rate} Hz, 2 channels, {:.3} s; streamed to 44.1 kHz, max diff {max_diff:e}", a.duration_s());
     }
 }
+
+#[test]
+fn a_sample_rate_below_any_audio_is_refused() {
+    // Found by fuzzing: a WAV at 4 Hz was resampled up to the model's rate, slowly, for nothing.
+    let m = audio_msg(decode(&wav_i16(1, 4, 300, |i, _| i as i16), Some("wav")));
+    assert!(m.contains("sample rate of 4 Hz") && m.contains("1000 Hz"), "{m}");
+    assert!(decode(&wav_i16(1, 8000, 300, |i, _| i as i16), Some("wav")).is_ok(), "telephone audio is read");
+}

@@ -350,6 +350,8 @@ function showLegend(info) {
 
 // A new bank (or none) is in use: every result of another bank is now stale and gets rescored.
 function setBank(info, name, serial) {
+  // "Fitted a bank ... now in use" is true only while that bank is the one in use.
+  if (!state.fitted || name !== state.fitted.name) $("fit-result").hidden = true;
   state.bank = info || null;
   state.bankName = info ? name : null;
   state.bankFile = info ? bankFileName(name, info) : null;
@@ -1674,8 +1676,15 @@ $("fit-button").onclick = () =>
         // The last step (memory bank and threshold) runs in one piece in the worker: it cannot be cancelled.
         if (msg.total && msg.done >= msg.total - 1) $("fit-cancel").hidden = true;
       }).catch((e) => {
-        throw fitError(e, e.clip);
+        const err = fitError(e, e.clip);
+        // Cancel is what the user asked for, not an error: said on the status line, not in the red box.
+        if (/^Fitting was cancelled/.test(err.message)) {
+          setStatus(err.message);
+          return null;
+        }
+        throw err;
       });
+      if (!r) return;
       state.fitted = { bytes: r.bytes, name: r.name, fileName: bankFileName(r.name, r.info) };
       setBank(r.info, r.name, r.serial);
       await saveLastBank(r.bytes, r.name).catch((e) => console.warn("sonomaly: could not keep the bank", e));
