@@ -211,7 +211,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Refuses a graph (or subgraph) that lists an output no input, initializer or node of it (or of the graphs
-/// around it, `outer`) produces: tract's parser indexes its table of names with it and panics (found by fuzzing).
+/// around it, `outer`) produces (tract's parser indexes its table of names with it and panics), or a node with a
+/// stride, dilation or kernel size below 1 (tract divides by them): both found by fuzzing.
 fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto, outer: &std::collections::HashSet<String>) -> TractResult<()> {
     let mut known = outer.clone();
     known.extend(graph.input.iter().map(|i| i.name.clone()));
@@ -227,6 +228,13 @@ fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto, outer: &std::collecti
     }
     for n in &graph.node {
         for a in &n.attribute {
+            // tract divides by these (found by fuzzing: a stride of 0 in a pooling node).
+            if matches!(a.name.as_str(), "strides" | "dilations" | "kernel_shape") && a.ints.iter().any(|&v| v <= 0) {
+                return Err(TractError::msg(format!(
+                    "the ONNX graph's node '{}' has {} {:?}: each must be at least 1; the file is damaged",
+                    n.name, a.name, a.ints
+                )));
+            }
             for g in a.g.iter().chain(&a.graphs) {
                 check_graph_outputs(g, &known)?;
             }

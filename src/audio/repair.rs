@@ -121,6 +121,14 @@ fn wav_fmt(src: &mut Box<dyn MediaSource>, off: u64, n: u32, f: &mut Found) {
         f.refuse = Some("the WAV header gives a sample rate of 0 Hz: the file is damaged; re-export it".into());
         return;
     }
+    // symphonia's ADPCM decoders handle one or two channels and panic (unreachable) on more.
+    let (format, channels) = (u16::from_le_bytes([b[0], b[1]]), u16::from_le_bytes([b[2], b[3]]));
+    if matches!(format, 0x0002 | 0x0011) && channels > 2 {
+        f.refuse = Some(format!(
+            "the WAV file is ADPCM with {channels} channels; ADPCM is read in mono or stereo only (convert it to PCM)"
+        ));
+        return;
+    }
     if n < 40 {
         return;
     }
@@ -770,5 +778,14 @@ mod tests {
         flac[18..21].copy_from_slice(&[0, 0, 0]);
         let r = repaired(flac);
         assert!(r.refuse.as_deref().is_some_and(|w| w.contains("sample rate of 0 Hz")), "{:?}", r.refuse);
+    }
+
+    #[test]
+    fn adpcm_of_more_than_two_channels_is_refused() {
+        // Found by fuzzing: symphonia's ADPCM decoders reach `unreachable!()` for three channels or more.
+        let mut wav = extensible_wav(3, 0b111);
+        wav[20..22].copy_from_slice(&0x0011u16.to_le_bytes());
+        let r = repaired(wav);
+        assert!(r.refuse.as_deref().is_some_and(|w| w.contains("ADPCM with 3 channels")), "{:?}", r.refuse);
     }
 }
