@@ -210,6 +210,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Runs tract's ONNX reader, a panic in it turned into an error (found by fuzzing: tract-onnx panics on some
+/// damaged tensors). Natively only: the wasm build aborts on a panic, so what can be checked before tract reads a
+/// file is checked ([`check_graph_outputs`]).
+fn tract_guarded<T>(f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(TractError::msg("tract's ONNX reader failed on this file: it is damaged, or not a model tract reads"))
+    })
+}
+
 /// Refuses a graph (or subgraph) that lists an output no input, initializer or node of it (or of the graphs
 /// around it, `outer`) produces (tract's parser indexes its table of names with it and panics), or a node with a
 /// stride, dilation or kernel size below 1 (tract divides by them): both found by fuzzing.
@@ -291,8 +300,7 @@ impl Backbone {
                 "layout '{LAYOUT_NCFT}' ([1, 1, mel_bins, frames]): the direct CNN14 path reads '{LAYOUT_NCTF}' \
                  graphs of 3x3 Conv, BatchNormalization, Relu and 2x2 pooling only"
             )),
-            Runtime::Auto => tract_onnx::onnx()
-                .proto_model_for_read(&mut Cursor::new(onnx))
+            Runtime::Auto => tract_guarded(|| tract_onnx::onnx().proto_model_for_read(&mut Cursor::new(onnx)))
                 .map_err(|e| format!("the ONNX file could not be read: {e}"))
                 .and_then(|proto| Cnn14Plan::from_onnx(&proto, outputs, mel_bins).map_err(|e| e.to_string())),
             Runtime::Tract => Err("tract was asked for".to_string()),
@@ -301,7 +309,7 @@ impl Backbone {
             Ok(plan) => (Runner::Direct(plan), None),
             Err(reason) => (
                 Runner::Tract(
-                    Self::tract_plan(onnx, outputs, shape)
+                    tract_guarded(|| Self::tract_plan(onnx, outputs, shape))
                         .map_err(|e| Error::model(format!("loading the ONNX backbone '{}': {e:#}", spec.name)))?,
                 ),
                 Some(reason),
