@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of the fuzz corpora (fuzz/corpus/<target>/seed-*): small files of every kind each target
+"""Writes the seed inputs of the fuzz corpora (tests/fixtures/fuzz-seeds/<target>/seed-*): small files of every kind each target
 parses, intact and damaged (the damage of tests/reference/decode_fixtures.py, smaller). fuzz/make_seeds.sh runs it
 and adds bank files written by the CLI.
 
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(HERE)
 
 
 def put(target, name, data):
-    d = os.path.join(HERE, "corpus", target)
+    d = os.path.join(HERE, "..", "tests", "fixtures", "fuzz-seeds", target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "seed-" + name), "wb") as f:
         f.write(data)
@@ -50,11 +50,11 @@ def wav_pcm16(x, rate, riff_delta=0, extra=b"", cut=None):
 
 
 def main():
-    if os.path.isdir(os.path.join(HERE, "corpus")):
-        for t in os.listdir(os.path.join(HERE, "corpus")):
-            for f in os.listdir(os.path.join(HERE, "corpus", t)):
+    if os.path.isdir(os.path.join(HERE, "..", "tests", "fixtures", "fuzz-seeds")):
+        for t in os.listdir(os.path.join(HERE, "..", "tests", "fixtures", "fuzz-seeds")):
+            for f in os.listdir(os.path.join(HERE, "..", "tests", "fixtures", "fuzz-seeds", t)):
                 if f.startswith("seed-"):
-                    os.remove(os.path.join(HERE, "corpus", t, f))
+                    os.remove(os.path.join(HERE, "..", "tests", "fixtures", "fuzz-seeds", t, f))
     x1 = tone(400, 8000)
     x2 = tone(300, 11025, 2, 2)
     # WAV: every sample format symphonia reads, and the damaged cases.

@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 python3 fuzz/tiny/make_tiny_onnx.py
 python3 fuzz/make_seeds.py
 cargo build --release --bin sonomaly
-mkdir -p fuzz/corpus/bank
+mkdir -p tests/fixtures/fuzz-seeds/bank
 fx=tests/fixtures/decode
 fit() { ./target/release/sonomaly fit --force "$@" "$fx/tone.wav" "$fx/tone.flac" "$fx/tone.ogg" 2>&1 | grep -v '^warning'; }
-fit --out fuzz/corpus/bank/seed-patchcore.bank
-fit --grid-stride 8 --no-frequency-position --coreset-ratio 0.05 --out fuzz/corpus/bank/seed-small.bank
-for d in padim padim-freq baseline; do fit --detector "$d" --padim-d 3 --grid-stride 8 --out "fuzz/corpus/bank/seed-$d.bank"; done
-ls -l fuzz/corpus/*/seed-* | awk '{print $5, $9}'
+fit --out tests/fixtures/fuzz-seeds/bank/seed-patchcore.bank
+fit --grid-stride 8 --no-frequency-position --coreset-ratio 0.05 --out tests/fixtures/fuzz-seeds/bank/seed-small.bank
+for d in padim padim-freq baseline; do fit --detector "$d" --padim-d 3 --grid-stride 8 --out "tests/fixtures/fuzz-seeds/bank/seed-$d.bank"; done
+ls -l tests/fixtures/fuzz-seeds/*/seed-* | awk '{print $5, $9}'

@@ -21,6 +21,8 @@ MAX_TIME="${MAX_TIME:-1800}"
 mkdir -p fuzz/logs
 nice -n 19 cargo +nightly fuzz build -O
 for t in "${targets[@]}"; do
+    # The working corpus (not committed) starts from the committed seeds.
+    mkdir -p "fuzz/corpus/$t" && cp -n tests/fixtures/fuzz-seeds/"$t"/* "fuzz/corpus/$t"/
     max_len=16384
     case "$t" in spec|eval_csv|mask_pgm|resample) max_len=4096 ;; esac
     echo "== $t: up to $RUNS executions or $MAX_TIME s (max_len $max_len)"

@@ -1,5 +1,5 @@
 //! The fuzz corpora and reproducers, replayed on stable Rust (CI does not fuzz; `fuzz/` and README.md,
-//! "Fuzzing", say how to). Every committed input of `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` goes
+//! "Fuzzing", say how to). Every committed seed of `tests/fixtures/fuzz-seeds/<target>/` and `fuzz/regressions/<target>/` goes
 //! through the same function as the fuzz target (`fuzz/targets.rs`) and must come back without a panic.
 
 #[path = "../fuzz/targets.rs"]
@@ -19,8 +19,8 @@ fn every_committed_fuzz_input_is_handled() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut total = 0;
     for (name, run) in targets::TARGETS {
-        let corpus = inputs(&root.join("corpus").join(name));
-        assert!(!corpus.is_empty(), "fuzz/corpus/{name} is empty: run fuzz/make_seeds.sh");
+        let corpus = inputs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz-seeds").join(name));
+        assert!(!corpus.is_empty(), "tests/fixtures/fuzz-seeds/{name} is empty: run fuzz/make_seeds.sh");
         let regressions = inputs(&root.join("regressions").join(name));
         let start = std::time::Instant::now();
         for p in corpus.iter().chain(&regressions) {
