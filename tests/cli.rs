@@ -317,6 +317,23 @@ fn merge_banks_of_shards() {
         |f: &str| s.iter().find(|v| v["file"].as_str().unwrap().ends_with(f)).unwrap()["score"].as_f64().unwrap();
     assert!(score("fan-abnormal.wav") > score("fan-normal.wav"));
 
+    // Empty, corrupt and hostile banks among the inputs: refused in plain words, nothing written.
+    let (empty, junk, cut) = (dir.path().join("empty.bank"), dir.path().join("junk.bank"), dir.path().join("cut.bank"));
+    std::fs::write(&empty, b"").unwrap();
+    std::fs::write(&junk, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a bank at all").unwrap();
+    std::fs::write(&cut, &std::fs::read(&a).unwrap()[..200]).unwrap();
+    let refused = dir.path().join("refused.bank");
+    for bad in [&empty, &junk, &cut] {
+        let o = bin().args(["merge", "--out"]).arg(&refused).arg(&a).arg(bad).output().unwrap();
+        let err = text(&o).1;
+        assert_eq!(o.status.code(), Some(1), "{}: {err}", bad.display());
+        assert!(err.contains(&*bad.file_name().unwrap().to_string_lossy()) && !err.contains("panicked"), "{err}");
+        assert!(!refused.exists(), "a refused merge wrote {}", refused.display());
+    }
+    let o = bin().args(["merge", "--out"]).arg(&refused).arg(&a).output().unwrap();
+    assert_ne!(o.status.code(), Some(0), "one bank is not a merge");
+    assert!(!refused.exists());
+
     // An existing output is kept without --force, replaced with it.
     let before = std::fs::read(&merged).unwrap();
     let o = bin().args(["merge", "--out"]).arg(&merged).arg(&a).arg(&b).output().unwrap();
