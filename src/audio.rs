@@ -51,9 +51,7 @@ use symphonia::core::codecs::{CodecParameters, CodecType, Decoder, DecoderOption
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatOptions, FormatReader};
 pub use symphonia::core::io::MediaSource;
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
+use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadBytes, SeekBuffered};
 
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
@@ -244,6 +242,96 @@ fn make_decoder(name: &str, params: &CodecParameters) -> Result<Box<dyn Decoder>
         })
 }
 
+/// The containers this decoder reads, told apart by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Wav,
+    Flac,
+    Ogg,
+    Mp3,
+}
+
+/// Reads up to `buf.len()` bytes at the stream's position and seeks back to it, so that they are read again.
+fn peek(mss: &mut MediaSourceStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let start = mss.pos();
+    let mut n = 0;
+    while n < buf.len() {
+        match std::io::Read::read(mss, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    mss.seek_buffered(start);
+    Ok(n)
+}
+
+/// Whether `h` starts with an MPEG audio frame header (11-bit sync, then a valid version, layer, bit rate and
+/// sample rate index; ISO/IEC 11172-3, 2.4.1.3), as symphonia's MP3 reader checks it. An AAC ADTS header (layer
+/// 0) is not one.
+fn is_mpeg_frame_header(h: &[u8]) -> bool {
+    if h.len() < 4 {
+        return false;
+    }
+    let w = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    w & 0xffe0_0000 == 0xffe0_0000
+        && (w >> 19) & 3 != 1
+        && (w >> 17) & 3 != 0
+        && (w >> 12) & 0xf != 0xf
+        && (w >> 10) & 3 != 3
+}
+
+/// Picks the container from the first bytes of `mss` and leaves the stream where that container starts: `RIFF`
+/// .. `WAVE` is WAV, `fLaC` FLAC, `OggS` Ogg, an MPEG audio frame header MP3; an ID3v2 tag at the start (ID3v2.4
+/// section 3.1: a 10-byte header, a syncsafe size, an optional 10-byte footer) is skipped unread, and is
+/// followed by FLAC (`fLaC`) or else MP3 (whose reader syncs to the first frame). `None` for anything else.
+///
+/// No scan: symphonia's probe looks for format markers anywhere in the first megabyte and parses every ID3v2
+/// tag and FLAC header it meets on the way, with the allocations their (possibly damaged) lengths ask for.
+fn sniff_container(mss: &mut MediaSourceStream) -> std::io::Result<Option<Container>> {
+    let mut h = [0u8; 12];
+    let n = peek(mss, &mut h)?;
+    let h = &h[..n];
+    if h.len() >= 12 && &h[..4] == b"RIFF" && &h[8..12] == b"WAVE" {
+        return Ok(Some(Container::Wav));
+    }
+    if h.starts_with(b"fLaC") {
+        return Ok(Some(Container::Flac));
+    }
+    if h.starts_with(b"OggS") {
+        return Ok(Some(Container::Ogg));
+    }
+    if is_mpeg_frame_header(h) {
+        return Ok(Some(Container::Mp3));
+    }
+    if h.len() >= 10 && h.starts_with(b"ID3") {
+        let size = h[6..10].iter().fold(0u64, |s, &b| (s << 7) | u64::from(b & 0x7f));
+        let footer = if h[5] & 0x10 != 0 { 10 } else { 0 };
+        mss.ignore_bytes(10 + size + footer)?;
+        let mut m = [0u8; 4];
+        let k = peek(mss, &mut m)?;
+        return Ok(Some(if m[..k] == *b"fLaC" { Container::Flac } else { Container::Mp3 }));
+    }
+    Ok(None)
+}
+
+/// Constructs the format reader of the container [`sniff_container`] names (see there why not symphonia's
+/// probe); an unrecognised start is [`SymError::Unsupported`].
+fn open_container(
+    mut mss: MediaSourceStream,
+    fmt: &FormatOptions,
+) -> std::result::Result<Box<dyn FormatReader>, SymError> {
+    use symphonia::default::formats::{FlacReader, MpaReader, OggReader, WavReader};
+    Ok(match sniff_container(&mut mss)? {
+        Some(Container::Wav) => Box::new(WavReader::try_new(mss, fmt)?),
+        Some(Container::Flac) => Box::new(FlacReader::try_new(mss, fmt)?),
+        Some(Container::Ogg) => Box::new(OggReader::try_new(mss, fmt)?),
+        Some(Container::Mp3) => Box::new(MpaReader::try_new(mss, fmt)?),
+        None => return Err(SymError::Unsupported("no WAV, FLAC, OGG or MP3 header at the start")),
+    })
+}
+
 /// A format reader and a decoder for the first audio track of each link, delivering planar `f32` packets.
 struct PacketDecoder {
     /// Name used in messages: the file path or "input".
@@ -268,26 +356,23 @@ struct PacketDecoder {
 }
 
 impl PacketDecoder {
-    /// Repairs what [`repair::repair`] knows, probes `source`, picks the first audio track, makes its decoder and
-    /// decodes the first packet.
+    /// Repairs what [`repair::repair`] knows, picks the container from the first bytes of `source`
+    /// ([`sniff_container`]), picks the first audio track, makes its decoder and decodes the first packet.
     fn open(name: String, source: Box<dyn MediaSource>, extension_hint: Option<&str>) -> Result<Self> {
         let byte_len = source.byte_len();
         let repaired = repair::repair(source);
         if let Some(why) = &repaired.refuse {
             return Err(Error::audio(format!("{name}: {why}")));
         }
+        let _ = extension_hint;
         let mss = MediaSourceStream::new(repaired.source, MediaSourceStreamOptions::default());
-        let mut hint = Hint::new();
-        if let Some(ext) = extension_hint {
-            hint.with_extension(ext.trim_start_matches('.'));
-        }
-        let probed = guarded(&name, "probing the format", || {
+        let opened = guarded(&name, "reading the header", || {
             // Gapless: encoder delay and padding (MP3 LAME tags, Ogg granule positions) are trimmed, so that sample
             // positions, hence onsets, are those of the recording.
             let fmt = FormatOptions { enable_gapless: true, ..FormatOptions::default() };
-            symphonia::default::get_probe().format(&hint, mss, &fmt, &MetadataOptions::default())
+            open_container(mss, &fmt)
         })?;
-        let probed = match probed {
+        let format = match opened {
             Ok(p) => p,
             Err(e) => {
                 if let Some(d) = &repaired.diagnosis {
@@ -301,7 +386,7 @@ impl PacketDecoder {
                             SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                                 "no WAV, FLAC, OGG or MP3 header found before the end of the data".to_string()
                             }
-                            SymError::Unsupported(_) => "no WAV, FLAC, OGG or MP3 header found".to_string(),
+                            SymError::Unsupported(_) => "no WAV, FLAC, OGG or MP3 header at its start".to_string(),
                             other => describe_sym(other),
                         };
                         Error::audio(format!(
@@ -315,7 +400,6 @@ impl PacketDecoder {
                 });
             }
         };
-        let format = probed.format;
         let track = format
             .tracks()
             .iter()
@@ -768,9 +852,9 @@ fn describe_sym(e: &SymError) -> String {
 }
 
 /// Decodes a whole file held in memory (WAV, FLAC, OGG/Vorbis, MP3) to planar `f32` (`[channels][samples]`),
-/// any channel count, at the file's sample rate. `extension_hint` (e.g. `"wav"`) helps format probing; the
-/// content decides. See the module documentation for damaged and chained files; what was repaired or lost is
-/// in [`DecodedAudio::warnings`].
+/// any channel count, at the file's sample rate. `extension_hint` (e.g. `"wav"`) is not needed: the first bytes
+/// decide. See the module documentation for damaged and chained files; what was repaired or lost is in
+/// [`DecodedAudio::warnings`].
 ///
 /// # Errors
 /// [`Error::Audio`] for empty, unsupported or corrupt data, for zero channels or sample rate, and for NaN or
@@ -1134,7 +1218,7 @@ pub struct MonoStream {
 }
 
 impl MonoStream {
-    /// Opens `path`, probes its format and decodes its first packet (so a header-only file fails here), ready to
+    /// Opens `path`, tells its format from the first bytes and decodes its first packet (so a header-only file fails here), ready to
     /// yield mono samples at `target` (Hz, or the file's own rate). Native only.
     ///
     /// # Errors
@@ -1146,7 +1230,8 @@ impl MonoStream {
         MonoStream::new(open_file(path)?, select, target.into())
     }
 
-    /// Opens a file held in memory; `name` names it in messages, `extension_hint` (e.g. `"ogg"`) helps probing.
+    /// Opens a file held in memory; `name` names it in messages, `extension_hint` (e.g. `"ogg"`) is not needed
+    /// (the first bytes tell the format).
     ///
     /// # Errors
     /// As [`MonoStream::open`], with [`Error::Audio`] for empty bytes.
