@@ -72,8 +72,9 @@ pub const MAX_LINKS: usize = 1024;
 /// `from_hz / gcd(from_hz, to_hz)` of at least this size). The low-pass filter has as many taps.
 pub const MIN_RESAMPLER_BLOCK: usize = 1024;
 
-/// Highest sample rate [`resample`] and [`MonoStream`] accept, Hz. The FFT block grows with the reduced rate
-/// ratio; this bounds it (and its memory) for any pair of rates.
+/// Highest sample rate [`resample`] and [`MonoStream`] accept, Hz (the lowest is [`MIN_SAMPLE_RATE`]). The FFT
+/// blocks grow with the terms of the reduced rate ratio (bounded by [`MAX_RESAMPLER_RATIO_TERM`]) and with the
+/// ratio itself (at most 768 : 1 between these rates).
 pub const MAX_RESAMPLE_RATE_HZ: u32 = 768_000;
 
 /// Largest term of the reduced rate ratio the resampler works at exactly (its FFT block is an even multiple of
@@ -93,8 +94,8 @@ pub const MAX_RESAMPLE_RATIO_ERROR: f64 = 1e-5;
 /// block stays finite far beyond this).
 pub const MAX_RESAMPLE_ABS: f32 = 1.0e20;
 
-/// Lowest sample rate a file may give, Hz: below it the header is damaged (telephone audio is 8000 Hz), and
-/// resampling a few samples a second up to the model's rate would take long for nothing.
+/// Lowest sample rate a file may give and the resampler takes, Hz: below it the header is damaged (telephone audio
+/// is 8000 Hz), and resampling a few samples a second up to the model's rate would take long for nothing.
 pub const MIN_SAMPLE_RATE: u32 = 1000;
 
 /// Target size of the chunks [`MonoStream::next_chunk`] yields, output samples (the last one may be shorter,
@@ -1068,12 +1069,14 @@ impl StreamResampler {
     /// A resampler from `from_hz` to `to_hz` (Hz).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`].
+    /// [`Error::InvalidInput`] for a rate below [`MIN_SAMPLE_RATE`] or above [`MAX_RESAMPLE_RATE_HZ`].
     pub fn new(from_hz: u32, to_hz: u32) -> Result<Self> {
         for (what, hz) in [("source", from_hz), ("target", to_hz)] {
-            if hz == 0 || hz > MAX_RESAMPLE_RATE_HZ {
+            // Below MIN_SAMPLE_RATE, the ratio (up to 768,000 : 1) would make output blocks of hundreds of millions
+            // of samples (found by fuzzing: 1 Hz -> 22,050 Hz asked for 180 MB at once).
+            if !(MIN_SAMPLE_RATE..=MAX_RESAMPLE_RATE_HZ).contains(&hz) {
                 return Err(Error::invalid(format!(
-                    "the {what} sample rate {hz} Hz is out of range: it must be between 1 and \
+                    "the {what} sample rate {hz} Hz is out of range: it must be between {MIN_SAMPLE_RATE} and \
                      {MAX_RESAMPLE_RATE_HZ} Hz"
                 )));
             }
@@ -1226,7 +1229,7 @@ impl StreamResampler {
 /// rates are equal.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`]; [`Error::Audio`] for a sample
+/// [`Error::InvalidInput`] for a rate below [`MIN_SAMPLE_RATE`] or above [`MAX_RESAMPLE_RATE_HZ`]; [`Error::Audio`] for a sample
 /// that is not finite or larger than [`MAX_RESAMPLE_ABS`] when the rates differ.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     let mut r = StreamResampler::new(from_hz, to_hz)?;
@@ -1286,8 +1289,8 @@ pub struct MonoStream {
 }
 
 impl MonoStream {
-    /// Opens `path`, tells its format from the first bytes and decodes its first packet (so a header-only file fails here), ready to
-    /// yield mono samples at `target` (Hz, or the file's own rate). Native only.
+    /// Opens `path`, tells its format from the first bytes and decodes its first packet (so a header-only file
+    /// fails here), ready to yield mono samples at `target` (Hz, or the file's own rate). Native only.
     ///
     /// # Errors
     /// [`Error::Io`] naming the path if it cannot be opened; [`Error::Audio`] as for [`decode`];
@@ -1670,9 +1673,15 @@ mod tests {
         assert_eq!(best_fraction(484_799, 768_000, 65_536), (24_245, 38_408));
         assert_eq!(best_fraction(1, 3, 2), (1, 2));
         assert_eq!(best_fraction(3, 7, 10), (3, 7));
-        // Rates too far apart to approximate are refused in plain words.
-        let e = StreamResampler::new(3, 768_000).err().unwrap().to_string();
+        // Rates too far apart to approximate are refused in plain words (the resampler takes no rate below 1000 Hz,
+        // found by fuzzing: 1 Hz -> 22,050 Hz made an output block of 22.6 million samples).
+        let e = resampler_ratio(3, 768_000).unwrap_err().to_string();
         assert!(e.contains("too far apart"), "{e}");
+        let e = StreamResampler::new(1, 22_050).err().unwrap().to_string();
+        assert!(
+            e.contains("the source sample rate 1 Hz is out of range: it must be between 1000 and 768000 Hz"),
+            "{e}"
+        );
     }
 
     #[test]

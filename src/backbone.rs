@@ -240,6 +240,7 @@ fn check_graph(graph: &tract_onnx::pb::GraphProto, outer: &std::collections::Has
         check_tensor(t, &format!("initializer '{}'", t.name))?;
     }
     for n in &graph.node {
+        check_window_attributes(n, graph)?;
         for a in &n.attribute {
             for t in a.t.iter().chain(&a.tensors) {
                 check_tensor(t, &format!("node '{}' (attribute '{}')", n.name, a.name))?;
@@ -254,6 +255,58 @@ fn check_graph(graph: &tract_onnx::pb::GraphProto, outer: &std::collections::Has
             for g in a.g.iter().chain(&a.graphs) {
                 check_graph(g, &known)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a convolution or pooling node whose window attributes disagree on the number of spatial axes:
+/// `kernel_shape`, `strides`, `dilations`, `output_padding` and `output_shape` one value per axis, `pads` two, and
+/// as many axes as the weight has beyond its first two when the weight is an initializer (tract indexes them by
+/// the input's axes and panics, found by fuzzing: a MaxPool with `pads` [0, 0, 0]).
+fn check_window_attributes(n: &tract_onnx::pb::NodeProto, graph: &tract_onnx::pb::GraphProto) -> TractResult<()> {
+    const PER_AXIS: [(&str, usize); 6] = [
+        ("kernel_shape", 1),
+        ("strides", 1),
+        ("dilations", 1),
+        ("output_padding", 1),
+        ("output_shape", 1),
+        ("pads", 2),
+    ];
+    if !(n.op_type.contains("Conv") || n.op_type.contains("Pool")) {
+        return Ok(());
+    }
+    let present: Vec<(&str, usize, usize)> = PER_AXIS
+        .iter()
+        .filter_map(|&(name, per)| n.attribute.iter().find(|a| a.name == name).map(|a| (name, per, a.ints.len())))
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let weight_axes = match n.op_type.as_str() {
+        "Conv" | "ConvTranspose" | "ConvInteger" => n.input.get(1),
+        "QLinearConv" => n.input.get(3),
+        _ => None,
+    }
+    .and_then(|w| graph.initializer.iter().find(|t| &t.name == w))
+    .map(|t| (t.dims.len().saturating_sub(2), format!("its weight '{}' of dimensions {:?}", t.name, t.dims)));
+    let (axes, from) = match (&weight_axes, present.iter().find(|p| p.0 == "kernel_shape")) {
+        (Some((k, w)), _) => (*k, w.clone()),
+        (None, Some(&(_, _, len))) => (len, format!("its kernel_shape of {len} value(s)")),
+        (None, None) => {
+            let (name, per, len) = present[0];
+            (len / per, format!("its {name} of {len} value(s)"))
+        }
+    };
+    for &(name, per, len) in &present {
+        if len != per * axes {
+            return Err(TractError::msg(format!(
+                "the ONNX graph's node '{}' ({}) has {name} of {len} value(s), but {from} make(s) {axes} spatial \
+                 axes, which need {}: the file is damaged",
+                n.name,
+                n.op_type,
+                per * axes
+            )));
         }
     }
     Ok(())

@@ -52,7 +52,7 @@ fn the_tiny_backbones_load_on_both_runtimes() {
 }
 
 #[test]
-fn damaged_onnx_tensors_are_refused_before_tract_reads_them() {
+fn damaged_onnx_tensors_and_windows_are_refused_before_tract_reads_them() {
     // Found by fuzzing: tract-onnx reaches `unimplemented!` on a string tensor given as raw bytes; natively that
     // panic is caught, but the wasm build aborts on a panic, so every tensor is checked before tract reads it.
     use prost::Message;
@@ -104,4 +104,18 @@ fn damaged_onnx_tensors_are_refused_before_tract_reads_them() {
     graph.node.insert(0, node);
     let msg = load(&m.encode_to_vec());
     assert!(msg.contains("node 'k' (attribute 'value') holds strings as raw bytes"), "{msg}");
+
+    // Window attributes that disagree on the number of spatial axes (found by fuzzing: a MaxPool with pads
+    // [0, 0, 0] made tract index past their end).
+    for (node, attr, ints, want) in [
+        ("pool", "pads", vec![0, 0, 0], "has pads of 3 value(s), but its kernel_shape of 2 value(s) make(s) 2"),
+        ("conv2", "strides", vec![1], "has strides of 1 value(s), but its kernel_shape of 2 value(s) make(s) 2"),
+        ("conv1", "dilations", vec![1, 1, 1], "has dilations of 3 value(s)"),
+    ] {
+        let mut m = good.clone();
+        let n = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.name == node).unwrap();
+        n.attribute.iter_mut().find(|a| a.name == attr).unwrap().ints = ints;
+        let msg = load(&m.encode_to_vec());
+        assert!(msg.contains(&format!("node '{node}'")) && msg.contains(want), "{want}: {msg}");
+    }
 }
