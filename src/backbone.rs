@@ -312,6 +312,92 @@ fn check_window_attributes(n: &tract_onnx::pb::NodeProto, graph: &tract_onnx::pb
     Ok(())
 }
 
+/// Refuses a convolution or pooling node whose window names fewer or more spatial axes than its input has
+/// (tract indexes the window by the input's axes and panics). The input's rank is followed from the graph's first
+/// input (`input_rank`, as the backbone sets it) and the initializers through nodes that keep it (element-wise
+/// operations, normalisation, convolution, pooling); inputs of other ranks, or of ranks not followed, are left to
+/// tract.
+fn check_window_ranks(graph: &tract_onnx::pb::GraphProto, input_rank: usize) -> TractResult<()> {
+    use std::collections::HashMap;
+    let mut rank: HashMap<&str, usize> = HashMap::new();
+    for t in &graph.initializer {
+        rank.insert(&t.name, t.dims.len());
+    }
+    if let Some(i) = graph.input.iter().find(|i| !rank.contains_key(i.name.as_str())) {
+        rank.insert(&i.name, input_rank);
+    }
+    for n in &graph.node {
+        let first = n.input.first().and_then(|i| rank.get(i.as_str()).copied());
+        let keeps_rank = matches!(
+            n.op_type.as_str(),
+            "Conv"
+                | "ConvTranspose"
+                | "MaxPool"
+                | "AveragePool"
+                | "LpPool"
+                | "GlobalAveragePool"
+                | "GlobalMaxPool"
+                | "BatchNormalization"
+                | "InstanceNormalization"
+                | "Relu"
+                | "LeakyRelu"
+                | "Elu"
+                | "Selu"
+                | "Sigmoid"
+                | "HardSigmoid"
+                | "HardSwish"
+                | "Tanh"
+                | "Clip"
+                | "Cast"
+                | "Identity"
+                | "Dropout"
+                | "Sqrt"
+                | "Exp"
+                | "Log"
+                | "Neg"
+                | "Abs"
+                | "Erf"
+                | "Pad"
+        );
+        let broadcast =
+            matches!(n.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mean");
+        if let Some(r) = first.filter(|_| n.op_type.contains("Conv") || n.op_type.contains("Pool")) {
+            let axes = ["kernel_shape", "strides", "dilations"]
+                .iter()
+                .find_map(|name| n.attribute.iter().find(|a| a.name == *name).map(|a| a.ints.len()))
+                .or_else(|| n.attribute.iter().find(|a| a.name == "pads").map(|a| a.ints.len() / 2));
+            if let Some(axes) = axes.filter(|&k| k + 2 != r) {
+                return Err(TractError::msg(format!(
+                    "the ONNX graph's node '{}' ({}) has a window of {axes} spatial axes, but its input '{}' has {} \
+                     (rank {r}): the file is damaged",
+                    n.name,
+                    n.op_type,
+                    n.input[0],
+                    r.saturating_sub(2)
+                )));
+            }
+        }
+        let out_rank = if keeps_rank {
+            first
+        } else if broadcast {
+            n.input
+                .iter()
+                .map(|i| rank.get(i.as_str()).copied())
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().max())
+        } else {
+            None
+        };
+        for o in &n.output {
+            match out_rank {
+                Some(r) => rank.insert(o, r),
+                None => rank.remove(o.as_str()),
+            };
+        }
+    }
+    Ok(())
+}
+
 /// Checks an ONNX tensor before tract reads it (`tract-onnx` `tensor.rs`, `load_tensor`): a data type tract knows
 /// (ONNX `TensorProto.DataType` 1-13), dimensions of at least 0 whose product (and size in bytes) does not
 /// overflow, data held in the file (not external), and raw bytes as many as the dimensions ask for, never for
@@ -465,6 +551,7 @@ impl Backbone {
         let proto = onnx_fw.proto_model_for_read(&mut Cursor::new(onnx))?;
         let graph = proto.graph.as_ref().ok_or_else(|| TractError::msg("the ONNX file holds no graph"))?;
         check_graph(graph, &std::collections::HashSet::new())?;
+        check_window_ranks(graph, shape.len())?;
         let mut model = onnx_fw.model_for_proto_model(&proto)?;
         let outlets = outputs
             .iter()

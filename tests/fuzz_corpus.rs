@@ -118,4 +118,16 @@ fn damaged_onnx_tensors_and_windows_are_refused_before_tract_reads_them() {
         let msg = load(&m.encode_to_vec());
         assert!(msg.contains(&format!("node '{node}'")) && msg.contains(want), "{want}: {msg}");
     }
+    // A window of one axis on a 4-D input (the model's input, [1, 1, frames, mel_bins], through rank-keeping nodes).
+    let mut m = good.clone();
+    let n = m.graph.as_mut().unwrap().node.iter_mut().find(|n| n.name == "pool").unwrap();
+    for a in n.attribute.iter_mut().filter(|a| matches!(a.name.as_str(), "kernel_shape" | "strides")) {
+        a.ints = vec![2];
+    }
+    n.attribute.retain(|a| a.name != "pads");
+    let msg = load(&m.encode_to_vec());
+    assert!(
+        msg.contains("node 'pool' (MaxPool) has a window of 1 spatial axes, but its input 'relu2.out' has 2"),
+        "{msg}"
+    );
 }
