@@ -148,7 +148,7 @@ mod cli {
             bank: Option<PathBuf>,
             #[command(flatten)]
             patch: FitOptions,
-            /// Bootstrap resamples for the 95 % intervals.
+            /// Bootstrap resamples for the 95 % intervals (0: no intervals).
             #[arg(long, default_value_t = 1000)]
             bootstrap: usize,
             /// Anomalous clips used for faithfulness (0 = skip it).
