@@ -979,7 +979,9 @@ impl Engine {
     /// decoded whole and scored like `scoreClip` (the result also holds its `samples` and `sampleRate`, to play
     /// it); a longer one, or one without a duration that turns out longer, is scored as a stream with bounded
     /// memory (`streamed: true`, no samples, the display arrays pooled over time: `frames` and `hopS` describe
-    /// them, `decimation` frames per column; the score and the segments are computed at full resolution).
+    /// them, `decimation` frames per column; the score and the segments are computed at full resolution, and
+    /// `fullCurve` [frames at the model's hop] with `fullHopS` is that curve, for the segments of another
+    /// threshold).
     /// `onProgress(decodedS, durationS)` is called as the file is read. The result also has `warnings` (the
     /// decoder's: a file shorter than its header says, repaired headers) and `links`.
     #[wasm_bindgen(js_name = scoreReader)]
@@ -1056,7 +1058,11 @@ impl Engine {
                     is_anomaly: v.is_anomaly,
                     segment_threshold: v.segment_threshold,
                     segments: js_segments(&v.segments),
-                    members: v.members.iter().map(|m| JsMember { name: m.name.clone(), score: m.score, raw: m.raw }).collect(),
+                    members: v
+                        .members
+                        .iter()
+                        .map(|m| JsMember { name: m.name.clone(), score: m.score, raw: m.raw })
+                        .collect(),
                     units: v.units.to_string(),
                     display_floor: v.display_floor,
                     display_ceiling: v.display_ceiling,
@@ -1073,6 +1079,8 @@ impl Engine {
                 set(&obj, "logmel", &f32s(&ov.logmel));
                 set(&obj, "map", &f32s(&ov.map));
                 set(&obj, "curve", &f32s(&ov.curve));
+                set(&obj, "fullCurve", &f32s(&curve));
+                set(&obj, "fullHopS", &JsValue::from(hop_s));
                 set(&obj, "melHz", &f32s(&self.model.logmel().mel_frequencies_hz()));
                 set(&obj, "streamed", &JsValue::TRUE);
                 set(&obj, "decimation", &JsValue::from(ov.k as u32));
