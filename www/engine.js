@@ -8,7 +8,9 @@
 //               score asked for after a bank change is scored with the new bank, and requests not yet posted
 //               survive a restart of the worker;
 //   "immediate" posted at once, answered between the worker's tasks: it only reads the bank in use;
-//   "control"   posted at once, never answered (cancel).
+//   "control"   posted at once, never answered (cancel);
+//   "internal"  posted by this module only, as part of a restart or of a score split over the pool (below); the
+//               worker runs them in order, as the queued ones.
 //
 // Cancel. `cancel(id)` asks the worker to stop request `id`: a step that yields (fitting, between clips) stops
 // there. A step that cannot yield (the wasm core runs it in one piece: a clip's patches, the memory bank and the
@@ -21,11 +23,18 @@
 // "file", name, source}, bank: Uint8Array | null, bankName, serial, defaultModel: {name, sha}}): what a restarted
 // worker needs to be in the same state. This module keeps it (and the bytes of a model opened from files) and
 // takes it out of the answer.
+//
+// Pool. Besides the main worker, up to navigator.hardwareConcurrency - 1 helper workers (each its own wasm instance)
+// hold the same model and bank (given them with `restore` after each change of the session). A `score` of a clip
+// of more than one batch of analysis windows is split: each worker scores its share of whole batches
+// (`scoreWindowShare`), the main worker merges the parts (`scoreFromParts`), and the result is the one a single
+// worker gives, bit for bit (the core's score_window_share / score_clip_from_parts). `score` with `workers: 1` in its
+// payload, or a pool not in step with the bank in use, scores on the main worker alone.
 
 /** Every request the worker answers, and how it runs (see above). worker.js checks its handlers against this. */
 export const MESSAGES = Object.freeze({
   init: "queued", // load the default model and a first bank
-  restore: "queued", // a fresh worker takes the model and bank of the one it replaces (sent by this module only)
+  restore: "internal", // a fresh worker (or a helper) takes the model and bank in use
   loadModel: "queued", // check a model opened from files and switch to it
   useDefaultModel: "queued",
   loadBank: "queued",
@@ -39,6 +48,8 @@ export const MESSAGES = Object.freeze({
   fit: "queued",
   levels: "immediate", // thresholds, heatmap range and segments for a slider value (the core's rule)
   cancel: "control",
+  scoreWindowShare: "internal", // the pool: the parts of one worker's share of a clip's windows
+  scoreFromParts: "internal", // the pool: a clip's result from the parts of all its windows
 });
 
 /** Messages the worker posts that answer no request. */
@@ -63,9 +74,11 @@ export class Engine {
    * phase "start" (a restart began: info {type} of the request it stopped), "progress" (info: a progress
    * message), "done" (info: the restore's result) or "failed" (info: the error)}.
    */
-  constructor(url, hooks = {}) {
+  constructor(url, hooks = {}, { workers = globalThis.navigator?.hardwareConcurrency ?? 1 } = {}) {
     this.url = url;
     this.hooks = hooks;
+    this.poolSize = Math.max(1, Math.min(Math.floor(workers) || 1, 16));
+    this.helpers = []; // {worker, pending: Map, serial, syncing, dead}
     this.nextId = 1;
     this.queue = []; // queued requests not posted yet: {id, type, payload, transfer, ...}
     this.running = null; // the queued request posted and not answered yet
@@ -100,7 +113,7 @@ export class Engine {
    */
   call(type, payload = {}, transfer = [], onProgress = null) {
     const how = MESSAGES[type];
-    if (!how || how === "control" || type === "restore") throw new Error(`engine: unknown request ${type}`);
+    if (!how || how === "control" || how === "internal") throw new Error(`engine: unknown request ${type}`);
     const id = this.nextId++;
     let req;
     const p = new Promise((resolve, reject) => {
@@ -160,7 +173,139 @@ export class Engine {
   pump() {
     if (this.running || this.restarting || !this.queue.length) return;
     this.running = this.queue.shift();
-    this.post(this.running);
+    if (this.running.type === "score" && this.running.payload.workers !== 1 && this.inStep().length) {
+      this.scorePooled(this.running);
+    } else this.post(this.running);
+  }
+
+  // ---- the pool ----
+
+  /** Helpers that hold the bank in use. */
+  inStep() {
+    const s = this.session;
+    return s ? this.helpers.filter((h) => !h.dead && !h.syncing && h.serial === s.serial && h.sha === s.model.sha) : [];
+  }
+
+  /** Starts the helpers (once) and gives each the model and bank in use when they changed. */
+  syncHelpers() {
+    const s = this.session;
+    if (!s || !this.initPayload) return;
+    while (this.helpers.length < this.poolSize - 1) this.helpers.push(this.spawnHelper());
+    for (const h of this.helpers) {
+      if (h.dead || (h.serial === s.serial && h.sha === s.model.sha)) continue;
+      const want = s;
+      const payload = {
+        ...this.initPayload,
+        preferredBank: null,
+        session: s,
+        modelFiles: s.model.kind === "file" ? this.modelFiles : null,
+      };
+      const p = (h.syncing || Promise.resolve()).catch(() => {}).then(() => this.helperCall(h, "restore", payload));
+      h.syncing = p;
+      p.then(
+        () => {
+          if (h.syncing === p) h.syncing = null;
+          h.serial = want.serial;
+          h.sha = want.model.sha;
+        },
+        (e) => {
+          if (h.syncing === p) h.syncing = null;
+          console.warn("sonomaly: a helper worker could not take the bank in use; scoring without it:", e.message);
+          h.serial = null;
+        },
+      );
+    }
+  }
+
+  spawnHelper() {
+    const h = { worker: new Worker(this.url, { type: "module" }), pending: new Map(), serial: null, sha: null, syncing: null, dead: false };
+    h.worker.onmessage = (ev) => {
+      const msg = ev.data;
+      if (msg.type === PROGRESS) return;
+      const p = h.pending.get(msg.id);
+      if (!p) return;
+      h.pending.delete(msg.id);
+      if (msg.ok) p.resolve(msg.result);
+      else p.reject(new Error(msg.error));
+    };
+    h.worker.onerror = (ev) => {
+      ev.preventDefault();
+      h.dead = true;
+      for (const p of h.pending.values()) p.reject(new Error(ev.message || "a helper worker stopped"));
+      h.pending.clear();
+    };
+    return h;
+  }
+
+  helperCall(h, type, payload, transfer = []) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      h.pending.set(id, { resolve, reject });
+      h.worker.postMessage({ id, type, ...payload }, transfer);
+    });
+  }
+
+  /** A request of this module to the main worker, run in order with the others (see MESSAGES, "internal"). */
+  internal(type, payload, transfer = []) {
+    return new Promise((resolve, reject) => {
+      this.post({ id: this.nextId++, type, payload, transfer, resolve, reject, cancelled: false, internal: true });
+    });
+  }
+
+  /**
+   * Scores `req` (a `score` request, the one running) over the main worker and the helpers in step: each takes a
+   * range of whole batches of windows, the main worker merges. Anything unexpected (a helper gone, a bank changed
+   * meanwhile) scores it on the main worker alone instead.
+   */
+  async scorePooled(req) {
+    const { samples, sampleRate } = req.payload;
+    const t0 = performance.now();
+    req.onProgress?.({ type: PROGRESS, id: req.id, stage: "score", done: 0, total: 1, text: "Scoring…" });
+    let result = null;
+    try {
+      const helpers = this.inStep();
+      const s = this.session;
+      // Windows of the clip, about (the workers count them exactly): more than one batch, or one worker does it.
+      const g = s.windows;
+      const frames = g ? samples.length / sampleRate / g.hopS : 0;
+      const windows = !g ? 0 : frames <= g.frames ? 1 : Math.ceil((frames - g.frames) / g.hop) + 1;
+      const k = g ? Math.min(1 + helpers.length, Math.ceil(windows / g.batch)) : 1;
+      if (k >= 2) {
+        const parts = await Promise.all(Array.from({ length: k }, (_, j) => {
+          const share = { samples, sampleRate, share: j, shares: k };
+          return j === 0 ? this.internal("scoreWindowShare", share) : this.helperCall(helpers[j - 1], "scoreWindowShare", share);
+        }));
+        const total = parts[0].total;
+        const covered = parts.every((p, j) => p.total === total && p.from === (j ? parts[j - 1].to : 0)) &&
+          parts[k - 1].to === total;
+        if (covered && parts.every((p) => p.serial === s.serial)) {
+          const cat = (key, Type) => {
+            const out = new Type(parts.reduce((n, p) => n + p[key].length, 0));
+            let at = 0;
+            for (const p of parts) {
+              out.set(p[key], at);
+              at += p[key].length;
+            }
+            return out;
+          };
+          const merged = { samples, sampleRate, rows: cat("rows", Float32Array), scores: cat("scores", Float32Array), lengths: cat("lengths", Uint32Array) };
+          result = await this.internal("scoreFromParts", merged, [merged.rows.buffer, merged.scores.buffer, merged.lengths.buffer]);
+          result.elapsedMs = performance.now() - t0;
+          result.workers = k;
+        }
+      }
+    } catch (e) {
+      console.warn("sonomaly: the pool could not score this clip; scoring it on one worker:", e.message);
+      result = null;
+    }
+    if (this.running !== req) return; // the worker was restarted meanwhile: the request was settled there
+    if (!result) {
+      this.post(req);
+      return;
+    }
+    this.running = null;
+    req.resolve(result);
+    this.pump();
   }
 
   onMessage(from, msg) {
@@ -188,6 +333,7 @@ export class Engine {
         if (r.session.model.kind === "file") this.modelFiles = req.model || this.modelFiles;
         else this.modelFiles = null;
         delete r.session;
+        this.syncHelpers();
       }
       req.resolve(r);
     } else {

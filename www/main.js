@@ -47,6 +47,9 @@ const AUDIO_NAME = /\.(wav|wave|mp3|ogg|oga|opus|flac|m4a|aac|webm)$/i;
 
 window.sonomaly = state; // for the curious and for the end-to-end tests
 
+// One worker per core (navigator.hardwareConcurrency) shares the scoring of a clip's windows; `?workers=N` in the
+// page's address sets another number (1: one worker).
+const WORKERS = Number(new URLSearchParams(location.search).get("workers")) || undefined;
 const engine = new Engine(new URL("./worker.js", import.meta.url), {
   onFatal(e) {
     const text = "The analysis engine could not start in this browser. Use a current Chrome, Edge, Firefox or " +
@@ -76,7 +79,7 @@ const engine = new Engine(new URL("./worker.js", import.meta.url), {
     }
     updateButtons();
   },
-});
+}, { workers: WORKERS });
 window.sonomalyEngine = engine; // for the end-to-end tests (restarts, session)
 
 // ---- status, errors, notices --------------------------------------------------------------------------------

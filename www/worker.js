@@ -9,7 +9,7 @@
 // were made with, so that the page can tell a result made with the bank in use from a stale one. A worker started
 // again after a cancel (`restore`) takes the serial of the one it replaces, as its bank is the same.
 
-import init, { AudioReader, Engine, bankInfoOf, checkModel, simdSupported } from "./pkg/sonomaly.js";
+import init, { AudioReader, Engine, bankInfoOf, checkModel, simdSupported, windowBatch } from "./pkg/sonomaly.js";
 import { MESSAGES, PROGRESS } from "./engine.js";
 
 const MODEL_CACHE = "sonomaly-models-v1";
@@ -38,7 +38,10 @@ function progress(id, stage, done, total, text) {
 // What a fresh worker needs to be in this one's state (see engine.js): sent with every answer that changes the
 // model or the bank.
 function session() {
+  const m = engine ? engine.modelInfo() : null;
   return {
+    // The analysis windows' geometry, for the pool to know whether a clip has more than one batch of them.
+    windows: m ? { frames: m.windowFrames, hop: m.windowHop, hopS: m.hopS, batch: windowBatch() } : null,
     model: modelRef,
     bank: engine && engine.hasBank() ? engine.bankBytes() : null,
     bankName,
@@ -184,7 +187,7 @@ const handlers = {
     engine = new Engine(onnx, spec);
     const model = engine.modelInfo();
     defaultModel = { onnx, spec, sha: model.backboneSha256, name: model.name };
-    modelRef = { kind: "default", name: model.name, source: msg.modelUrl };
+    modelRef = { kind: "default", name: model.name, source: msg.modelUrl, sha: model.backboneSha256 };
     model.source = msg.modelUrl;
     model.cached = cached;
     model.isDefault = true;
@@ -243,8 +246,15 @@ const handlers = {
   // same bank serial, so that every result the page shows stays the bank in use's. `msg` is init's, with
   // `session` (the last one the old worker sent) and `modelFiles` ({onnx, spec, name}: a model opened from files).
   async restore(msg, id) {
-    await setup(msg, id);
     const s = msg.session;
+    if (engine && s && modelRef && s.model.sha === modelRef.sha) {
+      // The same model (a worker of the pool following a bank change): only the bank changes.
+      if (s.bank) engine.loadBank(new Uint8Array(s.bank));
+      bankName = s.bankName;
+      bankSerial = s.serial;
+      return { model: null, bank: s.bank ? engine.bankInfo() : null, bankName, serial: bankSerial, session: session() };
+    }
+    await setup(msg, id);
     const def = await defaultModelBytes(msg, id);
     defaultModel = { onnx: def.onnx, spec: def.spec, sha: s?.defaultModel?.sha ?? null, name: s?.defaultModel?.name ?? null };
     let onnx = def.onnx;
@@ -267,7 +277,7 @@ const handlers = {
       defaultModel.sha = model.backboneSha256;
       defaultModel.name = model.name;
     }
-    modelRef = ref;
+    modelRef = { ...ref, sha: model.backboneSha256 };
     Object.assign(model, modelFlags(model, ref.source));
     let bank = null;
     if (s && s.bank) {
@@ -364,6 +374,24 @@ const handlers = {
   },
 
   // Decodes and scores a File in one go, streamed with bounded memory when it is long (Engine.scoreReader).
+  // The pool (engine.js): a clip's windows dealt out in whole batches to workers with the same model and bank
+  // (share msg.share of msg.shares), the parts merged by one of them; the result is scoreClip's, bit for bit.
+  async scoreWindowShare(msg) {
+    requireBank();
+    const r = engine.scoreWindowShare(msg.samples, msg.sampleRate, msg.share, msg.shares);
+    r.serial = bankSerial;
+    return r;
+  },
+
+  async scoreFromParts(msg) {
+    requireBank();
+    const t0 = performance.now();
+    const r = engine.scoreFromParts(msg.samples, msg.sampleRate, msg.rows, msg.scores, msg.lengths);
+    r.elapsedMs = performance.now() - t0;
+    r.bankSerial = bankSerial;
+    return r;
+  },
+
   async scoreFile(msg, id) {
     requireBank();
     const { reader, reason } = openReader(msg);
@@ -517,7 +545,7 @@ async function switchModel(id, onnx, spec, ref, offered, required = null) {
   }
   if (engine) engine.free();
   engine = next;
-  modelRef = { ...ref, name: model.name };
+  modelRef = { ...ref, name: model.name, sha: model.backboneSha256 };
   bankName = chosen ? chosen.name : null;
   return {
     model,
@@ -682,5 +710,6 @@ self.onmessage = (ev) => {
     handle(msg);
     return;
   }
+  // Queued and internal requests (restore, the pool's parts) run one at a time, in order.
   queue = queue.then(() => handle(msg));
 };
