@@ -1,7 +1,8 @@
 // End-to-end tests of the page's analysis engine (www/engine.js, the one module that talks to the worker): the
 // segments are the core's, the same as `sonomaly score` gives for the same bank and threshold (the slider and
 // `--threshold` included); Cancel stops a fit at every step within a second, leaving the bank in use as it was and
-// the page usable; a click during a long fit is queued where the user sees it. Needs dist/ (./build.sh build) and
+// the page usable; a click during a long fit is queued where the user sees it; the pool of workers gives one
+// worker's results bit for bit. Needs dist/ (./build.sh build) and
 // the native CLI (cargo build --release), as ./build.sh test provides.
 //
 //   cd tests/e2e && node --test engine.test.js
@@ -12,7 +13,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import {
-  DEMO, ROOT, noise, readWavMono, scratch, setThreshold, useServer, waitIdle, waitReady, waitScored, withPage, writeWav,
+  DEMO, ROOT, V1_BANK, bankChange, noise, readWavMono, scratch, setThreshold, useServer, waitIdle, waitReady, waitScored, withPage, writeWav,
 } from "./helpers.js";
 
 useServer();
@@ -176,5 +177,91 @@ test("Cancel stops a fit within a second at every step, the last included; the b
       await waitIdle(page);
     }
     console.log("cancel:", JSON.stringify(report));
+  });
+});
+
+// A minute of the demo clips (anomalous, normal, anomalous, ...): 11 analysis windows of the default model, 3 batches.
+function minuteClip() {
+  const a = readWavMono(path.join(DEMO, "fan-abnormal.wav"));
+  const b = readWavMono(path.join(DEMO, "fan-normal.wav"));
+  const n = 60 * a.rate;
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const k = Math.floor(i / a.samples.length);
+    const src = k % 2 === 0 ? a.samples : b.samples;
+    x[i] = src[i % src.length];
+  }
+  return writeWav(path.join(scratch("engine-pool"), "minute.wav"), [x], a.rate);
+}
+
+// The clip scored by the pool and by one worker, in the page: whether every number is the same bit for bit.
+function poolAgainstOne(page, b64) {
+  return page.evaluate(async (data) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const dv = new DataView(bytes.buffer);
+    const n = (bytes.length - 44) / 2;
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) x[i] = dv.getInt16(44 + 2 * i, true) / 32768;
+    const sampleRate = dv.getUint32(24, true);
+    const pool = await sonomalyEngine.call("score", { samples: x.slice(), sampleRate });
+    const one = await sonomalyEngine.call("score", { samples: x.slice(), sampleRate, workers: 1 });
+    const differ = (a, b) => {
+      if (a.length !== b.length) return -1;
+      const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
+      const v = new Uint32Array(b.buffer, b.byteOffset, b.length);
+      let d = 0;
+      for (let i = 0; i < u.length; i++) if (u[i] !== v[i]) d++;
+      return d;
+    };
+    return {
+      workers: pool.workers ?? 1,
+      oneWorkers: one.workers ?? 1,
+      score: [pool.score, one.score],
+      mapDiffer: differ(pool.map, one.map),
+      curveDiffer: differ(pool.curve, one.curve),
+      logmelDiffer: differ(pool.logmel, one.logmel),
+      frames: pool.frames,
+      same: JSON.stringify([pool.segments, pool.members, pool.threshold, pool.segmentThreshold, pool.levelDistance]) ===
+        JSON.stringify([one.segments, one.members, one.threshold, one.segmentThreshold, one.levelDistance]),
+      ms: [pool.elapsedMs, one.elapsedMs],
+    };
+  }, b64);
+}
+
+function assertBitIdentical(r, what) {
+  assert.ok(r.workers >= 2, `${what}: the pool scored on ${r.workers} worker(s)`);
+  assert.equal(r.oneWorkers, 1);
+  assert.ok(r.frames > 0);
+  assert.equal(Object.is(r.score[0], r.score[1]), true, `${what}: score ${r.score[0]} by the pool, ${r.score[1]} by one worker`);
+  assert.equal(r.mapDiffer, 0, `${what}: ${r.mapDiffer} map values differ`);
+  assert.equal(r.curveDiffer, 0, `${what}: ${r.curveDiffer} curve values differ`);
+  assert.equal(r.logmelDiffer, 0, `${what}: log-mel differs`);
+  assert.ok(r.same, `${what}: segments, members or thresholds differ`);
+}
+
+test("the pool of workers (one per core) splits a clip's windows and gives one worker's map, curve and score bit for bit, after a change of bank and model too", async () => {
+  const clip = minuteClip();
+  const b64 = fs.readFileSync(clip).toString("base64");
+  await withPage(async ({ page }) => {
+    await waitReady(page);
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    assert.equal(await page.evaluate(() => sonomalyEngine.poolSize), cores);
+    if (cores < 2) {
+      console.log(`pool: this browser reports ${cores} core: nothing to split`);
+      return;
+    }
+    await page.waitForFunction(() => sonomalyEngine.inStep().length >= 1, null, { timeout: 120_000 });
+    const demo = await poolAgainstOne(page, b64);
+    assertBitIdentical(demo, "demo bank");
+    // A bank of another model (aisfx-cnn14, format version 1): the page switches model, the helpers follow.
+    await bankChange(page, () => page.getByTestId("bank-input").setInputFiles(V1_BANK));
+    await page.waitForFunction(() => sonomalyEngine.inStep().length >= 1, null, { timeout: 120_000 });
+    const v1 = await poolAgainstOne(page, b64);
+    assertBitIdentical(v1, "aisfx bank");
+    // The page itself scores through the pool: the clip opened gives the same score.
+    await page.getByTestId("file-input").setInputFiles(clip);
+    await waitScored(page, "minute.wav");
+    assert.equal(await page.evaluate(() => sonomaly.current.result.score), v1.score[1]);
+    console.log("pool:", JSON.stringify({ cores, demoMs: demo.ms.map(Math.round), aisfxMs: v1.ms.map(Math.round) }));
   });
 });
