@@ -441,7 +441,7 @@ fn score(
 #[pyo3(signature = (clips, sample_rate=None, model=None, preset=None, layers=None, detector="patchcore",
     coreset_ratio=0.1, max_bank_rows=Some(sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS), seed=0, padim_d=100,
     balance_layers=false, frequency_position=true, grid_stride=None, clip_z=None, segment_z=None,
-    peak_normalize=false, channel=None))]
+    peak_normalize=false, channel=None, skip_errors=false))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -462,7 +462,8 @@ fn fit(
     segment_z: Option<f32>,
     peak_normalize: bool,
     channel: Option<usize>,
-) -> PyResult<Bank> {
+    skip_errors: bool,
+) -> PyResult<(Bank, Vec<String>)> {
     if clips.is_empty() {
         return Err(invalid("fitting needs at least one normal clip"));
     }
@@ -489,8 +490,8 @@ fn fit(
         return Err(invalid("give a preset or layers, not both"));
     }
     let select = self::channel(channel);
-    let bank = py
-        .detach(|| -> sonomaly::Result<CoreBank> {
+    let (bank, skipped) = py
+        .detach(|| -> sonomaly::Result<(CoreBank, Vec<String>)> {
             let mut model = match model {
                 Some(m) => m.inner.try_clone()?,
                 None => CoreModel::embedded_default()?,
@@ -541,13 +542,25 @@ fn fit(
                 })
                 .collect();
             let mut fitter = Fitter::new(&model, config)?;
+            // A clip that cannot be used: an error, or with `skip_errors` its message, and the others go on.
+            let mut skipped = Vec::new();
             for a in analysed {
-                fitter.add_analysed(a?)?;
+                match a.and_then(|c| fitter.add_analysed(c)) {
+                    Ok(()) => {}
+                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => skipped.push(e.to_string()),
+                    Err(e) => return Err(e),
+                }
             }
-            fitter.finish(&model, &mut |_| true)
+            if fitter.clips() == 0 {
+                return Err(CoreError::InvalidInput(format!(
+                    "no clip could be used ({} skipped): nothing to fit",
+                    skipped.len()
+                )));
+            }
+            Ok((fitter.finish(&model, &mut |_| true)?, skipped))
         })
         .map_err(py_err)?;
-    Ok(Bank::wrap(bank))
+    Ok((Bank::wrap(bank), skipped))
 }
 
 /// Merges banks fitted on shards (see `sonomaly.merge`).
