@@ -201,6 +201,34 @@ fn tensor_name(i: usize) -> String {
     format!("member{i}")
 }
 
+/// Name of the tensor of member `i`'s memory-bank row sources (PatchCore members fitted by this version).
+fn sources_name(i: usize) -> String {
+    format!("member{i}.sources")
+}
+
+/// The tensors a bank stores, in checksum order: each member's state (`member{i}`, F32 `[rows, cols]`), then
+/// each PatchCore member's row sources where known (`member{i}.sources`, U64 `[rows]`): (name, bytes, dtype,
+/// shape).
+fn tensor_bytes(detectors: &[Detector]) -> Vec<(String, Vec<u8>, Dtype, Vec<usize>)> {
+    let mut out: Vec<_> = detectors
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let (state, rows) = d.state();
+            (tensor_name(i), f32_bytes(state), Dtype::F32, vec![rows, d.config().state_cols(d.dims())])
+        })
+        .collect();
+    for (i, d) in detectors.iter().enumerate() {
+        if let Detector::Patchcore(pc) = d {
+            if !pc.sources().is_empty() {
+                let bytes = pc.sources().iter().flat_map(|v| v.to_le_bytes()).collect();
+                out.push((sources_name(i), bytes, Dtype::U64, vec![pc.len()]));
+            }
+        }
+    }
+    out
+}
+
 /// True if `bytes` start like a bank file (a safetensors header with sonomaly metadata), whether or not the
 /// rest is intact or of this version: used to tell a bank that may be overwritten from any other file.
 pub fn looks_like_bank(bytes: &[u8]) -> bool {
@@ -276,8 +304,8 @@ impl Bank {
         if meta.created.is_empty() {
             meta.created = now_iso8601();
         }
-        let data: Vec<Vec<u8>> = detectors.iter().map(|d| f32_bytes(d.state().0)).collect();
-        meta.data_sha256 = checksum(&meta, &data.iter().map(|d| d.as_slice()).collect::<Vec<_>>());
+        let data = tensor_bytes(&detectors);
+        meta.data_sha256 = checksum(&meta, &data.iter().map(|d| d.1.as_slice()).collect::<Vec<_>>());
         Ok(Bank { meta, detectors })
     }
 
@@ -333,19 +361,17 @@ impl Bank {
     /// # Errors
     /// [`Error::Bank`] if serialisation fails.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let data: Vec<Vec<u8>> = self.detectors.iter().map(|d| f32_bytes(d.state().0)).collect();
+        let data = tensor_bytes(&self.detectors);
         let mut meta = self.meta.clone();
         // A version 1 bank read into memory is written in this version's layout.
         meta.version = VERSION;
-        meta.data_sha256 = checksum(&meta, &data.iter().map(|d| d.as_slice()).collect::<Vec<_>>());
+        meta.data_sha256 = checksum(&meta, &data.iter().map(|d| d.1.as_slice()).collect::<Vec<_>>());
         let json = serde_json::to_string(&meta).map_err(|e| Error::bank(format!("metadata: {e}")))?;
         let mut views = Vec::with_capacity(data.len());
-        for (i, (d, bytes)) in self.detectors.iter().zip(&data).enumerate() {
-            let (_, rows) = d.state();
-            let cols = d.config().state_cols(d.dims());
-            let view = TensorView::new(Dtype::F32, vec![rows, cols], bytes)
-                .map_err(|e| Error::bank(format!("member {i} tensor: {e}")))?;
-            views.push((tensor_name(i), view));
+        for (name, bytes, dtype, shape) in &data {
+            let view = TensorView::new(*dtype, shape.clone(), bytes)
+                .map_err(|e| Error::bank(format!("tensor {name}: {e}")))?;
+            views.push((name.clone(), view));
         }
         let info = HashMap::from([(META_KEY.to_string(), json)]);
         safetensors::serialize(views, Some(info)).map_err(|e| Error::bank(format!("writing: {e}")))
@@ -408,7 +434,9 @@ impl Bank {
         if meta.members.is_empty() {
             return Err(Error::bank("the bank has no member"));
         }
-        if st.len() != meta.members.len() {
+        let sources_of = |i: usize| st.tensor(&sources_name(i)).ok();
+        let with_sources = (0..meta.members.len()).filter(|&i| sources_of(i).is_some()).count();
+        if st.len() != meta.members.len() + with_sources {
             return Err(Error::bank(format!(
                 "the bank holds {} tensors but its metadata lists {} members",
                 st.len(),
@@ -422,7 +450,26 @@ impl Bank {
             check_tensor(&name, &t, m.state_rows, m.detector.state_cols(m.dims), m.dims)?;
             data.push(t.data());
         }
-        if stored_checksum(json, &data)? != meta.data_sha256 {
+        let mut sources = Vec::with_capacity(meta.members.len());
+        for (i, m) in meta.members.iter().enumerate() {
+            let Some(t) = sources_of(i) else {
+                sources.push(None);
+                continue;
+            };
+            if t.dtype() != Dtype::U64 || t.shape() != [m.state_rows] || !matches!(m.detector, DetectorConfig::Patchcore(_))
+            {
+                return Err(Error::bank(format!(
+                    "{} has dtype {:?} and shape {:?}: expected U64 [{}] for a PatchCore member",
+                    sources_name(i),
+                    t.dtype(),
+                    t.shape(),
+                    m.state_rows
+                )));
+            }
+            sources.push(Some(t.data()));
+        }
+        let all: Vec<&[u8]> = data.iter().copied().chain(sources.iter().flatten().copied()).collect();
+        if stored_checksum(json, &all)? != meta.data_sha256 {
             return Err(corrupted());
         }
         for m in &meta.members {
@@ -436,7 +483,17 @@ impl Bank {
             .members
             .iter()
             .zip(data)
-            .map(|(m, d)| detector_from(&m.detector, m.dims, d))
+            .zip(sources)
+            .map(|((m, d), src)| {
+                let det = detector_from(&m.detector, m.dims, d)?;
+                match (det, src) {
+                    (Detector::Patchcore(pc), Some(src)) => {
+                        let ids = src.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                        Ok(Detector::Patchcore(pc.with_sources(ids.collect()).map_err(|e| Error::bank(e.to_string()))?))
+                    }
+                    (det, _) => Ok(det),
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Bank { meta, detectors })
     }

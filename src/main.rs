@@ -148,7 +148,7 @@ mod cli {
             bank: Option<PathBuf>,
             #[command(flatten)]
             patch: FitOptions,
-            /// Bootstrap resamples for the 95 % intervals.
+            /// Bootstrap resamples for the 95 % intervals (0: no intervals).
             #[arg(long, default_value_t = 1000)]
             bootstrap: usize,
             /// Anomalous clips used for faithfulness (0 = skip it).
@@ -178,6 +178,14 @@ mod cli {
             /// Backbone folder (default: the embedded model the banks were fitted with).
             #[arg(long)]
             model: Option<PathBuf>,
+            /// Normal recordings or folders to set the merged bank's thresholds on (best: the shards' own clips,
+            /// each scored without the memory-bank rows it gave). Without them the shards' held-out scores are
+            /// pooled, which flags fewer faults with small shards.
+            #[arg(long, num_args = 1..)]
+            calibrate: Vec<PathBuf>,
+            /// Channel of the --calibrate recordings: `mix` or a 0-based index (as the shards were fitted).
+            #[arg(long, default_value = "mix")]
+            channel: String,
             /// Bank files from `sonomaly fit` on the shards (same backbone, front end and members).
             #[arg(required = true, num_args = 2..)]
             banks: Vec<PathBuf>,
@@ -474,7 +482,9 @@ mod cli {
                 score(&bank, model.as_deref(), heatmap_dir.as_deref(), threshold, &ch, include_map, paths)
             }
             Command::Info { bank, json } => info(&bank, json),
-            Command::Merge { out, force, model, banks } => merge(&out, force, model.as_deref(), &banks),
+            Command::Merge { out, force, model, calibrate, channel: ch, banks } => {
+                merge(&out, force, model.as_deref(), &banks, &calibrate, &ch)
+            }
             Command::Eval { fit, test, bank, patch, bootstrap, faithfulness_clips, name, json, markdown, html } => {
                 eval(EvalArgs { fit, test, bank, patch, bootstrap, faithfulness_clips, name, json, markdown, html })
             }
@@ -1025,12 +1035,58 @@ mod cli {
     }
 
     /// `sonomaly merge`: the library's [`sonomaly::merge::merge_banks`], written as `fit` writes.
-    fn merge(out: &Path, force: bool, model_dir: Option<&Path>, paths: &[PathBuf]) -> Result<i32> {
+    fn merge(
+        out: &Path,
+        force: bool,
+        model_dir: Option<&Path>,
+        paths: &[PathBuf],
+        calibrate: &[PathBuf],
+        ch: &str,
+    ) -> Result<i32> {
+        let select = channel(ch)?;
         check_out(out, force, paths)?;
+        let files = if calibrate.is_empty() { Vec::new() } else { expand(calibrate)? };
+        check_out(out, force, &files)?;
         let start = Instant::now();
         let banks = paths.iter().map(|p| load_bank(p)).collect::<Result<Vec<_>>>()?;
-        let model = model_for_bank(model_dir, &banks[0])?;
-        let bank = sonomaly::merge::merge_banks(&banks, model.spec())?;
+        let mut model = model_for_bank(model_dir, &banks[0])?;
+        let mut bank = sonomaly::merge::merge_banks(&banks, model.spec())?;
+        let mut failed = 0;
+        if !files.is_empty() {
+            model.prepare_for(&bank)?;
+            let pb = bar(files.len() as u64, "analysing");
+            let analysed: Vec<_> = files
+                .par_iter()
+                .map(|f| {
+                    pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
+                    let r = read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr));
+                    pb.inc(1);
+                    (f, r)
+                })
+                .collect();
+            pb.finish_and_clear();
+            let mut fitter = Fitter::new(&model, FitConfig::for_bank(&bank))?;
+            for (f, r) in analysed {
+                if let Err(e) = r.and_then(|c| fitter.add_analysed(c)) {
+                    failed += 1;
+                    eprintln!("skipped {}: {}", f.display(), about_file(f, &e));
+                }
+            }
+            if fitter.clips() < 2 {
+                bail!(
+                    "calibrating needs at least two normal recordings that can be read, got {}: nothing written",
+                    fitter.clips()
+                );
+            }
+            let pb = bar(1, "calibrating");
+            let held = fitter.held_out_against(&model, &bank, &mut |p: Progress| {
+                pb.set_length(p.total as u64);
+                pb.set_position(p.done as u64);
+                true
+            })?;
+            pb.finish_and_clear();
+            bank = sonomaly::pipeline::calibrate(&bank, &held)?;
+        }
         let bytes = bank.to_bytes()?;
         let tmp = PathBuf::from(format!("{}.partial", out.display()));
         let written = std::fs::write(&tmp, &bytes)
@@ -1042,8 +1098,8 @@ mod cli {
         }
         let i = bank.info();
         eprintln!(
-            "wrote {} ({:.1} MB): {} banks merged, {} clips, {:.1} s of audio, memory bank {}, threshold {:.4}, in \
-             {:.1} s",
+            "wrote {} ({:.1} MB): {} banks merged, {} clips, {:.1} s of audio, memory bank {}, threshold {:.4}, \
+             calibrated on {}, in {:.1} s",
             out.display(),
             bytes.len() as f64 / 1e6,
             banks.len(),
@@ -1051,9 +1107,16 @@ mod cli {
             i.seconds_fitted,
             i.memory_bank,
             i.threshold,
+            if files.is_empty() {
+                "the shards' pooled held-out scores (give --calibrate with the shards' clips to measure them on the \
+                 merged bank)"
+                    .to_string()
+            } else {
+                format!("{} normal recordings", files.len() - failed)
+            },
             start.elapsed().as_secs_f64()
         );
-        Ok(0)
+        Ok(if failed > 0 { 3 } else { 0 })
     }
 
     fn info(path: &Path, json: bool) -> Result<i32> {

@@ -14,15 +14,18 @@
 //! measured norms, weighted by seconds of audio: exact when patches are proportional to seconds) and each shard's
 //! memory bank is rescaled to them column by column, so the merged memory bank is in one space.
 //!
-//! **Calibration (an approximation).** The merged bank's normalisation and thresholds are recomputed from the
-//! pooled held-out normal scores of the shards ([`MemberMeta::normal_scores`] and
-//! [`MemberMeta::normal_curve_peaks`]): each member's robust z normalisation ([`Norm::robust`]) and gamma
-//! threshold on the pooled raw scores, the fused held-out scores as the largest member z-score per held-out clip,
-//! and the clip and segment thresholds from the banks' common [`ThresholdRule`]. Each shard's held-out scores were
-//! measured against that shard's cross-fitted members, which saw fewer normal patches than the merged bank (and
-//! used the shard's own patch weights), so held-out normal clips would score somewhat lower against the merged
-//! bank: the merged thresholds err on the side of fewer false alarms. Band levels are pooled from the shards'
-//! means and spreads (the spreads were floored per shard, so the pooled spread is at least as wide).
+//! **Calibration.** A merged bank is best calibrated against itself: [`crate::pipeline::Fitter::held_out_against`]
+//! scores the shards' normal clips against the merged bank, each without the memory-bank rows that came from it
+//! (every row keeps the fingerprint of its clip), and [`crate::pipeline::calibrate`] sets the normalisations and
+//! thresholds from those scores (`sonomaly merge --calibrate`, `sonomaly.dask.fit_sharded`). Without the clips,
+//! [`merge_banks`] pools the shards' own held-out normal scores ([`MemberMeta::normal_scores`] and
+//! [`MemberMeta::normal_curve_peaks`]): each member's robust z normalisation ([`Norm::robust`]) and gamma threshold
+//! on the pooled raw scores, the fused held-out scores as the largest member z-score per held-out clip. That is an
+//! approximation that errs on the side of missed faults: each shard's held-out scores were measured against that
+//! shard's members, which saw fewer normal patches than the merged bank, so normal clips score lower against the
+//! merged bank than the pooled scores say (RESULTS.md: MIMII fan in two shards of 5 clips flags 10 of 20 faulty
+//! clips pooled, against 17 of 20 calibrated on the clips). Band levels are pooled from the shards' means and
+//! spreads (the spreads were floored per shard, so the pooled spread is at least as wide).
 //!
 //! **PaDiM and the baseline are refused.** A PaDiM bank stores each Gaussian's mean and inverse covariance but not
 //! the number of patches nor their sums, so the exact pooled Gaussian cannot be recovered; the baseline stores
@@ -82,6 +85,8 @@ pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
         let columns = column_scales_target(&embedding, spec, m0.dims)?;
         let dims = m0.dims;
         let mut union = Vec::new();
+        let mut sources = Vec::new();
+        let all_sourced = banks.iter().all(|b| matches!(&b.detectors[i], Detector::Patchcore(p) if !p.sources().is_empty()));
         for (b, bank) in banks.iter().enumerate() {
             let Detector::Patchcore(p) = &bank.detectors[i] else {
                 return Err(Error::invalid(format!("bank {}: member '{}' is not PatchCore", b + 1, m0.name)));
@@ -92,9 +97,17 @@ pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
             for row in p.memory_bank.chunks_exact(dims) {
                 union.extend(row.iter().zip(&scale).map(|(v, s)| v * s));
             }
+            if all_sourced {
+                sources.extend_from_slice(p.sources());
+            }
         }
-        let rows = select_coreset_rows(&union, dims, pc)?;
-        detectors.push(Detector::Patchcore(PatchCore::from_memory_bank(rows, dims, pc.clone())));
+        let (rows, chosen) = select_coreset_rows(&union, dims, pc)?;
+        let sources = match chosen {
+            _ if sources.is_empty() => Vec::new(),
+            Some(chosen) => chosen.iter().map(|&j| sources[j]).collect(),
+            None => sources,
+        };
+        detectors.push(Detector::Patchcore(PatchCore::from_memory_bank(rows, dims, pc.clone()).with_sources(sources)?));
         let scores: Vec<f32> = shard_members.iter().flat_map(|m| m.normal_scores.scores.iter().copied()).collect();
         let peaks: Vec<f32> = shard_members.iter().flat_map(|m| m.normal_curve_peaks.scores.iter().copied()).collect();
         let quantile = if m0.normal_scores.quantile > 0.0 { m0.normal_scores.quantile } else { THRESHOLD_QUANTILE };
@@ -153,11 +166,16 @@ pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
 
 /// The merged memory bank from the union of the shards' memory banks `[n, dims]`: all of it when `n` is at most
 /// `max_bank_rows`, else the capped greedy coreset ([`select_coreset`]) of `max_bank_rows` rows among
-/// `min(n, ceil(max_bank_rows / coreset_ratio))` seeded random candidates.
+/// `min(n, ceil(max_bank_rows / coreset_ratio))` seeded random candidates; with the chosen rows' indices in the
+/// union (`None`: all rows, in order).
 ///
 /// # Errors
 /// [`Error::InvalidInput`] for a bad config or an empty union.
-pub fn select_coreset_rows(union: &[f32], dims: usize, config: &PatchCoreConfig) -> Result<Vec<f32>> {
+pub fn select_coreset_rows(
+    union: &[f32],
+    dims: usize,
+    config: &PatchCoreConfig,
+) -> Result<(Vec<f32>, Option<Vec<usize>>)> {
     config.validate()?;
     let n = if dims == 0 { 0 } else { union.len() / dims };
     if n == 0 {
@@ -165,7 +183,7 @@ pub fn select_coreset_rows(union: &[f32], dims: usize, config: &PatchCoreConfig)
     }
     let cap = match config.max_bank_rows {
         Some(cap) if n > cap => cap,
-        _ => return Ok(union.to_vec()),
+        _ => return Ok((union.to_vec(), None)),
     };
     // As a single fit under the cap: `cap` rows among `cap / coreset_ratio` candidates (the ratio read back as the
     // decimal it was written as, as `CoresetPlan::new` does).
@@ -177,7 +195,7 @@ pub fn select_coreset_rows(union: &[f32], dims: usize, config: &PatchCoreConfig)
     for &i in &chosen {
         rows.extend_from_slice(&union[i * dims..(i + 1) * dims]);
     }
-    Ok(rows)
+    Ok((rows, Some(chosen)))
 }
 
 /// Refuses `bank` (number `which`, from 1) if it cannot be merged with `first`, naming what differs.

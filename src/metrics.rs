@@ -132,6 +132,7 @@ pub struct WithInterval {
 
 /// Percentile bootstrap interval (`level`, e.g. 0.95) of `metric` over `rounds` resamples of the examples
 /// (stratified: normal and anomalous examples are resampled separately, so every resample has both classes).
+/// With `rounds` 0 there is no interval: `low` and `high` are the value itself.
 ///
 /// # Errors
 /// As `metric` on the full set.
@@ -144,6 +145,9 @@ pub fn bootstrap(
     seed: u64,
 ) -> Result<WithInterval> {
     let value = metric(labels, scores)?;
+    if rounds == 0 {
+        return Ok(WithInterval { value, low: value, high: value });
+    }
     let pos: Vec<usize> = (0..labels.len()).filter(|&i| labels[i]).collect();
     let neg: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i]).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -181,6 +185,14 @@ mod tests {
         assert!((partial_auc(&l, &s, 0.1).unwrap() - 0.662_280_701_754_385_9).abs() < 1e-12);
         assert!(roc_auc(&[true, true], &[0.1, 0.2]).is_err());
         assert!(roc_auc(&[true, false], &[0.1, f32::NAN]).is_err());
+    }
+
+    #[test]
+    fn no_bootstrap_rounds_give_the_value_alone() {
+        let l = [false, true, false, true];
+        let s = [0.1, 0.9, 0.3, 0.2];
+        let r = bootstrap(&l, &s, roc_auc, 0, 0.95, 1).unwrap();
+        assert_eq!((r.value, r.low, r.high), (0.75, 0.75, 0.75));
     }
 
     #[test]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -31,14 +32,21 @@ __all__ = [
     "fit",
     "score",
     "merge",
+    "held_out",
+    "calibrate",
     "Error",
     "AudioError",
     "BankError",
     "ModelError",
     "InvalidInputError",
     "IOError",
+    "SkippedFileWarning",
 ]
 __version__ = _core.__version__
+
+
+class SkippedFileWarning(UserWarning):
+    """A file left out of a fit with ``on_error="skip"``: the message names it and says why."""
 
 Result = _core.Result
 Result.__doc__ = """One clip's result, as the command line's ``score`` gives it.
@@ -231,6 +239,7 @@ def fit(
     segment_z: Optional[float] = None,
     peak_normalize: bool = False,
     channel: Optional[int] = None,
+    on_error: str = "raise",
 ) -> Bank:
     """Fits a bank on recordings of normal sound, as ``sonomaly fit`` does.
 
@@ -255,14 +264,20 @@ def fit(
         clip_z, segment_z: clip and segment thresholds in robust z units (default 2 and 2).
         peak_normalize: divide each clip by its peak before the front end.
         channel: channel of multichannel files (0-based; None mixes them down).
+        on_error: ``"raise"``: the first file that cannot be read or used raises; ``"skip"``: such files are left
+            out with a :class:`SkippedFileWarning` each (its message names the file and the reason), as the
+            command line skips them, and the fit goes on with the others.
 
     Returns:
         The fitted, calibrated :class:`Bank`.
 
     Raises:
-        AudioError: a file cannot be decoded or used (its name is in the message).
-        InvalidInputError: too little audio, an unknown preset or detector, bad parameters.
+        AudioError: a file cannot be decoded or used (its name is in the message), with ``on_error="raise"``.
+        IOError: a file cannot be opened, with ``on_error="raise"``.
+        InvalidInputError: too little audio, no usable file, an unknown preset or detector, bad parameters.
     """
+    if on_error not in ("raise", "skip"):
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if isinstance(files_or_arrays, (str, os.PathLike)):
         files_or_arrays = [files_or_arrays]
     clips = [_clip(x) for x in files_or_arrays]
@@ -270,7 +285,7 @@ def fit(
         preset = None
     if isinstance(grid_stride, int):
         grid_stride = [grid_stride]
-    inner = _core.fit(
+    inner, skipped = _core.fit(
         clips,
         sample_rate,
         _model(model),
@@ -288,7 +303,10 @@ def fit(
         segment_z,
         peak_normalize,
         channel,
+        on_error == "skip",
     )
+    for message in skipped:
+        warnings.warn(f"skipped {message}", SkippedFileWarning, stacklevel=2)
     return Bank(inner)
 
 
@@ -322,26 +340,107 @@ def score(
     return _core.score(bank._inner, _clip(file_or_array), sample_rate, _model(model), channel)
 
 
-def merge(banks: Sequence[Bank], *, model: Optional[Model] = None) -> Bank:
+def merge(
+    banks: Sequence[Bank],
+    *,
+    model: Optional[Model] = None,
+    calibrate_on: Optional[Iterable[Any]] = None,
+    sample_rate: Optional[int] = None,
+    channel: Optional[int] = None,
+) -> Bank:
     """Merges banks fitted on shards of one corpus into one bank, as ``sonomaly merge`` does.
 
     PatchCore members: the merged memory bank is the union of the shards' memory banks when it has at most
     ``max_bank_rows`` rows, else the library's capped greedy coreset of it. The fitted patch weights are pooled and
     each shard's memory bank rescaled to them.
 
-    Calibration (an approximation): each member's z normalisation and the thresholds are recomputed from the
-    pooled held-out normal scores of the shards. Each shard's held-out scores were measured against members fitted
-    on part of that shard only, so they run higher than held-out scores against the merged bank would: merged
-    z-scores come out lower and the default threshold flags fewer clips than a bank fitted on all clips at once
-    (rankings, hence ROC-AUC, are unaffected by this). Banks with PaDiM or baseline members are refused: they do
-    not store the counts and sums an exact pooled Gaussian needs.
+    Calibration: with ``calibrate_on`` (best: the shards' own normal clips), the thresholds are measured on the
+    merged bank: each clip is scored without the memory-bank rows it gave (:func:`held_out`, :func:`calibrate`).
+    Without it, each member's z normalisation and the thresholds are recomputed from the pooled held-out normal
+    scores of the shards, an approximation: each shard's held-out scores were measured against that shard alone,
+    so they run higher than against the merged bank, merged z-scores come out lower and the default threshold
+    flags fewer faults than a bank fitted on all clips at once (MIMII fan in two shards of 5 clips: 10 of 20 faulty
+    clips flagged pooled, 17 of 20 calibrated; rankings, hence ROC-AUC, are the same). Banks with PaDiM or baseline
+    members are refused: they do not store the counts and sums an exact pooled Gaussian needs.
+
+    Args:
+        banks: two or more banks fitted with the same backbone, front end and members.
+        model: the backbone (default: the embedded model the banks were fitted with).
+        calibrate_on: normal recordings (paths and/or mono arrays) to calibrate the merged bank on.
+        sample_rate: Hz, for arrays in ``calibrate_on``.
+        channel: channel of multichannel files in ``calibrate_on`` (0-based; None mixes them down).
 
     Raises:
         InvalidInputError: fewer than two banks, or banks that differ in backbone, front end, members, detector
-            parameters or threshold rule (the message names the field and both values), or PaDiM/baseline members.
+            parameters or threshold rule (the message names the field and both values), PaDiM/baseline members,
+            or fewer than two calibration clips.
+        AudioError: a calibration file cannot be used (its name is in the message).
     """
     banks = list(banks)
     for b in banks:
         if not isinstance(b, Bank):
             raise TypeError(f"banks must be sonomaly.Bank objects, got {type(b).__name__}")
-    return Bank(_core.merge([b._inner for b in banks], _model(model)))
+    merged = Bank(_core.merge([b._inner for b in banks], _model(model)))
+    if calibrate_on is None:
+        return merged
+    return calibrate(merged, held_out(merged, calibrate_on, sample_rate, model=model, channel=channel))
+
+
+def held_out(
+    bank: Bank,
+    files_or_arrays: Union[Iterable[Any], str, os.PathLike],
+    sample_rate: Optional[int] = None,
+    *,
+    model: Optional[Model] = None,
+    channel: Optional[int] = None,
+) -> np.ndarray:
+    """Scores normal clips against ``bank`` as held-out clips, for :func:`calibrate`.
+
+    A PatchCore member scores each clip without the memory-bank rows that came from that clip (every row keeps a
+    fingerprint of its clip's samples), each replaced by the nearest patch of the other clips given here, so the
+    shards' own clips count as held out against a merged bank. The work splits over machines: call it on each
+    shard's clips and concatenate the arrays (:func:`sonomaly.dask.fit_sharded` does).
+
+    Args:
+        bank: a bank (format version 2).
+        files_or_arrays: normal recordings: paths and/or mono arrays (1-D, floating point in [-1, 1]).
+        sample_rate: Hz, for arrays.
+        model: the backbone (default: the embedded model the bank was fitted with).
+        channel: channel of multichannel files (0-based; None mixes them down).
+
+    Returns:
+        float32 array ``[clips, members, 2]``: per clip and member the raw clip score and the raw temporal-curve
+        peak (detector units).
+
+    Raises:
+        AudioError: a clip cannot be used (its name is in the message).
+        InvalidInputError: no clip.
+    """
+    if not isinstance(bank, Bank):
+        raise TypeError(f"bank must be a sonomaly.Bank, got {type(bank).__name__}")
+    if isinstance(files_or_arrays, (str, os.PathLike)):
+        files_or_arrays = [files_or_arrays]
+    return _core.held_out(bank._inner, [_clip(x) for x in files_or_arrays], sample_rate, _model(model), channel)
+
+
+def calibrate(bank: Bank, held: Any) -> Bank:
+    """``bank`` with its normalisations and thresholds set from held-out normal results.
+
+    Args:
+        bank: a bank (format version 2).
+        held: float32 ``[clips, members, 2]`` from :func:`held_out` (arrays of several calls concatenated on axis 0).
+
+    Returns:
+        A new :class:`Bank`: the same memory banks, each member's robust z normalisation and the fused held-out
+        scores from ``held``, the thresholds of the bank's rule (an overridden threshold returns to the rule's).
+
+    Raises:
+        InvalidInputError: fewer than two clips, a shape other than ``[clips, members, 2]``, non-finite values, a
+            version 1 bank, or held-out scores that are all 0.
+    """
+    if not isinstance(bank, Bank):
+        raise TypeError(f"bank must be a sonomaly.Bank, got {type(bank).__name__}")
+    arr = np.ascontiguousarray(np.asarray(held, dtype=np.float32))
+    if arr.ndim != 3:
+        raise InvalidInputError(f"held-out results must be a [clips, members, 2] array, got {arr.ndim} dimensions")
+    return Bank(_core.calibrate(bank._inner, arr))

@@ -4,8 +4,9 @@
   workers; each worker process loads the bank (and prepares the backbone for it) once, then scores every file of
   every partition it gets.
 - :func:`fit_sharded`: one bank fitted per shard of the files on the workers, merged into one bank with the
-  library's merge (:func:`sonomaly.merge`: a coreset of the shards' memory banks, the calibration pooled from the
-  shards' held-out normal scores; read its caveat).
+  library's merge (:func:`sonomaly.merge`: a coreset of the shards' memory banks), then calibrated on the merged
+  bank: each shard's clips scored on the workers without the memory-bank rows they gave (:func:`sonomaly.held_out`,
+  :func:`sonomaly.calibrate`).
 
 Paths must be readable by the workers (a shared file system, or a single machine's ``LocalCluster``).
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 import os
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 import sonomaly
 
@@ -115,6 +118,14 @@ def _fit_shard(paths: Sequence[str], model_folder: Optional[str], options: Dict[
     return sonomaly.fit(list(paths), model=model, **options).to_bytes()
 
 
+def _held_out_shard(
+    paths: Sequence[str], bank_bytes: bytes, model_folder: Optional[str], channel: Optional[int]
+) -> "np.ndarray":
+    model = sonomaly.Model(model_folder) if model_folder is not None else None
+    bank = sonomaly.Bank.from_bytes(bank_bytes)
+    return sonomaly.held_out(bank, list(paths), model=model, channel=channel)
+
+
 def fit_sharded(
     paths: Sequence[Union[str, os.PathLike]],
     shards: int,
@@ -122,6 +133,7 @@ def fit_sharded(
     client=None,
     overwrite: bool = False,
     model_folder: Optional[str] = None,
+    calibrate: bool = True,
     **fit_options: Any,
 ) -> "sonomaly.Bank":
     """Fits one bank per shard of ``paths`` on the workers and merges them into one (:func:`sonomaly.merge`).
@@ -136,6 +148,10 @@ def fit_sharded(
         client: a ``distributed.Client`` (default: Dask's current scheduler).
         overwrite: replace ``out`` if it is a bank.
         model_folder: the backbone folder (default: the embedded default).
+        calibrate: set the merged bank's thresholds on the merged bank itself: each shard's clips are scored on
+            the workers without the memory-bank rows they gave (:func:`sonomaly.held_out`) and the bank is
+            recalibrated from them (:func:`sonomaly.calibrate`); a second pass over the files, as long as the
+            fits' analysis. False: the shards' held-out scores are pooled (faster; flags fewer faults).
         **fit_options: as :func:`sonomaly.fit` (preset, layers, coreset_ratio, max_bank_rows, seed...).
 
     Returns:
@@ -163,6 +179,13 @@ def fit_sharded(
         banks = dask.compute(*tasks)
     model = sonomaly.Model(model_folder) if model_folder is not None else None
     merged = sonomaly.merge([sonomaly.Bank.from_bytes(b) for b in banks], model=model)
+    if calibrate:
+        # Each shard's clips scored against the merged bank without their own rows, on the workers.
+        merged_bytes = merged.to_bytes()
+        channel = fit_options.get("channel")
+        tasks = [dask.delayed(_held_out_shard, pure=False)(p, merged_bytes, model_folder, channel) for p in parts]
+        held = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks)
+        merged = sonomaly.calibrate(merged, np.concatenate(held, axis=0))
     if out is not None:
         merged.save(out, overwrite=overwrite)
     return merged

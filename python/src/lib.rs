@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -16,7 +16,9 @@ use sonomaly::audio::{decode_file, to_mono, ChannelSelect};
 use sonomaly::bank::{looks_like_bank, Bank as CoreBank};
 use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
 use sonomaly::embedding::EmbeddingConfig;
-use sonomaly::pipeline::{score_clip, ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model as CoreModel};
+use sonomaly::pipeline::{
+    score_clip, ClipResult, FitConfig, FitPreset, Fitter, HeldOut, MemberConfig, Model as CoreModel,
+};
 use sonomaly::Error as CoreError;
 
 /// The Python exception for a core error: `sonomaly.AudioError`, `BankError`, `ModelError`, `InvalidInputError`
@@ -439,7 +441,7 @@ fn score(
 #[pyo3(signature = (clips, sample_rate=None, model=None, preset=None, layers=None, detector="patchcore",
     coreset_ratio=0.1, max_bank_rows=Some(sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS), seed=0, padim_d=100,
     balance_layers=false, frequency_position=true, grid_stride=None, clip_z=None, segment_z=None,
-    peak_normalize=false, channel=None))]
+    peak_normalize=false, channel=None, skip_errors=false))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -460,7 +462,8 @@ fn fit(
     segment_z: Option<f32>,
     peak_normalize: bool,
     channel: Option<usize>,
-) -> PyResult<Bank> {
+    skip_errors: bool,
+) -> PyResult<(Bank, Vec<String>)> {
     if clips.is_empty() {
         return Err(invalid("fitting needs at least one normal clip"));
     }
@@ -487,8 +490,8 @@ fn fit(
         return Err(invalid("give a preset or layers, not both"));
     }
     let select = self::channel(channel);
-    let bank = py
-        .detach(|| -> sonomaly::Result<CoreBank> {
+    let (bank, skipped) = py
+        .detach(|| -> sonomaly::Result<(CoreBank, Vec<String>)> {
             let mut model = match model {
                 Some(m) => m.inner.try_clone()?,
                 None => CoreModel::embedded_default()?,
@@ -539,13 +542,25 @@ fn fit(
                 })
                 .collect();
             let mut fitter = Fitter::new(&model, config)?;
+            // A clip that cannot be used: an error, or with `skip_errors` its message, and the others go on.
+            let mut skipped = Vec::new();
             for a in analysed {
-                fitter.add_analysed(a?)?;
+                match a.and_then(|c| fitter.add_analysed(c)) {
+                    Ok(()) => {}
+                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => skipped.push(e.to_string()),
+                    Err(e) => return Err(e),
+                }
             }
-            fitter.finish(&model, &mut |_| true)
+            if fitter.clips() == 0 {
+                return Err(CoreError::InvalidInput(format!(
+                    "no clip could be used ({} skipped): nothing to fit",
+                    skipped.len()
+                )));
+            }
+            Ok((fitter.finish(&model, &mut |_| true)?, skipped))
         })
         .map_err(py_err)?;
-    Ok(Bank::wrap(bank))
+    Ok((Bank::wrap(bank), skipped))
 }
 
 /// Merges banks fitted on shards (see `sonomaly.merge`).
@@ -571,6 +586,64 @@ fn merge(py: Python<'_>, banks: Vec<PyRef<'_, Bank>>, model: Option<&Model>) -> 
     Ok(Bank::wrap(merged))
 }
 
+/// Held-out normal results of clips against a bank (see `sonomaly.held_out`): float32 `[clips, members, 2]`,
+/// (raw clip score, raw temporal-curve peak) per clip and member.
+#[pyfunction]
+#[pyo3(signature = (bank, clips, sample_rate=None, model=None, channel=None))]
+fn held_out<'py>(
+    py: Python<'py>,
+    bank: &Bank,
+    clips: Vec<Clip<'_>>,
+    sample_rate: Option<u32>,
+    model: Option<&Model>,
+    channel: Option<usize>,
+) -> PyResult<Bound<'py, PyArray3<f32>>> {
+    let clips = clips.into_iter().map(|c| OwnedClip::from(c, sample_rate)).collect::<PyResult<Vec<_>>>()?;
+    let select = self::channel(channel);
+    let members = bank.inner.meta.members.len();
+    let held = py
+        .detach(|| {
+            bank.with_model(model, |m| {
+                let analysed: Vec<sonomaly::Result<_>> = clips
+                    .par_iter()
+                    .map(|c| {
+                        let (x, sr) = c.mono(select)?;
+                        Fitter::analyse_clip(m, &x, sr).map_err(|e| match c {
+                            OwnedClip::Path(p) => with_file(e, p),
+                            _ => e,
+                        })
+                    })
+                    .collect();
+                let mut fitter = Fitter::new(m, FitConfig::for_bank(&bank.inner))?;
+                for a in analysed {
+                    fitter.add_analysed(a?)?;
+                }
+                fitter.held_out_against(m, &bank.inner, &mut |_| true)
+            })
+        })
+        .map_err(py_err)?;
+    let n = held.len();
+    let flat: Vec<f32> = held.iter().flat_map(|h| h.iter().flat_map(|x| [x.score, x.peak])).collect();
+    flat.into_pyarray(py).reshape([n, members, 2])
+}
+
+/// `bank` recalibrated from held-out results `[clips, members, 2]` (see `sonomaly.calibrate`).
+#[pyfunction]
+fn calibrate(py: Python<'_>, bank: &Bank, held: PyReadonlyArray3<'_, f32>) -> PyResult<Bank> {
+    let a = held.as_array();
+    let (n, m, two) = a.dim();
+    if two != 2 || m != bank.inner.meta.members.len() {
+        return Err(invalid(format!(
+            "held-out results must have shape [clips, {}, 2] for this bank, got [{n}, {m}, {two}]",
+            bank.inner.meta.members.len()
+        )));
+    }
+    let rows: Vec<Vec<HeldOut>> =
+        (0..n).map(|k| (0..m).map(|i| HeldOut { score: a[[k, i, 0]], peak: a[[k, i, 1]] }).collect()).collect();
+    let out = py.detach(|| sonomaly::pipeline::calibrate(&bank.inner, &rows)).map_err(py_err)?;
+    Ok(Bank::wrap(out))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
@@ -579,6 +652,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(score, m)?)?;
     m.add_function(wrap_pyfunction!(fit, m)?)?;
     m.add_function(wrap_pyfunction!(merge, m)?)?;
+    m.add_function(wrap_pyfunction!(held_out, m)?)?;
+    m.add_function(wrap_pyfunction!(calibrate, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -83,7 +83,7 @@ impl PatchCoreConfig {
     }
 }
 
-/// A fitted PatchCore: the memory bank `[n, dims]`.
+/// A fitted PatchCore: the memory bank `[n, dims]`, with the source of each row when known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchCore {
     /// Parameters it was fitted with.
@@ -93,6 +93,20 @@ pub struct PatchCore {
     /// Memory bank `[n, dims]` row-major.
     pub memory_bank: Vec<f32>,
     norms: Vec<f32>,
+    /// Source of each memory-bank row `[n]` (see [`source_id`]), or empty when unknown (banks written before
+    /// sources were kept). Lets a normal clip be scored against the rows that did not come from it.
+    sources: Vec<u64>,
+}
+
+/// Source id of the patches of part `part` (0 for a whole clip, at most 255) of the clip with fingerprint
+/// `clip` (see [`crate::pipeline::clip_fingerprint`]): the fingerprint's upper 56 bits and the part number.
+pub fn source_id(clip: u64, part: usize) -> u64 {
+    (clip & !0xFF) | (part.min(0xFF) as u64)
+}
+
+/// True when source id `source` belongs to the clip with fingerprint `clip` (any part of it).
+pub fn same_clip(source: u64, clip: u64) -> bool {
+    source >> 8 == clip >> 8
 }
 
 /// Nearest memory-bank patch of each query.
@@ -178,6 +192,15 @@ impl PatchCore {
     /// # Errors
     /// [`Error::InvalidInput`] for no patch, a ragged buffer, non-finite values or a bad config.
     pub fn fit(patches: &[f32], dims: usize, config: PatchCoreConfig) -> Result<Self> {
+        Self::fit_with_sources(patches, &[], dims, config)
+    }
+
+    /// As [`PatchCore::fit`], keeping the source id of each chosen row: `sources` `[n]`, one per patch (or empty:
+    /// unknown).
+    ///
+    /// # Errors
+    /// As [`PatchCore::fit`]; [`Error::InvalidInput`] if `sources` is neither empty nor one per patch.
+    pub fn fit_with_sources(patches: &[f32], sources: &[u64], dims: usize, config: PatchCoreConfig) -> Result<Self> {
         config.validate()?;
         if dims == 0 || patches.is_empty() || patches.len() % dims != 0 {
             return Err(Error::invalid(format!(
@@ -189,6 +212,9 @@ impl PatchCore {
             return Err(Error::invalid(format!("patch value {i} is not finite")));
         }
         let n = patches.len() / dims;
+        if !sources.is_empty() && sources.len() != n {
+            return Err(Error::invalid(format!("{} patch sources for {n} patches", sources.len())));
+        }
         let plan = config.plan(n);
         #[cfg(not(target_arch = "wasm32"))]
         let started = std::time::Instant::now();
@@ -207,13 +233,55 @@ impl PatchCore {
         for &i in &chosen {
             memory_bank.extend_from_slice(&patches[i * dims..(i + 1) * dims]);
         }
-        Ok(Self::from_memory_bank(memory_bank, dims, config))
+        let mut pc = Self::from_memory_bank(memory_bank, dims, config);
+        if !sources.is_empty() {
+            pc.sources = chosen.iter().map(|&i| sources[i]).collect();
+        }
+        Ok(pc)
     }
 
-    /// A PatchCore from a stored memory bank `[n, dims]` (bank loading).
+    /// A PatchCore from a stored memory bank `[n, dims]` (bank loading), sources unknown.
     pub fn from_memory_bank(memory_bank: Vec<f32>, dims: usize, config: PatchCoreConfig) -> Self {
         let norms = squared_norms(&memory_bank, dims);
-        PatchCore { config, dims, memory_bank, norms }
+        PatchCore { config, dims, memory_bank, norms, sources: Vec::new() }
+    }
+
+    /// Sets the source id of every row (`[n]`, see [`source_id`]; empty: unknown).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `sources` is neither empty nor one per row.
+    pub fn with_sources(mut self, sources: Vec<u64>) -> Result<Self> {
+        if !sources.is_empty() && sources.len() != self.len() {
+            return Err(Error::invalid(format!("{} row sources for a memory bank of {} rows", sources.len(), self.len())));
+        }
+        self.sources = sources;
+        Ok(self)
+    }
+
+    /// Source id of each row `[n]`, or empty when unknown.
+    pub fn sources(&self) -> &[u64] {
+        &self.sources
+    }
+
+    /// The PatchCore without the rows whose source `leave_out` accepts: how a normal clip (or part) that the
+    /// bank was fitted on is scored as if the bank had never seen it, for calibration. `None` if no row would
+    /// remain. Without known sources, every row is kept.
+    pub fn without(&self, leave_out: impl Fn(u64) -> bool) -> Option<PatchCore> {
+        if self.sources.is_empty() {
+            return Some(self.clone());
+        }
+        let d = self.dims;
+        let keep: Vec<usize> = (0..self.len()).filter(|&j| !leave_out(self.sources[j])).collect();
+        if keep.is_empty() {
+            return None;
+        }
+        let mut memory_bank = Vec::with_capacity(keep.len() * d);
+        for &j in &keep {
+            memory_bank.extend_from_slice(&self.memory_bank[j * d..(j + 1) * d]);
+        }
+        let norms = keep.iter().map(|&j| self.norms[j]).collect();
+        let sources = keep.iter().map(|&j| self.sources[j]).collect();
+        Some(PatchCore { config: self.config.clone(), dims: d, memory_bank, norms, sources })
     }
 
     /// Rows in the memory bank.
@@ -231,6 +299,34 @@ impl PatchCore {
     /// # Errors
     /// [`Error::InvalidInput`] for a ragged query buffer or a dimension other than the bank's.
     pub fn nearest(&self, queries: &[f32]) -> Result<Nearest> {
+        self.nearest_where(queries, None)
+    }
+
+    /// Nearest memory-bank patch of every query `[q, dims]` among the rows whose source `same` does not match the
+    /// query's source `query_sources[r]`: `same(row source, query source)` true excludes the row. A query that
+    /// every row matches gets distance `inf` and row `u32::MAX`. Used to find, for a held-out clip's memory-bank
+    /// rows, the nearest patch of the other clips.
+    ///
+    /// # Errors
+    /// As [`PatchCore::nearest`]; [`Error::InvalidInput`] if the bank has no sources or `query_sources` is not one
+    /// per query.
+    pub fn nearest_excluding(
+        &self,
+        queries: &[f32],
+        query_sources: &[u64],
+        same: &(dyn Fn(u64, u64) -> bool + Sync),
+    ) -> Result<Nearest> {
+        if self.sources.len() != self.len() || query_sources.len() * self.dims != queries.len() {
+            return Err(Error::invalid("excluding rows by source needs the sources of every row and every query"));
+        }
+        self.nearest_where(queries, Some((query_sources, same)))
+    }
+
+    fn nearest_where(
+        &self,
+        queries: &[f32],
+        exclude: Option<(&[u64], &(dyn Fn(u64, u64) -> bool + Sync))>,
+    ) -> Result<Nearest> {
         let d = self.dims;
         if queries.len() % d != 0 {
             return Err(Error::invalid(format!(
@@ -254,6 +350,17 @@ impl PatchCore {
             while b0 < n {
                 let bn = (n - b0).min(BC);
                 matmul_abt(qs, &self.memory_bank[b0 * d..(b0 + bn) * d], rows, bn, d, &mut g);
+                if let Some((qsrc, same)) = exclude {
+                    // Excluded rows: a dot product of -inf makes their distance +inf, so they never win.
+                    for r in 0..rows {
+                        let q = qsrc[ci * QC + r];
+                        for (j, gv) in g[r * bn..(r + 1) * bn].iter_mut().enumerate() {
+                            if same(self.sources[b0 + j], q) {
+                                *gv = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                }
                 let norms = &self.norms[b0..b0 + bn];
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
@@ -270,6 +377,10 @@ impl PatchCore {
                 b0 += bn;
             }
             for (r, best) in out.iter_mut().enumerate() {
+                if best.0 == f32::INFINITY {
+                    *best = (f32::INFINITY, u32::MAX);
+                    continue;
+                }
                 let i = best.1 as usize;
                 best.0 = exact_distance(&qs[r * d..(r + 1) * d], &self.memory_bank[i * d..(i + 1) * d]);
             }

@@ -23,7 +23,7 @@ mod windows;
 use serde::Serialize;
 
 pub use crate::anomaly_map::Segment;
-pub use fit::{AnalysedClip, FitConfig, FitPreset, Fitter, MemberConfig};
+pub use fit::{calibrate, clip_fingerprint, AnalysedClip, FitConfig, FitPreset, Fitter, HeldOut, MemberConfig};
 pub use model::{Model, AISFX_SPEC, DEFAULT_SPEC, EFFICIENTAT_SPEC};
 #[cfg(not(target_arch = "wasm32"))]
 pub use model::{AISFX_ONNX, DEFAULT_ONNX, EFFICIENTAT_ONNX};
