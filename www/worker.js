@@ -16,7 +16,7 @@ const MODEL_CACHE = "sonomaly-models-v1";
 
 let engine = null; // Engine: model + bank + stream + fitter
 const cancelled = new Set(); // ids of requests the page asked to stop
-let modelRef = null; // {kind: "default" | "shipped" | "file", name, source}: the model in use, for `session`
+let modelRef = null; // {kind: "default" | "shipped" | "file", name, source, sha}: the model in use, for `session`
 let wasmReady = null;
 let bankSerial = 0; // changes whenever the bank (or the model) in use changes
 let bankName = null; // what the page calls the bank in use
@@ -242,17 +242,18 @@ const handlers = {
     return result;
   },
 
-  // Takes over from a worker that was terminated (see engine.js): the same model, the same bank (its bytes), the
-  // same bank serial, so that every result the page shows stays the bank in use's. `msg` is init's, with
+  // Takes over from a worker that was terminated (see engine.js), or makes a helper of the pool hold what the main
+  // worker holds: the same model, the same bank (its bytes), the same bank serial, so that every result the page
+  // shows stays the bank in use's. `msg` is init's, with
   // `session` (the last one the old worker sent) and `modelFiles` ({onnx, spec, name}: a model opened from files).
   async restore(msg, id) {
     const s = msg.session;
-    if (engine && s && modelRef && s.model.sha === modelRef.sha) {
+    if (engine && s && s.bank && modelRef && s.model.sha === modelRef.sha) {
       // The same model (a worker of the pool following a bank change): only the bank changes.
-      if (s.bank) engine.loadBank(new Uint8Array(s.bank));
+      engine.loadBank(new Uint8Array(s.bank));
       bankName = s.bankName;
       bankSerial = s.serial;
-      return { model: null, bank: s.bank ? engine.bankInfo() : null, bankName, serial: bankSerial, session: session() };
+      return { model: null, bank: engine.bankInfo(), bankName, serial: bankSerial, session: session() };
     }
     await setup(msg, id);
     const def = await defaultModelBytes(msg, id);
@@ -271,7 +272,9 @@ const handlers = {
     }
     progress(id, "model", 0, 1, "Restarting the analysis engine: preparing the model…");
     await yieldToEvents();
-    engine = new Engine(onnx, spec);
+    const next = new Engine(onnx, spec);
+    if (engine) engine.free();
+    engine = next;
     const model = engine.modelInfo();
     if (defaultModel.sha == null && ref.kind === "default") {
       defaultModel.sha = model.backboneSha256;
@@ -373,7 +376,6 @@ const handlers = {
     }
   },
 
-  // Decodes and scores a File in one go, streamed with bounded memory when it is long (Engine.scoreReader).
   // The pool (engine.js): a clip's windows dealt out in whole batches to workers with the same model and bank
   // (share msg.share of msg.shares), the parts merged by one of them; the result is scoreClip's, bit for bit.
   async scoreWindowShare(msg) {
@@ -392,6 +394,7 @@ const handlers = {
     return r;
   },
 
+  // Decodes and scores a File in one go, streamed with bounded memory when it is long (Engine.scoreReader).
   async scoreFile(msg, id) {
     requireBank();
     const { reader, reason } = openReader(msg);
@@ -415,7 +418,6 @@ const handlers = {
       reader.free();
     }
   },
-
 
   async streamStart(msg) {
     requireBank();
