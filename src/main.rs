@@ -19,7 +19,7 @@ mod cli {
     use std::time::Instant;
 
     use anyhow::{bail, Context, Result};
-    use clap::{Parser, Subcommand, ValueEnum};
+    use clap::{Parser, Subcommand};
     use indicatif::{ProgressBar, ProgressStyle};
     use rayon::prelude::*;
     use serde::Serialize;
@@ -27,7 +27,7 @@ mod cli {
     use sonomaly::audio::{ChannelSelect, MonoStream, TargetRate};
     use sonomaly::bank::Bank;
     use sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS;
-    use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
+    use sonomaly::detector::{DetectorConfig, DetectorOptions};
     use sonomaly::embedding::EmbeddingConfig;
     use sonomaly::pipeline::{
         score_clip, FitConfig, FitPreset, Fitter, MemberConfig, MemberScore, Model, Progress, Segment, StreamScorer,
@@ -40,18 +40,6 @@ mod cli {
     struct Cli {
         #[command(subcommand)]
         command: Command,
-    }
-
-    #[derive(Clone, Copy, ValueEnum)]
-    enum DetectorKind {
-        /// PatchCore: greedy coreset memory bank, nearest-neighbour patch distances.
-        Patchcore,
-        /// PaDiM: a Gaussian per position of the window's patch grid, Mahalanobis distances.
-        Padim,
-        /// PaDiM conditioned on frequency: a Gaussian per frequency row, pooled over time (any length, streams).
-        PadimFreq,
-        /// Baseline without a backbone: clip mean and std of the log-mel bands, distance to the nearest normal clip.
-        Baseline,
     }
 
     #[derive(Subcommand)]
@@ -208,8 +196,8 @@ mod cli {
         #[arg(long)]
         model: Option<PathBuf>,
         /// Detector.
-        #[arg(long, value_enum, default_value = "patchcore")]
-        detector: DetectorKind,
+        #[arg(long, default_value = "patchcore", value_parser = detector_names())]
+        detector: String,
         /// Which sounds the bank is for, choosing its members: `machine` (PatchCore on log-mel patches),
         /// `environment` (PatchCore on the backbone's recommended layers) or `both` (the two, fused by their
         /// largest z-score) [default: both]. Conflicts with --layers.
@@ -273,10 +261,15 @@ mod cli {
                     .map(|l| Ok(MemberConfig::patchcore(EmbeddingConfig::default().with_layers(l)?)))
                     .collect::<Result<Vec<_>>>()?
             };
-            let mut detector = detector_config(self.detector, self.coreset_ratio, self.max_bank_rows.0, self.seed);
-            if let DetectorConfig::Padim(c) = &mut detector {
-                c.d = self.padim_d;
-            }
+            let detector = DetectorConfig::from_name(
+                &self.detector,
+                &DetectorOptions {
+                    coreset_ratio: self.coreset_ratio,
+                    max_bank_rows: self.max_bank_rows.0,
+                    seed: self.seed,
+                    padim_d: self.padim_d,
+                },
+            )?;
             if let Some(list) = &self.grid_stride {
                 let strides = list
                     .split(',')
@@ -965,24 +958,11 @@ mod cli {
         }
     }
 
-    fn detector_config(
-        kind: DetectorKind,
-        coreset_ratio: f32,
-        max_bank_rows: Option<usize>,
-        seed: u64,
-    ) -> DetectorConfig {
-        match kind {
-            DetectorKind::Patchcore => {
-                DetectorConfig::Patchcore(PatchCoreConfig { coreset_ratio, max_bank_rows, seed, ..Default::default() })
-            }
-            DetectorKind::Padim => {
-                DetectorConfig::Padim(PadimConfig { seed, variant: PadimVariant::Full, ..Default::default() })
-            }
-            DetectorKind::PadimFreq => {
-                DetectorConfig::Padim(PadimConfig { seed, variant: PadimVariant::Frequency, ..Default::default() })
-            }
-            DetectorKind::Baseline => DetectorConfig::Baseline(BaselineConfig::default()),
-        }
+    /// The detectors' names with a line of help each, as the library lists them.
+    fn detector_names() -> clap::builder::PossibleValuesParser {
+        clap::builder::PossibleValuesParser::new(
+            DetectorConfig::KINDS.iter().map(|&(name, help)| clap::builder::PossibleValue::new(name).help(help)),
+        )
     }
 
     struct MixArgs {

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use sonomaly::audio::{decode_file, to_mono, ChannelSelect};
 use sonomaly::bank::{looks_like_bank, Bank as CoreBank};
-use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
+use sonomaly::detector::{DetectorConfig, DetectorOptions};
 use sonomaly::embedding::EmbeddingConfig;
 use sonomaly::pipeline::{
     score_clip, ClipResult, FitConfig, FitPreset, Fitter, HeldOut, MemberConfig, Model as CoreModel,
@@ -468,24 +468,9 @@ fn fit(
         return Err(invalid("fitting needs at least one normal clip"));
     }
     let clips = clips.into_iter().map(|c| OwnedClip::from(c, sample_rate)).collect::<PyResult<Vec<_>>>()?;
-    let detector = match detector.to_ascii_lowercase().as_str() {
-        "patchcore" => {
-            DetectorConfig::Patchcore(PatchCoreConfig { coreset_ratio, max_bank_rows, seed, ..Default::default() })
-        }
-        "padim" => {
-            DetectorConfig::Padim(PadimConfig { seed, d: padim_d, variant: PadimVariant::Full, ..Default::default() })
-        }
-        "padim_freq" | "padim-freq" => DetectorConfig::Padim(PadimConfig {
-            seed,
-            d: padim_d,
-            variant: PadimVariant::Frequency,
-            ..Default::default()
-        }),
-        "baseline" => DetectorConfig::Baseline(BaselineConfig::default()),
-        other => {
-            return Err(invalid(format!("unknown detector '{other}': choose patchcore, padim, padim_freq or baseline")))
-        }
-    };
+    let detector =
+        DetectorConfig::from_name(detector, &DetectorOptions { coreset_ratio, max_bank_rows, seed, padim_d })
+            .map_err(py_err)?;
     if preset.is_some() && layers.is_some() {
         return Err(invalid("give a preset or layers, not both"));
     }

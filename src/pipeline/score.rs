@@ -2,41 +2,14 @@
 
 use crate::anomaly_map::{gaussian_blur, segments, temporal_curve, window_map, Segment};
 use crate::bank::{BandLevels, Bank};
-use crate::detector::{Baseline, Detector};
+use crate::detector::{Detector, WindowScore};
 use crate::error::{Error, Result};
 use crate::spectrogram::Spectrogram;
 
-use super::windows::{ownership, window_starts, MemberPatches, Window};
+use super::windows::{ownership, window_starts, Window};
 use super::{
     ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, FAR_SHARE, FAR_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA, WINDOW_BATCH,
 };
-
-/// Scores of one member's patches in one window.
-pub(super) struct WindowScore {
-    /// One score per patch of the whole window grid, raw units.
-    pub patch: Vec<f32>,
-    /// The window's clip score from its owned patches (PatchCore: re-weighted, eq. 7), raw units.
-    pub clip: f32,
-    /// The largest owned patch score (`-inf` when the window owns no patch).
-    pub max_owned: f32,
-}
-
-/// Scores one member's patches of one window.
-pub(super) fn score_window(detector: &Detector, mp: &MemberPatches) -> Result<WindowScore> {
-    if let Detector::Padim(p) = detector {
-        // PaDiM needs each patch's grid position, so the owned patches are taken from the whole window's scores.
-        let patch = p.score_grid(&mp.grid.data, mp.grid.freq)?;
-        let max = patch[mp.owned_patches.clone()].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        return Ok(WindowScore { patch, clip: max, max_owned: max });
-    }
-    let all = detector.score(&mp.grid.data)?;
-    if mp.owned_patches.is_empty() {
-        return Ok(WindowScore { patch: all.patch, clip: f32::NEG_INFINITY, max_owned: f32::NEG_INFINITY });
-    }
-    let owned = detector.score(mp.owned())?;
-    let max_owned = owned.patch.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    Ok(WindowScore { patch: all.patch, clip: owned.clip, max_owned })
-}
 
 /// One member's owned map rows `[owned frames, M]` of one window (raw units; bins above the grid's band limit
 /// stay 0) with the window's scores.
@@ -49,7 +22,7 @@ pub(super) fn member_rows(
     grid_stride: usize,
 ) -> Result<(Vec<f32>, WindowScore)> {
     let mp = &win.members[member];
-    let ws = score_window(detector, mp)?;
+    let ws = detector.score_window(&mp.grid, mp.owned_patches.clone())?;
     // A band-limited grid covers the mel bins of its columns; the bins above stay 0.
     let bins = if mp.grid.freq >= mel_bins / grid_stride { mel_bins } else { mp.grid.freq * grid_stride };
     let wm = window_map(&ws.patch, mp.grid.time, mp.grid.freq, window_frames, bins, MAP_SIGMA);
@@ -108,11 +81,16 @@ pub(super) fn assemble(
     Ok((map, best.score()))
 }
 
-/// Map `[T, M]` (smoothed like every map) and clip score of the backbone-free baseline, raw units.
-pub(super) fn baseline_map(b: &Baseline, lm: &[f32], frames: usize) -> (Vec<f32>, f32) {
-    let m = b.config.mel_bins;
-    let (score, raw) = b.score(lm);
-    (gaussian_blur(&raw, frames, m, MAP_SIGMA), score)
+/// Map `[T, M]` (smoothed like every map) and clip score, raw units, of a detector that judges whole log-mels
+/// ([`crate::detector::FitInput::ClipLogMels`]: the baseline); `None` for the others, which score windows.
+pub(super) fn clip_level_map(
+    detector: &Detector,
+    lm: &[f32],
+    frames: usize,
+    mel_bins: usize,
+) -> Option<(Vec<f32>, f32)> {
+    let (score, raw) = detector.score_logmel(lm)?;
+    Some((gaussian_blur(&raw, frames, mel_bins, MAP_SIGMA), score))
 }
 
 /// Turns the members' raw map rows (each `[n, M]`) into the bank's map rows: the largest member z-score per
@@ -273,7 +251,7 @@ fn with_duration(mut r: ClipResult, duration_s: f64) -> ClipResult {
 }
 
 fn needs_windows(bank: &Bank) -> bool {
-    bank.detectors.iter().any(|d| !matches!(d, Detector::Baseline(_)))
+    bank.detectors.iter().any(|d| !d.config().is_clip_level())
 }
 
 /// One member's share of one analysed window, raw units: the map rows of the frames the window owns
@@ -384,14 +362,12 @@ fn window_parts(
                 .iter()
                 .zip(model.embeddings())
                 .enumerate()
-                .map(|(i, (det, e))| match det {
-                    Detector::Baseline(_) => {
-                        Ok(WindowPart { rows: Vec::new(), clip: 0.0, max_owned: f32::NEG_INFINITY })
+                .map(|(i, (det, e))| {
+                    if det.config().is_clip_level() {
+                        return Ok(WindowPart { rows: Vec::new(), clip: 0.0, max_owned: f32::NEG_INFINITY });
                     }
-                    _ => {
-                        let (rows, ws) = member_rows(det, win, i, m, w, e.grid_stride)?;
-                        Ok(WindowPart { rows, clip: ws.clip, max_owned: ws.max_owned })
-                    }
+                    let (rows, ws) = member_rows(det, win, i, m, w, e.grid_stride)?;
+                    Ok(WindowPart { rows, clip: ws.clip, max_owned: ws.max_owned })
                 })
                 .collect()
         })
@@ -422,9 +398,9 @@ pub fn score_clip_from_parts(
     let mut raw_maps = Vec::with_capacity(bank.detectors.len());
     let mut raw_scores = Vec::with_capacity(bank.detectors.len());
     for (i, det) in bank.detectors.iter().enumerate() {
-        let (map, score) = match det {
-            Detector::Baseline(b) => baseline_map(b, &lm.data, lm.frames),
-            _ => {
+        let (map, score) = match clip_level_map(det, &lm.data, lm.frames, m) {
+            Some(r) => r,
+            None => {
                 let mut map = vec![0.0f32; lm.frames * m];
                 let mut best = Best::default();
                 for (k, (window, own)) in parts.iter().zip(&owned).enumerate() {
@@ -476,9 +452,9 @@ fn score_logmel_band_limited(
     let mut raw_maps = Vec::with_capacity(bank.detectors.len());
     let mut raw_scores = Vec::with_capacity(bank.detectors.len());
     for (i, (det, e)) in bank.detectors.iter().zip(model.embeddings()).enumerate() {
-        let (map, score) = match det {
-            Detector::Baseline(b) => baseline_map(b, &lm.data, lm.frames),
-            _ => assemble(det, &windows, i, lm.frames, m, model.spec.window_frames, e.grid_stride)?,
+        let (map, score) = match clip_level_map(det, &lm.data, lm.frames, m) {
+            Some(r) => r,
+            None => assemble(det, &windows, i, lm.frames, m, model.spec.window_frames, e.grid_stride)?,
         };
         raw_maps.push(map);
         raw_scores.push(score);
