@@ -523,34 +523,43 @@ mod cli {
         files: Vec<PathBuf>,
     }
 
+    /// Decodes and analyses `files` in parallel (a progress bar) into a fitter for `config`; files that cannot be
+    /// used are reported on stderr, one line each, and counted.
+    fn analyse_files(
+        files: &[PathBuf],
+        select: ChannelSelect,
+        model: &Model,
+        config: FitConfig,
+    ) -> Result<(Fitter, usize)> {
+        let pb = bar(files.len() as u64, "analysing");
+        let analysed: Vec<_> = files
+            .par_iter()
+            .map(|f| {
+                pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
+                let r = read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(model, &x, sr));
+                pb.inc(1);
+                (f, r)
+            })
+            .collect();
+        pb.finish_and_clear();
+        let mut fitter = Fitter::new(model, config)?;
+        let mut failed = 0;
+        for (f, r) in analysed {
+            if let Err(e) = r.and_then(|c| fitter.add_analysed(c)) {
+                failed += 1;
+                eprintln!("skipped {}: {}", f.display(), about_file(f, &e));
+            }
+        }
+        Ok((fitter, failed))
+    }
+
     fn fit(a: FitArgs) -> Result<i32> {
         let select = channel(&a.patch.channel)?;
         let files = expand(&a.files)?;
         check_out(&a.out, a.force, &files)?;
         let (model, config) = a.patch.model_and_config()?;
         let start = Instant::now();
-        let pb = bar(files.len() as u64, "analysing");
-        let analysed: Vec<_> = files
-            .par_iter()
-            .map(|f| {
-                pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
-                let r = read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr));
-                pb.inc(1);
-                (f, r)
-            })
-            .collect();
-        pb.finish_and_clear();
-        let mut fitter = Fitter::new(&model, config)?;
-        let mut failed = 0;
-        for (f, r) in analysed {
-            match r.and_then(|c| fitter.add_analysed(c)) {
-                Ok(()) => {}
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("skipped {}: {}", f.display(), about_file(f, &e));
-                }
-            }
-        }
+        let (fitter, failed) = analyse_files(&files, select, &model, config)?;
         if fitter.clips() == 0 {
             bail!("no file could be used: nothing to fit");
         }
@@ -1034,24 +1043,8 @@ mod cli {
         let mut failed = 0;
         if !files.is_empty() {
             model.prepare_for(&bank)?;
-            let pb = bar(files.len() as u64, "analysing");
-            let analysed: Vec<_> = files
-                .par_iter()
-                .map(|f| {
-                    pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
-                    let r = read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(&model, &x, sr));
-                    pb.inc(1);
-                    (f, r)
-                })
-                .collect();
-            pb.finish_and_clear();
-            let mut fitter = Fitter::new(&model, FitConfig::for_bank(&bank))?;
-            for (f, r) in analysed {
-                if let Err(e) = r.and_then(|c| fitter.add_analysed(c)) {
-                    failed += 1;
-                    eprintln!("skipped {}: {}", f.display(), about_file(f, &e));
-                }
-            }
+            let fitter;
+            (fitter, failed) = analyse_files(&files, select, &model, FitConfig::for_bank(&bank))?;
             if fitter.clips() < 2 {
                 bail!(
                     "calibrating needs at least two normal recordings that can be read, got {}: nothing written",

@@ -81,7 +81,12 @@ pub(super) fn assemble(
 
 /// Map `[T, M]` (smoothed like every map) and clip score, raw units, of a detector that judges whole log-mels
 /// ([`crate::detector::FitInput::ClipLogMels`]: the baseline); `None` for the others, which score windows.
-pub(super) fn clip_level_map(detector: &Detector, lm: &[f32], frames: usize, mel_bins: usize) -> Option<(Vec<f32>, f32)> {
+pub(super) fn clip_level_map(
+    detector: &Detector,
+    lm: &[f32],
+    frames: usize,
+    mel_bins: usize,
+) -> Option<(Vec<f32>, f32)> {
     let (score, raw) = detector.score_logmel(lm)?;
     Some((gaussian_blur(&raw, frames, mel_bins, MAP_SIGMA), score))
 }
@@ -158,7 +163,12 @@ pub(super) fn level_distance(levels: &BandLevels, lm: &[f32], mel_bins: usize, v
 }
 
 /// [`level_distance`] from each band's sum of log-mel values `sums` `[M]` over `frames` frames (a stream's).
-pub(super) fn level_distance_of_sums(levels: &BandLevels, sums: &[f64], frames: usize, valid_bins: usize) -> Option<f32> {
+pub(super) fn level_distance_of_sums(
+    levels: &BandLevels,
+    sums: &[f64],
+    frames: usize,
+    valid_bins: usize,
+) -> Option<f32> {
     let mel_bins = sums.len();
     let bins = valid_bins.min(mel_bins).min(levels.mean.len());
     if frames == 0 || bins == 0 || levels.mean.len() != mel_bins {
