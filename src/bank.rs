@@ -471,9 +471,9 @@ impl Bank {
         for ((m, d), extra) in meta.members.iter().zip(data).zip(&extras) {
             let mut det = detector_from(&m.detector, m.dims, d)?;
             for (suffix, t) in extra {
-                det = det
-                    .with_extra_tensor(suffix, t.dtype(), t.shape(), t.data())
-                    .map_err(|e| Error::bank(format!("member '{}': {}", m.name, e.to_string().trim_start_matches("invalid input: "))))?;
+                det = det.with_extra_tensor(suffix, t.dtype(), t.shape(), t.data()).map_err(|e| {
+                    Error::bank(format!("member '{}': {}", m.name, e.to_string().trim_start_matches("invalid input: ")))
+                })?;
             }
             detectors.push(det);
         }

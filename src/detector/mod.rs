@@ -136,9 +136,12 @@ impl DetectorConfig {
                 seed: o.seed,
                 ..Default::default()
             }),
-            "padim" => {
-                DetectorConfig::Padim(PadimConfig { seed: o.seed, d: o.padim_d, variant: PadimVariant::Full, ..Default::default() })
-            }
+            "padim" => DetectorConfig::Padim(PadimConfig {
+                seed: o.seed,
+                d: o.padim_d,
+                variant: PadimVariant::Full,
+                ..Default::default()
+            }),
             "padim-freq" => DetectorConfig::Padim(PadimConfig {
                 seed: o.seed,
                 d: o.padim_d,
@@ -322,7 +325,9 @@ impl Detector {
         same: &(dyn Fn(u64, u64) -> bool + Sync),
     ) -> Result<Option<LeaveRowsOut<'_>>> {
         match self {
-            Detector::Patchcore(pc) if !pc.sources().is_empty() => Ok(Some(LeaveRowsOut::new(pc, pool, sources, same)?)),
+            Detector::Patchcore(pc) if !pc.sources().is_empty() => {
+                Ok(Some(LeaveRowsOut::new(pc, pool, sources, same)?))
+            }
             _ => Ok(None),
         }
     }

@@ -252,7 +252,11 @@ impl PatchCore {
     /// [`Error::InvalidInput`] if `sources` is neither empty nor one per row.
     pub fn with_sources(mut self, sources: Vec<u64>) -> Result<Self> {
         if !sources.is_empty() && sources.len() != self.len() {
-            return Err(Error::invalid(format!("{} row sources for a memory bank of {} rows", sources.len(), self.len())));
+            return Err(Error::invalid(format!(
+                "{} row sources for a memory bank of {} rows",
+                sources.len(),
+                self.len()
+            )));
         }
         self.sources = sources;
         Ok(self)
@@ -450,7 +454,9 @@ impl<'a> LeaveRowsOut<'a> {
     ) -> Result<Self> {
         let d = bank.dims;
         if patches.len() % d != 0 || sources.len() != patches.len() / d {
-            return Err(Error::invalid("the calibration pool needs whole patches of the bank's dimension, one source each"));
+            return Err(Error::invalid(
+                "the calibration pool needs whole patches of the bank's dimension, one source each",
+            ));
         }
         let n = sources.len();
         let plan = bank.config.plan(n.max(1));
@@ -495,7 +501,8 @@ impl<'a> LeaveRowsOut<'a> {
         for &p in &added {
             rows.extend_from_slice(&self.pool.memory_bank[p as usize * d..(p as usize + 1) * d]);
         }
-        (!rows.is_empty()).then(|| super::Detector::Patchcore(PatchCore::from_memory_bank(rows, d, bank.config.clone())))
+        (!rows.is_empty())
+            .then(|| super::Detector::Patchcore(PatchCore::from_memory_bank(rows, d, bank.config.clone())))
     }
 }
 
@@ -536,7 +543,8 @@ pub fn merge_memory_banks(shards: &[(&PatchCore, &[f32])], config: &PatchCoreCon
     // decimal it was written as, as `CoresetPlan::new` does).
     let ratio = (config.coreset_ratio as f64 * 1e7).round() / 1e7;
     let candidates = ((cap as f64 / ratio).ceil() as usize).clamp(cap, n);
-    let chosen = select_coreset(&union, dims, CoresetPlan { size: cap, candidates }, config.projection_eps, config.seed);
+    let chosen =
+        select_coreset(&union, dims, CoresetPlan { size: cap, candidates }, config.projection_eps, config.seed);
     let mut rows = Vec::with_capacity(chosen.len() * dims);
     for &i in &chosen {
         rows.extend_from_slice(&union[i * dims..(i + 1) * dims]);

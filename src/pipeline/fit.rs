@@ -391,8 +391,7 @@ impl Fitter {
     fn fit_member(&self, cfg: &DetectorConfig, i: usize, dims: usize, units: &[Unit]) -> Result<Detector> {
         match cfg.fit_input() {
             FitInput::ClipLogMels => {
-                let logmels: Vec<&[f32]> =
-                    units.iter().filter_map(|u| self.clips[u.clip].logmel.as_deref()).collect();
+                let logmels: Vec<&[f32]> = units.iter().filter_map(|u| self.clips[u.clip].logmel.as_deref()).collect();
                 Detector::fit_on(cfg, FitData::LogMels(&logmels), dims)
             }
             FitInput::OwnedPatches => {
@@ -543,7 +542,11 @@ impl Fitter {
         let mut done = 0;
         let mut step = |stage: &'static str| {
             done += 1;
-            if progress(Progress { stage, done, total }) { Ok(()) } else { Err(Error::Cancelled) }
+            if progress(Progress { stage, done, total }) {
+                Ok(())
+            } else {
+                Err(Error::Cancelled)
+            }
         };
         // held[i][u] = member i's raw held-out results of unit u.
         let mut held: Vec<Vec<HeldOut>> = vec![vec![HeldOut::default(); units.len()]; n_members];
@@ -750,7 +753,9 @@ impl Calibration {
     pub fn from_held_out(held: &[Vec<HeldOut>], quantile: f32) -> Result<Calibration> {
         let units = held.first().map_or(0, |h| h.len());
         if units == 0 || held.iter().any(|h| h.len() != units) {
-            return Err(Error::invalid("the members' held-out scores do not line up: a bank is damaged or hand-edited"));
+            return Err(Error::invalid(
+                "the members' held-out scores do not line up: a bank is damaged or hand-edited",
+            ));
         }
         let mut members = Vec::with_capacity(held.len());
         for h in held {
@@ -770,7 +775,9 @@ impl Calibration {
             });
         }
         let fused = |f: &dyn Fn(&MemberCalibration, &HeldOut) -> f32| -> Vec<f32> {
-            (0..units).map(|k| members.iter().zip(held).map(|(m, h)| f(m, &h[k])).fold(f32::NEG_INFINITY, f32::max)).collect()
+            (0..units)
+                .map(|k| members.iter().zip(held).map(|(m, h)| f(m, &h[k])).fold(f32::NEG_INFINITY, f32::max))
+                .collect()
         };
         let fused_scores = fused(&|m, h| m.score_norm.z(h.score));
         let fused_curve_peaks = fused(&|m, h| m.map_norm.z(h.peak));
@@ -807,10 +814,7 @@ pub fn calibrate(bank: &Bank, held: &[Vec<HeldOut>]) -> Result<Bank> {
     };
     let n_members = bank.meta.members.len();
     if held.len() < 2 {
-        return Err(Error::invalid(format!(
-            "calibration needs at least two normal clips, got {}",
-            held.len()
-        )));
+        return Err(Error::invalid(format!("calibration needs at least two normal clips, got {}", held.len())));
     }
     if held.iter().any(|h| h.len() != n_members) {
         return Err(Error::invalid(format!("held-out results must have one entry per member ({n_members})")));
