@@ -41,7 +41,10 @@
 //! overlap-added. The filter's delay (`M / 2` output samples, `M = N * to_hz / from_hz`, an integer because
 //! `N` is chosen even with `M` even) is removed, so output sample `k` sits at time `k / to_hz` like input
 //! sample `i` at `i / from_hz`. Because the block grid only depends on the sample position, streaming the same
-//! samples in any piece sizes gives bit-identical output.
+//! samples in any piece sizes gives bit-identical output. A rate pair whose reduced ratio has a term above
+//! [`MAX_RESAMPLER_RATIO_TERM`] (no large common factor, e.g. 484,799 Hz -> 22,050 Hz: blocks of a million
+//! samples) is resampled at the closest ratio of smaller terms, within [`MAX_RESAMPLE_RATIO_ERROR`]; every pair
+//! of common rates is resampled at its exact ratio.
 
 use crate::error::{Error, Result};
 
@@ -51,9 +54,7 @@ use symphonia::core::codecs::{CodecParameters, CodecType, Decoder, DecoderOption
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatOptions, FormatReader};
 pub use symphonia::core::io::MediaSource;
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
+use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions, ReadBytes, SeekBuffered};
 
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
@@ -71,16 +72,30 @@ pub const MAX_LINKS: usize = 1024;
 /// `from_hz / gcd(from_hz, to_hz)` of at least this size). The low-pass filter has as many taps.
 pub const MIN_RESAMPLER_BLOCK: usize = 1024;
 
-/// Highest sample rate [`resample`] and [`MonoStream`] accept, Hz. The FFT block grows with the reduced rate
-/// ratio; this bounds it (and its memory) for any pair of rates.
+/// Highest sample rate [`resample`] and [`MonoStream`] accept, Hz (the lowest is [`MIN_SAMPLE_RATE`]). The FFT
+/// blocks grow with the terms of the reduced rate ratio (bounded by [`MAX_RESAMPLER_RATIO_TERM`]) and with the
+/// ratio itself (at most 768 : 1 between these rates).
 pub const MAX_RESAMPLE_RATE_HZ: u32 = 768_000;
+
+/// Largest term of the reduced rate ratio the resampler works at exactly (its FFT block is an even multiple of
+/// the input term, its output block of the output term). Rate pairs beyond it (ratios without a large common
+/// factor, e.g. 484,799 Hz -> 22,050 Hz, whose exact blocks would be a million samples long) are resampled at the
+/// closest ratio of terms up to it, within [`MAX_RESAMPLE_RATIO_ERROR`].
+pub const MAX_RESAMPLER_RATIO_TERM: u32 = 65_536;
+
+/// Largest relative error of the rate ratio used for rate pairs beyond [`MAX_RESAMPLER_RATIO_TERM`] (the closest
+/// fraction came within 7.6e-6, about `1 / (2 * 65536)`, of the ratio of every rate from 1 kHz to 768 kHz to the
+/// models' rates and of 200,000 random pairs of such rates): a frequency
+/// is off by at most that fraction (0.0008 %), a time by at most 36 ms an hour; the output keeps its length
+/// `round(len * to_hz / from_hz)`. Pairs whose ratio cannot be approximated so closely are refused.
+pub const MAX_RESAMPLE_RATIO_ERROR: f64 = 1e-5;
 
 /// Largest magnitude of a sample [`resample`] and [`StreamResampler`] accept (audio is within +-1; the FFT of a
 /// block stays finite far beyond this).
 pub const MAX_RESAMPLE_ABS: f32 = 1.0e20;
 
-/// Lowest sample rate a file may give, Hz: below it the header is damaged (telephone audio is 8000 Hz), and
-/// resampling a few samples a second up to the model's rate would take long for nothing.
+/// Lowest sample rate a file may give and the resampler takes, Hz: below it the header is damaged (telephone audio
+/// is 8000 Hz), and resampling a few samples a second up to the model's rate would take long for nothing.
 pub const MIN_SAMPLE_RATE: u32 = 1000;
 
 /// Target size of the chunks [`MonoStream::next_chunk`] yields, output samples (the last one may be shorter,
@@ -244,6 +259,96 @@ fn make_decoder(name: &str, params: &CodecParameters) -> Result<Box<dyn Decoder>
         })
 }
 
+/// The containers this decoder reads, told apart by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Wav,
+    Flac,
+    Ogg,
+    Mp3,
+}
+
+/// Reads up to `buf.len()` bytes at the stream's position and seeks back to it, so that they are read again.
+fn peek(mss: &mut MediaSourceStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let start = mss.pos();
+    let mut n = 0;
+    while n < buf.len() {
+        match std::io::Read::read(mss, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    mss.seek_buffered(start);
+    Ok(n)
+}
+
+/// Whether `h` starts with an MPEG audio frame header (11-bit sync, then a valid version, layer, bit rate and
+/// sample rate index; ISO/IEC 11172-3, 2.4.1.3), as symphonia's MP3 reader checks it. An AAC ADTS header (layer
+/// 0) is not one.
+fn is_mpeg_frame_header(h: &[u8]) -> bool {
+    if h.len() < 4 {
+        return false;
+    }
+    let w = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    w & 0xffe0_0000 == 0xffe0_0000
+        && (w >> 19) & 3 != 1
+        && (w >> 17) & 3 != 0
+        && (w >> 12) & 0xf != 0xf
+        && (w >> 10) & 3 != 3
+}
+
+/// Picks the container from the first bytes of `mss` and leaves the stream where that container starts: `RIFF`
+/// .. `WAVE` is WAV, `fLaC` FLAC, `OggS` Ogg, an MPEG audio frame header MP3; an ID3v2 tag at the start (ID3v2.4
+/// section 3.1: a 10-byte header, a syncsafe size, an optional 10-byte footer) is skipped unread, and is
+/// followed by FLAC (`fLaC`) or else MP3 (whose reader syncs to the first frame). `None` for anything else.
+///
+/// No scan: symphonia's probe looks for format markers anywhere in the first megabyte and parses every ID3v2
+/// tag and FLAC header it meets on the way, with the allocations their (possibly damaged) lengths ask for.
+fn sniff_container(mss: &mut MediaSourceStream) -> std::io::Result<Option<Container>> {
+    let mut h = [0u8; 12];
+    let n = peek(mss, &mut h)?;
+    let h = &h[..n];
+    if h.len() >= 12 && &h[..4] == b"RIFF" && &h[8..12] == b"WAVE" {
+        return Ok(Some(Container::Wav));
+    }
+    if h.starts_with(b"fLaC") {
+        return Ok(Some(Container::Flac));
+    }
+    if h.starts_with(b"OggS") {
+        return Ok(Some(Container::Ogg));
+    }
+    if is_mpeg_frame_header(h) {
+        return Ok(Some(Container::Mp3));
+    }
+    if h.len() >= 10 && h.starts_with(b"ID3") {
+        let size = h[6..10].iter().fold(0u64, |s, &b| (s << 7) | u64::from(b & 0x7f));
+        let footer = if h[5] & 0x10 != 0 { 10 } else { 0 };
+        mss.ignore_bytes(10 + size + footer)?;
+        let mut m = [0u8; 4];
+        let k = peek(mss, &mut m)?;
+        return Ok(Some(if m[..k] == *b"fLaC" { Container::Flac } else { Container::Mp3 }));
+    }
+    Ok(None)
+}
+
+/// Constructs the format reader of the container [`sniff_container`] names (see there why not symphonia's
+/// probe); an unrecognised start is [`SymError::Unsupported`].
+fn open_container(
+    mut mss: MediaSourceStream,
+    fmt: &FormatOptions,
+) -> std::result::Result<Box<dyn FormatReader>, SymError> {
+    use symphonia::default::formats::{FlacReader, MpaReader, OggReader, WavReader};
+    Ok(match sniff_container(&mut mss)? {
+        Some(Container::Wav) => Box::new(WavReader::try_new(mss, fmt)?),
+        Some(Container::Flac) => Box::new(FlacReader::try_new(mss, fmt)?),
+        Some(Container::Ogg) => Box::new(OggReader::try_new(mss, fmt)?),
+        Some(Container::Mp3) => Box::new(MpaReader::try_new(mss, fmt)?),
+        None => return Err(SymError::Unsupported("no WAV, FLAC, OGG or MP3 header at the start")),
+    })
+}
+
 /// A format reader and a decoder for the first audio track of each link, delivering planar `f32` packets.
 struct PacketDecoder {
     /// Name used in messages: the file path or "input".
@@ -268,26 +373,23 @@ struct PacketDecoder {
 }
 
 impl PacketDecoder {
-    /// Repairs what [`repair::repair`] knows, probes `source`, picks the first audio track, makes its decoder and
-    /// decodes the first packet.
+    /// Repairs what [`repair::repair`] knows, picks the container from the first bytes of `source`
+    /// ([`sniff_container`]), picks the first audio track, makes its decoder and decodes the first packet.
     fn open(name: String, source: Box<dyn MediaSource>, extension_hint: Option<&str>) -> Result<Self> {
         let byte_len = source.byte_len();
         let repaired = repair::repair(source);
         if let Some(why) = &repaired.refuse {
             return Err(Error::audio(format!("{name}: {why}")));
         }
+        let _ = extension_hint;
         let mss = MediaSourceStream::new(repaired.source, MediaSourceStreamOptions::default());
-        let mut hint = Hint::new();
-        if let Some(ext) = extension_hint {
-            hint.with_extension(ext.trim_start_matches('.'));
-        }
-        let probed = guarded(&name, "probing the format", || {
+        let opened = guarded(&name, "reading the header", || {
             // Gapless: encoder delay and padding (MP3 LAME tags, Ogg granule positions) are trimmed, so that sample
             // positions, hence onsets, are those of the recording.
             let fmt = FormatOptions { enable_gapless: true, ..FormatOptions::default() };
-            symphonia::default::get_probe().format(&hint, mss, &fmt, &MetadataOptions::default())
+            open_container(mss, &fmt)
         })?;
-        let probed = match probed {
+        let format = match opened {
             Ok(p) => p,
             Err(e) => {
                 if let Some(d) = &repaired.diagnosis {
@@ -301,7 +403,7 @@ impl PacketDecoder {
                             SymError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                                 "no WAV, FLAC, OGG or MP3 header found before the end of the data".to_string()
                             }
-                            SymError::Unsupported(_) => "no WAV, FLAC, OGG or MP3 header found".to_string(),
+                            SymError::Unsupported(_) => "no WAV, FLAC, OGG or MP3 header at its start".to_string(),
                             other => describe_sym(other),
                         };
                         Error::audio(format!(
@@ -315,7 +417,6 @@ impl PacketDecoder {
                 });
             }
         };
-        let format = probed.format;
         let track = format
             .tracks()
             .iter()
@@ -768,9 +869,9 @@ fn describe_sym(e: &SymError) -> String {
 }
 
 /// Decodes a whole file held in memory (WAV, FLAC, OGG/Vorbis, MP3) to planar `f32` (`[channels][samples]`),
-/// any channel count, at the file's sample rate. `extension_hint` (e.g. `"wav"`) helps format probing; the
-/// content decides. See the module documentation for damaged and chained files; what was repaired or lost is
-/// in [`DecodedAudio::warnings`].
+/// any channel count, at the file's sample rate. `extension_hint` (e.g. `"wav"`) is not needed: the first bytes
+/// decide. See the module documentation for damaged and chained files; what was repaired or lost is in
+/// [`DecodedAudio::warnings`].
 ///
 /// # Errors
 /// [`Error::Audio`] for empty, unsupported or corrupt data, for zero channels or sample rate, and for NaN or
@@ -879,6 +980,59 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
+/// The reduced ratio `(in, out)` the resampler works at for `from_hz -> to_hz`: `from_hz / gcd` and `to_hz / gcd`
+/// when both are at most [`MAX_RESAMPLER_RATIO_TERM`] (every pair of common rates: the largest is 44,056 Hz ->
+/// 22,050 Hz, 22,028 : 11,025), else the closest fraction of terms up to that bound (a best rational
+/// approximation from the continued fraction of the ratio), within [`MAX_RESAMPLE_RATIO_ERROR`] of it.
+fn resampler_ratio(from_hz: u32, to_hz: u32) -> Result<(usize, usize)> {
+    let g = gcd(from_hz as u64, to_hz as u64);
+    let (p, q) = (from_hz as u64 / g, to_hz as u64 / g);
+    let bound = MAX_RESAMPLER_RATIO_TERM as u64;
+    if p.max(q) <= bound {
+        return Ok((p as usize, q as usize));
+    }
+    // The ratio as small / large <= 1, approximated with a denominator (hence both terms) up to the bound.
+    let (a, b) = best_fraction(p.min(q), p.max(q), bound);
+    let (small, large) = (p.min(q), p.max(q));
+    let error = (a as f64 * large as f64 - small as f64 * b as f64).abs() / (small as f64 * b as f64);
+    if a == 0 || error > MAX_RESAMPLE_RATIO_ERROR {
+        return Err(Error::invalid(format!(
+            "cannot resample {from_hz} Hz -> {to_hz} Hz: the rates are too far apart (no fraction of terms up to \
+             {bound} comes within {MAX_RESAMPLE_RATIO_ERROR:e} of their ratio)"
+        )));
+    }
+    Ok(if p < q { (a as usize, b as usize) } else { (b as usize, a as usize) })
+}
+
+/// The fraction closest to `num / den` (in lowest terms, `num <= den`) whose denominator is at most `max_den`:
+/// the last convergent of its continued fraction within the bound, or the semiconvergent after it, whichever
+/// is closer (as Python's `Fraction.limit_denominator`).
+fn best_fraction(num: u64, den: u64, max_den: u64) -> (u64, u64) {
+    if den <= max_den {
+        return (num, den);
+    }
+    let (mut p0, mut q0, mut p1, mut q1) = (0u64, 1u64, 1u64, 0u64);
+    let (mut n, mut d) = (num, den);
+    while d != 0 {
+        let a = n / d;
+        let q2 = q0 + a * q1;
+        if q2 > max_den {
+            break;
+        }
+        (p0, q0, p1, q1) = (p1, q1, p0 + a * p1, q2);
+        (n, d) = (d, n - a * d);
+    }
+    let k = (max_den - q0) / q1;
+    let (p2, q2) = (p0 + k * p1, q0 + k * q1);
+    // |p / q - num / den| = |p den - num q| / (q den): compare the two candidates' distances exactly.
+    let dist = |p: u64, q: u64| (p as i128 * den as i128 - num as i128 * q as i128).unsigned_abs();
+    if dist(p1, q1) * q2 as u128 <= dist(p2, q2) * q1 as u128 {
+        (p1, q1)
+    } else {
+        (p2, q2)
+    }
+}
+
 /// Output length for `len` input samples: `round(len * to / from)` (halves round up).
 fn output_len(len: u64, from_hz: u32, to_hz: u32) -> u64 {
     let num = len as u128 * to_hz as u128;
@@ -915,12 +1069,14 @@ impl StreamResampler {
     /// A resampler from `from_hz` to `to_hz` (Hz).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`].
+    /// [`Error::InvalidInput`] for a rate below [`MIN_SAMPLE_RATE`] or above [`MAX_RESAMPLE_RATE_HZ`].
     pub fn new(from_hz: u32, to_hz: u32) -> Result<Self> {
         for (what, hz) in [("source", from_hz), ("target", to_hz)] {
-            if hz == 0 || hz > MAX_RESAMPLE_RATE_HZ {
+            // Below MIN_SAMPLE_RATE, the ratio (up to 768,000 : 1) would make output blocks of hundreds of millions
+            // of samples (found by fuzzing: 1 Hz -> 22,050 Hz asked for 180 MB at once).
+            if !(MIN_SAMPLE_RATE..=MAX_RESAMPLE_RATE_HZ).contains(&hz) {
                 return Err(Error::invalid(format!(
-                    "the {what} sample rate {hz} Hz is out of range: it must be between 1 and \
+                    "the {what} sample rate {hz} Hz is out of range: it must be between {MIN_SAMPLE_RATE} and \
                      {MAX_RESAMPLE_RATE_HZ} Hz"
                 )));
             }
@@ -941,12 +1097,11 @@ impl StreamResampler {
         if from_hz == to_hz {
             return Ok(r);
         }
-        let g = gcd(from_hz as u64, to_hz as u64);
-        let (in_r, out_r) = ((from_hz as u64 / g) as usize, (to_hz as u64 / g) as usize);
+        let (in_r, out_r) = resampler_ratio(from_hz, to_hz)?;
         // An even number of reduced blocks makes both N and M even, so the delay M / 2 is a whole sample.
         let mut chunks = MIN_RESAMPLER_BLOCK.div_ceil(in_r).max(2);
         chunks += chunks % 2;
-        let inner = FftFixedInOut::<f32>::new(from_hz as usize, to_hz as usize, chunks * in_r, 1)
+        let inner = FftFixedInOut::<f32>::new(in_r, out_r, chunks * in_r, 1)
             .map_err(|e| Error::invalid(format!("cannot resample {from_hz} Hz -> {to_hz} Hz: {e}")))?;
         let (n, m) = (inner.input_frames_next(), inner.output_frames_next());
         if n != chunks * in_r || m != chunks * out_r || m % 2 != 0 {
@@ -1074,7 +1229,7 @@ impl StreamResampler {
 /// rates are equal.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] for a zero rate or one above [`MAX_RESAMPLE_RATE_HZ`]; [`Error::Audio`] for a sample
+/// [`Error::InvalidInput`] for a rate below [`MIN_SAMPLE_RATE`] or above [`MAX_RESAMPLE_RATE_HZ`]; [`Error::Audio`] for a sample
 /// that is not finite or larger than [`MAX_RESAMPLE_ABS`] when the rates differ.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     let mut r = StreamResampler::new(from_hz, to_hz)?;
@@ -1134,8 +1289,8 @@ pub struct MonoStream {
 }
 
 impl MonoStream {
-    /// Opens `path`, probes its format and decodes its first packet (so a header-only file fails here), ready to
-    /// yield mono samples at `target` (Hz, or the file's own rate). Native only.
+    /// Opens `path`, tells its format from the first bytes and decodes its first packet (so a header-only file
+    /// fails here), ready to yield mono samples at `target` (Hz, or the file's own rate). Native only.
     ///
     /// # Errors
     /// [`Error::Io`] naming the path if it cannot be opened; [`Error::Audio`] as for [`decode`];
@@ -1146,7 +1301,8 @@ impl MonoStream {
         MonoStream::new(open_file(path)?, select, target.into())
     }
 
-    /// Opens a file held in memory; `name` names it in messages, `extension_hint` (e.g. `"ogg"`) helps probing.
+    /// Opens a file held in memory; `name` names it in messages, `extension_hint` (e.g. `"ogg"`) is not needed
+    /// (the first bytes tell the format).
     ///
     /// # Errors
     /// As [`MonoStream::open`], with [`Error::Audio`] for empty bytes.
@@ -1432,6 +1588,100 @@ mod tests {
         }
         r.finish(&mut out).unwrap();
         assert_eq!(out, whole);
+    }
+
+    /// Seeded noise plus a sine, `n` samples.
+    fn noisy_sine(n: usize) -> Vec<f32> {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                0.5 * (i as f32 * 0.05).sin() + 0.25 * ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn common_rates_are_resampled_at_their_exact_ratio_as_rubato_does() {
+        // The reference: rubato's FftFixedInOut at the rates themselves over the whole zero-padded signal, its delay
+        // dropped, cut to round(len * to / from); bit for bit.
+        let x = noisy_sine(20_000);
+        for (from, to) in [
+            (44_100u32, 16_000u32),
+            (48_000, 16_000),
+            (22_050, 16_000),
+            (8_000, 16_000),
+            (44_100, 32_000),
+            (48_000, 32_000),
+            (16_000, 44_100),
+            (96_000, 44_100),
+            (48_000, 44_100),
+            (44_056, 22_050),
+            (768_000, 11_025),
+            (11_025, 768_000),
+            (44_099, 44_100),
+        ] {
+            let g = gcd(from as u64, to as u64) as usize;
+            let (p, q) = (from as usize / g, to as usize / g);
+            assert_eq!(resampler_ratio(from, to).unwrap(), (p, q), "{from} -> {to}");
+            let mut chunks = MIN_RESAMPLER_BLOCK.div_ceil(p).max(2);
+            chunks += chunks % 2;
+            let mut rubato = FftFixedInOut::<f32>::new(from as usize, to as usize, chunks * p, 1).unwrap();
+            let (n, m) = (rubato.input_frames_next(), rubato.output_frames_next());
+            let total = output_len(x.len() as u64, from, to) as usize;
+            let blocks = (m / 2 + total).div_ceil(m);
+            let mut padded = x.clone();
+            padded.resize((blocks * n).max(x.len().div_ceil(n) * n), 0.0);
+            let mut want = Vec::new();
+            for block in padded.chunks(n) {
+                want.extend_from_slice(&rubato.process(&[block], None).unwrap()[0]);
+            }
+            let want = &want[m / 2..m / 2 + total];
+            let got = resample(&x, from, to).unwrap();
+            assert_eq!(got.len(), want.len(), "{from} -> {to}");
+            assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "{from} -> {to}: not bit for bit");
+        }
+    }
+
+    #[test]
+    fn rates_without_a_large_common_factor_use_a_close_ratio_of_small_terms() {
+        // Found by fuzzing: 484,799 Hz -> 768,000 Hz (coprime) made blocks of a million samples (over 10 s under the
+        // fuzzer's sanitizer for 15 samples).
+        for (from, to) in [(484_799u32, 768_000u32), (484_799, 22_050), (1_000, 767_999), (65_537, 65_536)] {
+            let (p, q) = resampler_ratio(from, to).unwrap();
+            assert!(p.max(q) <= MAX_RESAMPLER_RATIO_TERM as usize, "{from} -> {to}: {p} : {q}");
+            let err = (p as f64 * to as f64 / (q as f64 * from as f64) - 1.0).abs();
+            println!("{from} -> {to} Hz: resampled at {p} : {q}, ratio off by {err:.2e}");
+            assert!(err <= MAX_RESAMPLE_RATIO_ERROR, "{from} -> {to}: {err}");
+            // A sine of 1 s comes out at its frequency, in place (the drift is 1 s x the ratio error).
+            let (n, f) = (from as usize, (from.min(to) / 10).min(1000) as f64);
+            let y = resample(&sine(n, f, from as f64), from, to).unwrap();
+            assert_eq!(y.len() as u64, output_len(n as u64, from, to));
+            let (e, drift) = (rel_rms_mid(&y, f, to as f64), 2.0 * std::f64::consts::PI * f * err);
+            println!("    relative RMS error {e:.2e} (phase drift at the end {drift:.2e} rad)");
+            assert!(e < 1e-4 + drift, "{from} -> {to}: relative RMS error {e}");
+        }
+        // 767,999 Hz -> 16 kHz is resampled at 48 : 1, as 768 kHz -> 16 kHz is (off by 1.3e-6): the same samples.
+        assert_eq!(resampler_ratio(767_999, 16_000).unwrap(), (48, 1));
+        let x = noisy_sine(96_000);
+        assert_eq!(resample(&x, 767_999, 16_000).unwrap(), resample(&x, 768_000, 16_000).unwrap());
+        // The best fraction: the continued fraction's convergents and the semiconvergent between them.
+        assert_eq!(best_fraction(22_050, 484_799, 100), (1, 22));
+        assert_eq!(best_fraction(22_050, 484_799, 65_536), (2857, 62_815));
+        assert_eq!(best_fraction(484_799, 768_000, 65_536), (24_245, 38_408));
+        assert_eq!(best_fraction(1, 3, 2), (1, 2));
+        assert_eq!(best_fraction(3, 7, 10), (3, 7));
+        // Rates too far apart to approximate are refused in plain words (the resampler takes no rate below 1000 Hz,
+        // found by fuzzing: 1 Hz -> 22,050 Hz made an output block of 22.6 million samples).
+        let e = resampler_ratio(3, 768_000).unwrap_err().to_string();
+        assert!(e.contains("too far apart"), "{e}");
+        let e = StreamResampler::new(1, 22_050).err().unwrap().to_string();
+        assert!(
+            e.contains("the source sample rate 1 Hz is out of range: it must be between 1000 and 768000 Hz"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -212,7 +212,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Runs tract's ONNX reader, a panic in it turned into an error (found by fuzzing: tract-onnx panics on some
 /// damaged tensors). Natively only: the wasm build aborts on a panic, so what can be checked before tract reads a
-/// file is checked ([`check_graph_outputs`]).
+/// file is checked ([`check_graph`]).
 fn tract_guarded<T>(f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(TractError::msg("tract's ONNX reader failed on this file: it is damaged, or not a model tract reads"))
@@ -220,9 +220,10 @@ fn tract_guarded<T>(f: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
 }
 
 /// Refuses a graph (or subgraph) that lists an output no input, initializer or node of it (or of the graphs
-/// around it, `outer`) produces (tract's parser indexes its table of names with it and panics), or a node with a
-/// stride, dilation or kernel size below 1 (tract divides by them): both found by fuzzing.
-fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto, outer: &std::collections::HashSet<String>) -> TractResult<()> {
+/// around it, `outer`) produces (tract's parser indexes its table of names with it and panics), a node with a
+/// stride, dilation or kernel size below 1 (tract divides by them), or a damaged tensor ([`check_tensor`]): all
+/// found by fuzzing.
+fn check_graph(graph: &tract_onnx::pb::GraphProto, outer: &std::collections::HashSet<String>) -> TractResult<()> {
     let mut known = outer.clone();
     known.extend(graph.input.iter().map(|i| i.name.clone()));
     known.extend(graph.initializer.iter().map(|t| t.name.clone()));
@@ -235,8 +236,15 @@ fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto, outer: &std::collecti
             o.name
         )));
     }
+    for t in &graph.initializer {
+        check_tensor(t, &format!("initializer '{}'", t.name))?;
+    }
     for n in &graph.node {
+        check_window_attributes(n, graph)?;
         for a in &n.attribute {
+            for t in a.t.iter().chain(&a.tensors) {
+                check_tensor(t, &format!("node '{}' (attribute '{}')", n.name, a.name))?;
+            }
             // tract divides by these (found by fuzzing: a stride of 0 in a pooling node).
             if matches!(a.name.as_str(), "strides" | "dilations" | "kernel_shape") && a.ints.iter().any(|&v| v <= 0) {
                 return Err(TractError::msg(format!(
@@ -245,8 +253,201 @@ fn check_graph_outputs(graph: &tract_onnx::pb::GraphProto, outer: &std::collecti
                 )));
             }
             for g in a.g.iter().chain(&a.graphs) {
-                check_graph_outputs(g, &known)?;
+                check_graph(g, &known)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a convolution or pooling node whose window attributes disagree on the number of spatial axes:
+/// `kernel_shape`, `strides`, `dilations`, `output_padding` and `output_shape` one value per axis, `pads` two, and
+/// as many axes as the weight has beyond its first two when the weight is an initializer (tract indexes them by
+/// the input's axes and panics, found by fuzzing: a MaxPool with `pads` [0, 0, 0]).
+fn check_window_attributes(n: &tract_onnx::pb::NodeProto, graph: &tract_onnx::pb::GraphProto) -> TractResult<()> {
+    const PER_AXIS: [(&str, usize); 6] = [
+        ("kernel_shape", 1),
+        ("strides", 1),
+        ("dilations", 1),
+        ("output_padding", 1),
+        ("output_shape", 1),
+        ("pads", 2),
+    ];
+    if !(n.op_type.contains("Conv") || n.op_type.contains("Pool")) {
+        return Ok(());
+    }
+    let present: Vec<(&str, usize, usize)> = PER_AXIS
+        .iter()
+        .filter_map(|&(name, per)| n.attribute.iter().find(|a| a.name == name).map(|a| (name, per, a.ints.len())))
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let weight_axes = match n.op_type.as_str() {
+        "Conv" | "ConvTranspose" | "ConvInteger" => n.input.get(1),
+        "QLinearConv" => n.input.get(3),
+        _ => None,
+    }
+    .and_then(|w| graph.initializer.iter().find(|t| &t.name == w))
+    .map(|t| (t.dims.len().saturating_sub(2), format!("its weight '{}' of dimensions {:?}", t.name, t.dims)));
+    let (axes, from) = match (&weight_axes, present.iter().find(|p| p.0 == "kernel_shape")) {
+        (Some((k, w)), _) => (*k, w.clone()),
+        (None, Some(&(_, _, len))) => (len, format!("its kernel_shape of {len} value(s)")),
+        (None, None) => {
+            let (name, per, len) = present[0];
+            (len / per, format!("its {name} of {len} value(s)"))
+        }
+    };
+    for &(name, per, len) in &present {
+        if len != per * axes {
+            return Err(TractError::msg(format!(
+                "the ONNX graph's node '{}' ({}) has {name} of {len} value(s), but {from} make(s) {axes} spatial \
+                 axes, which need {}: the file is damaged",
+                n.name,
+                n.op_type,
+                per * axes
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a convolution or pooling node whose window names fewer or more spatial axes than its input has
+/// (tract indexes the window by the input's axes and panics). The input's rank is followed from the graph's first
+/// input (`input_rank`, as the backbone sets it) and the initializers through nodes that keep it (element-wise
+/// operations, normalisation, convolution, pooling); inputs of other ranks, or of ranks not followed, are left to
+/// tract.
+fn check_window_ranks(graph: &tract_onnx::pb::GraphProto, input_rank: usize) -> TractResult<()> {
+    use std::collections::HashMap;
+    let mut rank: HashMap<&str, usize> = HashMap::new();
+    for t in &graph.initializer {
+        rank.insert(&t.name, t.dims.len());
+    }
+    if let Some(i) = graph.input.iter().find(|i| !rank.contains_key(i.name.as_str())) {
+        rank.insert(&i.name, input_rank);
+    }
+    for n in &graph.node {
+        let first = n.input.first().and_then(|i| rank.get(i.as_str()).copied());
+        let keeps_rank = matches!(
+            n.op_type.as_str(),
+            "Conv"
+                | "ConvTranspose"
+                | "MaxPool"
+                | "AveragePool"
+                | "LpPool"
+                | "GlobalAveragePool"
+                | "GlobalMaxPool"
+                | "BatchNormalization"
+                | "InstanceNormalization"
+                | "Relu"
+                | "LeakyRelu"
+                | "Elu"
+                | "Selu"
+                | "Sigmoid"
+                | "HardSigmoid"
+                | "HardSwish"
+                | "Tanh"
+                | "Clip"
+                | "Cast"
+                | "Identity"
+                | "Dropout"
+                | "Sqrt"
+                | "Exp"
+                | "Log"
+                | "Neg"
+                | "Abs"
+                | "Erf"
+                | "Pad"
+        );
+        let broadcast =
+            matches!(n.op_type.as_str(), "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mean");
+        if let Some(r) = first.filter(|_| n.op_type.contains("Conv") || n.op_type.contains("Pool")) {
+            let axes = ["kernel_shape", "strides", "dilations"]
+                .iter()
+                .find_map(|name| n.attribute.iter().find(|a| a.name == *name).map(|a| a.ints.len()))
+                .or_else(|| n.attribute.iter().find(|a| a.name == "pads").map(|a| a.ints.len() / 2));
+            if let Some(axes) = axes.filter(|&k| k + 2 != r) {
+                return Err(TractError::msg(format!(
+                    "the ONNX graph's node '{}' ({}) has a window of {axes} spatial axes, but its input '{}' has {} \
+                     (rank {r}): the file is damaged",
+                    n.name,
+                    n.op_type,
+                    n.input[0],
+                    r.saturating_sub(2)
+                )));
+            }
+        }
+        let out_rank = if keeps_rank {
+            first
+        } else if broadcast {
+            n.input
+                .iter()
+                .map(|i| rank.get(i.as_str()).copied())
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().max())
+        } else {
+            None
+        };
+        for o in &n.output {
+            match out_rank {
+                Some(r) => rank.insert(o, r),
+                None => rank.remove(o.as_str()),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Checks an ONNX tensor before tract reads it (`tract-onnx` `tensor.rs`, `load_tensor`): a data type tract knows
+/// (ONNX `TensorProto.DataType` 1-13), dimensions of at least 0 whose product (and size in bytes) does not
+/// overflow, data held in the file (not external), and raw bytes as many as the dimensions ask for, never for
+/// strings (tract reaches `unimplemented!` on raw string data, found by fuzzing; it panics, and the wasm build
+/// aborts on a panic). `what` names the tensor in the message.
+fn check_tensor(t: &tract_onnx::pb::TensorProto, what: &str) -> TractResult<()> {
+    use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
+    let damaged = |why: String| TractError::msg(format!("the ONNX {what} {why}: the file is damaged"));
+    let dt = DataType::try_from(t.data_type).ok();
+    let size = match dt {
+        Some(DataType::Bool | DataType::Uint8 | DataType::Int8) => 1,
+        Some(DataType::Uint16 | DataType::Int16 | DataType::Float16) => 2,
+        Some(DataType::Uint32 | DataType::Int32 | DataType::Float) => 4,
+        Some(DataType::Uint64 | DataType::Int64 | DataType::Double) => 8,
+        Some(DataType::String) => 0,
+        _ => {
+            return Err(TractError::msg(format!(
+                "the ONNX {what} has data type {} ({}), which tract does not read (it reads booleans, integers, \
+                 floats of 16, 32 and 64 bits and strings): the file is damaged, or needs another runtime",
+                t.data_type,
+                dt.map_or("unknown".to_string(), |d| format!("{d:?}"))
+            )))
+        }
+    };
+    if let Some(d) = t.dims.iter().find(|&&d| d < 0) {
+        return Err(damaged(format!("has a negative dimension ({d}) in {:?}", t.dims)));
+    }
+    let count = t
+        .dims
+        .iter()
+        .try_fold(1usize, |n, &d| usize::try_from(d).ok().and_then(|d| n.checked_mul(d)))
+        .and_then(|n| n.checked_mul(size.max(1)).map(|_| n))
+        .ok_or_else(|| damaged(format!("has dimensions {:?}, too large to hold in memory", t.dims)))?;
+    if t.data_location == Some(DataLocation::External as i32) {
+        return Err(TractError::msg(format!(
+            "the ONNX {what} keeps its data in an external file; sonomaly reads self-contained ONNX files: export \
+             the model with its weights inside (onnx.save_model(..., save_as_external_data=False))"
+        )));
+    }
+    if !t.raw_data.is_empty() {
+        if size == 0 {
+            return Err(damaged("holds strings as raw bytes, which ONNX does not allow".to_string()));
+        }
+        if t.raw_data.len() != count * size {
+            return Err(damaged(format!(
+                "holds {} bytes of raw data, but its dimensions {:?} ask for {}",
+                t.raw_data.len(),
+                t.dims,
+                count * size
+            )));
         }
     }
     Ok(())
@@ -349,7 +550,8 @@ impl Backbone {
         let onnx_fw = tract_onnx::onnx();
         let proto = onnx_fw.proto_model_for_read(&mut Cursor::new(onnx))?;
         let graph = proto.graph.as_ref().ok_or_else(|| TractError::msg("the ONNX file holds no graph"))?;
-        check_graph_outputs(graph, &std::collections::HashSet::new())?;
+        check_graph(graph, &std::collections::HashSet::new())?;
+        check_window_ranks(graph, shape.len())?;
         let mut model = onnx_fw.model_for_proto_model(&proto)?;
         let outlets = outputs
             .iter()

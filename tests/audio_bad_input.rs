@@ -476,3 +476,54 @@ fn a_sample_rate_below_any_audio_is_refused() {
     assert!(m.contains("sample rate of 4 Hz") && m.contains("1000 Hz"), "{m}");
     assert!(decode(&wav_i16(1, 8000, 300, |i, _| i as i16), Some("wav")).is_ok(), "telephone audio is read");
 }
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decode").join(name)).unwrap()
+}
+
+/// An ID3v2.3 tag of one text frame whose length field says `frame_len` (the tag itself holds 11 bytes of it).
+fn id3_tag(frame_len: u32) -> Vec<u8> {
+    let mut frame = b"TIT2".to_vec();
+    frame.extend_from_slice(&frame_len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0]);
+    frame.extend_from_slice(b"sonomaly\0\0");
+    let n = frame.len() as u32;
+    let mut t = b"ID3\x03\x00\x00".to_vec();
+    t.extend((0..4).map(|i| ((n >> (21 - 7 * i)) & 0x7f) as u8));
+    t.extend_from_slice(&frame);
+    t
+}
+
+#[test]
+fn a_format_marker_past_the_start_is_not_searched_for() {
+    // Found by fuzzing: symphonia's probe scanned past the start for format markers and parsed the ID3v2 tags and
+    // FLAC headers it met there, with the allocations their damaged lengths asked for (2.6-3.5 GB). The format is
+    // now told from the first bytes only.
+    let flac = fixture("tone.flac");
+    let good = decode(&flac, None).unwrap();
+    for junk in [&b"x"[..], b"BIFF", &noise_bytes(300, 5)] {
+        let mut bytes = junk.to_vec();
+        bytes.extend_from_slice(&flac);
+        let m = audio_msg(decode(&bytes, Some("flac")));
+        assert!(m.contains("not a recognised audio file") && m.contains("at its start"), "{m}");
+    }
+    // The same file behind an ID3v2 tag is read as it is (the tag is skipped, never parsed, even if damaged).
+    for len in [11, 0x7fff_ffff] {
+        let mut bytes = id3_tag(len);
+        bytes.extend_from_slice(&flac);
+        assert_eq!(decode(&bytes, None).unwrap().channels, good.channels, "frame length {len}");
+    }
+    // An MP3 behind two ID3v2 tags, the second one damaged: the MP3 reader syncs to the first frame after the
+    // first tag and does not parse the second.
+    let mp3 = fixture("tone.mp3");
+    let good = decode(&mp3, None).unwrap();
+    let mut bytes = id3_tag(11);
+    bytes.extend_from_slice(&id3_tag(0x7fff_ffff));
+    bytes.extend_from_slice(&mp3);
+    let got = decode(&bytes, Some("mp3")).unwrap();
+    assert_eq!((got.sample_rate, got.channels.len()), (good.sample_rate, good.channels.len()));
+    assert!(got.len().abs_diff(good.len()) <= 1152, "{} vs {} samples", got.len(), good.len());
+    // An AAC ADTS stream (sync 0xFFF, layer 0) is not taken for MP3: the page lets the browser decode it.
+    let m = audio_msg(decode(&[0xff, 0xf1, 0x50, 0x80, 0x02, 0x1f, 0xfc, 0, 0, 0, 0, 0], None));
+    assert!(sonomaly::audio::is_unsupported_format(&Error::Audio(m.clone())), "{m}");
+}

@@ -21,9 +21,9 @@
 //!   masks); a file of more channels than symphonia has positions for (18) is refused with a plain message.
 //! - **Tags are never parsed.** symphonia allocates what a length in a tag says (up to 4 GB) before it checks it
 //!   against the bytes there, so a damaged tag would exhaust memory (the wasm build aborts). sonomaly uses no
-//!   tag, so FLAC tag, cue sheet and picture blocks are read as padding, and an ID3v2 tag in front of MP3 or FLAC
-//!   is read as a tag of padding only (its first frame header zeroed, its flags cleared); the audio is untouched.
-//!   A FLAC tag block whose lengths run past its own end is reported in a warning.
+//!   tag, so FLAC tag, cue sheet and picture blocks are read as padding (the audio is untouched; a FLAC tag block
+//!   whose lengths run past its own end is reported in a warning), and an ID3v2 tag in front of MP3 or FLAC is
+//!   skipped unread by the container choice after this repair (`sniff_container` in `audio.rs`).
 //!
 //! Reference: the RIFF layout of Microsoft's "Multimedia Programming Interface and Data Specifications 1.0"
 //! (1991, chunks and pad bytes); the FLAC format (RFC 9639, sections 8.2 STREAMINFO and 9.1 frame header).
@@ -69,16 +69,13 @@ pub(crate) fn repair(mut src: Box<dyn MediaSource>) -> Repaired {
     let (found, format) = match h {
         Some(h) if &h[..4] == b"RIFF" && &h[8..12] == b"WAVE" => (wav(&mut src, len, &h), Some("WAV")),
         Some(h) if &h[..4] == b"fLaC" || &h[..3] == b"ID3" => {
-            let (mut found, is_flac) = flac(&mut src, len, &h);
-            if &h[..3] == b"ID3" {
-                id3v2_as_padding(&h, &mut found);
-            }
+            let (found, is_flac) = flac(&mut src, len, &h);
             (found, is_flac.then_some("FLAC"))
         }
         Some(h) if &h[..4] == b"OggS" => (Found::default(), Some("OGG")),
         _ => (Found::default(), None),
     };
-    // The probe reads from the start.
+    // The format is told from the start.
     if src.seek(SeekFrom::Start(0)).is_err() {
         return Repaired { source: src, notes: Vec::new(), diagnosis: found.diagnosis, format, refuse: found.refuse };
     }
@@ -337,7 +334,8 @@ fn flac(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> (Found, bool
     if streaminfo {
         if let Some(r) = read_at(src, off + 8 + 10, 3) {
             if (u32::from(r[0]) << 12 | u32::from(r[1]) << 4 | u32::from(r[2]) >> 4) == 0 {
-                f.refuse = Some("the FLAC header gives a sample rate of 0 Hz: the file is damaged; re-export it".into());
+                f.refuse =
+                    Some("the FLAC header gives a sample rate of 0 Hz: the file is damaged; re-export it".into());
                 return (f, true);
             }
         }
@@ -381,15 +379,6 @@ fn flac(src: &mut Box<dyn MediaSource>, file_len: u64, h: &[u8]) -> (Found, bool
          as {new_min}"
     ));
     (f, true)
-}
-
-/// Makes the ID3v2 tag whose 10-byte header starts `h` read as padding only (see the module documentation): its
-/// flags cleared but for the footer's (which sets where the tag ends), and its first frame header zeroed (a frame
-/// id of zeros marks the padding, after which readers skip to the tag's end).
-fn id3v2_as_padding(h: &[u8], f: &mut Found) {
-    let size = h[6..10].iter().fold(0u64, |s, &b| (s << 7) | (b & 0x7f) as u64);
-    f.edits.push(Edit::Replace { at: 5, bytes: vec![h[5] & 0x10] });
-    f.edits.push(Edit::Replace { at: 10, bytes: vec![0; size.min(10) as usize] });
 }
 
 /// Most comments checked in a tag block; a block with more is left to symphonia (each length is still bounded by
@@ -757,7 +746,11 @@ mod tests {
     fn a_wav_channel_mask_that_does_not_match_the_channels_is_rewritten_or_refused() {
         // Found by fuzzing: symphonia's own correction of such a mask overflows a shift.
         let r = repaired(extensible_wav(2, 0x8000_0000));
-        assert!(r.notes.iter().any(|n| n.contains("channel mask names 1 channels but the file has 2")), "{:?}", r.notes);
+        assert!(
+            r.notes.iter().any(|n| n.contains("channel mask names 1 channels but the file has 2")),
+            "{:?}",
+            r.notes
+        );
         let mut out = Vec::new();
         let mut s = r.source;
         s.read_to_end(&mut out).unwrap();
