@@ -100,6 +100,13 @@ for m in pump slider valve; do
   "$BIN" score --bank "$OUT/pairs/$m.bank" "$OUT/pairs/${m}_normal_b.wav" "$OUT/pairs/${m}_abnormal_a.wav" \
     "$OUT/pairs/${m}_abnormal_b.wav" >> "$OUT/pairs_own.jsonl"
 done
+# (d) Sharded fits (needs the Python package: pip install ./python): merged banks by calibration.
+if python3 -c "import sonomaly, sklearn" 2>/dev/null; then
+  python3 scripts/sharded_calibration.py > "$OUT/sharded.md"
+else
+  echo "results.sh: the Python package is not installed, the sharded-fit table is left out" >&2
+  rm -f "$OUT/sharded.md"
+fi
 elapsed=$(( $(date +%s) - start ))
 python3 scripts/results_table.py "$OUT" "$elapsed" "$CNN" > RESULTS.md
 echo "wrote RESULTS.md in ${elapsed} s" >&2

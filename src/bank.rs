@@ -201,14 +201,14 @@ fn tensor_name(i: usize) -> String {
     format!("member{i}")
 }
 
-/// Name of the tensor of member `i`'s memory-bank row sources (PatchCore members fitted by this version).
-fn sources_name(i: usize) -> String {
-    format!("member{i}.sources")
+/// Name of member `i`'s extra tensor `suffix` (see [`Detector::extra_tensors`]), e.g. `member0.sources`.
+fn extra_name(i: usize, suffix: &str) -> String {
+    format!("member{i}.{suffix}")
 }
 
-/// The tensors a bank stores, in checksum order: each member's state (`member{i}`, F32 `[rows, cols]`), then
-/// each PatchCore member's row sources where known (`member{i}.sources`, U64 `[rows]`): (name, bytes, dtype,
-/// shape).
+/// The tensors a bank stores, in checksum order: each member's state (`member{i}`, F32 `[rows, cols]`), then each
+/// member's extra tensors (`member{i}.{suffix}`, e.g. PatchCore's row sources, U64 `[rows]`) in member order and by
+/// suffix: (name, bytes, dtype, shape).
 fn tensor_bytes(detectors: &[Detector]) -> Vec<(String, Vec<u8>, Dtype, Vec<usize>)> {
     let mut out: Vec<_> = detectors
         .iter()
@@ -219,12 +219,9 @@ fn tensor_bytes(detectors: &[Detector]) -> Vec<(String, Vec<u8>, Dtype, Vec<usiz
         })
         .collect();
     for (i, d) in detectors.iter().enumerate() {
-        if let Detector::Patchcore(pc) = d {
-            if !pc.sources().is_empty() {
-                let bytes = pc.sources().iter().flat_map(|v| v.to_le_bytes()).collect();
-                out.push((sources_name(i), bytes, Dtype::U64, vec![pc.len()]));
-            }
-        }
+        let mut extra = d.extra_tensors();
+        extra.sort_by_key(|t| t.suffix);
+        out.extend(extra.into_iter().map(|t| (extra_name(i, t.suffix), t.bytes, t.dtype, t.shape)));
     }
     out
 }
@@ -434,9 +431,18 @@ impl Bank {
         if meta.members.is_empty() {
             return Err(Error::bank("the bank has no member"));
         }
-        let sources_of = |i: usize| st.tensor(&sources_name(i)).ok();
-        let with_sources = (0..meta.members.len()).filter(|&i| sources_of(i).is_some()).count();
-        if st.len() != meta.members.len() + with_sources {
+        // Each member's extra tensors, by suffix (the order they were written and checksummed in).
+        let mut extras: Vec<Vec<(String, TensorView)>> = (0..meta.members.len()).map(|_| Vec::new()).collect();
+        for (name, t) in st.tensors() {
+            let Some((i, suffix)) = name.strip_prefix("member").and_then(|r| r.split_once('.')) else { continue };
+            match i.parse::<usize>() {
+                Ok(i) if i < extras.len() => extras[i].push((suffix.to_string(), t)),
+                _ => return Err(Error::bank(format!("the bank holds a tensor '{name}' of no member"))),
+            }
+        }
+        extras.iter_mut().for_each(|e| e.sort_by(|a, b| a.0.cmp(&b.0)));
+        let n_extra: usize = extras.iter().map(|e| e.len()).sum();
+        if st.len() != meta.members.len() + n_extra {
             return Err(Error::bank(format!(
                 "the bank holds {} tensors but its metadata lists {} members",
                 st.len(),
@@ -450,25 +456,7 @@ impl Bank {
             check_tensor(&name, &t, m.state_rows, m.detector.state_cols(m.dims), m.dims)?;
             data.push(t.data());
         }
-        let mut sources = Vec::with_capacity(meta.members.len());
-        for (i, m) in meta.members.iter().enumerate() {
-            let Some(t) = sources_of(i) else {
-                sources.push(None);
-                continue;
-            };
-            if t.dtype() != Dtype::U64 || t.shape() != [m.state_rows] || !matches!(m.detector, DetectorConfig::Patchcore(_))
-            {
-                return Err(Error::bank(format!(
-                    "{} has dtype {:?} and shape {:?}: expected U64 [{}] for a PatchCore member",
-                    sources_name(i),
-                    t.dtype(),
-                    t.shape(),
-                    m.state_rows
-                )));
-            }
-            sources.push(Some(t.data()));
-        }
-        let all: Vec<&[u8]> = data.iter().copied().chain(sources.iter().flatten().copied()).collect();
+        let all: Vec<&[u8]> = data.iter().copied().chain(extras.iter().flatten().map(|(_, t)| t.data())).collect();
         if stored_checksum(json, &all)? != meta.data_sha256 {
             return Err(corrupted());
         }
@@ -479,22 +467,16 @@ impl Bank {
                 }
             }
         }
-        let detectors = meta
-            .members
-            .iter()
-            .zip(data)
-            .zip(sources)
-            .map(|((m, d), src)| {
-                let det = detector_from(&m.detector, m.dims, d)?;
-                match (det, src) {
-                    (Detector::Patchcore(pc), Some(src)) => {
-                        let ids = src.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-                        Ok(Detector::Patchcore(pc.with_sources(ids.collect()).map_err(|e| Error::bank(e.to_string()))?))
-                    }
-                    (det, _) => Ok(det),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut detectors = Vec::with_capacity(meta.members.len());
+        for ((m, d), extra) in meta.members.iter().zip(data).zip(&extras) {
+            let mut det = detector_from(&m.detector, m.dims, d)?;
+            for (suffix, t) in extra {
+                det = det.with_extra_tensor(suffix, t.dtype(), t.shape(), t.data()).map_err(|e| {
+                    Error::bank(format!("member '{}': {}", m.name, e.to_string().trim_start_matches("invalid input: ")))
+                })?;
+            }
+            detectors.push(det);
+        }
         Ok(Bank { meta, detectors })
     }
 

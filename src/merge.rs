@@ -3,7 +3,7 @@
 //!
 //! **PatchCore members.** Each shard's memory bank is a coreset of its normal patches (Roth et al., CVPR 2022);
 //! the merged memory bank is a coreset of the union of the shards' memory banks, chosen by the library's capped
-//! greedy selection ([`select_coreset`]): when the union has no more rows than `max_bank_rows`, it is kept whole
+//! greedy selection ([`crate::detector::patchcore::merge_memory_banks`]): when the union has no more rows than `max_bank_rows`, it is kept whole
 //! (a coreset of coresets already holds `coreset_ratio` of the corpus's patches, as a single fit would), otherwise
 //! `max_bank_rows` rows are chosen by k-center greedy among `max_bank_rows / coreset_ratio` rows drawn at random
 //! (seeded by the member's seed), exactly as a single fit caps its memory bank.
@@ -33,8 +33,7 @@
 
 use crate::backbone::BackboneSpec;
 use crate::bank::{front_end_summary, now_iso8601, BandLevels, Bank, BankMeta, MemberMeta};
-use crate::detector::patchcore::{select_coreset, CoresetPlan};
-use crate::detector::{Detector, DetectorConfig, PatchCore, PatchCoreConfig};
+use crate::detector::Detector;
 use crate::embedding::EmbeddingConfig;
 use crate::error::{Error, Result};
 use crate::pipeline::THRESHOLD_QUANTILE;
@@ -72,42 +71,21 @@ pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
     for i in 0..n_members {
         let shard_members: Vec<&MemberMeta> = banks.iter().map(|b| &b.meta.members[i]).collect();
         let m0 = shard_members[0];
-        let DetectorConfig::Patchcore(pc) = &m0.detector else {
-            return Err(Error::invalid(format!(
-                "member '{}' is a {} detector: only PatchCore banks can be merged. A PaDiM bank stores each \
-                 Gaussian's mean and inverse covariance but not the patch counts and sums that pooling needs, and \
-                 the baseline stores whole-clip statistics; fit one bank on all the clips instead",
-                m0.name,
-                first.detectors[i].kind()
-            )));
-        };
         let embedding = pooled_embedding(&shard_members, &seconds);
         let columns = column_scales_target(&embedding, spec, m0.dims)?;
         let dims = m0.dims;
-        let mut union = Vec::new();
-        let mut sources = Vec::new();
-        let all_sourced = banks.iter().all(|b| matches!(&b.detectors[i], Detector::Patchcore(p) if !p.sources().is_empty()));
+        let mut parts = Vec::with_capacity(banks.len());
         for (b, bank) in banks.iter().enumerate() {
-            let Detector::Patchcore(p) = &bank.detectors[i] else {
-                return Err(Error::invalid(format!("bank {}: member '{}' is not PatchCore", b + 1, m0.name)));
-            };
             let own = column_scales_target(&shard_members[b].embedding, spec, dims)?;
             let scale: Vec<f32> =
                 columns.iter().zip(&own).map(|(&t, &o)| if o != 0.0 && t != 0.0 { t / o } else { 1.0 }).collect();
-            for row in p.memory_bank.chunks_exact(dims) {
-                union.extend(row.iter().zip(&scale).map(|(v, s)| v * s));
-            }
-            if all_sourced {
-                sources.extend_from_slice(p.sources());
-            }
+            parts.push((&bank.detectors[i], scale));
         }
-        let (rows, chosen) = select_coreset_rows(&union, dims, pc)?;
-        let sources = match chosen {
-            _ if sources.is_empty() => Vec::new(),
-            Some(chosen) => chosen.iter().map(|&j| sources[j]).collect(),
-            None => sources,
-        };
-        detectors.push(Detector::Patchcore(PatchCore::from_memory_bank(rows, dims, pc.clone()).with_sources(sources)?));
+        let merged = Detector::merge(&m0.detector, &parts).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::invalid(format!("member '{}': {m}", m0.name)),
+            e => e,
+        })?;
+        detectors.push(merged);
         let scores: Vec<f32> = shard_members.iter().flat_map(|m| m.normal_scores.scores.iter().copied()).collect();
         let peaks: Vec<f32> = shard_members.iter().flat_map(|m| m.normal_curve_peaks.scores.iter().copied()).collect();
         let quantile = if m0.normal_scores.quantile > 0.0 { m0.normal_scores.quantile } else { THRESHOLD_QUANTILE };
@@ -162,40 +140,6 @@ pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
         data_sha256: String::new(),
     };
     Bank::new(meta, detectors)
-}
-
-/// The merged memory bank from the union of the shards' memory banks `[n, dims]`: all of it when `n` is at most
-/// `max_bank_rows`, else the capped greedy coreset ([`select_coreset`]) of `max_bank_rows` rows among
-/// `min(n, ceil(max_bank_rows / coreset_ratio))` seeded random candidates; with the chosen rows' indices in the
-/// union (`None`: all rows, in order).
-///
-/// # Errors
-/// [`Error::InvalidInput`] for a bad config or an empty union.
-pub fn select_coreset_rows(
-    union: &[f32],
-    dims: usize,
-    config: &PatchCoreConfig,
-) -> Result<(Vec<f32>, Option<Vec<usize>>)> {
-    config.validate()?;
-    let n = if dims == 0 { 0 } else { union.len() / dims };
-    if n == 0 {
-        return Err(Error::invalid("the banks' memory banks are empty"));
-    }
-    let cap = match config.max_bank_rows {
-        Some(cap) if n > cap => cap,
-        _ => return Ok((union.to_vec(), None)),
-    };
-    // As a single fit under the cap: `cap` rows among `cap / coreset_ratio` candidates (the ratio read back as the
-    // decimal it was written as, as `CoresetPlan::new` does).
-    let ratio = (config.coreset_ratio as f64 * 1e7).round() / 1e7;
-    let candidates = ((cap as f64 / ratio).ceil() as usize).clamp(cap, n);
-    let plan = CoresetPlan { size: cap, candidates };
-    let chosen = select_coreset(union, dims, plan, config.projection_eps, config.seed);
-    let mut rows = Vec::with_capacity(chosen.len() * dims);
-    for &i in &chosen {
-        rows.extend_from_slice(&union[i * dims..(i + 1) * dims]);
-    }
-    Ok((rows, Some(chosen)))
 }
 
 /// Refuses `bank` (number `which`, from 1) if it cannot be merged with `first`, naming what differs.

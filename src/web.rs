@@ -7,7 +7,7 @@
 //! are `Float32Array`s, copied once out of wasm memory. Errors are JavaScript `Error`s whose message is the
 //! core's plain sentence; panics print their message to the console (`console_error_panic_hook`).
 
-use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
+use js_sys::{Array, Float32Array, Object, Reflect, Uint32Array, Uint8Array};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -16,7 +16,8 @@ use crate::backbone::{Backbone, BackboneSpec, Runtime};
 use crate::bank::{front_end_summary, Bank};
 use crate::embedding::EmbeddingConfig;
 use crate::pipeline::{
-    ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Segment, StreamScorer, StreamUpdate, DEFAULT_PRESET,
+    ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Segment, StreamScorer, StreamUpdate, WindowPart,
+    DEFAULT_PRESET,
 };
 use crate::spectrogram::LogMel;
 
@@ -27,6 +28,13 @@ pub fn start() {
 }
 
 /// True if this build uses WebAssembly SIMD (`+simd128`), as `./build.sh` builds it.
+/// Analysis windows go through the backbone this many at a time; the shares of `Engine.scoreWindowShare` are
+/// whole batches.
+#[wasm_bindgen(js_name = windowBatch)]
+pub fn window_batch() -> usize {
+    crate::pipeline::WINDOW_BATCH
+}
+
 #[wasm_bindgen(js_name = simdSupported)]
 pub fn simd_supported() -> bool {
     cfg!(target_feature = "simd128")
@@ -124,6 +132,26 @@ fn clip_to_js(r: &ClipResult) -> Result<JsValue, JsError> {
     set(&obj, "map", &f32s(&r.map));
     set(&obj, "curve", &f32s(&r.curve));
     set(&obj, "melHz", &f32s(&r.mel_hz));
+    Ok(obj.into())
+}
+
+/// Window parts as JavaScript sees them (see `Engine.scoreWindowShare`).
+fn parts_to_js(parts: &[Vec<WindowPart>]) -> Result<JsValue, JsError> {
+    let members = parts.first().map_or(0, |p| p.len());
+    let mut rows = Vec::new();
+    let mut scores = Vec::with_capacity(parts.len() * members * 2);
+    let mut lengths = Vec::with_capacity(parts.len() * members);
+    for p in parts.iter().flatten() {
+        rows.extend_from_slice(&p.rows);
+        scores.extend_from_slice(&[p.clip, p.max_owned]);
+        lengths.push(p.rows.len() as u32);
+    }
+    let obj = Object::new();
+    set(&obj, "windows", &JsValue::from(parts.len() as u32));
+    set(&obj, "members", &JsValue::from(members as u32));
+    set(&obj, "rows", &f32s(&rows));
+    set(&obj, "scores", &f32s(&scores));
+    set(&obj, "lengths", &Uint32Array::from(lengths.as_slice()).into());
     Ok(obj.into())
 }
 
@@ -424,6 +452,71 @@ impl Engine {
     pub fn score_clip(&self, samples: &[f32], sample_rate: u32) -> Result<JsValue, JsError> {
         let bank = self.bank()?;
         let r = crate::pipeline::score_clip(&self.model, bank, samples, sample_rate).map_err(js_err)?;
+        clip_to_js(&r)
+    }
+
+    /// Share `share` of `shares` of a clip's windows (the page's pool of workers: worker `share` of `shares`
+    /// scores the windows of whole batches dealt out in order; a share may be empty, with fewer batches than
+    /// shares; the library's `pipeline::score_window_share`): `{total, from, to, windows, members, rows:
+    /// Float32Array (each window's members' owned map rows, raw units, window by window and member by member),
+    /// scores: Float32Array [windows * members * 2] (each part's clip score and largest owned patch score),
+    /// lengths: Uint32Array [windows * members] (each part's number of rows values)}`; `scoreFromParts` merges
+    /// the shares.
+    #[wasm_bindgen(js_name = scoreWindowShare)]
+    pub fn score_window_share(
+        &self,
+        samples: &[f32],
+        sample_rate: u32,
+        share: usize,
+        shares: usize,
+    ) -> Result<JsValue, JsError> {
+        let (n, range, parts) =
+            crate::pipeline::score_window_share(&self.model, self.bank()?, samples, sample_rate, share, shares)
+                .map_err(js_err)?;
+        let obj: Object = parts_to_js(&parts)?.unchecked_into();
+        set(&obj, "total", &JsValue::from(n as u32));
+        set(&obj, "from", &JsValue::from(range.start as u32));
+        set(&obj, "to", &JsValue::from(range.end as u32));
+        Ok(obj.into())
+    }
+
+    /// The result of a clip from the parts of all its windows, in window order (the fields of the answers of
+    /// `scoreWindowShare` for every share, concatenated): the same as `scoreClip`'s, bit for bit.
+    #[wasm_bindgen(js_name = scoreFromParts)]
+    pub fn score_from_parts(
+        &self,
+        samples: &[f32],
+        sample_rate: u32,
+        rows: &[f32],
+        scores: &[f32],
+        lengths: &[u32],
+    ) -> Result<JsValue, JsError> {
+        let bank = self.bank()?;
+        let members = bank.detectors.len();
+        let total: usize = lengths.iter().map(|&l| l as usize).sum();
+        if members == 0 || lengths.len() % members != 0 || scores.len() != 2 * lengths.len() || total != rows.len() {
+            return Err(JsError::new(&format!(
+                "invalid input: the parts do not add up: {} lengths for {members} members, {} scores, {} of {} rows \
+                 values",
+                lengths.len(),
+                scores.len(),
+                total,
+                rows.len()
+            )));
+        }
+        let mut at = 0;
+        let flat: Vec<WindowPart> = lengths
+            .iter()
+            .zip(scores.chunks_exact(2))
+            .map(|(&l, s)| {
+                let p = WindowPart { rows: rows[at..at + l as usize].to_vec(), clip: s[0], max_owned: s[1] };
+                at += l as usize;
+                p
+            })
+            .collect();
+        let parts: Vec<Vec<WindowPart>> = flat.chunks(members).map(|c| c.to_vec()).collect();
+        let r =
+            crate::pipeline::score_clip_from_parts(&self.model, bank, samples, sample_rate, &parts).map_err(js_err)?;
         clip_to_js(&r)
     }
 
@@ -979,7 +1072,9 @@ impl Engine {
     /// decoded whole and scored like `scoreClip` (the result also holds its `samples` and `sampleRate`, to play
     /// it); a longer one, or one without a duration that turns out longer, is scored as a stream with bounded
     /// memory (`streamed: true`, no samples, the display arrays pooled over time: `frames` and `hopS` describe
-    /// them, `decimation` frames per column; the score and the segments are computed at full resolution).
+    /// them, `decimation` frames per column; the score and the segments are computed at full resolution, and
+    /// `fullCurve` [frames at the model's hop] with `fullHopS` is that curve, for the segments of another
+    /// threshold).
     /// `onProgress(decodedS, durationS)` is called as the file is read. The result also has `warnings` (the
     /// decoder's: a file shorter than its header says, repaired headers) and `links`.
     #[wasm_bindgen(js_name = scoreReader)]
@@ -1056,7 +1151,11 @@ impl Engine {
                     is_anomaly: v.is_anomaly,
                     segment_threshold: v.segment_threshold,
                     segments: js_segments(&v.segments),
-                    members: v.members.iter().map(|m| JsMember { name: m.name.clone(), score: m.score, raw: m.raw }).collect(),
+                    members: v
+                        .members
+                        .iter()
+                        .map(|m| JsMember { name: m.name.clone(), score: m.score, raw: m.raw })
+                        .collect(),
                     units: v.units.to_string(),
                     display_floor: v.display_floor,
                     display_ceiling: v.display_ceiling,
@@ -1073,6 +1172,8 @@ impl Engine {
                 set(&obj, "logmel", &f32s(&ov.logmel));
                 set(&obj, "map", &f32s(&ov.map));
                 set(&obj, "curve", &f32s(&ov.curve));
+                set(&obj, "fullCurve", &f32s(&curve));
+                set(&obj, "fullHopS", &JsValue::from(hop_s));
                 set(&obj, "melHz", &f32s(&self.model.logmel().mel_frequencies_hz()));
                 set(&obj, "streamed", &JsValue::TRUE);
                 set(&obj, "decimation", &JsValue::from(ov.k as u32));

@@ -1,8 +1,11 @@
 //! Audio input under bad and real conditions: every bad input gives a clear error and no panic; real files
 //! decode with the right rate, channel count and duration; long files stream with bounded memory.
 //!
-//! Real recordings are read from `../shared/data` (beside the crate); those tests print a reason and pass when it
-//! is absent.
+//! Real recordings are read from `../shared/data` (beside the crate); those tests are marked ignored and run with
+//! `cargo test -- --include-ignored`.
+
+#[path = "common/shared.rs"]
+mod shared;
 
 use sonomaly::audio::{
     decode, decode_file, resample, to_mono, ChannelSelect, DecodedAudio, MonoStream, StreamResampler,
@@ -11,17 +14,9 @@ use sonomaly::Error;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
-
-/// Real data directory, or `None` with a printed reason.
-fn data_dir(sub: &str) -> Option<PathBuf> {
-    let p = Path::new(DATA).join(sub);
-    if p.is_dir() {
-        Some(p)
-    } else {
-        println!("skipped: {} is absent (real recordings are not part of the repository)", p.display());
-        None
-    }
+/// A real data directory under `../shared/data`.
+fn data_dir(sub: &str) -> PathBuf {
+    shared::shared(&format!("data/{sub}"))
 }
 
 fn spec(channels: u16, sample_rate: u32, float: bool) -> hound::WavSpec {
@@ -418,10 +413,9 @@ fn one_hour_stream_bounded_memory() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn real_mimii_fan_clips() {
-    let Some(dir) = data_dir("industrial/mimii_fan_id00/normal") else {
-        return;
-    };
+    let dir = data_dir("industrial/mimii_fan_id00/normal");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -446,8 +440,9 @@ fn real_mimii_fan_clips() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn real_lincity_stereo() {
-    let Some(dir) = data_dir("env/lincity_ng") else { return };
+    let dir = data_dir("env/lincity_ng");
     // Stereo files in the set (checked with a WAV reader): 11.025 kHz and 44.1 kHz.
     for (name, rate, frames) in [("SportsCroud1.wav", 11_025u32, 44_145usize), ("MarketFull1.wav", 44_100, 176_640)] {
         let p = dir.join(name);

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use sonomaly::bank::Bank;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sonomaly"))
 }
@@ -316,6 +318,42 @@ fn merge_banks_of_shards() {
     let score =
         |f: &str| s.iter().find(|v| v["file"].as_str().unwrap().ends_with(f)).unwrap()["score"].as_f64().unwrap();
     assert!(score("fan-abnormal.wav") > score("fan-normal.wav"));
+
+    // Calibrated on the shards' clips (each scored without its own rows): the stderr line says so, the bank's
+    // normalisation is measured on the merged bank (it differs from the pooled one), and one clip is refused.
+    let calibrated = dir.path().join("calibrated.bank");
+    let o = bin()
+        .args(["merge", "--out"])
+        .arg(&calibrated)
+        .arg("--calibrate")
+        .arg(demo("fan-normal.wav"))
+        .arg(&second)
+        .arg("--")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("calibrated on 2 normal recordings"), "{err}");
+    let meta = |p: &Path| Bank::from_bytes(&std::fs::read(p).unwrap()).unwrap().meta;
+    let (pooled, measured) = (meta(&merged), meta(&calibrated));
+    assert_eq!(measured.clips_fitted, 4);
+    assert_ne!(pooled.members[0].score_norm, measured.members[0].score_norm);
+    let one = dir.path().join("one.bank");
+    let o = bin()
+        .args(["merge", "--out"])
+        .arg(&one)
+        .arg("--calibrate")
+        .arg(demo("fan-normal.wav"))
+        .arg("--")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("at least two normal recordings") && !one.exists(), "{err}");
 
     // Empty, corrupt and hostile banks among the inputs: refused in plain words, nothing written.
     let (empty, junk, cut) = (dir.path().join("empty.bank"), dir.path().join("junk.bank"), dir.path().join("cut.bank"));

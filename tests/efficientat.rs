@@ -10,7 +10,11 @@
 //! - The AudioSet logits, through sonomaly's decoder, resampler, front end and tract, tag shared clips sensibly.
 //! - `models/prepare_efficientat.py` rebuilds `model.onnx` byte for byte; the fan fits and scores with its blocks.
 //!
-//! Cases that need `../shared/data` (or the original ONNX in `../shared/models`) skip with a printed reason.
+//! Cases that need `../shared/data` (or the original ONNX in `../shared/models`) are marked ignored; run them with
+//! `cargo test -- --include-ignored`.
+
+#[path = "common/shared.rs"]
+mod shared;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,19 +48,9 @@ fn spec() -> BackboneSpec {
         .expect("spec parses")
 }
 
-fn data_dir() -> PathBuf {
-    Path::new(ROOT).join("../shared/data")
-}
-
-/// `path` under `../shared/data`, or `None` with a message when it is absent.
-fn shared(rel: &str) -> Option<PathBuf> {
-    let p = data_dir().join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} is absent (shared data not available)", p.display());
-        None
-    }
+/// `rel` under `../shared/data`.
+fn shared(rel: &str) -> PathBuf {
+    shared::shared(&format!("data/{rel}"))
 }
 
 struct Fixture {
@@ -82,14 +76,14 @@ fn load_fixture(name: &str) -> Fixture {
 // ---------------------------------------------------------------------------------------------------------------
 // Front end
 
-/// PCM16 WAV samples / 32768 (the first `seconds`, or all), or `None` (with a message) when absent.
-fn pcm16(rel: &str, seconds: Option<usize>) -> Option<Vec<f32>> {
-    let path = shared(rel)?;
+/// PCM16 WAV samples / 32768 (the first `seconds`, or all) of `rel` under `../shared/data`.
+fn pcm16(rel: &str, seconds: Option<usize>) -> Vec<f32> {
+    let path = shared(rel);
     let mut reader = hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let spec = reader.spec();
     assert_eq!((spec.channels, spec.bits_per_sample, spec.sample_format), (1, 16, hound::SampleFormat::Int));
     let n = seconds.map_or(usize::MAX, |s| s * spec.sample_rate as usize);
-    Some(reader.samples::<i16>().take(n).map(|s| s.unwrap() as f32 / 32768.0).collect())
+    reader.samples::<i16>().take(n).map(|s| s.unwrap() as f32 / 32768.0).collect()
 }
 
 fn synthetic(case: &str) -> Vec<f32> {
@@ -152,14 +146,13 @@ fn front_end_matches_efficientat_on_edge_cases() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn front_end_matches_efficientat_on_real_clips() {
     let fx = load_fixture("efficientat_frontend_ref.safetensors");
     let mimii = fx.metadata.get("mimii_file").expect("fixture names the MIMII file").clone();
     let birds = fx.metadata.get("birds_file").expect("fixture names the birds file").clone();
     for (case, rel, seconds) in [("mimii_fan", mimii.as_str(), 3), ("birds", birds.as_str(), 10)] {
-        if let Some(samples) = pcm16(rel, Some(seconds)) {
-            check_front_end(&fx, case, &samples);
-        }
+        check_front_end(&fx, case, &pcm16(rel, Some(seconds)));
     }
 }
 
@@ -311,18 +304,12 @@ fn spec_matches_the_graph_and_runs_on_tract() {
 }
 
 #[test]
+#[ignore = "needs ../shared/models and python3 with numpy and onnx: cargo test -- --include-ignored"]
 fn prepare_script_rebuilds_the_model_byte_for_byte() {
-    let source = Path::new(ROOT).join("../shared/models/efficientat-mn04/mn04_as.onnx");
-    if !source.exists() {
-        eprintln!("skipping: {} is absent", source.display());
-        return;
-    }
+    let source = shared::shared("models/efficientat-mn04/mn04_as.onnx");
     match Command::new("python3").args(["-c", "import numpy, onnx"]).output() {
         Ok(o) if o.status.success() => {}
-        _ => {
-            eprintln!("skipping: python3 with numpy and onnx is not available");
-            return;
-        }
+        _ => panic!("this test needs python3 with numpy and onnx: pip install -r tests/reference/requirements.txt"),
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.onnx");
@@ -405,10 +392,8 @@ fn top_classes(model: &Model, names: &[String], path: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn audioset_logits_tag_shared_clips() {
-    if shared("env").is_none() {
-        return;
-    }
     let model = Model::from_dir(&model_dir()).unwrap();
     let names = class_names();
     // (clip, classes of which at least one must be among the top 5). Chosen from a survey of every clip of these
@@ -435,7 +420,7 @@ fn audioset_logits_tag_shared_clips() {
     ];
     let mut failed = Vec::new();
     for (rel, want) in &cases {
-        let Some(path) = shared(rel) else { continue };
+        let path = shared(rel);
         let top = top_classes(&model, &names, &path);
         let top5 = &top[..5];
         let ok = want.iter().any(|w| top5.iter().any(|t| t == w));
@@ -451,8 +436,9 @@ fn audioset_logits_tag_shared_clips() {
 // The pipeline with this backbone
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn the_fan_fits_and_scores_with_mn04_blocks() {
-    let Some(dir) = shared("industrial/mimii_fan_id00") else { return };
+    let dir = shared("industrial/mimii_fan_id00");
     let read = |p: PathBuf| {
         let a = decode_file(&p).unwrap();
         (to_mono(&a, ChannelSelect::Channel(0)).unwrap(), a.sample_rate)

@@ -1,5 +1,8 @@
 //! PaDiM (both variants) and the baseline through the whole pipeline: fit, bank round trip, scoring; and
-//! `sonomaly mix` + `eval` on real env/ recordings when ../shared/data is present.
+//! `sonomaly mix` + `eval` on real env/ recordings (../shared/data; marked ignored, run with --include-ignored).
+
+#[path = "common/shared.rs"]
+mod shared;
 
 use sonomaly::bank::Bank;
 use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant};
@@ -56,12 +59,9 @@ fn new_detectors_fit_save_load_and_score() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn mix_and_eval_on_real_recordings() {
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/env");
-    if !data.is_dir() {
-        eprintln!("skipped: {} is absent (real recordings; see ../shared/data/SOURCES.md)", data.display());
-        return;
-    }
+    let data = shared::shared("data/env");
     let files = |d: &str| -> Vec<std::path::PathBuf> {
         let mut v: Vec<_> = std::fs::read_dir(data.join(d)).unwrap().map(|e| e.unwrap().path()).collect();
         v.retain(|p| p.extension().is_some_and(|e| e == "wav"));

@@ -1,6 +1,9 @@
 //! End-to-end on real recordings (MIMII fan id_00 from ../shared/data): fit, score, ROC-AUC, bank round trip,
 //! streaming equals whole-clip scoring, and refusals of foreign or damaged banks.
-//! Skips with a printed reason when ../shared/data is absent.
+//! Every test needs ../shared/data and is marked ignored without it (run them with `cargo test -- --include-ignored`).
+
+#[path = "common/shared.rs"]
+mod shared;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -10,14 +13,8 @@ use sonomaly::bank::Bank;
 use sonomaly::metrics::{bootstrap, roc_auc};
 use sonomaly::pipeline::{score_clip, FitConfig, Fitter, Model, StreamScorer};
 
-fn fan_dir() -> Option<PathBuf> {
-    let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/industrial/mimii_fan_id00"));
-    if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!("skipped: {} is absent (real evaluation data lives beside the repository)", d.display());
-        None
-    }
+fn fan_dir() -> PathBuf {
+    shared::shared("data/industrial/mimii_fan_id00")
 }
 
 fn read(p: &std::path::Path) -> (Vec<f32>, u32) {
@@ -26,7 +23,7 @@ fn read(p: &std::path::Path) -> (Vec<f32>, u32) {
 }
 
 fn clip(kind: &str, i: usize) -> PathBuf {
-    fan_dir().unwrap().join(kind).join(format!("{i:08}.wav"))
+    fan_dir().join(kind).join(format!("{i:08}.wav"))
 }
 
 /// The fan bank fitted on normal clips 0-9 with the default settings (the embedded default model and the default
@@ -50,10 +47,8 @@ fn fan_bank() -> &'static (Model, Bank) {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn fan_roc_auc_at_least_085() {
-    if fan_dir().is_none() {
-        return;
-    }
     let (model, bank) = fan_bank();
     let mut labels = Vec::new();
     let mut scores = Vec::new();
@@ -85,10 +80,8 @@ fn fan_roc_auc_at_least_085() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn bank_round_trip_is_bit_identical() {
-    if fan_dir().is_none() {
-        return;
-    }
     let (model, bank) = fan_bank();
     let bytes = bank.to_bytes().unwrap();
     let loaded = Bank::from_bytes(&bytes).unwrap();
@@ -102,10 +95,8 @@ fn bank_round_trip_is_bit_identical() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn streaming_equals_whole_clip() {
-    if fan_dir().is_none() {
-        return;
-    }
     let (model, bank) = fan_bank();
     let (x, sr) = read(&clip("abnormal", 7));
     let whole = score_clip(model, bank, &x, sr).unwrap();
@@ -138,10 +129,8 @@ fn streaming_equals_whole_clip() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn foreign_and_damaged_banks_are_refused() {
-    if fan_dir().is_none() {
-        return;
-    }
     let (_, bank) = fan_bank();
     let bytes = bank.to_bytes().unwrap();
     // Truncated.
@@ -195,10 +184,8 @@ fn bad_audio_gives_errors_not_panics() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn silence_is_not_normal_for_a_running_fan() {
-    if fan_dir().is_none() {
-        return;
-    }
     let (model, bank) = fan_bank();
     let r = score_clip(model, bank, &vec![0.0f32; 16_000 * 5], 16_000).unwrap();
     println!("digital silence: score {:.4}, threshold {:.4}", r.score, bank.threshold());
@@ -206,10 +193,8 @@ fn silence_is_not_normal_for_a_running_fan() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn edited_metadata_is_detected() {
-    if fan_dir().is_none() {
-        return;
-    }
     let (_, bank) = fan_bank();
     let bytes = bank.to_bytes().unwrap();
     // The metadata JSON sits in the safetensors header as an escaped string.

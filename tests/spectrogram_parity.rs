@@ -4,10 +4,13 @@
 //! `python3 tests/reference/spectrogram_ref.py` (see that script for the exact librosa calls). The inputs are
 //! regenerated here exactly as the script makes them: two real clips (first 3 s of WAVs under `../shared/data`,
 //! PCM16 / 32768, fed to each preset without resampling) and synthetic signals (silence, a full-scale square
-//! wave, sines shorter than one frame, a single sample). Cases whose WAV is absent are skipped with a message.
+//! wave, sines shorter than one frame, a single sample). The real clips need ../shared/data (that test is marked ignored; run it with --include-ignored).
+
+#[path = "common/shared.rs"]
+mod shared;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sonomaly::spectrogram::{LogMel, LogMelConfig, LogMelStream, Preset};
 
@@ -20,10 +23,6 @@ const PRESETS: [(&str, Preset); 4] = [
     ("panns-16k", Preset::Panns16k),
     ("clap-2022", Preset::Clap2022),
 ];
-
-fn data_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"))
-}
 
 struct Fixture {
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
@@ -45,17 +44,13 @@ fn load_fixture() -> Fixture {
     Fixture { tensors, metadata }
 }
 
-/// First 3 s of a PCM16 WAV, as float32 `sample / 32768`, or `None` (with a message) when it is absent.
-fn wav_first_3s(path: &Path) -> Option<Vec<f32>> {
-    if !path.exists() {
-        eprintln!("skipping: {} is absent (shared data not available)", path.display());
-        return None;
-    }
+/// First 3 s of a PCM16 WAV, as float32 `sample / 32768`.
+fn wav_first_3s(path: &Path) -> Vec<f32> {
     let mut reader = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let spec = reader.spec();
     assert_eq!((spec.channels, spec.bits_per_sample, spec.sample_format), (1, 16, hound::SampleFormat::Int));
     let n = 3 * spec.sample_rate as usize;
-    Some(reader.samples::<i16>().take(n).map(|s| s.unwrap() as f32 / 32768.0).collect())
+    reader.samples::<i16>().take(n).map(|s| s.unwrap() as f32 / 32768.0).collect()
 }
 
 fn synthetic(case: &str, sr: usize) -> Vec<f32> {
@@ -116,14 +111,16 @@ fn synthetic_inputs_match_librosa() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (real recordings beside the repository): cargo test -- --include-ignored"]
 fn real_clips_match_librosa() {
     let fx = load_fixture();
-    let data = data_dir();
+    let data = shared::shared("data");
     let mimii = fx.metadata.get("mimii_file").expect("fixture metadata names the MIMII file");
     let birds = fx.metadata.get("birds_file").expect("fixture metadata names the birds file");
     // The script takes the first sorted file of the folder; make sure it is still the one the fixture used.
     let mimii_dir = data.join("industrial/mimii_fan_id00/abnormal");
-    if let Ok(entries) = std::fs::read_dir(&mimii_dir) {
+    {
+        let entries = std::fs::read_dir(&mimii_dir).unwrap_or_else(|e| panic!("{}: {e}", mimii_dir.display()));
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| n.to_lowercase().ends_with(".wav"))
@@ -136,7 +133,7 @@ fn real_clips_match_librosa() {
         );
     }
     for (case, rel) in [("mimii_fan", mimii), ("birds", birds)] {
-        let Some(samples) = wav_first_3s(&data.join(rel)) else { continue };
+        let samples = wav_first_3s(&shared::shared(&format!("data/{rel}")));
         for (name, preset) in PRESETS {
             check(&fx, name, preset, case, &samples);
         }

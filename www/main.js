@@ -1,6 +1,6 @@
-// The page: wires the controls to the worker that hosts the wasm core, and draws what comes back.
-// Nothing heavy happens here: decoding (decode.js: the core's decoder in the worker) and everything else is the
-// worker's.
+// The page: wires the controls to the worker that hosts the wasm core (through engine.js, the only module that
+// talks to it), and draws what comes back. Nothing heavy happens here: decoding (decode.js: the core's decoder in
+// the worker) and everything else is the worker's, segments included (the core's rule, as on the command line).
 //
 // What the page shows must be true of the bank in use: every result remembers the bank it was scored with (the
 // worker's bank serial), a result made with another bank is marked stale and rescored in the background, and a
@@ -10,6 +10,8 @@ import { Figure, Series, COLOUR_MAPS, HEAT_HIGH, HEAT_LOW, heatLegendCss, judged
 import { encodeWav, Player } from "./audio.js";
 import { openAudio } from "./decode.js";
 import { loadLastBank, saveLastBank } from "./store.js";
+import { Engine } from "./engine.js";
+import { state } from "./state.js";
 import { UserError, asUserError, bankFileError, fitError, mismatch, modelError, scoreError, sentence } from "./messages.js";
 
 const $ = (id) => document.getElementById(id);
@@ -41,74 +43,44 @@ const FEW_SECONDS = 30;
 // What counts as audio in a folder (single files are tried whatever their name).
 const AUDIO_NAME = /\.(wav|wave|mp3|ogg|oga|opus|flac|m4a|aac|webm)$/i;
 
-// ---- state ------------------------------------------------------------------------------------------------
+// ---- state and worker ---------------------------------------------------------------------------------------
 
-const state = {
-  model: null, // model info from the core
-  bank: null, // bank info from the core
-  bankName: null,
-  bankFile: null, // file name the bank in use downloads as
-  bankSerial: 0, // the worker's serial of the bank in use; results carry the serial they were scored with
-  thresholdOverride: null, // the slider's value when moved off the bank's default, else null
-  levels: null, // {thr, seg, floor, ceiling, value}: what the core gives for the slider's value `value`
-  clips: [], // scored clips: {id, name, path, label, hash, blob, kind, samples, sampleRate, channels, channel, duration, result}
-  current: null,
-  fitMaterial: [], // {id, clip, use}
-  fitted: null, // {bytes, name, fileName}: the last bank fitted in this visit
-  busy: 0,
-  ready: false, // the model (and a first bank, if any) is loaded
-  initFailed: false,
-  queued: [], // labels of actions waiting for the model
-  channel: "mix", // channel choice for multi-channel files: "mix" or a 0-based index
-  rec: null,
-  rescoring: false, // clips of an earlier bank are being rescored
-  timings: { pageStart: performance.timeOrigin, firstHeatmapMs: null, modelReadyMs: null },
-};
 window.sonomaly = state; // for the curious and for the end-to-end tests
 
-// ---- worker -----------------------------------------------------------------------------------------------
-
-const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-let nextId = 1;
-const pending = new Map();
-
-function call(type, payload = {}, transfer = [], onProgress = null) {
-  const id = nextId++;
-  return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject, onProgress });
-    worker.postMessage({ id, type, ...payload }, transfer);
-  });
-}
-
-worker.onmessage = (ev) => {
-  const msg = ev.data;
-  const p = pending.get(msg.id);
-  if (msg.type === "progress") {
-    if (p && p.onProgress) p.onProgress(msg);
-    return;
-  }
-  if (!p) return;
-  pending.delete(msg.id);
-  if (msg.ok) p.resolve(msg.result);
-  else {
-    const e = new Error(msg.error);
-    e.clip = msg.clip;
-    e.modelError = msg.modelError;
-    e.layers = msg.layers;
-    p.reject(e);
-  }
-};
-
-worker.onerror = (ev) => {
-  ev.preventDefault();
-  const text = "The analysis engine could not start in this browser. Use a current Chrome, Edge, Firefox or " +
-    "Safari, and open the page over http://localhost or https.";
-  const err = new UserError(text, ev.message || null);
-  state.initFailed = true;
-  fail(err);
-  for (const p of pending.values()) p.reject(err);
-  pending.clear();
-};
+// One worker per core (navigator.hardwareConcurrency) shares the scoring of a clip's windows; `?workers=N` in the
+// page's address sets another number (1: one worker).
+const WORKERS = Number(new URLSearchParams(location.search).get("workers")) || undefined;
+const engine = new Engine(new URL("./worker.js", import.meta.url), {
+  onFatal(e) {
+    const text = "The analysis engine could not start in this browser. Use a current Chrome, Edge, Firefox or " +
+      "Safari, and open the page over http://localhost or https.";
+    state.initFailed = true;
+    fail(new UserError(text, e.message || null));
+  },
+  onRestart(phase, info) {
+    if (phase === "start") {
+      state.restarting = true;
+      setStatus("Restarting the analysis engine with the same model and bank…");
+    } else if (phase === "progress") {
+      if (!state.running) progressHandler(info);
+    } else if (phase === "done") {
+      state.restarting = false;
+      if (state.lastCancel) state.lastCancel.restoredAt = performance.now();
+      if (!state.running) {
+        setStatus(`The analysis engine is running again, with ${state.bank ? theBank(state.bankName) : "no bank"}: ` +
+          "ready.");
+        showProgress(null);
+      }
+    } else {
+      state.restarting = false;
+      state.initFailed = true;
+      fail(new UserError("The analysis engine could not be started again after the cancel. Reload the page: the " +
+        "last fitted bank is kept in this browser.", info && info.message));
+    }
+    updateButtons();
+  },
+}, { workers: WORKERS });
+window.sonomalyEngine = engine; // for the end-to-end tests (restarts, session)
 
 // ---- status, errors, notices --------------------------------------------------------------------------------
 
@@ -164,13 +136,17 @@ function clearError(reason = null) {
   $("error").hidden = true;
 }
 
-function note(text) {
+// Shows a notice (null hides it). A `sticky` one (what a cancel did) stays when the next action starts; the others
+// go then.
+function note(text, sticky = false) {
+  if (!text && !sticky && $("notice").dataset.sticky === "1") return;
   $("notice-text").textContent = text || "";
   $("notice").hidden = !text;
+  $("notice").dataset.sticky = text && sticky ? "1" : "";
 }
 
 $("error-close").onclick = () => clearError();
-$("notice-close").onclick = () => note(null);
+$("notice-close").onclick = () => note(null, true);
 
 async function busy(fn) {
   clearError();
@@ -195,12 +171,14 @@ async function busy(fn) {
 let markReady;
 const readyPromise = new Promise((resolve) => (markReady = resolve));
 
+// The actions waiting, beside the status line: for the model, or for the action running to end.
 function showQueued() {
   const q = $("queued");
   q.hidden = state.queued.length === 0;
-  q.textContent = state.queued.length
-    ? (state.initFailed ? "· not done, the model did not load: " : "· waiting for the model: ") + state.queued.join(", ")
-    : "";
+  const why = state.initFailed ? "· not done, the model did not load: "
+    : !state.ready ? "· waiting for the model: "
+      : `· waiting for ${state.running || "the analysis engine"} to finish: `;
+  q.textContent = state.queued.length ? why + state.queued.join(", ") : "";
 }
 
 // Resolves true once the page is ready (at once if it is), false if it never will be. Input given before then
@@ -216,10 +194,30 @@ async function whenReady(label) {
   return ok;
 }
 
-// An action that needs the model: waits for it, then runs as `busy` does.
+// An action that needs the model: waits for it, then for the action running (one runs at a time, so that a click
+// during a long fit is queued where the user sees it, beside the status line, and runs after it), then runs as
+// `busy` does.
+let lastAction = Promise.resolve();
 async function action(label, fn) {
   if (!(await whenReady(label))) return undefined;
-  return busy(fn);
+  const before = lastAction;
+  let done;
+  lastAction = new Promise((resolve) => (done = resolve));
+  if (state.running) {
+    state.queued.push(label);
+    showQueued();
+    await before;
+    state.queued.splice(state.queued.indexOf(label), 1);
+  } else await before;
+  state.running = label;
+  showQueued();
+  try {
+    return await busy(fn);
+  } finally {
+    state.running = null;
+    showQueued();
+    done();
+  }
 }
 
 // ---- formatting ---------------------------------------------------------------------------------------------
@@ -412,7 +410,7 @@ async function start() {
   if (last) $("last-bank").hidden = false;
   const t0 = performance.now();
   const r = await busy(() =>
-    call("init", {
+    engine.call("init", {
       modelName: MODEL_NAME,
       modelUrl: MODEL_URL,
       specUrl: SPEC_URL,
@@ -464,7 +462,7 @@ $("bank-input").onchange = async (ev) => {
 // earlier versions) switches to that model; the bank in use is set aside and comes back with its own model.
 async function loadBankBytes(bytes, name, errorName) {
   await stopRecordingIfRunning();
-  const r = await call("loadBank", { bytes, name }, [bytes.buffer], progressHandler).catch((e) => {
+  const r = await engine.call("loadBank", { bytes, name }, [bytes.buffer], progressHandler).catch((e) => {
     throw bankFileError(errorName, e, e.modelError);
   });
   if (r.switched) {
@@ -509,8 +507,8 @@ $("last-bank").onclick = () =>
   });
 
 $("download-bank").onclick = () =>
-  busy(async () => {
-    const bytes = await call("bankBytes");
+  action("Download bank", async () => {
+    const bytes = await engine.call("bankBytes");
     download(new Blob([bytes], { type: "application/octet-stream" }), state.bankFile || "sonomaly.bank");
   });
 
@@ -534,7 +532,7 @@ async function loadModelFiles(files) {
     const specText = await spec.text();
     const banks = await offeredBanks();
     await stopRecordingIfRunning();
-    const r = await call("loadModel", { onnx: bytes, spec: specText, name: onnx.name, banks }, [bytes], progressHandler)
+    const r = await engine.call("loadModel", { onnx: bytes, spec: specText, name: onnx.name, banks }, [bytes], progressHandler)
       .catch((e) => {
         throw modelError(onnx.name, spec.name, e);
       });
@@ -547,7 +545,7 @@ $("default-model").onclick = () =>
   action("Use default model", async () => {
     const banks = await offeredBanks();
     await stopRecordingIfRunning();
-    const r = await call("useDefaultModel", { banks }, [], progressHandler);
+    const r = await engine.call("useDefaultModel", { banks }, [], progressHandler);
     afterModelSwitch(r);
     setStatus(`Back to the default model${r.bank ? `, with ${theBank(r.bankName)}` : ""}.`);
   });
@@ -630,35 +628,99 @@ function applyThreshold() {
   $("threshold-value").textContent = thr == null ? "" : `${fmtScore(thr, levels.units)} (segments above ${fmtScore(seg, levels.units)})`;
   figure.setThreshold(levels);
   if (c && c.result) {
-    const segs = isFresh(c) ? segmentsOf(c.result.series, seg) : [];
-    figure.segments = segs;
+    const segs = isFresh(c) ? segmentsOf(c.result) : [];
+    figure.segments = segs || [];
     figure.drawCurve();
     showVerdict(c, segs);
   } else if (!c && state.rec && state.rec.series && state.rec.running) {
-    const segs = segmentsOf(state.rec.series, seg);
-    figure.segments = segs;
+    const segs = segmentsOf(state.rec);
+    figure.segments = segs || [];
     figure.drawCurve();
     showVerdict(null, segs, { score: state.rec.score });
   }
   renderClipList();
 }
 
-// The slider asks the core for the thresholds its value gives (the answer comes between the worker's tasks, past
-// any queue of rescoring); the last answer for the bank in use wins.
+// What the segments of a result, or of the live recording, depend on: the bank, the slider's value, and (live)
+// how much of the curve is judged.
+function segmentsKey(src) {
+  return `${state.bankSerial}|${state.thresholdOverride ?? "bank"}|${src.judged ?? 0}`;
+}
+
+// The payload of a `levels` request for `src` (a clip's result, or the live recording): the curve the core finds
+// segments on, its hop and the clip's length (null while live), and the clip threshold in effect.
+function levelsRequest(src) {
+  const req = { threshold: state.thresholdOverride ?? state.bank.threshold };
+  if (src) {
+    req.curve = src.segmentCurve.slice(0, src.judged ?? src.segmentCurve.length);
+    req.hopS = src.segmentHopS;
+    req.durationS = src.durationS ?? null;
+  }
+  return req;
+}
+
+// The segments of `src` (a result of the bank in use, or the live recording, state.rec) for the threshold in
+// effect: always the core's (pipeline::segments_for, as `sonomaly score` gives them, `--threshold` included). At
+// the bank's own threshold a result brings them; otherwise they are asked of the core once (worker `levels`) and
+// kept on `src`. Null while they are being asked: the figure is redrawn when they come.
+function segmentsOf(src) {
+  if (!src || !state.bank || !src.segmentCurve) return [];
+  if (state.thresholdOverride == null && src.segments && src.bankSerial === state.bankSerial) return src.segments;
+  const key = segmentsKey(src);
+  if (src.found && src.found.key === key) return src.found.segments;
+  if (src.asking !== key) askSegments(src, key);
+  return null;
+}
+
+async function askSegments(src, key) {
+  src.asking = key;
+  let t;
+  try {
+    t = await engine.call("levels", levelsRequest(src));
+  } catch (e) {
+    if (src.asking === key) src.asking = null;
+    if (!e.cancelled) fail(e);
+    return;
+  }
+  if (src.asking === key) src.asking = null;
+  if (t.serial !== state.bankSerial) return;
+  src.found = { key, segments: t.segments };
+  if (segmentsKey(src) !== key) return;
+  if (src === state.rec || (state.current && state.current.result === src)) applyThreshold();
+}
+
+// The result on screen, as a source of segments (see segmentsOf): the clip shown if its result is the bank in
+// use's, else the live recording, else none.
+function shownSource() {
+  const c = state.current;
+  if (c && c.result) return isFresh(c) ? c.result : null;
+  return !c && state.rec && state.rec.running ? state.rec : null;
+}
+
+// The slider asks the core for the thresholds its value gives and the segments of the result on screen with them
+// (the answer comes between the worker's tasks, past any queue of rescoring); the last answer for the bank in use
+// wins.
 let levelsAsked = 0;
 $("threshold").oninput = async (ev) => {
   const v = Number(ev.target.value);
   state.thresholdOverride = v;
   const ask = ++levelsAsked;
   const serial = state.bankSerial;
+  const src = shownSource();
+  const key = src ? segmentsKey(src) : null;
+  if (src) src.asking = key;
   let t;
   try {
-    t = await call("thresholdsFor", { threshold: v });
+    t = await engine.call("levels", levelsRequest(src));
   } catch (e) {
-    fail(e);
+    if (src && src.asking === key) src.asking = null;
+    if (!e.cancelled) fail(e);
     return;
   }
-  if (ask !== levelsAsked || serial !== state.bankSerial || t.serial !== state.bankSerial) return;
+  if (src && src.asking === key) src.asking = null;
+  if (serial !== state.bankSerial || t.serial !== state.bankSerial) return;
+  if (src) src.found = { key, segments: t.segments };
+  if (ask !== levelsAsked) return;
   state.levels = { thr: t.threshold, seg: t.segmentThreshold, floor: t.displayFloor, ceiling: t.displayCeiling, value: v };
   applyThreshold();
 };
@@ -684,32 +746,6 @@ const figure = new Figure({
 const player = new Player((t) => figure.setPlayhead(t));
 let clipSeq = 0;
 
-// Runs of frames whose curve is above the segment threshold, runs closer than 2 frames merged: the core's rule
-// (anomaly_map::segments), redone here so that the threshold slider answers at once. A segment never ends after
-// the audio does (the last frame can overrun it by part of a hop).
-const MIN_GAP_FRAMES = 2;
-function segmentsOf(series, thr) {
-  if (thr == null) return [];
-  const runs = [];
-  const c = series.curve;
-  const n = series.judged; // frames not judged yet (live) have no curve
-  let t = 0;
-  while (t < n) {
-    if (c[t] > thr) {
-      const start = t;
-      let peak = c[t];
-      while (t < n && c[t] > thr) peak = Math.max(peak, c[t++]);
-      const last = runs[runs.length - 1];
-      if (last && start - last[1] <= MIN_GAP_FRAMES) {
-        last[1] = t;
-        last[2] = Math.max(last[2], peak);
-      } else runs.push([start, t, peak]);
-    } else t++;
-  }
-  const end = series.durationS ?? Infinity;
-  return runs.map(([a, b, p]) => ({ startS: a * series.hopS, endS: Math.min(b * series.hopS, end), peak: p }));
-}
-
 // SHA-256 (hex) of a file's size and bytes, to know a file opened twice; null where the browser has no
 // WebCrypto. A file larger than 8 MB is known by its size, its first and its last 4 MB, so that an hour of audio is
 // never read whole here.
@@ -733,7 +769,7 @@ async function fingerprint(blob) {
 async function readAudio(blob, name) {
   const file = blob instanceof File && blob.name === name ? blob : new File([blob], name);
   const channel = state.channel === "mix" ? -1 : state.channel;
-  const audio = await openAudio(call, file, { channel, onProgress: progressHandler });
+  const audio = await openAudio((...a) => engine.call(...a), file, { channel, onProgress: progressHandler });
   audio.channel = state.channel;
   return audio;
 }
@@ -865,6 +901,12 @@ function resultOf(r) {
     displayCeiling: r.displayCeiling ?? null,
     members: r.members ?? [],
     series: Series.fromResult(r),
+    // The core's segments at the bank's thresholds, and the curve it found them on (a long file's at full
+    // resolution; its `series` is pooled over time for drawing), for those of another threshold.
+    segments: r.segments,
+    segmentCurve: r.fullCurve ?? r.curve,
+    segmentHopS: r.fullHopS ?? r.hopS,
+    durationS: r.durationS ?? null,
     bandLimitHz: r.bandLimitHz ?? null,
     outOfDistribution: r.outOfDistribution ?? null,
     bankSerial: r.bankSerial,
@@ -885,8 +927,8 @@ async function scoreClip(clip, { show = true } = {}) {
   try {
     const onProgress = show ? progressHandler : null;
     r = await (samples
-      ? call("score", { samples, sampleRate: clip.sampleRate }, [samples.buffer], onProgress)
-      : call("scoreFile", { file: clip.file, channel: clip.channel === "mix" ? -1 : clip.channel }, [], onProgress));
+      ? engine.call("score", { samples, sampleRate: clip.sampleRate }, [samples.buffer], onProgress)
+      : engine.call("scoreFile", { file: clip.file, channel: clip.channel === "mix" ? -1 : clip.channel }, [], onProgress));
   } catch (e) {
     throw scoreError(clip.label, e);
   }
@@ -950,8 +992,8 @@ function showClip(clip) {
   showDetails(clip);
   const fresh = isFresh(clip);
   const levels = thresholdsOf(fresh ? clip.result : state.bank);
-  const segs = fresh ? segmentsOf(clip.result.series, levels.seg) : [];
-  figure.showClip(clip.result.series, levels, segs, !fresh);
+  const segs = fresh ? segmentsOf(clip.result) : [];
+  figure.showClip(clip.result.series, levels, segs || [], !fresh);
   showVerdict(clip, segs);
   renderClipList();
 }
@@ -1032,7 +1074,8 @@ function showVerdict(clip, segments, live = null) {
   }
   $("no-segments").hidden = (segments || []).length > 0;
   // A clip not judged by the bank in use (stale, rescoring, or no bank) has no segments to speak of.
-  $("no-segments").textContent = fresh || live ? "None above the threshold." : "Not judged with the bank in use yet.";
+  $("no-segments").textContent = !(fresh || live) ? "Not judged with the bank in use yet."
+    : segments == null ? "Finding the segments above the threshold…" : "None above the threshold.";
 }
 
 function renderClipList() {
@@ -1317,7 +1360,7 @@ async function startRecording() {
     rec.takes++;
     rec.takeUpdates = 0;
     rec.frameOffset = rec.series ? rec.series.frames : 0;
-    const started = await call("streamStart", { sampleRate: ctx.sampleRate });
+    const started = await engine.call("streamStart", { sampleRate: ctx.sampleRate });
     rec.serials.add(started.serial);
     if (!rec.series) {
       const m = state.model;
@@ -1361,7 +1404,7 @@ function onAudio(rec, data) {
   const audioS = data.length / rec.sampleRate;
   const samples = data.slice();
   rec.inFlight++;
-  call("streamPush", { samples }, [samples.buffer])
+  engine.call("streamPush", { samples }, [samples.buffer])
     .then((r) => {
       rec.inFlight--;
       rec.computeMs += r.elapsedMs;
@@ -1393,9 +1436,14 @@ function applyUpdates(rec, updates) {
   }
   if (state.current == null || state.current === rec.clip) {
     if (updates && updates.length) {
-      const segs = segmentsOf(rec.series, thresholdsOf(state.bank).seg);
-      figure.segments = segs;
-      showVerdict(null, segs, { score: rec.score });
+      rec.judged = rec.series.judged;
+      rec.segmentCurve = rec.series.curve;
+      rec.segmentHopS = rec.series.hopS;
+      // The segments come from the core (segmentsOf asks for them; they are drawn when they come); until then the
+      // ones of the stretch judged before stay on screen.
+      const segs = segmentsOf(rec);
+      if (segs) figure.segments = segs;
+      showVerdict(null, segs ?? figure.segments, { score: rec.score });
       if (state.timings.firstHeatmapMs == null) state.timings.firstHeatmapMs = performance.now();
     }
     showLiveUpdates(rec);
@@ -1457,7 +1505,7 @@ async function stopRecording() {
   rec.stream.getTracks().forEach((t) => t.stop());
   await rec.ctx.close().catch(() => {});
   try {
-    const r = await call("streamFinish");
+    const r = await engine.call("streamFinish");
     applyUpdates(rec, r.updates);
   } catch (e) {
     fail(asUserError(e, "The end of the recording could not be scored: "));
@@ -1490,6 +1538,10 @@ async function stopRecording() {
     displayCeiling: b.displayCeiling ?? null,
     members: [],
     series: rec.series,
+    segments: null, // asked of the core (segmentsOf) for the whole recording
+    segmentCurve: rec.series.curve.slice(0, rec.series.judged),
+    segmentHopS: rec.series.hopS,
+    durationS: clip.duration,
     bandLimitHz: rec.series.bandLimitHz,
     outOfDistribution: null,
     bankSerial: serial,
@@ -1591,7 +1643,7 @@ function fitPreset() {
 
 // Normal material from files: decoded, ticked; a file already open is ticked rather than added twice.
 async function addNormalFiles(items) {
-  await busy(async () => {
+  await action(items.length === 1 ? `normal material ${items[0].path || items[0].file.name}` : plural(items.length, "normal file"), async () => {
     const failures = [];
     const warnings = [];
     for (const [i, { file, path }] of items.entries()) {
@@ -1648,13 +1700,22 @@ $("fit-clear").onclick = () => {
   renderFitList();
 };
 
-$("fit-cancel").onclick = () => {
-  worker.postMessage({ type: "fitCancel" });
+// Cancel stops the fit at any step within a second: between clips the worker stops by itself; inside a step (a
+// clip's patches, the memory bank and the threshold) engine.js terminates it and starts a fresh one with the same
+// model and bank, and the page says so.
+let fitStep = null; // the fit's last progress text
+$("fit-cancel").onclick = async () => {
+  const id = state.fitJob;
+  if (id == null) return;
+  state.lastCancel = { step: fitStep, askedAt: performance.now(), stoppedAt: null, restarted: null, restoredAt: null };
+  $("fit-cancel").disabled = true;
   setStatus("Cancelling the fit…");
+  const r = await engine.cancel(id);
+  if (r) state.lastCancel.restarted = r.restarted;
 };
 
 $("fit-button").onclick = () =>
-  action("Fit bank", async () => {
+  action("the fit", async () => {
     await stopRecordingIfRunning();
     const chosen = chosenMaterial();
     if (!chosen.length) throw new UserError("Tick at least one clip of normal sound to fit a bank.");
@@ -1666,23 +1727,38 @@ $("fit-button").onclick = () =>
     const layers = $("fit-layers").value.trim();
     const preset = fitPreset();
     $("fit-cancel").hidden = false;
+    $("fit-cancel").disabled = false;
     const bar = $("fit-progress");
     bar.hidden = false;
     bar.value = 0;
+    fitStep = null;
     try {
-      const r = await call("fit", { clips, name, preset, layers }, clips.map((c) => c.samples.buffer), (msg) => {
-        setStatus(msg.text);
+      const job = engine.call("fit", { clips, name, preset, layers }, clips.map((c) => c.samples.buffer), (msg) => {
+        fitStep = msg.text;
+        if (!$("fit-cancel").disabled) setStatus(msg.text);
         bar.value = msg.total ? msg.done / msg.total : 0;
-        // The last step (memory bank and threshold) runs in one piece in the worker: it cannot be cancelled.
-        if (msg.total && msg.done >= msg.total - 1) $("fit-cancel").hidden = true;
-      }).catch((e) => {
-        const err = fitError(e, e.clip);
-        // Cancel is what the user asked for, not an error: said on the status line, not in the red box.
-        if (/^Fitting was cancelled/.test(err.message)) {
-          setStatus(err.message);
+      });
+      state.fitJob = job.id;
+      const r = await job.catch((e) => {
+        // Cancel is what the user asked for, not an error: said on the status line and in a notice, not in the
+        // red box.
+        if (e.cancelled) {
+          if (state.lastCancel) {
+            state.lastCancel.stoppedAt = performance.now();
+            state.lastCancel.restarted = e.restarted;
+          }
+          const kept = state.bank ? `${theBank(state.bankName)} is still in use` : "no bank is loaded, as before";
+          const text = e.restarted
+            ? `Fitting was cancelled: the step it was in (${stepName(fitStep)}) runs in one piece, so the analysis ` +
+              `engine was stopped and is being started again with the same model and bank. The bank in use has not ` +
+              `changed: ${kept}. Anything asked for meanwhile runs once it is ready.`
+            : `Fitting was cancelled; the bank in use has not changed: ${kept}.`;
+          setStatus(e.restarted ? "Fitting was cancelled: restarting the analysis engine with the same model and bank…"
+            : "Fitting was cancelled; the bank in use has not changed.");
+          note(text, true);
           return null;
         }
-        throw err;
+        throw fitError(e, e.clip);
       });
       if (!r) return;
       state.fitted = { bytes: r.bytes, name: r.name, fileName: bankFileName(r.name, r.info) };
@@ -1700,10 +1776,18 @@ $("fit-button").onclick = () =>
           `${fmtDuration(secs)} of normal sound. ${FEW_SECONDS} s or more in ${FEW_CLIPS} or more clips is better.`);
       }
     } finally {
+      state.fitJob = null;
       $("fit-cancel").hidden = true;
       bar.hidden = true;
     }
   });
+
+// "clip 2 of 5 (fan.wav)", "calibrating the threshold and building the memory bank": the step a fit progress
+// message names.
+function stepName(text) {
+  const m = /^Fitting: (.*?)…?$/.exec(text || "");
+  return m ? m[1] : "starting";
+}
 
 $("fit-download").onclick = () => {
   if (!state.fitted) return;
@@ -1723,7 +1807,7 @@ function updateButtons() {
   $("demo-abnormal").disabled = recording;
   $("file-input").disabled = recording;
   $("folder-input").disabled = recording;
-  $("record-button").disabled = !ready || (!recording && !idle);
+  $("record-button").disabled = !ready || (!recording && (!idle || state.restarting));
   $("save-wav").disabled = recording || !state.rec?.clip?.samples;
   $("fit-add-recording").disabled = recording || !state.rec?.clip?.samples;
   $("fit-button").disabled = !ready || chosenMaterial().length === 0 || tooLittle() || recording || !idle;

@@ -10,7 +10,7 @@ const SHELL = "sonomaly-shell-v2";
 // Kept at install, so that even the second visit works offline.
 const PRECACHE = [
   "./", "index.html", "style.css", "main.js", "render.js", "audio.js", "decode.js", "store.js", "messages.js",
-  "worker.js", "recorder-worklet.js",
+  "worker.js", "engine.js", "state.js", "recorder-worklet.js",
   "pkg/sonomaly.js", "pkg/sonomaly_bg.wasm", "build.json", "demo/fan-demo.bank", "demo/fan-normal.wav",
   "demo/fan-abnormal.wav", "demo/LICENSE.md",
 ];

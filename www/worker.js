@@ -1,20 +1,22 @@
 // The worker that hosts the wasm core. Everything heavy (model loading, scoring, streaming, fitting) runs here,
 // never on the page's thread.
 //
-// Protocol: the page posts {id, type, ...}; the worker answers {id, ok: true, result} or {id, ok: false, error,
-// clip?} and, while it works, {type: "progress", id, stage, done, total, text}. Requests run one at a time, in the
-// order they were posted (only "fitCancel" goes past the queue), so that a score asked for after a bank change is
-// always scored with the new bank.
+// The protocol (requests, answers, progress, cancel) is written down once, in engine.js, which is the only module of
+// the page that posts here: it sends the queued requests one at a time, and keeps what a fresh worker needs to take
+// over from this one (`session` in the answers that change the model or the bank).
 //
 // Every change of bank (or of model) gets a new serial number; bank infos and clip results carry the serial they
-// were made with, so that the page can tell a result made with the bank in use from a stale one.
+// were made with, so that the page can tell a result made with the bank in use from a stale one. A worker started
+// again after a cancel (`restore`) takes the serial of the one it replaces, as its bank is the same.
 
-import init, { AudioReader, Engine, bankInfoOf, checkModel, simdSupported } from "./pkg/sonomaly.js";
+import init, { AudioReader, Engine, bankInfoOf, checkModel, simdSupported, windowBatch } from "./pkg/sonomaly.js";
+import { MESSAGES, PROGRESS } from "./engine.js";
 
 const MODEL_CACHE = "sonomaly-models-v1";
 
 let engine = null; // Engine: model + bank + stream + fitter
-let fitCancelled = false;
+const cancelled = new Set(); // ids of requests the page asked to stop
+let modelRef = null; // {kind: "default" | "shipped" | "file", name, source, sha}: the model in use, for `session`
 let wasmReady = null;
 let bankSerial = 0; // changes whenever the bank (or the model) in use changes
 let bankName = null; // what the page calls the bank in use
@@ -30,7 +32,28 @@ let liveFrames = 0; // frames of the live stream whose log-mel the page has been
 const droppedBanks = [];
 
 function progress(id, stage, done, total, text) {
-  postMessage({ type: "progress", id, stage, done, total, text });
+  postMessage({ type: PROGRESS, id, stage, done, total, text });
+}
+
+// What a fresh worker needs to be in this one's state (see engine.js): sent with every answer that changes the
+// model or the bank.
+function session() {
+  const m = engine ? engine.modelInfo() : null;
+  return {
+    // The analysis windows' geometry, for the pool to know whether a clip has more than one batch of them.
+    windows: m ? { frames: m.windowFrames, hop: m.windowHop, hopS: m.hopS, batch: windowBatch() } : null,
+    model: modelRef,
+    bank: engine && engine.hasBank() ? engine.bankBytes() : null,
+    bankName,
+    serial: bankSerial,
+    defaultModel: defaultModel ? { name: defaultModel.name, sha: defaultModel.sha } : null,
+  };
+}
+
+class Cancelled extends Error {
+  constructor() {
+    super("Fitting was cancelled.");
+  }
 }
 
 // Plain-words message for anything thrown: wasm errors arrive as Error with the core's sentence.
@@ -156,32 +179,17 @@ const handlers = {
   // Loads the default model (cached) and a starting bank: the page passes the bank bytes it prefers (the last
   // fitted one from IndexedDB) or the demo bank's URL.
   async init(msg, id) {
-    await ensureWasm(id);
+    await setup(msg, id);
     const t0 = performance.now();
-    shippedModels = msg.shipped || [];
-    modelStamps = {};
-    offlineStart = false;
-    try {
-      const res = await fetch(msg.buildUrl, { cache: "no-cache" });
-      if (res.ok) {
-        const b = await res.json();
-        modelStamps = b.models || {};
-        modelStamps[""] = b.model || "0";
-      }
-    } catch (e) {
-      offlineStart = true; // offline: use whatever version is cached
-    }
-    const stamp = await stampFor(msg.modelName, msg.modelUrl);
-    const spec = await fetchCached(id, msg.specUrl, stamp, "the model description");
-    const onnx = await fetchCached(id, msg.modelUrl, stamp, msg.modelLabel || "the model");
+    const { onnx, spec, cached } = await defaultModelBytes(msg, id);
     progress(id, "model", 0, 1, "Preparing the model…");
     await yieldToEvents();
-    const specText = new TextDecoder().decode(spec.bytes);
-    engine = new Engine(onnx.bytes, specText);
+    engine = new Engine(onnx, spec);
     const model = engine.modelInfo();
-    defaultModel = { onnx: onnx.bytes, spec: specText, sha: model.backboneSha256, name: model.name };
+    defaultModel = { onnx, spec, sha: model.backboneSha256, name: model.name };
+    modelRef = { kind: "default", name: model.name, source: msg.modelUrl, sha: model.backboneSha256 };
     model.source = msg.modelUrl;
-    model.cached = onnx.cached;
+    model.cached = cached;
     model.isDefault = true;
     const result = { model, bank: null, bankError: null, bankSource: null, switched: null, loadMs: 0 };
 
@@ -217,7 +225,7 @@ const handlers = {
       try {
         const other = await modelForBank(id, preferred.bytes);
         if (other) {
-          const r = await switchModel(id, other.onnx, other.spec, other.source, [], preferred);
+          const r = await switchModel(id, other.onnx, other.spec, other.ref, [], preferred);
           result.switched = { bank: preferred.name, model: r.model.name, setAside: r.previousBank };
           result.model = r.model;
           result.bank = r.bank;
@@ -230,7 +238,58 @@ const handlers = {
     }
     result.loadMs = performance.now() - t0;
     result.serial = ++bankSerial;
+    result.session = session();
     return result;
+  },
+
+  // Takes over from a worker that was terminated (see engine.js), or makes a helper of the pool hold what the main
+  // worker holds: the same model, the same bank (its bytes), the same bank serial, so that every result the page
+  // shows stays the bank in use's. `msg` is init's, with
+  // `session` (the last one the old worker sent) and `modelFiles` ({onnx, spec, name}: a model opened from files).
+  async restore(msg, id) {
+    const s = msg.session;
+    if (engine && s && s.bank && modelRef && s.model.sha === modelRef.sha) {
+      // The same model (a worker of the pool following a bank change): only the bank changes.
+      engine.loadBank(new Uint8Array(s.bank));
+      bankName = s.bankName;
+      bankSerial = s.serial;
+      return { model: null, bank: engine.bankInfo(), bankName, serial: bankSerial, session: session() };
+    }
+    await setup(msg, id);
+    const def = await defaultModelBytes(msg, id);
+    defaultModel = { onnx: def.onnx, spec: def.spec, sha: s?.defaultModel?.sha ?? null, name: s?.defaultModel?.name ?? null };
+    let onnx = def.onnx;
+    let spec = def.spec;
+    const ref = s ? s.model : { kind: "default", source: msg.modelUrl };
+    if (ref.kind === "shipped") {
+      const b = await shippedModelBytes(id, shippedModels.find((m) => m.name === ref.name));
+      onnx = b.onnx;
+      spec = b.spec;
+    } else if (ref.kind === "file") {
+      if (!msg.modelFiles) throw new Error("The model opened from files is no longer at hand: open it again.");
+      onnx = new Uint8Array(msg.modelFiles.onnx);
+      spec = msg.modelFiles.spec;
+    }
+    progress(id, "model", 0, 1, "Restarting the analysis engine: preparing the model…");
+    await yieldToEvents();
+    const next = new Engine(onnx, spec);
+    if (engine) engine.free();
+    engine = next;
+    const model = engine.modelInfo();
+    if (defaultModel.sha == null && ref.kind === "default") {
+      defaultModel.sha = model.backboneSha256;
+      defaultModel.name = model.name;
+    }
+    modelRef = { ...ref, sha: model.backboneSha256 };
+    Object.assign(model, modelFlags(model, ref.source));
+    let bank = null;
+    if (s && s.bank) {
+      progress(id, "bank", 0, 1, "Restarting the analysis engine: loading the bank in use…");
+      bank = engine.loadBank(new Uint8Array(s.bank));
+    }
+    bankName = s ? s.bankName : null;
+    bankSerial = s ? s.serial : bankSerial;
+    return { model, bank, bankName, serial: bankSerial, session: session() };
   },
 
   // Checks a model on a test input, then switches to it, keeping a bank that fits it: the bank in use, else a
@@ -242,13 +301,13 @@ const handlers = {
     await yieldToEvents();
     const onnx = new Uint8Array(msg.onnx);
     checkModel(onnx, msg.spec);
-    return switchModel(id, onnx, msg.spec, msg.name, msg.banks || []);
+    return switchModel(id, onnx, msg.spec, { kind: "file", name: msg.name, source: msg.name }, msg.banks || []);
   },
 
   // Back to the model the page started with (and a bank that fits it).
   async useDefaultModel(msg, id) {
     if (!defaultModel) throw new Error("The default model was never loaded: reload the page.");
-    return switchModel(id, defaultModel.onnx, defaultModel.spec, "the default model", msg.banks || []);
+    return switchModel(id, defaultModel.onnx, defaultModel.spec, { kind: "default", source: "the default model" }, msg.banks || []);
   },
 
   // Loads a bank; a bank fitted with another model shipped with the page (or the default model) brings that
@@ -259,7 +318,7 @@ const handlers = {
     try {
       const info = engine.loadBank(bytes);
       bankName = msg.name;
-      return { info, name: bankName, serial: ++bankSerial };
+      return { info, name: bankName, serial: ++bankSerial, session: session() };
     } catch (e) {
       const other = await modelForBank(id, bytes).catch((e2) => {
         const err = new Error(plain(e));
@@ -267,8 +326,8 @@ const handlers = {
         throw err;
       });
       if (!other) throw e;
-      const r = await switchModel(id, other.onnx, other.spec, other.source, [], { bytes, name: msg.name });
-      return { info: r.bank, name: r.bankName, serial: r.serial, switched: { model: r.model, previousBank: r.previousBank } };
+      const r = await switchModel(id, other.onnx, other.spec, other.ref, [], { bytes, name: msg.name });
+      return { info: r.bank, name: r.bankName, serial: r.serial, switched: { model: r.model, previousBank: r.previousBank }, session: r.session };
     }
   },
 
@@ -317,6 +376,24 @@ const handlers = {
     }
   },
 
+  // The pool (engine.js): a clip's windows dealt out in whole batches to workers with the same model and bank
+  // (share msg.share of msg.shares), the parts merged by one of them; the result is scoreClip's, bit for bit.
+  async scoreWindowShare(msg) {
+    requireBank();
+    const r = engine.scoreWindowShare(msg.samples, msg.sampleRate, msg.share, msg.shares);
+    r.serial = bankSerial;
+    return r;
+  },
+
+  async scoreFromParts(msg) {
+    requireBank();
+    const t0 = performance.now();
+    const r = engine.scoreFromParts(msg.samples, msg.sampleRate, msg.rows, msg.scores, msg.lengths);
+    r.elapsedMs = performance.now() - t0;
+    r.bankSerial = bankSerial;
+    return r;
+  },
+
   // Decodes and scores a File in one go, streamed with bounded memory when it is long (Engine.scoreReader).
   async scoreFile(msg, id) {
     requireBank();
@@ -342,11 +419,6 @@ const handlers = {
     }
   },
 
-  async segments(msg) {
-    requireEngine();
-    return engine.segments(msg.curve, msg.hopS, msg.threshold);
-  },
-
   async streamStart(msg) {
     requireBank();
     engine.streamStart(msg.sampleRate);
@@ -365,10 +437,15 @@ const handlers = {
     return { updates, logmel, elapsedMs: performance.now() - t0 };
   },
 
-  // The thresholds and heatmap range that the slider's value gives with the bank in use (the core's rule).
-  async thresholdsFor(msg) {
+  // The thresholds and heatmap range that a clip threshold of msg.threshold gives with the bank in use, and the
+  // segments of msg.curve (one value per frame, msg.hopS s apart; a clip of msg.durationS s, or null while live)
+  // with them: the core's rules (Bank::override_threshold, pipeline::segments_for), which `sonomaly score
+  // --threshold` follows too.
+  async levels(msg) {
     requireBank();
-    return { ...engine.thresholdsFor(msg.threshold), serial: bankSerial };
+    const t = engine.thresholdsFor(msg.threshold);
+    const segments = msg.curve ? engine.segments(msg.curve, msg.hopS, t.segmentThreshold, msg.durationS ?? undefined) : null;
+    return { ...t, segments, value: msg.threshold, serial: bankSerial };
   },
 
   async streamFinish() {
@@ -376,10 +453,10 @@ const handlers = {
     return { updates: engine.streamFinish() };
   },
 
-  // Fits a bank from normal clips, one clip at a time so that a cancel message gets through between clips.
+  // Fits a bank from normal clips, one clip at a time so that a cancel gets through between clips (within a
+  // clip, and in the last step, only terminating the worker stops it: engine.js does that).
   async fit(msg, id) {
     requireEngine();
-    fitCancelled = false;
     const clips = msg.clips;
     const t0 = performance.now();
     try {
@@ -393,7 +470,7 @@ const handlers = {
       for (let i = 0; i < clips.length; i++) {
         progress(id, "fit", i, clips.length + 1, `Fitting: clip ${i + 1} of ${clips.length} (${clips[i].name})…`);
         await yieldToEvents();
-        if (fitCancelled) throw new Error("Fitting was cancelled.");
+        if (cancelled.has(id)) throw new Cancelled();
         try {
           engine.fitAdd(clips[i].samples, clips[i].sampleRate);
         } catch (e) {
@@ -402,13 +479,13 @@ const handlers = {
           throw err;
         }
       }
-      progress(id, "fit", clips.length, clips.length + 1, "Fitting: calibrating the threshold and building the memory bank (this last step cannot be cancelled)…");
+      progress(id, "fit", clips.length, clips.length + 1, "Fitting: calibrating the threshold and building the memory bank…");
       await yieldToEvents();
-      if (fitCancelled) throw new Error("Fitting was cancelled.");
+      if (cancelled.has(id)) throw new Cancelled();
       const info = engine.fitFinish();
       const bytes = engine.bankBytes();
       bankName = msg.name;
-      return { info, bytes, name: bankName, serial: ++bankSerial, elapsedMs: performance.now() - t0 };
+      return { info, bytes, name: bankName, serial: ++bankSerial, elapsedMs: performance.now() - t0, session: session() };
     } catch (e) {
       engine.fitCancel();
       throw e;
@@ -416,17 +493,15 @@ const handlers = {
   },
 };
 
-// Makes a new engine for the model and moves a bank that fits it over; see loadModel. With `required` ({bytes,
-// name}), that bank must fit the new model (else nothing changes and its error is thrown), and it is used.
-async function switchModel(id, onnx, spec, name, offered, required = null) {
+// Makes a new engine for the model and moves a bank that fits it over; see loadModel. `ref` ({kind, name, source})
+// says where the model comes from (see session). With `required` ({bytes, name}), that bank must fit the new model
+// (else nothing changes and its error is thrown), and it is used.
+async function switchModel(id, onnx, spec, ref, offered, required = null) {
   progress(id, "model", 0, 1, "Preparing the model…");
   await yieldToEvents();
   const next = new Engine(onnx, spec);
   const model = next.modelInfo();
-  model.source = name;
-  model.cached = false;
-  model.isDefault = defaultModel != null && model.backboneSha256 === defaultModel.sha;
-  model.shipped = !model.isDefault && shippedModels.some((m) => m.name === model.name && m.source === name);
+  Object.assign(model, modelFlags(model, ref.source));
   let bank = null;
   let chosen = null;
   if (required) {
@@ -472,6 +547,7 @@ async function switchModel(id, onnx, spec, name, offered, required = null) {
   }
   if (engine) engine.free();
   engine = next;
+  modelRef = { ...ref, name: model.name, sha: model.backboneSha256 };
   bankName = chosen ? chosen.name : null;
   return {
     model,
@@ -480,12 +556,63 @@ async function switchModel(id, onnx, spec, name, offered, required = null) {
     serial: ++bankSerial,
     previousBank: current ? current.name : null,
     previousBankError: currentError,
+    session: session(),
   };
+}
+
+// How the page describes a model (`modelInfo` plus these): where it came from, whether it is the default one or one
+// shipped with the page.
+function modelFlags(model, source) {
+  const isDefault = defaultModel != null && model.backboneSha256 === defaultModel.sha;
+  return {
+    source,
+    cached: false,
+    isDefault,
+    shipped: !isDefault && shippedModels.some((m) => m.name === model.name && m.source === source),
+  };
+}
+
+// Reads init's fields: the models shipped with the page and the build's stamps (their cache versions).
+async function setup(msg, id) {
+  await ensureWasm(id);
+  shippedModels = msg.shipped || [];
+  modelStamps = {};
+  offlineStart = false;
+  try {
+    const res = await fetch(msg.buildUrl, { cache: "no-cache" });
+    if (res.ok) {
+      const b = await res.json();
+      modelStamps = b.models || {};
+      modelStamps[""] = b.model || "0";
+    }
+  } catch (e) {
+    offlineStart = true; // offline: use whatever version is cached
+  }
+}
+
+// The default model's files (from the browser cache when they are there): {onnx, spec (text), cached}.
+async function defaultModelBytes(msg, id) {
+  const stamp = await stampFor(msg.modelName, msg.modelUrl);
+  const spec = await fetchCached(id, msg.specUrl, stamp, "the model description");
+  const onnx = await fetchCached(id, msg.modelUrl, stamp, msg.modelLabel || "the model");
+  return { onnx: onnx.bytes, spec: new TextDecoder().decode(spec.bytes), cached: onnx.cached };
+}
+
+// A shipped model's files ({name, modelUrl, specUrl, label}), fetched once: {onnx, spec (text)}.
+async function shippedModelBytes(id, m) {
+  if (!m) throw new Error("The model the bank in use was fitted with is no longer offered by this page: reload it.");
+  if (!shippedBytes.has(m.name)) {
+    const stamp = await stampFor(m.name, m.modelUrl);
+    const spec = await fetchCached(id, m.specUrl, stamp, `the description of the model ${m.name}`);
+    const onnx = await fetchCached(id, m.modelUrl, stamp, `the model ${m.label || m.name} that this bank was fitted with`);
+    shippedBytes.set(m.name, { onnx: onnx.bytes, spec: new TextDecoder().decode(spec.bytes) });
+  }
+  return shippedBytes.get(m.name);
 }
 
 // The model a bank needs when it is not the one in use: the default model, or a model shipped with the page,
 // by the name the bank records (its SHA-256 is checked when the bank is loaded with it). Returns {onnx, spec,
-// source}, or null when the bank names the model in use or one the page does not have.
+// ref} (see switchModel), or null when the bank names the model in use or one the page does not have.
 async function modelForBank(id, bytes) {
   let info;
   try {
@@ -496,18 +623,12 @@ async function modelForBank(id, bytes) {
   const current = engine.modelInfo();
   if (info.backbone === current.name) return null;
   if (defaultModel && info.backbone === defaultModel.name) {
-    return { onnx: defaultModel.onnx, spec: defaultModel.spec, source: "the default model" };
+    return { onnx: defaultModel.onnx, spec: defaultModel.spec, ref: { kind: "default", source: "the default model" } };
   }
   const m = shippedModels.find((x) => x.name === info.backbone);
   if (!m) return null;
-  if (!shippedBytes.has(m.name)) {
-    const stamp = await stampFor(m.name, m.modelUrl);
-    const spec = await fetchCached(id, m.specUrl, stamp, `the description of the model ${m.name}`);
-    const onnx = await fetchCached(id, m.modelUrl, stamp, `the model ${m.label || m.name} that this bank was fitted with`);
-    shippedBytes.set(m.name, { onnx: onnx.bytes, spec: new TextDecoder().decode(spec.bytes) });
-  }
-  const b = shippedBytes.get(m.name);
-  return { onnx: b.onnx, spec: b.spec, source: m.source };
+  const b = await shippedModelBytes(id, m);
+  return { onnx: b.onnx, spec: b.spec, ref: { kind: "shipped", name: m.name, source: m.source } };
 }
 
 // {reader}: an AudioReader on msg.file; {reason}: the core does not read this format (the browser may).
@@ -562,23 +683,35 @@ async function handle(msg) {
     const result = await handler(msg, msg.id);
     postMessage({ id: msg.id, ok: true, result }, transferablesOf(result));
   } catch (e) {
-    console.error("sonomaly worker:", e);
+    if (!(e instanceof Cancelled)) console.error("sonomaly worker:", e);
     postMessage({ id: msg.id, ok: false, error: plain(e), clip: e && e.clip, modelError: e && e.modelError, layers: e && e.layers });
+  } finally {
+    cancelled.delete(msg.id);
   }
 }
 
+// Every request engine.js may send has a handler here, and every handler is declared there.
+for (const [type, how] of Object.entries(MESSAGES)) {
+  if (how !== "control" && !handlers[type]) throw new Error(`worker.js: no handler for ${type}, declared in engine.js`);
+}
+for (const type of Object.keys(handlers)) {
+  if (!MESSAGES[type]) throw new Error(`worker.js: the request ${type} is not declared in engine.js`);
+}
+
+// engine.js posts the queued requests one at a time; they are chained here all the same. Immediate ones (they
+// only read the bank in use; the answer carries the bank's serial, so a late one is recognised) go past them.
 let queue = Promise.resolve();
 self.onmessage = (ev) => {
   const msg = ev.data;
-  if (msg.type === "fitCancel") {
-    fitCancelled = true;
+  const how = MESSAGES[msg.type];
+  if (how === "control") {
+    if (msg.type === "cancel") cancelled.add(msg.id);
     return;
   }
-  // The slider's thresholds go past the queue: they only read the bank in use, and the slider must not wait
-  // for a rescore of many clips. The answer carries the bank's serial, so a late one is recognised.
-  if (msg.type === "thresholdsFor") {
+  if (how === "immediate") {
     handle(msg);
     return;
   }
+  // Queued and internal requests (restore, the pool's parts) run one at a time, in order.
   queue = queue.then(() => handle(msg));
 };

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -39,8 +40,13 @@ __all__ = [
     "ModelError",
     "InvalidInputError",
     "IOError",
+    "SkippedFileWarning",
 ]
 __version__ = _core.__version__
+
+
+class SkippedFileWarning(UserWarning):
+    """A file left out of a fit with ``on_error="skip"``: the message names it and says why."""
 
 Result = _core.Result
 Result.__doc__ = """One clip's result, as the command line's ``score`` gives it.
@@ -233,6 +239,7 @@ def fit(
     segment_z: Optional[float] = None,
     peak_normalize: bool = False,
     channel: Optional[int] = None,
+    on_error: str = "raise",
 ) -> Bank:
     """Fits a bank on recordings of normal sound, as ``sonomaly fit`` does.
 
@@ -257,14 +264,20 @@ def fit(
         clip_z, segment_z: clip and segment thresholds in robust z units (default 2 and 2).
         peak_normalize: divide each clip by its peak before the front end.
         channel: channel of multichannel files (0-based; None mixes them down).
+        on_error: ``"raise"``: the first file that cannot be read or used raises; ``"skip"``: such files are left
+            out with a :class:`SkippedFileWarning` each (its message names the file and the reason), as the
+            command line skips them, and the fit goes on with the others.
 
     Returns:
         The fitted, calibrated :class:`Bank`.
 
     Raises:
-        AudioError: a file cannot be decoded or used (its name is in the message).
-        InvalidInputError: too little audio, an unknown preset or detector, bad parameters.
+        AudioError: a file cannot be decoded or used (its name is in the message), with ``on_error="raise"``.
+        IOError: a file cannot be opened, with ``on_error="raise"``.
+        InvalidInputError: too little audio, no usable file, an unknown preset or detector, bad parameters.
     """
+    if on_error not in ("raise", "skip"):
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if isinstance(files_or_arrays, (str, os.PathLike)):
         files_or_arrays = [files_or_arrays]
     clips = [_clip(x) for x in files_or_arrays]
@@ -272,7 +285,7 @@ def fit(
         preset = None
     if isinstance(grid_stride, int):
         grid_stride = [grid_stride]
-    inner = _core.fit(
+    inner, skipped = _core.fit(
         clips,
         sample_rate,
         _model(model),
@@ -290,7 +303,10 @@ def fit(
         segment_z,
         peak_normalize,
         channel,
+        on_error == "skip",
     )
+    for message in skipped:
+        warnings.warn(f"skipped {message}", SkippedFileWarning, stacklevel=2)
     return Bank(inner)
 
 

@@ -90,7 +90,8 @@ def fit(
     segment_z: Optional[float] = None,
     peak_normalize: bool = False,
     channel: Optional[int] = None,
-) -> Bank: ...
+    skip_errors: bool = False,
+) -> Tuple[Bank, List[str]]: ...
 def merge(banks: List[Bank], model: Optional[Model] = None) -> Bank: ...
 def held_out(
     bank: Bank,

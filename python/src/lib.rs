@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use sonomaly::audio::{decode_file, to_mono, ChannelSelect};
 use sonomaly::bank::{looks_like_bank, Bank as CoreBank};
-use sonomaly::detector::{BaselineConfig, DetectorConfig, PadimConfig, PadimVariant, PatchCoreConfig};
+use sonomaly::detector::{DetectorConfig, DetectorOptions};
 use sonomaly::embedding::EmbeddingConfig;
 use sonomaly::pipeline::{
     score_clip, ClipResult, FitConfig, FitPreset, Fitter, HeldOut, MemberConfig, Model as CoreModel,
@@ -441,7 +441,7 @@ fn score(
 #[pyo3(signature = (clips, sample_rate=None, model=None, preset=None, layers=None, detector="patchcore",
     coreset_ratio=0.1, max_bank_rows=Some(sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS), seed=0, padim_d=100,
     balance_layers=false, frequency_position=true, grid_stride=None, clip_z=None, segment_z=None,
-    peak_normalize=false, channel=None))]
+    peak_normalize=false, channel=None, skip_errors=false))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -462,35 +462,21 @@ fn fit(
     segment_z: Option<f32>,
     peak_normalize: bool,
     channel: Option<usize>,
-) -> PyResult<Bank> {
+    skip_errors: bool,
+) -> PyResult<(Bank, Vec<String>)> {
     if clips.is_empty() {
         return Err(invalid("fitting needs at least one normal clip"));
     }
     let clips = clips.into_iter().map(|c| OwnedClip::from(c, sample_rate)).collect::<PyResult<Vec<_>>>()?;
-    let detector = match detector.to_ascii_lowercase().as_str() {
-        "patchcore" => {
-            DetectorConfig::Patchcore(PatchCoreConfig { coreset_ratio, max_bank_rows, seed, ..Default::default() })
-        }
-        "padim" => {
-            DetectorConfig::Padim(PadimConfig { seed, d: padim_d, variant: PadimVariant::Full, ..Default::default() })
-        }
-        "padim_freq" | "padim-freq" => DetectorConfig::Padim(PadimConfig {
-            seed,
-            d: padim_d,
-            variant: PadimVariant::Frequency,
-            ..Default::default()
-        }),
-        "baseline" => DetectorConfig::Baseline(BaselineConfig::default()),
-        other => {
-            return Err(invalid(format!("unknown detector '{other}': choose patchcore, padim, padim_freq or baseline")))
-        }
-    };
+    let detector =
+        DetectorConfig::from_name(detector, &DetectorOptions { coreset_ratio, max_bank_rows, seed, padim_d })
+            .map_err(py_err)?;
     if preset.is_some() && layers.is_some() {
         return Err(invalid("give a preset or layers, not both"));
     }
     let select = self::channel(channel);
-    let bank = py
-        .detach(|| -> sonomaly::Result<CoreBank> {
+    let (bank, skipped) = py
+        .detach(|| -> sonomaly::Result<(CoreBank, Vec<String>)> {
             let mut model = match model {
                 Some(m) => m.inner.try_clone()?,
                 None => CoreModel::embedded_default()?,
@@ -541,13 +527,25 @@ fn fit(
                 })
                 .collect();
             let mut fitter = Fitter::new(&model, config)?;
+            // A clip that cannot be used: an error, or with `skip_errors` its message, and the others go on.
+            let mut skipped = Vec::new();
             for a in analysed {
-                fitter.add_analysed(a?)?;
+                match a.and_then(|c| fitter.add_analysed(c)) {
+                    Ok(()) => {}
+                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => skipped.push(e.to_string()),
+                    Err(e) => return Err(e),
+                }
             }
-            fitter.finish(&model, &mut |_| true)
+            if fitter.clips() == 0 {
+                return Err(CoreError::InvalidInput(format!(
+                    "no clip could be used ({} skipped): nothing to fit",
+                    skipped.len()
+                )));
+            }
+            Ok((fitter.finish(&model, &mut |_| true)?, skipped))
         })
         .map_err(py_err)?;
-    Ok(Bank::wrap(bank))
+    Ok((Bank::wrap(bank), skipped))
 }
 
 /// Merges banks fitted on shards (see `sonomaly.merge`).

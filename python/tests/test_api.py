@@ -128,6 +128,43 @@ def test_pickle_and_merge(bank):
         sonomaly.merge([b])
 
 
+def test_a_fit_skips_files_it_cannot_use_when_asked(tmp_path):
+    x, sr = read_wav(NORMAL)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF this is not audio at all")
+    clips = [str(NORMAL), str(junk), str(tmp_path / "missing.wav"), np.roll(x, len(x) // 2)]
+    with pytest.raises(sonomaly.AudioError, match="junk.wav"):
+        sonomaly.fit(clips, sample_rate=sr)
+    with pytest.warns(sonomaly.SkippedFileWarning) as caught:
+        b = sonomaly.fit(clips, sample_rate=sr, on_error="skip")
+    messages = [str(w.message) for w in caught]
+    assert any("junk.wav" in m for m in messages) and any("missing.wav" in m for m in messages), messages
+    assert b.info["clips_fitted"] == 2
+    with pytest.raises(sonomaly.InvalidInputError, match="no clip could be used"):
+        sonomaly.fit([str(junk)], on_error="skip")
+    with pytest.raises(sonomaly.InvalidInputError, match="on_error"):
+        sonomaly.fit([str(NORMAL)], on_error="ignore")
+
+
+def test_held_out_scores_reproduce_the_fits_calibration(bank):
+    b, _ = bank
+    x, sr = read_wav(NORMAL)
+    h = sonomaly.held_out(b, [str(NORMAL), np.roll(x, len(x) // 2)], sample_rate=sr)
+    assert h.shape == (2, len(b.members), 2) and h.dtype == np.float32
+    for i, m in enumerate(b.meta["members"]):
+        np.testing.assert_allclose(h[:, i, 0], m["normal_scores"]["scores"], rtol=1e-4)
+        np.testing.assert_allclose(h[:, i, 1], m["normal_curve_peaks"]["scores"], rtol=1e-4)
+    c = sonomaly.calibrate(b, h)
+    assert c.info["clips_fitted"] == b.info["clips_fitted"]
+    assert rel(sonomaly.score(c, str(ABNORMAL)).score, sonomaly.score(b, str(ABNORMAL)).score) <= 1e-4
+    with pytest.raises(sonomaly.InvalidInputError, match="shape"):
+        sonomaly.calibrate(b, h[:, :1, :])
+    with pytest.raises(sonomaly.InvalidInputError, match="at least two"):
+        sonomaly.calibrate(b, h[:1])
+    with pytest.raises(sonomaly.InvalidInputError, match="dimensions"):
+        sonomaly.calibrate(b, h[0])
+
+
 def test_the_gil_is_released_while_scoring(bank):
     b, _ = bank
     sonomaly.score(b, str(ABNORMAL))  # warm: the model is prepared once per bank

@@ -5,13 +5,13 @@ use serde::{Deserialize, Serialize};
 use crate::anomaly_map::temporal_curve;
 use crate::backbone::BackboneSpec;
 use crate::bank::{BandLevels, Bank, BankMeta, MemberMeta};
-use crate::detector::patchcore::{random_subset, same_clip, source_id};
-use crate::detector::{Baseline, Detector, DetectorConfig, PatchCore, PatchCoreConfig};
+use crate::detector::patchcore::{same_clip, source_id};
+use crate::detector::{Detector, DetectorConfig, FitData, FitInput, HeldOutRule};
 use crate::embedding::EmbeddingConfig;
 use crate::error::{Error, Result};
 use crate::threshold::{gamma_threshold, Norm, NormalStats, ThresholdRule};
 
-use super::score::{assemble, baseline_map};
+use super::score::{assemble, clip_level_map};
 use super::windows::Window;
 use super::{Model, Progress, CLIP_Z, LEVEL_STD_FLOOR, POSITION_FRACTION, SEGMENT_Z, THRESHOLD_QUANTILE};
 
@@ -319,17 +319,10 @@ impl Fitter {
         self.seconds
     }
 
-    /// Member `i`'s owned patches of `windows` (whole window grids when `full`: PaDiM's per-position Gaussians
-    /// need every position of every window).
-    fn patches<'a>(units: impl Iterator<Item = &'a [Window]>, i: usize, full: bool) -> Vec<f32> {
-        let mut out = Vec::new();
-        for u in units {
-            for w in u {
-                let mp = &w.members[i];
-                out.extend_from_slice(if full { &mp.grid.data } else { mp.owned() });
-            }
-        }
-        out
+    /// Member `i`'s whole window grids of `units`' windows, concatenated (PaDiM's per-position Gaussians need every
+    /// position of every window).
+    fn window_grids<'a>(units: impl Iterator<Item = &'a [Window]>, i: usize) -> Vec<f32> {
+        units.flat_map(|u| u.iter().flat_map(move |w| w.members[i].grid.data.iter().copied())).collect()
     }
 
     /// Visits member `i`'s owned patches of every clip.
@@ -393,22 +386,21 @@ impl Fitter {
         weights
     }
 
-    /// Fits member `i` on the given calibration units (all clips for the final fit). PatchCore keeps each memory
-    /// bank row's source (the unit it came from), so that a unit can later be scored without its own rows.
+    /// Fits member `i` on the given calibration units (all clips for the final fit), on what its detector is
+    /// fitted on ([`FitInput`]); owned patches carry the source of each (the unit they came from).
     fn fit_member(&self, cfg: &DetectorConfig, i: usize, dims: usize, units: &[Unit]) -> Result<Detector> {
-        match cfg {
-            DetectorConfig::Baseline(c) => {
-                let logmels: Vec<&[f32]> =
-                    units.iter().filter_map(|u| self.clips[u.clip].logmel.as_deref()).collect();
-                Ok(Detector::Baseline(Baseline::fit(&logmels, dims, c.clone())?))
+        match cfg.fit_input() {
+            FitInput::ClipLogMels => {
+                let logmels: Vec<&[f32]> = units.iter().filter_map(|u| self.clips[u.clip].logmel.as_deref()).collect();
+                Detector::fit_on(cfg, FitData::LogMels(&logmels), dims)
             }
-            DetectorConfig::Patchcore(c) => {
-                let (train, sources) = self.owned_with_sources(i, dims, units);
-                Ok(Detector::Patchcore(PatchCore::fit_with_sources(&train, &sources, dims, c.clone())?))
+            FitInput::OwnedPatches => {
+                let (patches, sources) = self.owned_with_sources(i, dims, units);
+                Detector::fit_on(cfg, FitData::Patches { patches: &patches, sources: &sources }, dims)
             }
-            _ => {
-                let train = Self::patches(units.iter().map(|u| self.unit_windows(u)), i, cfg.needs_full_windows());
-                Detector::fit(cfg, &train, dims)
+            FitInput::WindowGrids => {
+                let patches = Self::window_grids(units.iter().map(|u| self.unit_windows(u)), i);
+                Detector::fit_on(cfg, FitData::Patches { patches: &patches, sources: &[] }, dims)
             }
         }
     }
@@ -434,12 +426,9 @@ impl Fitter {
     fn held_out(&self, model: &Model, det: &Detector, i: usize, u: &Unit) -> Result<HeldOut> {
         let m = model.logmel.config().n_mels;
         let clip = &self.clips[u.clip];
-        let (map, score) = match det {
-            Detector::Baseline(b) => {
-                let lm = clip.logmel.as_deref().ok_or_else(|| Error::invalid("internal: no log-mel kept"))?;
-                baseline_map(b, lm, clip.frames)
-            }
-            _ => {
+        let (map, score) = match clip.logmel.as_deref().and_then(|lm| clip_level_map(det, lm, clip.frames, m)) {
+            Some(r) => r,
+            None => {
                 let e = &model.embeddings()[i];
                 assemble(det, self.unit_windows(u), i, u.frames, m, model.spec.window_frames, e.grid_stride)?
             }
@@ -500,9 +489,10 @@ impl Fitter {
     /// Calibrates the thresholds, fits the members and returns the bank. `progress` is called after each step;
     /// returning `false` cancels.
     ///
-    /// PatchCore members are fitted once on every unit, and each unit is scored against the memory bank without
-    /// the rows that came from it ([`PatchCore::without`]). PaDiM and the baseline are refitted per fold (up to
-    /// `max_folds`) and once more on every unit.
+    /// Members whose detector leaves rows out ([`HeldOutRule::LeaveRowsOut`]: PatchCore) are fitted once on every
+    /// unit, and each unit is scored without the rows that came from it ([`Detector::leave_out`]); the others
+    /// ([`HeldOutRule::Refit`]: PaDiM, the baseline) are refitted per fold (up to `max_folds`) and once more on
+    /// every unit.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] with too little audio to calibrate (fewer than two windows in all) or normal
@@ -544,33 +534,42 @@ impl Fitter {
         let folds = units.len().min(self.config.max_folds);
         let all: Vec<Unit> = (0..self.clips.len()).map(|c| self.whole(c)).collect();
         // Steps: PatchCore one fit and one held-out scoring per unit; the others one fit per fold and a final one.
-        let steps = |c: &DetectorConfig| if matches!(c, DetectorConfig::Patchcore(_)) { 1 + units.len() } else { folds + 1 };
+        let steps = |c: &DetectorConfig| match c.held_out_rule() {
+            HeldOutRule::LeaveRowsOut => 1 + units.len(),
+            HeldOutRule::Refit => folds + 1,
+        };
         let total: usize = det_cfgs.iter().map(steps).sum();
         let mut done = 0;
         let mut step = |stage: &'static str| {
             done += 1;
-            if progress(Progress { stage, done, total }) { Ok(()) } else { Err(Error::Cancelled) }
+            if progress(Progress { stage, done, total }) {
+                Ok(())
+            } else {
+                Err(Error::Cancelled)
+            }
         };
         // held[i][u] = member i's raw held-out results of unit u.
         let mut held: Vec<Vec<HeldOut>> = vec![vec![HeldOut::default(); units.len()]; n_members];
         let mut detectors = Vec::with_capacity(n_members);
         for i in 0..n_members {
-            if matches!(det_cfgs[i], DetectorConfig::Patchcore(_)) {
-                let DetectorConfig::Patchcore(pcc) = &det_cfgs[i] else { unreachable!("matched above") };
-                let (train, sources) = self.owned_with_sources(i, dims[i], &all);
-                let pc = PatchCore::fit_with_sources(&train, &sources, dims[i], pcc.clone())?;
+            if det_cfgs[i].held_out_rule() == HeldOutRule::LeaveRowsOut {
+                let det = self.fit_member(&det_cfgs[i], i, dims[i], &all)?;
                 step("fitting")?;
                 let same = |a: u64, b: u64| a == b;
-                let leave = LeaveOut::new(&pc, candidate_pool(train, sources, dims[i], pcc)?, &same)?;
-                for (k, u) in units.iter().enumerate() {
-                    let loo = leave.without(u.source, &same).ok_or_else(|| {
-                        Error::invalid("internal: a calibration unit made the whole memory bank")
-                    })?;
-                    held[i][k] = self.held_out(model, &Detector::Patchcore(loo), i, u)?;
-                    step("calibrating")?;
+                let (pool, sources) = self.owned_with_sources(i, dims[i], &all);
+                match det.leave_out(pool, sources, &same)? {
+                    Some(leave) => {
+                        for (k, u) in units.iter().enumerate() {
+                            let loo = leave.without(u.source, &same).ok_or_else(|| {
+                                Error::invalid("internal: a calibration unit made the whole memory bank")
+                            })?;
+                            held[i][k] = self.held_out(model, &loo, i, u)?;
+                            step("calibrating")?;
+                        }
+                    }
+                    None => return Err(Error::invalid("internal: a detector that leaves rows out kept no sources")),
                 }
-                drop(leave);
-                detectors.push(Detector::Patchcore(pc));
+                detectors.push(det);
                 continue;
             }
             for f in 0..folds {
@@ -625,7 +624,7 @@ impl Fitter {
     /// [`HeldOut`] per member, `[clips][members]`. The fitter must be made for the bank
     /// ([`FitConfig::for_bank`]) with `model` prepared for it ([`Model::prepare_for`]). A PatchCore member whose
     /// memory bank knows its rows' sources scores each clip without the rows that came from that clip (any part
-    /// of it), replaced by the nearest patch of the other added clips ([`LeaveOut`]), so clips the bank was
+    /// of it), replaced by the nearest patch of the other added clips ([`Detector::leave_out`]), so clips the bank was
     /// fitted on (a shard's, for a merged bank) count as held out; rows of clips not added stay. Other members
     /// score the clips as they are: give clips those members were not fitted on.
     ///
@@ -658,12 +657,11 @@ impl Fitter {
         let total = n_members * all.len();
         let mut held = vec![vec![HeldOut::default(); n_members]; all.len()];
         for (i, det) in bank.detectors.iter().enumerate() {
-            let leave = match det {
-                Detector::Patchcore(pc) if !pc.sources().is_empty() => {
-                    let (train, sources) = self.owned_with_sources(i, pc.dims, &all);
-                    Some(LeaveOut::new(pc, candidate_pool(train, sources, pc.dims, &pc.config)?, &same_clip)?)
-                }
-                _ => None,
+            let leave = if det.config().held_out_rule() == HeldOutRule::LeaveRowsOut {
+                let (pool, sources) = self.owned_with_sources(i, det.dims(), &all);
+                det.leave_out(pool, sources, &same_clip)?
+            } else {
+                None
             };
             for (k, u) in all.iter().enumerate() {
                 held[k][i] = match &leave {
@@ -671,7 +669,7 @@ impl Fitter {
                         let loo = l.without(u.source, &same_clip).ok_or_else(|| {
                             Error::invalid("every memory-bank row came from this one clip: add the other normal clips")
                         })?;
-                        self.held_out(model, &Detector::Patchcore(loo), i, u)?
+                        self.held_out(model, &loo, i, u)?
                     }
                     None => self.held_out(model, det, i, u)?,
                 };
@@ -700,72 +698,6 @@ impl Fitter {
             })
             .collect();
         BandLevels { mean, std }
-    }
-}
-
-/// The patches a PatchCore fit on `patches` `[n, dims]` (sources `[n]`) chose its memory bank among: all of them,
-/// or the seeded random subset of [`PatchCoreConfig::plan`]'s candidates when the memory bank is capped.
-fn candidate_pool(patches: Vec<f32>, sources: Vec<u64>, dims: usize, config: &PatchCoreConfig) -> Result<PatchCore> {
-    let n = patches.len() / dims.max(1);
-    let plan = config.plan(n);
-    if plan.candidates >= n {
-        return PatchCore::from_memory_bank(patches, dims, config.clone()).with_sources(sources);
-    }
-    let chosen = random_subset(n, plan.candidates, config.seed);
-    let mut rows = Vec::with_capacity(chosen.len() * dims);
-    for &j in &chosen {
-        rows.extend_from_slice(&patches[j * dims..(j + 1) * dims]);
-    }
-    PatchCore::from_memory_bank(rows, dims, config.clone()).with_sources(chosen.iter().map(|&j| sources[j]).collect())
-}
-
-/// Scores normal units (clips, or parts of one clip) against a PatchCore memory bank fitted on them, as if it had
-/// been fitted without each: the unit's memory-bank rows are removed and each is replaced by the nearest patch of
-/// the other units among the fit's candidate patches (`pool`), where a fit without the unit would most likely
-/// have placed a centre covering the other units' patches the removed row covered. Without the replacement, the
-/// holes left by the removed rows make held-out normal scores higher and wider-spread than a new normal clip's
-/// against the bank (on MIMII fan, 11 of 20 faulty clips flagged instead of 18; RESULTS.md).
-struct LeaveOut<'a> {
-    bank: &'a PatchCore,
-    pool: PatchCore,
-    /// Per memory-bank row: the nearest pool patch of another source (`u32::MAX`: none).
-    replacement: Vec<u32>,
-}
-
-impl<'a> LeaveOut<'a> {
-    /// `same(a, b)`: sources `a` and `b` belong to the same held-out unit.
-    fn new(bank: &'a PatchCore, pool: PatchCore, same: &(dyn Fn(u64, u64) -> bool + Sync)) -> Result<Self> {
-        let replacement = if bank.sources().is_empty() {
-            vec![u32::MAX; bank.len()]
-        } else {
-            pool.nearest_excluding(&bank.memory_bank, bank.sources(), same)?.index
-        };
-        Ok(LeaveOut { bank, pool, replacement })
-    }
-
-    /// The memory bank without the rows of unit `unit` (by `same`), with their replacements (each pool patch
-    /// once). `None` if nothing would remain.
-    fn without(&self, unit: u64, same: &dyn Fn(u64, u64) -> bool) -> Option<PatchCore> {
-        let bank = self.bank;
-        if bank.sources().is_empty() {
-            return Some(bank.clone());
-        }
-        let d = bank.dims;
-        let mut rows = Vec::with_capacity(bank.memory_bank.len());
-        let mut added = Vec::new();
-        for (j, row) in bank.memory_bank.chunks_exact(d).enumerate() {
-            if !same(bank.sources()[j], unit) {
-                rows.extend_from_slice(row);
-            } else if self.replacement[j] != u32::MAX {
-                added.push(self.replacement[j]);
-            }
-        }
-        added.sort_unstable();
-        added.dedup();
-        for &p in &added {
-            rows.extend_from_slice(&self.pool.memory_bank[p as usize * d..(p as usize + 1) * d]);
-        }
-        (!rows.is_empty()).then(|| PatchCore::from_memory_bank(rows, d, bank.config.clone()))
     }
 }
 
@@ -821,7 +753,9 @@ impl Calibration {
     pub fn from_held_out(held: &[Vec<HeldOut>], quantile: f32) -> Result<Calibration> {
         let units = held.first().map_or(0, |h| h.len());
         if units == 0 || held.iter().any(|h| h.len() != units) {
-            return Err(Error::invalid("the members' held-out scores do not line up: a bank is damaged or hand-edited"));
+            return Err(Error::invalid(
+                "the members' held-out scores do not line up: a bank is damaged or hand-edited",
+            ));
         }
         let mut members = Vec::with_capacity(held.len());
         for h in held {
@@ -841,7 +775,9 @@ impl Calibration {
             });
         }
         let fused = |f: &dyn Fn(&MemberCalibration, &HeldOut) -> f32| -> Vec<f32> {
-            (0..units).map(|k| members.iter().zip(held).map(|(m, h)| f(m, &h[k])).fold(f32::NEG_INFINITY, f32::max)).collect()
+            (0..units)
+                .map(|k| members.iter().zip(held).map(|(m, h)| f(m, &h[k])).fold(f32::NEG_INFINITY, f32::max))
+                .collect()
         };
         let fused_scores = fused(&|m, h| m.score_norm.z(h.score));
         let fused_curve_peaks = fused(&|m, h| m.map_norm.z(h.peak));
@@ -878,10 +814,7 @@ pub fn calibrate(bank: &Bank, held: &[Vec<HeldOut>]) -> Result<Bank> {
     };
     let n_members = bank.meta.members.len();
     if held.len() < 2 {
-        return Err(Error::invalid(format!(
-            "calibration needs at least two normal clips, got {}",
-            held.len()
-        )));
+        return Err(Error::invalid(format!("calibration needs at least two normal clips, got {}", held.len())));
     }
     if held.iter().any(|h| h.len() != n_members) {
         return Err(Error::invalid(format!("held-out results must have one entry per member ({n_members})")));

@@ -27,9 +27,16 @@ pub use fit::{calibrate, clip_fingerprint, AnalysedClip, FitConfig, FitPreset, F
 pub use model::{Model, AISFX_SPEC, DEFAULT_SPEC, EFFICIENTAT_SPEC};
 #[cfg(not(target_arch = "wasm32"))]
 pub use model::{AISFX_ONNX, DEFAULT_ONNX, EFFICIENTAT_ONNX};
-pub use score::{display_range, score_clip, score_clip_with_progress, score_logmel, segments_for};
+pub use score::{
+    display_range, score_clip, score_clip_from_parts, score_clip_with_progress, score_logmel, score_window_range,
+    score_window_share, segments_for, window_count, WindowPart,
+};
 pub use stream::{StreamScorer, StreamUpdate, StreamVerdict};
 
+/// Analysis windows go through the backbone this many at a time. A range of windows scored on its own
+/// ([`score_window_range`], by one of the page's pool of workers) starts at a multiple of it, so that its batches
+/// are the whole clip's and its numbers bit-identical.
+pub const WINDOW_BATCH: usize = 4;
 /// The fit preset used when none is chosen (see [`FitPreset`]).
 pub const DEFAULT_PRESET: &str = "both";
 /// Gaussian smoothing of the anomaly map, in spectrogram pixels (anomalib: 4).

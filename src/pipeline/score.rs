@@ -2,39 +2,14 @@
 
 use crate::anomaly_map::{gaussian_blur, segments, temporal_curve, window_map, Segment};
 use crate::bank::{BandLevels, Bank};
-use crate::detector::{Baseline, Detector};
+use crate::detector::{Detector, WindowScore};
 use crate::error::{Error, Result};
 use crate::spectrogram::Spectrogram;
 
-use super::windows::{MemberPatches, Window};
-use super::{ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, FAR_SHARE, FAR_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA};
-
-/// Scores of one member's patches in one window.
-pub(super) struct WindowScore {
-    /// One score per patch of the whole window grid, raw units.
-    pub patch: Vec<f32>,
-    /// The window's clip score from its owned patches (PatchCore: re-weighted, eq. 7), raw units.
-    pub clip: f32,
-    /// The largest owned patch score (`-inf` when the window owns no patch).
-    pub max_owned: f32,
-}
-
-/// Scores one member's patches of one window.
-pub(super) fn score_window(detector: &Detector, mp: &MemberPatches) -> Result<WindowScore> {
-    if let Detector::Padim(p) = detector {
-        // PaDiM needs each patch's grid position, so the owned patches are taken from the whole window's scores.
-        let patch = p.score_grid(&mp.grid.data, mp.grid.freq)?;
-        let max = patch[mp.owned_patches.clone()].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        return Ok(WindowScore { patch, clip: max, max_owned: max });
-    }
-    let all = detector.score(&mp.grid.data)?;
-    if mp.owned_patches.is_empty() {
-        return Ok(WindowScore { patch: all.patch, clip: f32::NEG_INFINITY, max_owned: f32::NEG_INFINITY });
-    }
-    let owned = detector.score(mp.owned())?;
-    let max_owned = owned.patch.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    Ok(WindowScore { patch: all.patch, clip: owned.clip, max_owned })
-}
+use super::windows::{ownership, window_starts, Window};
+use super::{
+    ClipResult, MemberScore, Model, DISPLAY_BELOW_Z, FAR_SHARE, FAR_Z, LEVEL_DISTANCE_LIMIT, MAP_SIGMA, WINDOW_BATCH,
+};
 
 /// One member's owned map rows `[owned frames, M]` of one window (raw units; bins above the grid's band limit
 /// stay 0) with the window's scores.
@@ -47,7 +22,7 @@ pub(super) fn member_rows(
     grid_stride: usize,
 ) -> Result<(Vec<f32>, WindowScore)> {
     let mp = &win.members[member];
-    let ws = score_window(detector, mp)?;
+    let ws = detector.score_window(&mp.grid, mp.owned_patches.clone())?;
     // A band-limited grid covers the mel bins of its columns; the bins above stay 0.
     let bins = if mp.grid.freq >= mel_bins / grid_stride { mel_bins } else { mp.grid.freq * grid_stride };
     let wm = window_map(&ws.patch, mp.grid.time, mp.grid.freq, window_frames, bins, MAP_SIGMA);
@@ -106,11 +81,16 @@ pub(super) fn assemble(
     Ok((map, best.score()))
 }
 
-/// Map `[T, M]` (smoothed like every map) and clip score of the backbone-free baseline, raw units.
-pub(super) fn baseline_map(b: &Baseline, lm: &[f32], frames: usize) -> (Vec<f32>, f32) {
-    let m = b.config.mel_bins;
-    let (score, raw) = b.score(lm);
-    (gaussian_blur(&raw, frames, m, MAP_SIGMA), score)
+/// Map `[T, M]` (smoothed like every map) and clip score, raw units, of a detector that judges whole log-mels
+/// ([`crate::detector::FitInput::ClipLogMels`]: the baseline); `None` for the others, which score windows.
+pub(super) fn clip_level_map(
+    detector: &Detector,
+    lm: &[f32],
+    frames: usize,
+    mel_bins: usize,
+) -> Option<(Vec<f32>, f32)> {
+    let (score, raw) = detector.score_logmel(lm)?;
+    Some((gaussian_blur(&raw, frames, mel_bins, MAP_SIGMA), score))
 }
 
 /// Turns the members' raw map rows (each `[n, M]`) into the bank's map rows: the largest member z-score per
@@ -185,7 +165,12 @@ pub(super) fn level_distance(levels: &BandLevels, lm: &[f32], mel_bins: usize, v
 }
 
 /// [`level_distance`] from each band's sum of log-mel values `sums` `[M]` over `frames` frames (a stream's).
-pub(super) fn level_distance_of_sums(levels: &BandLevels, sums: &[f64], frames: usize, valid_bins: usize) -> Option<f32> {
+pub(super) fn level_distance_of_sums(
+    levels: &BandLevels,
+    sums: &[f64],
+    frames: usize,
+    valid_bins: usize,
+) -> Option<f32> {
     let mel_bins = sums.len();
     let bins = valid_bins.min(mel_bins).min(levels.mean.len());
     if frames == 0 || bins == 0 || levels.mean.len() != mel_bins {
@@ -244,13 +229,198 @@ pub fn score_clip_with_progress(
     sample_rate: u32,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ClipResult> {
+    let (lm, limit) = clip_logmel(model, bank, samples, sample_rate)?;
+    let r = score_logmel_band_limited(model, bank, &lm, limit, progress)?;
+    Ok(with_duration(r, samples.len() as f64 / sample_rate as f64))
+}
+
+/// The log-mel of a clip and the highest frequency judged in it, as [`score_clip`] computes them.
+fn clip_logmel(model: &Model, bank: &Bank, samples: &[f32], sample_rate: u32) -> Result<(Spectrogram, f32)> {
     model.check_ready(bank)?;
     let lm = model.logmel_of(samples, sample_rate)?;
     let limit = bank.band_limit_hz().min(model.nyquist(sample_rate));
-    let mut r = score_logmel_band_limited(model, bank, &lm, limit, progress)?;
-    r.duration_s = samples.len() as f64 / sample_rate as f64;
+    Ok((lm, limit))
+}
+
+/// A clip's result with its duration, seconds, from the samples (the frames can overrun it by part of a hop):
+/// segments end with the audio.
+fn with_duration(mut r: ClipResult, duration_s: f64) -> ClipResult {
+    r.duration_s = duration_s;
     r.segments = segments_for(&r.curve, r.hop_s, r.segment_threshold, r.duration_s);
-    Ok(r)
+    r
+}
+
+fn needs_windows(bank: &Bank) -> bool {
+    bank.detectors.iter().any(|d| !d.config().is_clip_level())
+}
+
+/// One member's share of one analysed window, raw units: the map rows of the frames the window owns
+/// (`[owned frames, M]`, row-major; empty for a member that needs no windows) and the window's scores. What one of
+/// the page's pool of workers computes for a range of a clip's windows ([`score_window_range`]) and one worker
+/// merges ([`score_clip_from_parts`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowPart {
+    /// Owned map rows `[owned frames, M]`, raw units.
+    pub rows: Vec<f32>,
+    /// The window's clip score from its owned patches (PatchCore: re-weighted, eq. 7), raw units.
+    pub clip: f32,
+    /// The largest owned patch score (`-inf` when the window owns none).
+    pub max_owned: f32,
+}
+
+/// Number of analysis windows [`score_clip`] runs over this clip: 0 when no member of the bank needs them (the
+/// baseline).
+///
+/// # Errors
+/// As [`score_clip`].
+pub fn window_count(model: &Model, bank: &Bank, samples: &[f32], sample_rate: u32) -> Result<usize> {
+    let (lm, _) = clip_logmel(model, bank, samples, sample_rate)?;
+    check_logmel(model, &lm)?;
+    Ok(windows_of(model, bank, &lm))
+}
+
+/// The number of analysis windows of a log-mel, 0 when the bank needs none.
+fn windows_of(model: &Model, bank: &Bank, lm: &Spectrogram) -> usize {
+    if !needs_windows(bank) {
+        return 0;
+    }
+    window_starts(lm.frames, model.spec.window_frames, model.spec.window_hop).len()
+}
+
+/// The parts of windows `range` of a clip (`[window][member]`, windows counted as [`window_count`] does): the
+/// same numbers as [`score_clip`] computes for them, when `range` starts at a multiple of [`WINDOW_BATCH`].
+///
+/// # Errors
+/// As [`score_clip`]; [`Error::InvalidInput`] for a range that is empty, past the clip's windows, or that does
+/// not start at a multiple of [`WINDOW_BATCH`].
+pub fn score_window_range(
+    model: &Model,
+    bank: &Bank,
+    samples: &[f32],
+    sample_rate: u32,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<Vec<WindowPart>>> {
+    let (lm, limit) = clip_logmel(model, bank, samples, sample_rate)?;
+    check_logmel(model, &lm)?;
+    let n = windows_of(model, bank, &lm);
+    if range.is_empty() || range.end > n || range.start % WINDOW_BATCH != 0 {
+        return Err(Error::invalid(format!(
+            "windows {}..{} of a clip of {} windows: a range must be within them, not empty, and start at a \
+             multiple of {WINDOW_BATCH}",
+            range.start, range.end, n
+        )));
+    }
+    window_parts(model, bank, &lm, limit, range)
+}
+
+/// Share `share` of `shares` of a clip's windows, in whole batches of [`WINDOW_BATCH`] (the batches dealt out in
+/// order, as evenly as they go): `(windows of the clip, the range of this share, its parts)`. A share can be
+/// empty (fewer batches than shares). The shares `0..shares` cover the clip's windows in order, and their parts
+/// merge as [`score_clip_from_parts`] takes them; the log-mel is computed once.
+///
+/// # Errors
+/// As [`score_clip`]; [`Error::InvalidInput`] when `share` is not below `shares`.
+pub fn score_window_share(
+    model: &Model,
+    bank: &Bank,
+    samples: &[f32],
+    sample_rate: u32,
+    share: usize,
+    shares: usize,
+) -> Result<(usize, std::ops::Range<usize>, Vec<Vec<WindowPart>>)> {
+    if share >= shares {
+        return Err(Error::invalid(format!("share {share} of {shares}: a share is counted from 0 to shares - 1")));
+    }
+    let (lm, limit) = clip_logmel(model, bank, samples, sample_rate)?;
+    check_logmel(model, &lm)?;
+    let n = windows_of(model, bank, &lm);
+    let batches = n.div_ceil(WINDOW_BATCH);
+    let from = (share * batches / shares * WINDOW_BATCH).min(n);
+    let to = ((share + 1) * batches / shares * WINDOW_BATCH).min(n);
+    let parts = if from < to { window_parts(model, bank, &lm, limit, from..to)? } else { Vec::new() };
+    Ok((n, from..to, parts))
+}
+
+/// The parts of windows `range` (within the clip's, starting at a multiple of [`WINDOW_BATCH`]).
+fn window_parts(
+    model: &Model,
+    bank: &Bank,
+    lm: &Spectrogram,
+    limit: f32,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<Vec<WindowPart>>> {
+    let (w, h, m) = (model.spec.window_frames, model.spec.window_hop, lm.mel_bins);
+    let starts = window_starts(lm.frames, w, h);
+    let owned = ownership(&starts, w, lm.frames);
+    let cols = model.member_columns(limit);
+    let windows =
+        model.analyse_windows(&lm.data, 0, lm.frames, &starts[range.clone()], &owned[range], &cols, &mut |_, _| {})?;
+    windows
+        .iter()
+        .map(|win| {
+            bank.detectors
+                .iter()
+                .zip(model.embeddings())
+                .enumerate()
+                .map(|(i, (det, e))| {
+                    if det.config().is_clip_level() {
+                        return Ok(WindowPart { rows: Vec::new(), clip: 0.0, max_owned: f32::NEG_INFINITY });
+                    }
+                    let (rows, ws) = member_rows(det, win, i, m, w, e.grid_stride)?;
+                    Ok(WindowPart { rows, clip: ws.clip, max_owned: ws.max_owned })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The result of a clip from the parts of all its windows, in window order ([`score_window_range`] over ranges
+/// that cover them): bit-identical to [`score_clip`]'s.
+///
+/// # Errors
+/// As [`score_clip`]; [`Error::InvalidInput`] when the parts do not cover the clip's windows, member by member,
+/// with rows of the frames each window owns.
+pub fn score_clip_from_parts(
+    model: &Model,
+    bank: &Bank,
+    samples: &[f32],
+    sample_rate: u32,
+    parts: &[Vec<WindowPart>],
+) -> Result<ClipResult> {
+    let (lm, limit) = clip_logmel(model, bank, samples, sample_rate)?;
+    check_logmel(model, &lm)?;
+    let (w, m) = (model.spec.window_frames, lm.mel_bins);
+    let starts = if needs_windows(bank) { window_starts(lm.frames, w, model.spec.window_hop) } else { Vec::new() };
+    let owned = ownership(&starts, w, lm.frames);
+    if parts.len() != starts.len() {
+        return Err(Error::invalid(format!("parts of {} windows, but the clip has {}", parts.len(), starts.len())));
+    }
+    let mut raw_maps = Vec::with_capacity(bank.detectors.len());
+    let mut raw_scores = Vec::with_capacity(bank.detectors.len());
+    for (i, det) in bank.detectors.iter().enumerate() {
+        let (map, score) = match clip_level_map(det, &lm.data, lm.frames, m) {
+            Some(r) => r,
+            None => {
+                let mut map = vec![0.0f32; lm.frames * m];
+                let mut best = Best::default();
+                for (k, (window, own)) in parts.iter().zip(&owned).enumerate() {
+                    let p = window.get(i).filter(|p| p.rows.len() == own.len() * m).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "the parts of window {k} do not hold member {i}'s rows of its {} frames",
+                            own.len()
+                        ))
+                    })?;
+                    map[own.start * m..own.end * m].copy_from_slice(&p.rows);
+                    best.update(&WindowScore { patch: Vec::new(), clip: p.clip, max_owned: p.max_owned });
+                }
+                (map, best.score())
+            }
+        };
+        raw_maps.push(map);
+        raw_scores.push(score);
+    }
+    let r = finish(model, bank, &lm, limit, raw_maps, raw_scores);
+    Ok(with_duration(r, samples.len() as f64 / sample_rate as f64))
 }
 
 /// Scores a log-mel spectrogram `[T, M]` computed by `model`'s front end.
@@ -275,6 +445,25 @@ fn score_logmel_band_limited(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ClipResult> {
     model.check_ready(bank)?;
+    check_logmel(model, lm)?;
+    let m = lm.mel_bins;
+    let cols = model.member_columns(band_limit_hz);
+    let windows = if needs_windows(bank) { model.analyse(lm, &cols, progress)? } else { Vec::new() };
+    let mut raw_maps = Vec::with_capacity(bank.detectors.len());
+    let mut raw_scores = Vec::with_capacity(bank.detectors.len());
+    for (i, (det, e)) in bank.detectors.iter().zip(model.embeddings()).enumerate() {
+        let (map, score) = match clip_level_map(det, &lm.data, lm.frames, m) {
+            Some(r) => r,
+            None => assemble(det, &windows, i, lm.frames, m, model.spec.window_frames, e.grid_stride)?,
+        };
+        raw_maps.push(map);
+        raw_scores.push(score);
+    }
+    Ok(finish(model, bank, lm, band_limit_hz, raw_maps, raw_scores))
+}
+
+/// A spectrogram of the front end's mel bins, long enough to judge.
+fn check_logmel(model: &Model, lm: &Spectrogram) -> Result<()> {
     let m = model.logmel.config().n_mels;
     if lm.mel_bins != m || lm.data.len() != lm.frames * m {
         return Err(Error::invalid(format!("the spectrogram has {} mel bins, the front end {m}", lm.mel_bins)));
@@ -287,19 +476,19 @@ fn score_logmel_band_limited(
             min as f64 * model.hop_s()
         )));
     }
-    let cols = model.member_columns(band_limit_hz);
-    let needs_windows = bank.detectors.iter().any(|d| !matches!(d, Detector::Baseline(_)));
-    let windows = if needs_windows { model.analyse(lm, &cols, progress)? } else { Vec::new() };
-    let mut raw_maps = Vec::with_capacity(bank.detectors.len());
-    let mut raw_scores = Vec::with_capacity(bank.detectors.len());
-    for (i, (det, e)) in bank.detectors.iter().zip(model.embeddings()).enumerate() {
-        let (map, score) = match det {
-            Detector::Baseline(b) => baseline_map(b, &lm.data, lm.frames),
-            _ => assemble(det, &windows, i, lm.frames, m, model.spec.window_frames, e.grid_stride)?,
-        };
-        raw_maps.push(map);
-        raw_scores.push(score);
-    }
+    Ok(())
+}
+
+/// The clip's result from its members' raw maps `[T, M]` and raw clip scores: fusion, curve, segments, verdict.
+fn finish(
+    model: &Model,
+    bank: &Bank,
+    lm: &Spectrogram,
+    band_limit_hz: f32,
+    raw_maps: Vec<Vec<f32>>,
+    raw_scores: Vec<f32>,
+) -> ClipResult {
+    let m = lm.mel_bins;
     let valid_bins = model.valid_bins(band_limit_hz);
     let map = fuse_rows(bank, &raw_maps, m, valid_bins);
     drop(raw_maps);
@@ -312,7 +501,7 @@ fn score_logmel_band_limited(
     let level_distance = bank.meta.band_levels.as_ref().and_then(|l| level_distance(l, &lm.data, m, valid_bins));
     let share_above =
         curve.iter().filter(|&&v| v > bank.meta.segment_threshold).count() as f32 / curve.len().max(1) as f32;
-    Ok(ClipResult {
+    ClipResult {
         score,
         threshold: bank.meta.threshold,
         is_anomaly: score > bank.meta.threshold,
@@ -333,5 +522,5 @@ fn score_logmel_band_limited(
         map,
         curve,
         mel_hz: model.logmel.mel_frequencies_hz(),
-    })
+    }
 }

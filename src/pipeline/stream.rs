@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::anomaly_map::temporal_curve;
 use crate::bank::Bank;
-use crate::detector::Detector;
 use crate::error::{Error, Result};
 
 use super::score::{fuse_rows, fuse_scores, level_distance_of_sums, member_rows, out_of_distribution, Best};
@@ -105,7 +104,7 @@ impl StreamScorer {
     /// member (the baseline), or a peak-normalised front end (the peak of a stream is unknown in advance).
     pub fn new(model: &Model, bank: &Bank, input_rate: u32) -> Result<Self> {
         model.check_ready(bank)?;
-        if bank.detectors.iter().any(|d| matches!(d, Detector::Baseline(_))) {
+        if bank.detectors.iter().any(|d| d.config().is_clip_level()) {
             return Err(Error::invalid(
                 "the baseline detector judges whole clips and cannot score a stream; score the recording whole",
             ));

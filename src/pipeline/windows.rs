@@ -115,10 +115,9 @@ impl Model {
         let (w, m) = (self.spec.window_frames, self.logmel.config().n_mels);
         let mut out = Vec::with_capacity(starts.len());
         // Windows go through the backbone in batches: wider matrix products, progress still reported often.
-        const BATCH: usize = 4;
         let items: Vec<(usize, &Range<usize>)> = starts.iter().copied().zip(owned).collect();
         let backbone = self.backbone();
-        for batch in items.chunks(BATCH) {
+        for batch in items.chunks(super::WINDOW_BATCH) {
             let bufs: Vec<Vec<f32>> = batch
                 .iter()
                 .map(|&(start, _)| {

@@ -1,0 +1,57 @@
+//! `sonomaly info`: a bank file described.
+
+use super::*;
+
+/// The arguments of `sonomaly info`.
+#[derive(clap::Args)]
+pub(super) struct InfoArgs {
+    /// Bank file.
+    pub(super) bank: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+pub(super) fn info(path: &Path, json: bool) -> Result<i32> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading bank {}", path.display()))?;
+    let bank = Bank::from_bytes(&bytes).with_context(|| format!("loading bank {}", path.display()))?;
+    let mut i = bank.info();
+    i.size_bytes = bytes.len();
+    let text = if json {
+        serde_json::to_string_pretty(&i)?
+    } else {
+        let mut lines = vec![
+            format!("bank          {} (format version {})", path.display(), bank.meta.version),
+            format!("backbone      {} (sha256 {}...)", i.backbone, i.backbone_sha256),
+            format!("front end     {}", i.front_end),
+        ];
+        for (k, m) in bank.meta.members.iter().enumerate() {
+            let e = &m.embedding;
+            lines.push(format!(
+                "member {k}      {}: {} on {} (grid stride {}, frequency position {}), {} x {}, held-out normal \
+                 median {:.4}, spread {:.4}",
+                m.name,
+                serde_json::to_string(&m.detector)?,
+                e.layers.join(","),
+                e.grid_stride,
+                if e.frequency_position { "on" } else { "off" },
+                m.state_rows,
+                m.dims,
+                m.score_norm.loc,
+                m.score_norm.scale,
+            ));
+        }
+        lines.extend([
+            format!("fitted on     {} clips, {:.1} s", i.clips_fitted, i.seconds_fitted),
+            format!(
+                "threshold     {:.4} (clip), {:.4} (segments), {} units",
+                i.threshold, i.segment_threshold, i.units
+            ),
+            format!("created       {}", i.created),
+            format!("size          {:.2} MB", i.size_bytes as f64 / 1e6),
+        ]);
+        lines.join("\n")
+    };
+    writeln!(std::io::stdout(), "{text}").context("writing to standard output")?;
+    Ok(0)
+}
