@@ -238,6 +238,35 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// Writes `bytes` to `path` through a temporary file beside it, then renames it into place: an interrupted write
+/// never leaves half a bank, and the temporary name (`.<name>.<process id>.<n>.partial`, created new) never
+/// replaces a file that is already there. The caller decides whether `path` may be overwritten.
+///
+/// # Errors
+/// [`Error::Io`] naming the file if writing or renaming fails (the temporary file is removed).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let name = path.file_name().map_or_else(|| "bank".into(), |n| n.to_string_lossy().into_owned());
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let io = |e: std::io::Error| Error::Io { context: format!("writing {}", path.display()), cause: e };
+    let (tmp, mut file) = (0u32..)
+        .map(|n| dir.join(format!(".{name}.{}.{n}.partial", std::process::id())))
+        .find_map(|t| match std::fs::OpenOptions::new().write(true).create_new(true).open(&t) {
+            Ok(f) => Some(Ok((t, f))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+            Err(e) => Some(Err(e)),
+        })
+        .expect("an unused temporary name")
+        .map_err(io)?;
+    let written = file.write_all(bytes).and_then(|_| file.sync_all()).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    Ok(())
+}
+
 /// Current time as ISO 8601 UTC (`2026-11-29T22:03:31Z`).
 pub fn now_iso8601() -> String {
     #[cfg(target_arch = "wasm32")]

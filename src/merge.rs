@@ -33,10 +33,11 @@
 
 use crate::backbone::BackboneSpec;
 use crate::bank::{front_end_summary, now_iso8601, BandLevels, Bank, BankMeta, MemberMeta};
+use crate::detector::patchcore::same_clip;
 use crate::detector::Detector;
 use crate::embedding::EmbeddingConfig;
 use crate::error::{Error, Result};
-use crate::pipeline::THRESHOLD_QUANTILE;
+use crate::pipeline::{calibrate, AnalysedClip, FitConfig, Fitter, Model, Progress, THRESHOLD_QUANTILE};
 use crate::threshold::{gamma_threshold, Norm, ThresholdRule};
 
 /// Merges banks fitted on shards of one corpus (same backbone, front end and members) into one bank; see the
@@ -63,6 +64,25 @@ pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
             )));
         }
         check_same(first, bank, b + 1)?;
+    }
+    // A clip fitted in two shards would count twice (clips, seconds, band levels, calibration): refuse banks that
+    // share clips, as the rows' sources tell (banks written before sources were kept cannot be checked).
+    let clips: Vec<std::collections::HashSet<u64>> = banks
+        .iter()
+        .map(|b| b.detectors.iter().flat_map(|d| d.row_sources().iter().map(|s| s >> 8)).collect())
+        .collect();
+    for j in 1..banks.len() {
+        for i in 0..j {
+            let shared = clips[i].intersection(&clips[j]).count();
+            if shared > 0 {
+                return Err(Error::invalid(format!(
+                    "bank {} and bank {} were fitted on {shared} of the same clips: each clip must be in one shard \
+                     only (a bank merged with itself, or overlapping shards, would count those clips twice)",
+                    i + 1,
+                    j + 1
+                )));
+            }
+        }
     }
     let n_members = first.meta.members.len();
     let seconds: Vec<f64> = banks.iter().map(|b| b.meta.seconds_fitted.max(1e-9)).collect();
@@ -269,4 +289,56 @@ fn pooled_band_levels(banks: &[Bank]) -> Option<BandLevels> {
         std[b] = (ss / (n - 1.0).max(1.0)).sqrt().max(floor) as f32;
     }
     Some(BandLevels { mean, std })
+}
+
+/// The shard (index into `shards`) whose memory banks hold rows of the clip with fingerprint `fingerprint`
+/// ([`crate::pipeline::clip_fingerprint`]), if any.
+pub fn shard_of(shards: &[Bank], fingerprint: u64) -> Option<usize> {
+    shards.iter().position(|b| b.detectors.iter().any(|d| d.row_sources().iter().any(|&s| same_clip(s, fingerprint))))
+}
+
+/// A merged bank calibrated on normal clips (the shards' own, best; see the module documentation): the clips are
+/// grouped by the shard that gave rows of them ([`shard_of`]), and each group is scored against `merged` with its
+/// own clips' rows left out and replaced from that group only ([`Fitter::held_out_against`]), as leave-one-out
+/// refits of that shard would see them (RESULTS.md, "Sharded fits": pooling the replacements over all the shards'
+/// clips instead flags more faults than those refits do). Clips of no shard are scored as they are. `model` must
+/// be prepared for `merged`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for fewer than two clips, clips analysed for other members, a model not prepared for
+/// the bank, or held-out scores that are all 0; [`Error::Cancelled`] if `progress` returned `false`.
+pub fn calibrate_merged(
+    merged: &Bank,
+    shards: &[Bank],
+    model: &Model,
+    clips: Vec<AnalysedClip>,
+    progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Bank> {
+    if clips.len() < 2 {
+        return Err(Error::invalid(format!(
+            "calibrating needs at least two normal recordings that can be read, got {}",
+            clips.len()
+        )));
+    }
+    let total = clips.len();
+    let mut groups: Vec<Vec<AnalysedClip>> = (0..=shards.len()).map(|_| Vec::new()).collect();
+    for c in clips {
+        let g = shard_of(shards, c.fingerprint()).unwrap_or(shards.len());
+        groups[g].push(c);
+    }
+    let mut held = Vec::with_capacity(total);
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let mut fitter = Fitter::new(model, FitConfig::for_bank(merged))?;
+        for c in group {
+            fitter.add_analysed(c)?;
+        }
+        let before = held.len();
+        let part = fitter
+            .held_out_against(model, merged, &mut |_| progress(Progress { stage: "calibrating", done: before, total }))?;
+        held.extend(part);
+        if !progress(Progress { stage: "calibrating", done: held.len(), total }) {
+            return Err(Error::Cancelled);
+        }
+    }
+    calibrate(merged, &held)
 }

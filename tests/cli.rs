@@ -17,12 +17,17 @@ fn demo(name: &str) -> PathBuf {
 /// A second normal clip for fits (a fit needs two analysis windows, 15 s with the default model): the demo normal
 /// clip turned round by half its length.
 fn rotated_normal(dir: &Path) -> PathBuf {
+    rotated_by(dir, 2)
+}
+
+/// The demo normal clip rotated in time by `1 / k` of its length (another normal clip of the same fan).
+fn rotated_by(dir: &Path, k: usize) -> PathBuf {
     let mut r = hound::WavReader::open(demo("fan-normal.wav")).unwrap();
     let spec = r.spec();
     let x: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
-    let out = dir.join("normal-rotated.wav");
+    let out = if k == 2 { dir.join("normal-rotated.wav") } else { dir.join(format!("normal-rotated-{k}.wav")) };
     let mut w = hound::WavWriter::create(&out, spec).unwrap();
-    for s in x[x.len() / 2..].iter().chain(&x[..x.len() / 2]) {
+    for s in x[x.len() / k..].iter().chain(&x[..x.len() / k]) {
         w.write_sample(*s).unwrap();
     }
     w.finalize().unwrap();
@@ -274,27 +279,29 @@ fn score_files_from_standard_input() {
 fn merge_banks_of_shards() {
     let dir = tempfile::tempdir().unwrap();
     let second = rotated_normal(dir.path());
-    let fit = |name: &str, extra: &[&str]| {
+    let (third, fourth) = (rotated_by(dir.path(), 3), rotated_by(dir.path(), 4));
+    let fit_on = |name: &str, extra: &[&str], clips: [&Path; 2]| {
         let out = dir.path().join(name);
-        let o = bin()
-            .args(["fit", "--out"])
-            .arg(&out)
-            .args(extra)
-            .arg(demo("fan-normal.wav"))
-            .arg(&second)
-            .output()
-            .unwrap();
+        let o = bin().args(["fit", "--out"]).arg(&out).args(extra).args(clips).output().unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
         out
     };
+    let normal = demo("fan-normal.wav");
+    let fit = |name: &str, extra: &[&str]| fit_on(name, extra, [&normal, &second]);
     let info = |p: &Path| -> serde_json::Value {
         serde_json::from_str(&text(&bin().arg("info").arg(p).arg("--json").output().unwrap()).0).unwrap()
     };
-    let (a, b) = (fit("a.bank", &[]), fit("b.bank", &[]));
+    let (a, b) = (fit("a.bank", &[]), fit_on("b.bank", &[], [&third, &fourth]));
+    // A bank merged with itself (or with a shard of the same clips) would count its clips twice: refused.
+    let same = dir.path().join("same.bank");
+    let o = bin().args(["merge", "--out"]).arg(&same).arg(&a).arg(&a).output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("fitted on 2 of the same clips") && !same.exists(), "{err}");
     let merged = dir.path().join("merged.bank");
     let o = bin().args(["merge", "--out"]).arg(&merged).arg(&a).arg(&b).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
-    let (ia, im) = (info(&a), info(&merged));
+    let (ia, ib, im) = (info(&a), info(&b), info(&merged));
     assert_eq!(im["clips_fitted"], 4);
     assert_eq!(im["units"], "z");
     let rows = |v: &serde_json::Value| -> Vec<usize> {
@@ -305,7 +312,7 @@ fn merge_banks_of_shards() {
             .map(|m| m.split(" x ").next().unwrap().parse().unwrap())
             .collect()
     };
-    assert_eq!(rows(&im), rows(&ia).iter().map(|r| 2 * r).collect::<Vec<_>>(), "{im}");
+    assert_eq!(rows(&im), rows(&ia).iter().zip(rows(&ib)).map(|(x, y)| x + y).collect::<Vec<_>>(), "{im}");
     // The merged bank scores like its shards (same clips in both): the anomalous clip above the normal one.
     let o = bin()
         .args(["score", "--bank"])
@@ -328,6 +335,8 @@ fn merge_banks_of_shards() {
         .arg("--calibrate")
         .arg(demo("fan-normal.wav"))
         .arg(&second)
+        .arg(&third)
+        .arg(&fourth)
         .arg("--")
         .arg(&a)
         .arg(&b)
@@ -335,7 +344,7 @@ fn merge_banks_of_shards() {
         .unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(err.contains("calibrated on 2 normal recordings"), "{err}");
+    assert!(err.contains("calibrated on 4 normal recordings"), "{err}");
     let meta = |p: &Path| Bank::from_bytes(&std::fs::read(p).unwrap()).unwrap().meta;
     let (pooled, measured) = (meta(&merged), meta(&calibrated));
     assert_eq!(measured.clips_fitted, 4);
@@ -382,7 +391,8 @@ fn merge_banks_of_shards() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
 
     // Capped: the union of two 60-row memory banks keeps 60 rows (the greedy coreset).
-    let (c1, c2) = (fit("c1.bank", &["--max-bank-rows", "60"]), fit("c2.bank", &["--max-bank-rows", "60"]));
+    let (c1, c2) =
+        (fit("c1.bank", &["--max-bank-rows", "60"]), fit_on("c2.bank", &["--max-bank-rows", "60"], [&third, &fourth]));
     let capped = dir.path().join("capped.bank");
     let o = bin().args(["merge", "--out"]).arg(&capped).arg(&c1).arg(&c2).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);

@@ -278,9 +278,7 @@ def fit(
     """
     if on_error not in ("raise", "skip"):
         raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if isinstance(files_or_arrays, (str, os.PathLike)):
-        files_or_arrays = [files_or_arrays]
-    clips = [_clip(x) for x in files_or_arrays]
+    clips = _clips(files_or_arrays)
     if layers is not None:
         preset = None
     if isinstance(grid_stride, int):
@@ -340,13 +338,45 @@ def score(
     return _core.score(bank._inner, _clip(file_or_array), sample_rate, _model(model), channel)
 
 
+def _clips(files_or_arrays: Union[Iterable[Any], str, os.PathLike]) -> List[Any]:
+    """Paths and arrays as the core takes them; a folder gives its audio files (sorted, searched recursively)."""
+    if isinstance(files_or_arrays, (str, os.PathLike)):
+        files_or_arrays = [files_or_arrays]
+    out: List[Any] = []
+    for x in files_or_arrays:
+        if isinstance(x, (str, os.PathLike)) and os.path.isdir(x):
+            found = sorted(
+                os.path.join(d, f)
+                for d, _, fs in os.walk(x)
+                for f in fs
+                if f.lower().rsplit(".", 1)[-1] in ("wav", "wave", "flac", "ogg", "oga", "mp3")
+            )
+            if not found:
+                raise InvalidInputError(f"folder {os.fspath(x)} holds no audio file (wav, flac, ogg, mp3)")
+            out.extend(found)
+        else:
+            out.append(_clip(x))
+    return out
+
+
+def _warn_skipped(messages: Sequence[str], on_error: str) -> None:
+    for message in messages:
+        warnings.warn(f"skipped {message}", SkippedFileWarning, stacklevel=3)
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
 def merge(
     banks: Sequence[Bank],
     *,
     model: Optional[Model] = None,
-    calibrate_on: Optional[Iterable[Any]] = None,
+    calibrate_on: Optional[Union[Iterable[Any], str, os.PathLike]] = None,
     sample_rate: Optional[int] = None,
     channel: Optional[int] = None,
+    on_error: str = "raise",
 ) -> Bank:
     """Merges banks fitted on shards of one corpus into one bank, as ``sonomaly merge`` does.
 
@@ -354,36 +384,38 @@ def merge(
     ``max_bank_rows`` rows, else the library's capped greedy coreset of it. The fitted patch weights are pooled and
     each shard's memory bank rescaled to them.
 
-    Calibration: with ``calibrate_on`` (best: the shards' own normal clips), the thresholds are measured on the
-    merged bank: each clip is scored without the memory-bank rows it gave (:func:`held_out`, :func:`calibrate`).
-    Without it, each member's z normalisation and the thresholds are recomputed from the pooled held-out normal
-    scores of the shards, an approximation: each shard's held-out scores were measured against that shard alone,
-    so they run higher than against the merged bank, merged z-scores come out lower and the default threshold
-    flags fewer faults than a bank fitted on all clips at once (MIMII fan in two shards of 5 clips: 10 of 20 faulty
-    clips flagged pooled, 17 of 20 calibrated; rankings, hence ROC-AUC, are the same). Banks with PaDiM or baseline
-    members are refused: they do not store the counts and sums an exact pooled Gaussian needs.
+    Calibration: with ``calibrate_on`` (best: the shards' own normal clips, or folders of them), the thresholds are
+    measured on the merged bank, as ``sonomaly merge --calibrate`` does: each clip is scored without the memory-bank
+    rows it gave, replaced from the other clips of its own shard, as leave-one-out refits of that shard would see
+    it. Without it, each member's z normalisation and the thresholds are recomputed from the pooled held-out normal
+    scores of the shards, an approximation (RESULTS.md, "Sharded fits"). Banks with PaDiM or baseline members are
+    refused: they do not store the counts and sums an exact pooled Gaussian needs.
 
     Args:
         banks: two or more banks fitted with the same backbone, front end and members.
         model: the backbone (default: the embedded model the banks were fitted with).
-        calibrate_on: normal recordings (paths and/or mono arrays) to calibrate the merged bank on.
+        calibrate_on: normal recordings (paths, folders and/or mono arrays) to calibrate the merged bank on.
         sample_rate: Hz, for arrays in ``calibrate_on``.
         channel: channel of multichannel files in ``calibrate_on`` (0-based; None mixes them down).
+        on_error: ``"skip"`` leaves out calibration files that cannot be used, with a :class:`SkippedFileWarning`
+            each; ``"raise"`` raises at the first.
 
     Raises:
         InvalidInputError: fewer than two banks, or banks that differ in backbone, front end, members, detector
-            parameters or threshold rule (the message names the field and both values), PaDiM/baseline members,
-            or fewer than two calibration clips.
-        AudioError: a calibration file cannot be used (its name is in the message).
+            parameters or threshold rule, PaDiM/baseline members, or fewer than two usable calibration clips.
+        AudioError, IOError: a calibration file cannot be used (its name is in the message), with ``on_error="raise"``.
     """
+    _check_on_error(on_error)
     banks = list(banks)
     for b in banks:
         if not isinstance(b, Bank):
             raise TypeError(f"banks must be sonomaly.Bank objects, got {type(b).__name__}")
-    merged = Bank(_core.merge([b._inner for b in banks], _model(model)))
-    if calibrate_on is None:
-        return merged
-    return calibrate(merged, held_out(merged, calibrate_on, sample_rate, model=model, channel=channel))
+    clips = None if calibrate_on is None else _clips(calibrate_on)
+    inner, skipped = _core.merge(
+        [b._inner for b in banks], _model(model), clips, sample_rate, channel, on_error == "skip"
+    )
+    _warn_skipped(skipped, on_error)
+    return Bank(inner)
 
 
 def held_out(
@@ -393,34 +425,39 @@ def held_out(
     *,
     model: Optional[Model] = None,
     channel: Optional[int] = None,
+    on_error: str = "raise",
 ) -> np.ndarray:
     """Scores normal clips against ``bank`` as held-out clips, for :func:`calibrate`.
 
     A PatchCore member scores each clip without the memory-bank rows that came from that clip (every row keeps a
-    fingerprint of its clip's samples), each replaced by the nearest patch of the other clips given here, so the
-    shards' own clips count as held out against a merged bank. The work splits over machines: call it on each
-    shard's clips and concatenate the arrays (:func:`sonomaly.dask.fit_sharded` does).
+    fingerprint of its clip's samples), each replaced by the nearest patch of the other clips given in the same
+    call. For a merged bank, call it once per shard with that shard's clips (as :func:`sonomaly.dask.fit_sharded`
+    does on the workers) and concatenate the arrays: that is what :func:`merge` with ``calibrate_on`` computes.
 
     Args:
         bank: a bank (format version 2).
-        files_or_arrays: normal recordings: paths and/or mono arrays (1-D, floating point in [-1, 1]).
+        files_or_arrays: normal recordings: paths, folders and/or mono arrays (1-D, floating point in [-1, 1]).
         sample_rate: Hz, for arrays.
         model: the backbone (default: the embedded model the bank was fitted with).
         channel: channel of multichannel files (0-based; None mixes them down).
+        on_error: ``"skip"`` leaves out clips that cannot be used (a :class:`SkippedFileWarning` each).
 
     Returns:
-        float32 array ``[clips, members, 2]``: per clip and member the raw clip score and the raw temporal-curve
-        peak (detector units).
+        float32 array ``[clips, members, 2]``: per usable clip and member the raw clip score and the raw
+        temporal-curve peak (detector units).
 
     Raises:
-        AudioError: a clip cannot be used (its name is in the message).
-        InvalidInputError: no clip.
+        AudioError, IOError: a clip cannot be used (its name is in the message), with ``on_error="raise"``.
+        InvalidInputError: no usable clip.
     """
+    _check_on_error(on_error)
     if not isinstance(bank, Bank):
         raise TypeError(f"bank must be a sonomaly.Bank, got {type(bank).__name__}")
-    if isinstance(files_or_arrays, (str, os.PathLike)):
-        files_or_arrays = [files_or_arrays]
-    return _core.held_out(bank._inner, [_clip(x) for x in files_or_arrays], sample_rate, _model(model), channel)
+    arr, skipped = _core.held_out(
+        bank._inner, _clips(files_or_arrays), sample_rate, _model(model), channel, on_error == "skip"
+    )
+    _warn_skipped(skipped, on_error)
+    return arr
 
 
 def calibrate(bank: Bank, held: Any) -> Bank:

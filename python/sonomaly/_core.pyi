@@ -92,12 +92,20 @@ def fit(
     channel: Optional[int] = None,
     skip_errors: bool = False,
 ) -> Tuple[Bank, List[str]]: ...
-def merge(banks: List[Bank], model: Optional[Model] = None) -> Bank: ...
+def merge(
+    banks: List[Bank],
+    model: Optional[Model] = None,
+    calibrate_on: Optional[List[Union[str, npt.NDArray[np.float32]]]] = None,
+    sample_rate: Optional[int] = None,
+    channel: Optional[int] = None,
+    skip_errors: bool = False,
+) -> Tuple[Bank, List[str]]: ...
 def held_out(
     bank: Bank,
     clips: List[Union[str, npt.NDArray[np.float32]]],
     sample_rate: Optional[int] = None,
     model: Optional[Model] = None,
     channel: Optional[int] = None,
-) -> npt.NDArray[np.float32]: ...
+    skip_errors: bool = False,
+) -> Tuple[npt.NDArray[np.float32], List[str]]: ...
 def calibrate(bank: Bank, held: npt.NDArray[np.float32]) -> Bank: ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -113,17 +114,24 @@ def score_files(
     return bag.map_partitions(_score_partition, bank_path, model_folder)
 
 
-def _fit_shard(paths: Sequence[str], model_folder: Optional[str], options: Dict[str, Any]) -> bytes:
+def _fit_shard(paths: Sequence[str], model_folder: Optional[str], options: Dict[str, Any]) -> Tuple[bytes, List[str]]:
+    """A shard's bank, with the warnings of its fit (files skipped with on_error="skip") for the caller."""
     model = sonomaly.Model(model_folder) if model_folder is not None else None
-    return sonomaly.fit(list(paths), model=model, **options).to_bytes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", sonomaly.SkippedFileWarning)
+        bank = sonomaly.fit(list(paths), model=model, **options)
+    return bank.to_bytes(), [str(w.message) for w in caught if issubclass(w.category, sonomaly.SkippedFileWarning)]
 
 
 def _held_out_shard(
-    paths: Sequence[str], bank_bytes: bytes, model_folder: Optional[str], channel: Optional[int]
-) -> "np.ndarray":
+    paths: Sequence[str], bank_bytes: bytes, model_folder: Optional[str], channel: Optional[int], on_error: str
+) -> Tuple["np.ndarray", List[str]]:
     model = sonomaly.Model(model_folder) if model_folder is not None else None
     bank = sonomaly.Bank.from_bytes(bank_bytes)
-    return sonomaly.held_out(bank, list(paths), model=model, channel=channel)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", sonomaly.SkippedFileWarning)
+        held = sonomaly.held_out(bank, list(paths), model=model, channel=channel, on_error=on_error)
+    return held, [str(w.message) for w in caught if issubclass(w.category, sonomaly.SkippedFileWarning)]
 
 
 def fit_sharded(
@@ -152,7 +160,9 @@ def fit_sharded(
             the workers without the memory-bank rows they gave (:func:`sonomaly.held_out`) and the bank is
             recalibrated from them (:func:`sonomaly.calibrate`); a second pass over the files, as long as the
             fits' analysis. False: the shards' held-out scores are pooled (faster; flags fewer faults).
-        **fit_options: as :func:`sonomaly.fit` (preset, layers, coreset_ratio, max_bank_rows, seed...).
+        **fit_options: as :func:`sonomaly.fit` (preset, layers, coreset_ratio, max_bank_rows, seed, channel,
+            ``on_error="skip"``: files that cannot be used are left out of the fits and the calibration, with a
+            :class:`sonomaly.SkippedFileWarning` each raised here, in the caller).
 
     Returns:
         The merged :class:`sonomaly.Bank`.
@@ -173,19 +183,24 @@ def fit_sharded(
         raise sonomaly.InvalidInputError(f"{out} already exists; pass overwrite=True to replace it or choose another path")
     parts = [paths[s::shards] for s in range(shards)]
     tasks = [dask.delayed(_fit_shard, pure=False)(p, model_folder, dict(fit_options)) for p in parts]
-    if client is not None:
-        banks = client.gather(client.compute(tasks))
-    else:
-        banks = dask.compute(*tasks)
+    fitted = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks)
+    for _, messages in fitted:
+        for m in messages:
+            warnings.warn(m, sonomaly.SkippedFileWarning, stacklevel=2)
     model = sonomaly.Model(model_folder) if model_folder is not None else None
-    merged = sonomaly.merge([sonomaly.Bank.from_bytes(b) for b in banks], model=model)
+    merged = sonomaly.merge([sonomaly.Bank.from_bytes(b) for b, _ in fitted], model=model)
     if calibrate:
-        # Each shard's clips scored against the merged bank without their own rows, on the workers.
+        # Each shard's clips scored against the merged bank without their own rows, replaced from the same shard's
+        # clips, on the workers (what sonomaly.merge(calibrate_on=...) computes in one process). Files the fits
+        # skipped are skipped again, silently.
         merged_bytes = merged.to_bytes()
         channel = fit_options.get("channel")
-        tasks = [dask.delayed(_held_out_shard, pure=False)(p, merged_bytes, model_folder, channel) for p in parts]
+        on_error = fit_options.get("on_error", "raise")
+        tasks = [
+            dask.delayed(_held_out_shard, pure=False)(p, merged_bytes, model_folder, channel, on_error) for p in parts
+        ]
         held = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks)
-        merged = sonomaly.calibrate(merged, np.concatenate(held, axis=0))
+        merged = sonomaly.calibrate(merged, np.concatenate([h for h, _ in held], axis=0))
     if out is not None:
         merged.save(out, overwrite=overwrite)
     return merged

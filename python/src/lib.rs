@@ -188,11 +188,7 @@ impl Bank {
             }
             let bytes = self.inner.to_bytes()?;
             // Written beside the target, then renamed: an interrupted write never leaves half a bank.
-            let tmp = PathBuf::from(format!("{}.partial", path.display()));
-            std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                CoreError::Io { context: format!("writing {}", path.display()), cause: e }
-            })
+            sonomaly::bank::write_file_atomically(&path, &bytes)
         })
         .map_err(py_err)
     }
@@ -399,12 +395,46 @@ impl OwnedClip {
 
 /// `e` with the file's name in front of its message.
 fn with_file(e: CoreError, p: &std::path::Path) -> CoreError {
-    let name = p.display();
+    let name = p.display().to_string();
+    let named = |m: String| if m.contains(&name) { m } else { format!("{name}: {m}") };
     match e {
-        CoreError::Audio(m) => CoreError::Audio(format!("{name}: {m}")),
-        CoreError::InvalidInput(m) => CoreError::InvalidInput(format!("{name}: {m}")),
+        CoreError::Audio(m) => CoreError::Audio(named(m)),
+        CoreError::InvalidInput(m) => CoreError::InvalidInput(named(m)),
         other => other,
     }
+}
+
+/// Decodes and analyses `clips` in parallel for `model`'s members. A clip that cannot be read or used is an error
+/// (naming the file), or with `skip_errors` its message in the second list, the others going on; array clips are
+/// named by their position (`array 2`).
+fn analyse_all(
+    clips: &[OwnedClip],
+    select: ChannelSelect,
+    model: &CoreModel,
+    skip_errors: bool,
+) -> sonomaly::Result<(Vec<sonomaly::pipeline::AnalysedClip>, Vec<String>)> {
+    let analysed: Vec<sonomaly::Result<_>> = clips
+        .par_iter()
+        .map(|c| {
+            let (x, sr) = c.mono(select)?;
+            Fitter::analyse_clip(model, &x, sr).map_err(|e| match c {
+                OwnedClip::Path(p) => with_file(e, p),
+                _ => e,
+            })
+        })
+        .collect();
+    let (mut ok, mut skipped) = (Vec::with_capacity(analysed.len()), Vec::new());
+    for (k, a) in analysed.into_iter().enumerate() {
+        match a {
+            Ok(c) => ok.push(c),
+            Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => skipped.push(match &clips[k] {
+                OwnedClip::Path(_) => e.to_string(),
+                OwnedClip::Samples(..) => format!("array {k}: {e}"),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((ok, skipped))
 }
 
 fn channel(ch: Option<usize>) -> ChannelSelect {
@@ -529,10 +559,13 @@ fn fit(
             let mut fitter = Fitter::new(&model, config)?;
             // A clip that cannot be used: an error, or with `skip_errors` its message, and the others go on.
             let mut skipped = Vec::new();
-            for a in analysed {
+            for (k, a) in analysed.into_iter().enumerate() {
                 match a.and_then(|c| fitter.add_analysed(c)) {
                     Ok(()) => {}
-                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => skipped.push(e.to_string()),
+                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => skipped.push(match &clips[k] {
+                        OwnedClip::Path(_) => e.to_string(),
+                        OwnedClip::Samples(..) => format!("array {k}: {e}"),
+                    }),
                     Err(e) => return Err(e),
                 }
             }
@@ -548,33 +581,51 @@ fn fit(
     Ok((Bank::wrap(bank), skipped))
 }
 
-/// Merges banks fitted on shards (see `sonomaly.merge`).
+/// Merges banks fitted on shards (see `sonomaly.merge`), calibrated on `calibrate_on` when given; with the messages
+/// of the calibration clips skipped (`skip_errors`).
 #[pyfunction]
-#[pyo3(signature = (banks, model=None))]
-fn merge(py: Python<'_>, banks: Vec<PyRef<'_, Bank>>, model: Option<&Model>) -> PyResult<Bank> {
+#[pyo3(signature = (banks, model=None, calibrate_on=None, sample_rate=None, channel=None, skip_errors=false))]
+fn merge(
+    py: Python<'_>,
+    banks: Vec<PyRef<'_, Bank>>,
+    model: Option<&Model>,
+    calibrate_on: Option<Vec<Clip<'_>>>,
+    sample_rate: Option<u32>,
+    channel: Option<usize>,
+    skip_errors: bool,
+) -> PyResult<(Bank, Vec<String>)> {
     let inner: Vec<CoreBank> = banks.iter().map(|b| b.inner.clone()).collect();
-    let merged = py
-        .detach(|| -> sonomaly::Result<CoreBank> {
+    let clips = calibrate_on
+        .map(|cs| cs.into_iter().map(|c| OwnedClip::from(c, sample_rate)).collect::<PyResult<Vec<_>>>())
+        .transpose()?;
+    let select = self::channel(channel);
+    let (merged, skipped) = py
+        .detach(|| -> sonomaly::Result<(CoreBank, Vec<String>)> {
             let Some(first) = inner.first() else {
                 return Err(CoreError::InvalidInput("merging needs at least two banks, got 0".into()));
             };
-            let spec = match model {
-                Some(m) => m.inner.spec().clone(),
+            let mut m = match model {
+                Some(m) => m.inner.try_clone()?,
                 None => match CoreModel::embedded_for(&first.meta.backbone) {
-                    Some(m) => m?.spec().clone(),
-                    None => CoreModel::embedded_default()?.spec().clone(),
+                    Some(m) => m?,
+                    None => CoreModel::embedded_default()?,
                 },
             };
-            sonomaly::merge::merge_banks(&inner, &spec)
+            let merged = sonomaly::merge::merge_banks(&inner, m.spec())?;
+            let Some(clips) = clips else { return Ok((merged, Vec::new())) };
+            m.prepare_for(&merged)?;
+            let (analysed, skipped) = analyse_all(&clips, select, &m, skip_errors)?;
+            let bank = sonomaly::merge::calibrate_merged(&merged, &inner, &m, analysed, &mut |_| true)?;
+            Ok((bank, skipped))
         })
         .map_err(py_err)?;
-    Ok(Bank::wrap(merged))
+    Ok((Bank::wrap(merged), skipped))
 }
 
 /// Held-out normal results of clips against a bank (see `sonomaly.held_out`): float32 `[clips, members, 2]`,
 /// (raw clip score, raw temporal-curve peak) per clip and member.
 #[pyfunction]
-#[pyo3(signature = (bank, clips, sample_rate=None, model=None, channel=None))]
+#[pyo3(signature = (bank, clips, sample_rate=None, model=None, channel=None, skip_errors=false))]
 fn held_out<'py>(
     py: Python<'py>,
     bank: &Bank,
@@ -582,34 +633,32 @@ fn held_out<'py>(
     sample_rate: Option<u32>,
     model: Option<&Model>,
     channel: Option<usize>,
-) -> PyResult<Bound<'py, PyArray3<f32>>> {
+    skip_errors: bool,
+) -> PyResult<(Bound<'py, PyArray3<f32>>, Vec<String>)> {
     let clips = clips.into_iter().map(|c| OwnedClip::from(c, sample_rate)).collect::<PyResult<Vec<_>>>()?;
     let select = self::channel(channel);
     let members = bank.inner.meta.members.len();
-    let held = py
+    let (held, skipped) = py
         .detach(|| {
             bank.with_model(model, |m| {
-                let analysed: Vec<sonomaly::Result<_>> = clips
-                    .par_iter()
-                    .map(|c| {
-                        let (x, sr) = c.mono(select)?;
-                        Fitter::analyse_clip(m, &x, sr).map_err(|e| match c {
-                            OwnedClip::Path(p) => with_file(e, p),
-                            _ => e,
-                        })
-                    })
-                    .collect();
+                let (analysed, skipped) = analyse_all(&clips, select, m, skip_errors)?;
+                if analysed.is_empty() {
+                    return Err(CoreError::InvalidInput(format!(
+                        "no clip could be used ({} skipped): nothing to score",
+                        skipped.len()
+                    )));
+                }
                 let mut fitter = Fitter::new(m, FitConfig::for_bank(&bank.inner))?;
                 for a in analysed {
-                    fitter.add_analysed(a?)?;
+                    fitter.add_analysed(a)?;
                 }
-                fitter.held_out_against(m, &bank.inner, &mut |_| true)
+                Ok((fitter.held_out_against(m, &bank.inner, &mut |_| true)?, skipped))
             })
         })
         .map_err(py_err)?;
     let n = held.len();
     let flat: Vec<f32> = held.iter().flat_map(|h| h.iter().flat_map(|x| [x.score, x.peak])).collect();
-    flat.into_pyarray(py).reshape([n, members, 2])
+    Ok((flat.into_pyarray(py).reshape([n, members, 2])?, skipped))
 }
 
 /// `bank` recalibrated from held-out results `[clips, members, 2]` (see `sonomaly.calibrate`).

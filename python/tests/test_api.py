@@ -121,9 +121,8 @@ def test_pickle_and_merge(bank):
     b, _ = bank
     c = pickle.loads(pickle.dumps(b))
     assert c.to_bytes() == b.to_bytes()
-    m = sonomaly.merge([b, c])
-    assert m.info["clips_fitted"] == 4
-    assert sonomaly.score(m, str(ABNORMAL)).score > sonomaly.score(m, str(NORMAL)).score
+    with pytest.raises(sonomaly.InvalidInputError, match="same clips"):
+        sonomaly.merge([b, c])  # the same clips twice
     with pytest.raises(ValueError, match="at least two banks"):
         sonomaly.merge([b])
 
@@ -163,6 +162,25 @@ def test_held_out_scores_reproduce_the_fits_calibration(bank):
         sonomaly.calibrate(b, h[:1])
     with pytest.raises(sonomaly.InvalidInputError, match="dimensions"):
         sonomaly.calibrate(b, h[0])
+
+
+def test_merge_calibrated_on_clips_equals_held_out_per_shard(bank):
+    x, sr = read_wav(NORMAL)
+    clips = [np.roll(x, len(x) // k) for k in (2, 3, 4, 5)]
+    a = sonomaly.fit(clips[:2], sample_rate=sr)
+    b = sonomaly.fit(clips[2:], sample_rate=sr)
+    merged = sonomaly.merge([a, b])
+    whole = sonomaly.merge([a, b], calibrate_on=clips, sample_rate=sr)
+    h = np.concatenate([sonomaly.held_out(merged, clips[:2], sr), sonomaly.held_out(merged, clips[2:], sr)])
+    parts = sonomaly.calibrate(merged, h)
+    assert merged.info["clips_fitted"] == 4
+    assert sonomaly.score(whole, str(ABNORMAL)).score > sonomaly.score(whole, str(NORMAL)).score
+    for m1, m2 in zip(whole.meta["members"], parts.meta["members"]):
+        assert m1["score_norm"] == m2["score_norm"] and m1["map_norm"] == m2["map_norm"]
+    with pytest.warns(sonomaly.SkippedFileWarning, match="missing.wav"):
+        sonomaly.merge([a, b], calibrate_on=clips + ["missing.wav"], sample_rate=sr, on_error="skip")
+    with pytest.raises(sonomaly.Error, match="missing.wav"):
+        sonomaly.merge([a, b], calibrate_on=clips + ["missing.wav"], sample_rate=sr)
 
 
 def test_the_gil_is_released_while_scoring(bank):

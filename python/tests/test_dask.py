@@ -78,6 +78,10 @@ def test_score_and_fit_sharded_on_a_local_cluster(client, tmp_path):
           f"merged with pooled calibration {f_pooled}")
     assert f_merged[1] <= f_single[1] + 1, (f_single, f_merged)
     assert f_pooled[0] < f_merged[0], (f_pooled, f_merged)
+    # A bad path with on_error="skip": left out of the fits and the calibration, a warning here in the caller.
+    with pytest.warns(sonomaly.SkippedFileWarning, match="nonexistent.wav"):
+        skipped = sonomaly.dask.fit_sharded(fit_files + ["/nonexistent.wav"], shards=2, client=client, on_error="skip")
+    assert skipped.info["clips_fitted"] == 10
 
 
 def test_a_bad_file_is_reported_and_the_others_go_on(client, tmp_path):

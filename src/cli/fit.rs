@@ -24,7 +24,14 @@ pub(super) fn fit(a: FitArgs) -> Result<i32> {
     check_out(&a.out, a.force, &files)?;
     let (model, config) = a.patch.model_and_config()?;
     let start = Instant::now();
-    let (fitter, failed) = analyse_files(&files, select, &model, config)?;
+    let (clips, mut failed) = analyse_files(&files, select, &model);
+    let mut fitter = Fitter::new(&model, config)?;
+    for (f, c) in clips {
+        if let Err(e) = fitter.add_analysed(c) {
+            failed += 1;
+            eprintln!("skipped {}: {}", f.display(), about_file(&f, &e));
+        }
+    }
     if fitter.clips() == 0 {
         bail!("no file could be used: nothing to fit");
     }
@@ -38,15 +45,8 @@ pub(super) fn fit(a: FitArgs) -> Result<i32> {
     })?;
     pb.finish_and_clear();
     let bytes = bank.to_bytes()?;
-    // Write beside the target, then rename: an interrupted write never leaves half a bank.
-    let tmp = PathBuf::from(format!("{}.partial", a.out.display()));
-    let written = std::fs::write(&tmp, &bytes)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|_| std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display())));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    // Written beside the target, then renamed: an interrupted write never leaves half a bank.
+    sonomaly::bank::write_file_atomically(&a.out, &bytes)?;
     if fitter_clips < 3 || seconds < 30.0 {
         eprintln!(
             "warning: fitted on {fitter_clips} clip(s), {seconds:.1} s of normal audio; the threshold is rough \

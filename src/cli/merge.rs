@@ -47,32 +47,32 @@ fn merge(
     let mut failed = 0;
     if !files.is_empty() {
         model.prepare_for(&bank)?;
-        let fitter;
-        (fitter, failed) = analyse_files(&files, select, &model, FitConfig::for_bank(&bank))?;
-        if fitter.clips() < 2 {
+        let analysed;
+        (analysed, failed) = analyse_files(&files, select, &model);
+        let clips: Vec<AnalysedClip> = analysed.into_iter().map(|(_, c)| c).collect();
+        if clips.len() < 2 {
             bail!(
                 "calibrating needs at least two normal recordings that can be read, got {}: nothing written",
-                fitter.clips()
+                clips.len()
             );
         }
-        let pb = bar(1, "calibrating");
-        let held = fitter.held_out_against(&model, &bank, &mut |p: Progress| {
-            pb.set_length(p.total as u64);
+        let seconds: f64 = clips.iter().map(|c| c.seconds()).sum();
+        if clips.len() < 3 || seconds < 30.0 {
+            eprintln!(
+                "warning: calibrating on {} clip(s), {seconds:.1} s of normal audio; the threshold is rough with so \
+                 little. 30 s or more in several clips is better",
+                clips.len()
+            );
+        }
+        let pb = bar(clips.len() as u64, "calibrating");
+        bank = sonomaly::merge::calibrate_merged(&bank, &banks, &model, clips, &mut |p: Progress| {
             pb.set_position(p.done as u64);
             true
         })?;
         pb.finish_and_clear();
-        bank = sonomaly::pipeline::calibrate(&bank, &held)?;
     }
     let bytes = bank.to_bytes()?;
-    let tmp = PathBuf::from(format!("{}.partial", out.display()));
-    let written = std::fs::write(&tmp, &bytes)
-        .with_context(|| format!("writing {}", tmp.display()))
-        .and_then(|_| std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display())));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    sonomaly::bank::write_file_atomically(out, &bytes)?;
     let i = bank.info();
     eprintln!(
         "wrote {} ({:.1} MB): {} banks merged, {} clips, {:.1} s of audio, memory bank {}, threshold {:.4}, \

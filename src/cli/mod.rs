@@ -18,8 +18,8 @@ use sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS;
 use sonomaly::detector::{DetectorConfig, DetectorOptions};
 use sonomaly::embedding::EmbeddingConfig;
 use sonomaly::pipeline::{
-    score_clip, FitConfig, FitPreset, Fitter, MemberConfig, MemberScore, Model, Progress, Segment, StreamScorer,
-    StreamVerdict,
+    score_clip, AnalysedClip, FitConfig, FitPreset, Fitter, MemberConfig, MemberScore, Model, Progress, Segment,
+    StreamScorer, StreamVerdict,
 };
 
 mod eval;
@@ -323,14 +323,9 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Decodes and analyses `files` in parallel (a progress bar) into a fitter for `config`; files that cannot be
-/// used are reported on stderr, one line each, and counted.
-fn analyse_files(
-    files: &[PathBuf],
-    select: ChannelSelect,
-    model: &Model,
-    config: FitConfig,
-) -> Result<(Fitter, usize)> {
+/// Decodes and analyses `files` in parallel (a progress bar) for `model`'s members; files that cannot be used are
+/// reported on stderr, one line each, and counted.
+fn analyse_files(files: &[PathBuf], select: ChannelSelect, model: &Model) -> (Vec<(PathBuf, AnalysedClip)>, usize) {
     let pb = bar(files.len() as u64, "analysing");
     let analysed: Vec<_> = files
         .par_iter()
@@ -342,15 +337,18 @@ fn analyse_files(
         })
         .collect();
     pb.finish_and_clear();
-    let mut fitter = Fitter::new(model, config)?;
+    let mut clips = Vec::with_capacity(analysed.len());
     let mut failed = 0;
     for (f, r) in analysed {
-        if let Err(e) = r.and_then(|c| fitter.add_analysed(c)) {
-            failed += 1;
-            eprintln!("skipped {}: {}", f.display(), about_file(f, &e));
+        match r {
+            Ok(c) => clips.push((f.clone(), c)),
+            Err(e) => {
+                failed += 1;
+                eprintln!("skipped {}: {}", f.display(), about_file(f, &e));
+            }
         }
     }
-    Ok((fitter, failed))
+    (clips, failed)
 }
 
 fn load_bank(path: &Path) -> Result<Bank> {

@@ -359,6 +359,15 @@ impl Detector {
         Ok(Detector::Patchcore(patchcore::merge_memory_banks(&shards, pc)?))
     }
 
+    /// The source id of each stored row (see [`patchcore::source_id`]): PatchCore's memory-bank rows when known,
+    /// else empty.
+    pub fn row_sources(&self) -> &[u64] {
+        match self {
+            Detector::Patchcore(pc) => pc.sources(),
+            _ => &[],
+        }
+    }
+
     /// Tensors the detector stores beside its state ([`Detector::state`]): PatchCore's row sources.
     pub fn extra_tensors(&self) -> Vec<ExtraTensor> {
         match self {

@@ -171,6 +171,11 @@ impl AnalysedClip {
     pub fn seconds(&self) -> f64 {
         self.seconds
     }
+
+    /// [`clip_fingerprint`] of the clip's samples.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
 }
 
 /// One clip held by the fitter.
