@@ -166,8 +166,32 @@ pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
 fn check_same(first: &Bank, bank: &Bank, which: usize) -> Result<()> {
     let (a, b) = (&first.meta, &bank.meta);
     let differ = |what: &str, x: String, y: String| {
-        Err(Error::invalid(format!("bank {which} cannot be merged with bank 1: {what} differs ({y} against {x})")))
+        Err(Error::invalid(format!(
+            "bank {which} cannot be merged with bank 1: {what} differs ({x} in bank 1, {y} in bank {which})"
+        )))
     };
+    // The fields of two configs that differ, named: `seed 0 in bank 1, 5 in bank 2`.
+    let fields = |what: &str, x: serde_json::Value, y: serde_json::Value| -> Result<()> {
+        if x == y {
+            return Ok(());
+        }
+        let diffs: Vec<String> = match (&x, &y) {
+            (serde_json::Value::Object(mx), serde_json::Value::Object(my)) => mx
+                .keys()
+                .chain(my.keys().filter(|k| !mx.contains_key(*k)))
+                .filter(|k| mx.get(*k) != my.get(*k))
+                .map(|k| {
+                    let show = |v: Option<&serde_json::Value>| v.map_or("unset".to_string(), |v| v.to_string());
+                    format!("{k} {} in bank 1, {} in bank {which}", show(mx.get(k)), show(my.get(k)))
+                })
+                .collect(),
+            _ => vec![format!("{x} in bank 1, {y} in bank {which}")],
+        };
+        Err(Error::invalid(format!("bank {which} cannot be merged with bank 1: {what} differs: {}", diffs.join("; "))))
+    };
+    fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+    }
     if a.backbone.sha256 != b.backbone.sha256 || a.backbone.name != b.backbone.name {
         return differ(
             "the backbone",
@@ -178,9 +202,7 @@ fn check_same(first: &Bank, bank: &Bank, which: usize) -> Result<()> {
     if a.front_end != b.front_end {
         return differ("the front end", front_end_summary(&a.front_end), front_end_summary(&b.front_end));
     }
-    if a.threshold_rule != b.threshold_rule {
-        return differ("the threshold rule", format!("{:?}", a.threshold_rule), format!("{:?}", b.threshold_rule));
-    }
+    fields("the threshold rule", json(&a.threshold_rule), json(&b.threshold_rule))?;
     if a.members.len() != b.members.len() {
         let names = |m: &BankMeta| m.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>().join(" + ");
         return differ("the member layout", names(a), names(b));
@@ -189,25 +211,21 @@ fn check_same(first: &Bank, bank: &Bank, which: usize) -> Result<()> {
         if x.name != y.name {
             return differ("a member's layers", x.name.clone(), y.name.clone());
         }
-        if x.detector != y.detector {
-            return differ(
-                &format!("member '{}''s detector", x.name),
-                format!("{:?}", x.detector),
-                format!("{:?}", y.detector),
-            );
-        }
+        fields(&format!("the detector of member '{}'", x.name), json(&x.detector), json(&y.detector))?;
         if x.dims != y.dims {
-            return differ(&format!("member '{}''s patch dimension", x.name), x.dims.to_string(), y.dims.to_string());
+            return differ(
+                &format!("the patch dimension of member '{}'", x.name),
+                x.dims.to_string(),
+                y.dims.to_string(),
+            );
         }
         let plain =
             |e: &EmbeddingConfig| EmbeddingConfig { layer_weights: Vec::new(), position_weight: 0.0, ..e.clone() };
-        if plain(&x.embedding) != plain(&y.embedding) {
-            return differ(
-                &format!("member '{}''s embedding", x.name),
-                format!("{:?}", plain(&x.embedding)),
-                format!("{:?}", plain(&y.embedding)),
-            );
-        }
+        fields(
+            &format!("the embedding of member '{}'", x.name),
+            json(&plain(&x.embedding)),
+            json(&plain(&y.embedding)),
+        )?;
     }
     Ok(())
 }
@@ -333,8 +351,9 @@ pub fn calibrate_merged(
             fitter.add_analysed(c)?;
         }
         let before = held.len();
-        let part = fitter
-            .held_out_against(model, merged, &mut |_| progress(Progress { stage: "calibrating", done: before, total }))?;
+        let part = fitter.held_out_against(model, merged, &mut |_| {
+            progress(Progress { stage: "calibrating", done: before, total })
+        })?;
         held.extend(part);
         if !progress(Progress { stage: "calibrating", done: held.len(), total }) {
             return Err(Error::Cancelled);
