@@ -144,6 +144,20 @@ fn score(
     let stdout = Mutex::new(std::io::stdout());
     let failed = std::sync::atomic::AtomicUsize::new(0);
     let write_failed = std::sync::atomic::AtomicBool::new(false);
+    // One JSON line per file, written whole and flushed at once (a pipe reading lines sees each file when done).
+    let emit = |line: &ScoreLine| {
+        let json = serde_json::to_string(line).expect("serialisable");
+        pb.suspend(|| {
+            let mut out = stdout.lock().expect("stdout lock");
+            if writeln!(out, "{json}").and_then(|_| out.flush()).is_err() {
+                write_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    };
+    let report = |f: &Path, e: &dyn std::fmt::Display| {
+        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pb.suspend(|| eprintln!("error: {}: {}", f.display(), about_file(f, e)));
+    };
     let one = |i: usize, f: &PathBuf| {
         let long = MonoStream::open(f, select, model.sample_rate())
             .ok()
@@ -175,18 +189,9 @@ fn score(
                         map: None,
                         curve: None,
                     };
-                    let json = serde_json::to_string(&line).expect("serialisable");
-                    pb.suspend(|| {
-                        let mut out = stdout.lock().expect("stdout lock");
-                        if writeln!(out, "{json}").and_then(|_| out.flush()).is_err() {
-                            write_failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    });
+                    emit(&line);
                 }
-                Err(e) => {
-                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    pb.suspend(|| eprintln!("error: {}: {}", f.display(), about_file(f, &e)));
-                }
+                Err(e) => report(f, &e),
             }
             pb.inc(1);
             return;
@@ -221,18 +226,9 @@ fn score(
                     map: include_map.then_some(r.map.as_slice()),
                     curve: include_map.then_some(r.curve.as_slice()),
                 };
-                let json = serde_json::to_string(&line).expect("serialisable");
-                pb.suspend(|| {
-                    let mut out = stdout.lock().expect("stdout lock");
-                    if writeln!(out, "{json}").and_then(|_| out.flush()).is_err() {
-                        write_failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                });
+                emit(&line);
             }
-            Err(e) => {
-                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                pb.suspend(|| eprintln!("error: {}: {}", f.display(), about_file(f, &e)));
-            }
+            Err(e) => report(f, &e),
         }
         pb.inc(1);
     };
