@@ -234,3 +234,53 @@ fn a_stream_gives_its_logmel_before_its_first_window_is_judged() {
     assert!(first > 0 && first + lm.len() / m == frames, "{first}");
     assert!(s.recent_logmel(frames + 10).1.is_empty());
 }
+
+/// A CFA bank (the trained descriptor's weights and the centroids in the member's state): save -> load is
+/// bit-identical and scores the same; a damaged state (non-finite value, wrong shape) is refused in plain words, and
+/// so is a merge of CFA banks.
+#[test]
+fn cfa_bank_round_trips_and_refuses_merge() {
+    use sonomaly::detector::{CfaConfig, Detector, DetectorConfig};
+    let detector = DetectorConfig::Cfa(CfaConfig { epochs: 3, centroids: 64, ..CfaConfig::default() });
+    let config = FitConfig::with_members(vec![MemberConfig {
+        embedding: EmbeddingConfig::default(),
+        detector: detector.clone(),
+    }]);
+    let mut model = Model::embedded_default().unwrap();
+    model.set_embeddings(config.embeddings()).unwrap();
+    let mut fitter = Fitter::new(&model, config).unwrap();
+    for seed in 0..3 {
+        fitter.add_clip(&model, &hum(3.0, 16_000, seed, 0.2), 16_000).unwrap();
+    }
+    let bank = fitter.finish(&model, &mut |_| true).unwrap();
+    let Detector::Cfa(cfa) = &bank.detectors[0] else { panic!("a CFA member") };
+    let dims = cfa.dims;
+    assert_eq!(cfa.weights().len(), (dims + 3) * dims);
+    assert_eq!(cfa.centroids().len(), 64 * dims);
+    assert_eq!(bank.meta.members[0].state_rows, dims + 3 + 64);
+    let bytes = bank.to_bytes().unwrap();
+    let again = Bank::from_bytes(&bytes).unwrap();
+    assert_eq!(again, bank);
+    assert_eq!(again.to_bytes().unwrap(), bytes, "save -> load -> save changes the bytes");
+    model.prepare_for(&again).unwrap();
+    let x = hum(3.0, 16_000, 42, 0.2);
+    let (a, b) = (score_clip(&model, &bank, &x, 16_000).unwrap(), score_clip(&model, &again, &x, 16_000).unwrap());
+    assert_eq!(a.score, b.score);
+    assert!(a.map.iter().all(|v| v.is_finite()));
+
+    // A NaN in the stored weights: the checksum catches a flipped byte, so rebuild the bank with the NaN inside.
+    let mut state = cfa.state.clone();
+    state[1] = f32::NAN;
+    let broken = Detector::from_state(&bank.meta.members[0].detector, dims, state).unwrap();
+    let mut meta = bank.meta.clone();
+    meta.data_sha256 = String::new();
+    let nan_bank = Bank::new(meta, vec![broken]).unwrap().to_bytes().unwrap();
+    let e = Bank::from_bytes(&nan_bank).unwrap_err().to_string();
+    assert!(e.contains("non-finite"), "{e}");
+    // A state without any centroid.
+    let e = Detector::from_state(&bank.meta.members[0].detector, dims, cfa.weights().to_vec()).unwrap_err();
+    assert!(e.to_string().contains("at least one centroid"), "{e}");
+
+    let e = sonomaly::merge::merge_banks(&[bank.clone(), again], model.spec()).unwrap_err().to_string();
+    assert!(e.contains("CFA banks cannot be merged") && e.contains("fit one bank on all the clips"), "{e}");
+}

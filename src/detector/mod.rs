@@ -9,6 +9,7 @@
 //! kind; `docs/adding-a-detector.md` lists what a new detector implements.
 
 pub mod baseline;
+pub mod cfa;
 pub mod coreset;
 pub mod padim;
 pub mod patchcore;
@@ -16,6 +17,7 @@ pub mod patchcore;
 use serde::{Deserialize, Serialize};
 
 pub use baseline::{Baseline, BaselineConfig};
+pub use cfa::{Cfa, CfaConfig};
 pub use padim::{Padim, PadimConfig, PadimVariant};
 pub use patchcore::{LeaveRowsOut, PatchCore, PatchCoreConfig};
 
@@ -106,6 +108,8 @@ pub enum DetectorConfig {
     Padim(PadimConfig),
     /// Baseline without a backbone: clip mean and std of the log-mel bands, kNN to normal clips.
     Baseline(BaselineConfig),
+    /// CFA: a trained 1x1 CoordConv patch descriptor and k-means centroids of its outputs.
+    Cfa(CfaConfig),
 }
 
 impl DetectorConfig {
@@ -120,6 +124,10 @@ impl DetectorConfig {
         (
             "baseline",
             "Baseline without a backbone: clip mean and std of the log-mel bands, distance to the nearest normal clip",
+        ),
+        (
+            "cfa",
+            "CFA: a patch descriptor trained on the normal patches, softmin distance to the k-means centroids of its outputs",
         ),
     ];
 
@@ -149,6 +157,7 @@ impl DetectorConfig {
                 ..Default::default()
             }),
             "baseline" => DetectorConfig::Baseline(BaselineConfig::default()),
+            "cfa" => DetectorConfig::Cfa(CfaConfig { seed: o.seed, ..Default::default() }),
             other => {
                 return Err(Error::invalid(format!(
                     "unknown detector '{other}': choose {}",
@@ -165,6 +174,7 @@ impl DetectorConfig {
             DetectorConfig::Padim(c) if c.variant == PadimVariant::Full => FitInput::WindowGrids,
             DetectorConfig::Padim(_) => FitInput::OwnedPatches,
             DetectorConfig::Baseline(_) => FitInput::ClipLogMels,
+            DetectorConfig::Cfa(_) => FitInput::WindowGrids,
         }
     }
 
@@ -182,6 +192,7 @@ impl DetectorConfig {
             DetectorConfig::Patchcore(_) => dims,
             DetectorConfig::Padim(c) => c.state_cols(dims),
             DetectorConfig::Baseline(c) => c.state_cols(),
+            DetectorConfig::Cfa(c) => c.state_cols(dims),
         }
     }
 
@@ -194,6 +205,10 @@ impl DetectorConfig {
                 c.grid_freq = grid_freq;
             }
             DetectorConfig::Baseline(c) => c.mel_bins = mel_bins,
+            DetectorConfig::Cfa(c) => {
+                c.grid_time = grid_time;
+                c.grid_freq = grid_freq;
+            }
         }
         self
     }
@@ -217,6 +232,7 @@ impl DetectorConfig {
             DetectorConfig::Patchcore(c) => c.validate(),
             DetectorConfig::Padim(c) => c.validate(),
             DetectorConfig::Baseline(c) => c.validate(),
+            DetectorConfig::Cfa(c) => c.validate(),
         }
     }
 }
@@ -236,6 +252,8 @@ pub enum Detector {
     Padim(Padim),
     /// The backbone-free baseline.
     Baseline(Baseline),
+    /// CFA.
+    Cfa(Cfa),
 }
 
 /// Scores of one clip's patches.
@@ -270,6 +288,9 @@ impl Detector {
             (DetectorConfig::Padim(c), FitData::Patches { patches, .. }) => {
                 Ok(Detector::Padim(Padim::fit(patches, dims, c.clone())?))
             }
+            (DetectorConfig::Cfa(c), FitData::Patches { patches, .. }) => {
+                Ok(Detector::Cfa(Cfa::fit(patches, dims, c.clone())?))
+            }
             (DetectorConfig::Baseline(c), FitData::LogMels(logmels)) => {
                 Ok(Detector::Baseline(Baseline::fit(logmels, dims, c.clone())?))
             }
@@ -289,6 +310,12 @@ impl Detector {
         if let Detector::Padim(p) = self {
             // PaDiM needs each patch's grid position, so the owned patches are taken from the whole window's scores.
             let patch = p.score_grid(&grid.data, grid.freq)?;
+            let max = patch[owned].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            return Ok(WindowScore { patch, clip: max, max_owned: max });
+        }
+        if let Detector::Cfa(c) = self {
+            // CFA's descriptor takes each patch's grid coordinates.
+            let patch = c.score_grid(&grid.data, grid.time, grid.freq)?;
             let max = patch[owned].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             return Ok(WindowScore { patch, clip: max, max_owned: max });
         }
@@ -339,8 +366,16 @@ impl Detector {
     /// # Errors
     /// [`crate::Error::InvalidInput`] for detectors that cannot be pooled exactly (PaDiM: its stored mean and
     /// inverse covariance do not give the counts and sums pooling needs; the baseline: whole-clip statistics with
-    /// its own scale), or of different kinds.
+    /// its own scale; CFA: each shard trained its own descriptor, whose outputs live in different spaces), or of
+    /// different kinds.
     pub fn merge(config: &DetectorConfig, parts: &[(&Detector, Vec<f32>)]) -> Result<Detector> {
+        if let DetectorConfig::Cfa(_) = config {
+            return Err(Error::invalid(
+                "it is a CFA detector: CFA banks cannot be merged. Each bank trained its own patch descriptor and took \
+                 its centroids in that descriptor's output space, so the shards' centroids and weights do not pool \
+                 (there is no exact union as for PatchCore's memory banks); fit one bank on all the clips instead",
+            ));
+        }
         let DetectorConfig::Patchcore(pc) = config else {
             return Err(Error::invalid(format!(
                 "it is a {} detector: only PatchCore banks can be merged. A PaDiM bank stores each Gaussian's mean and \
@@ -418,6 +453,11 @@ impl Detector {
                 let clip = patch.iter().cloned().fold(0.0f32, f32::max);
                 Ok(PatchScores { patch, clip })
             }
+            Detector::Cfa(c) => {
+                let patch = c.score_grid(patches, c.config.grid_time, c.config.grid_freq)?;
+                let clip = patch.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                Ok(PatchScores { patch, clip })
+            }
             Detector::Baseline(_) => Err(crate::Error::invalid(
                 "the baseline scores whole clips' log-mels (pipeline::score_logmel), not patches",
             )),
@@ -430,6 +470,7 @@ impl Detector {
             Detector::Patchcore(pc) => DetectorConfig::Patchcore(pc.config.clone()),
             Detector::Padim(p) => DetectorConfig::Padim(p.config.clone()),
             Detector::Baseline(b) => DetectorConfig::Baseline(b.config.clone()),
+            Detector::Cfa(c) => DetectorConfig::Cfa(c.config.clone()),
         }
     }
 
@@ -439,6 +480,7 @@ impl Detector {
             Detector::Patchcore(pc) => pc.dims,
             Detector::Padim(p) => p.dims,
             Detector::Baseline(b) => b.dims,
+            Detector::Cfa(c) => c.dims,
         }
     }
 
@@ -451,16 +493,19 @@ impl Detector {
                 PadimVariant::Frequency => "padim-freq",
             },
             Detector::Baseline(_) => "baseline",
+            Detector::Cfa(_) => "cfa",
         }
     }
 
     /// The stored state `[rows, cols]` row-major (PatchCore: the memory bank; PaDiM: mean and inverse covariance
-    /// per Gaussian; baseline: band statistics and the normal clips' features) with its rows.
+    /// per Gaussian; baseline: band statistics and the normal clips' features; CFA: the descriptor's weights then
+    /// the centroids) with its rows.
     pub fn state(&self) -> (&[f32], usize) {
         match self {
             Detector::Patchcore(pc) => (&pc.memory_bank, pc.len()),
             Detector::Padim(p) => (&p.state, p.len()),
             Detector::Baseline(b) => (&b.state, b.rows()),
+            Detector::Cfa(c) => (&c.state, c.len()),
         }
     }
 
@@ -474,6 +519,7 @@ impl Detector {
             DetectorConfig::Patchcore(c) => Detector::Patchcore(PatchCore::from_memory_bank(state, dims, c.clone())),
             DetectorConfig::Padim(c) => Detector::Padim(Padim::from_state(state, dims, c.clone())?),
             DetectorConfig::Baseline(c) => Detector::Baseline(Baseline::from_state(state, dims, c.clone())?),
+            DetectorConfig::Cfa(c) => Detector::Cfa(Cfa::from_state(state, dims, c.clone())?),
         })
     }
 }
