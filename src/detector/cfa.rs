@@ -260,10 +260,13 @@ fn describe(x: &[f32], w: &[f32], d: usize) -> Vec<f32> {
 }
 
 /// Loss and weight gradient `[dims + 3, d]` of augmented inputs `x` `[n, dims + 3]` under weights `w`
-/// `[dims + 3, d]` (the mean over the batch, times 1000).
+/// `[dims + 3, d]` (the mean over the batch, times 1000; 0 and a zero gradient for no rows or no centroids).
 pub fn loss_and_grad(x: &[f32], w: &[f32], d: usize, centroids: &[f32], config: &CfaConfig) -> (f64, Vec<f32>) {
     let inp = w.len() / d;
     let n = x.len() / inp;
+    if n == 0 || centroids.is_empty() {
+        return (0.0, vec![0.0; w.len()]);
+    }
     let cn: Vec<f32> = centroids.chunks_exact(d).map(|c| c.iter().map(|v| v * v).sum()).collect();
     let y = describe(x, w, d);
     let mut gy = vec![0.0f32; n * d];
@@ -304,10 +307,13 @@ fn softmin_scores(y: &[f32], d: usize, centroids: &[f32], k: usize) -> Vec<f32> 
 }
 
 /// Seeded k-means of rows `y` `[n, d]` into `c` centroids: k-means++ seeding, then up to `iters` Lloyd iterations
-/// (an emptied cluster keeps its centroid). Centroids `[min(c, n), d]`.
+/// (an emptied cluster keeps its centroid). Centroids `[min(c, n), d]` (none for no rows).
 pub fn kmeans(y: &[f32], d: usize, c: usize, iters: usize, seed: u64) -> Vec<f32> {
-    let n = y.len() / d;
+    let n = y.len() / d.max(1);
     let c = c.min(n);
+    if c == 0 {
+        return Vec::new();
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b6d_6561_6e73);
     let mut centroids = Vec::with_capacity(c * d);
     let first = rng.random_range(0..n);
@@ -362,11 +368,9 @@ pub fn kmeans(y: &[f32], d: usize, c: usize, iters: usize, seed: u64) -> Vec<f32
             count[a] += 1;
             sum[a * d..(a + 1) * d].iter_mut().zip(r).for_each(|(s, &v)| *s += v as f64);
         }
-        for m in 0..c {
-            if count[m] > 0 {
-                for q in 0..d {
-                    centroids[m * d + q] = (sum[m * d + q] / count[m] as f64) as f32;
-                }
+        for ((row, s), &k) in centroids.chunks_exact_mut(d).zip(sum.chunks_exact(d)).zip(&count) {
+            if k > 0 {
+                row.iter_mut().zip(s).for_each(|(v, &t)| *v = (t / k as f64) as f32);
             }
         }
     }
@@ -393,12 +397,12 @@ impl AdamW {
         self.t += 1;
         let bc1 = 1.0 - B1.powi(self.t);
         let bc2 = 1.0 - B2.powi(self.t);
-        for i in 0..p.len() {
-            p[i] *= 1.0 - lr * weight_decay;
-            self.m[i] = B1 * self.m[i] + (1.0 - B1) * g[i];
-            self.v[i] = B2 * self.v[i] + (1.0 - B2) * g[i] * g[i];
-            let denom = (self.v[i] / bc2).sqrt() + EPS;
-            p[i] -= lr / bc1 * self.m[i] / denom;
+        for ((p, &g), (m, v)) in p.iter_mut().zip(g).zip(self.m.iter_mut().zip(self.v.iter_mut())) {
+            *p *= 1.0 - lr * weight_decay;
+            *m = B1 * *m + (1.0 - B1) * g;
+            *v = B2 * *v + (1.0 - B2) * g * g;
+            let denom = (*v / bc2).sqrt() + EPS;
+            *p -= lr / bc1 * *m / denom;
         }
     }
 }
