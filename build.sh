@@ -315,7 +315,12 @@ PY
         --out "$ref_dir/ref-cnn.bank" "$ROOT/www/demo/fan-normal.wav"
     "$TARGET_DIR/release/sonomaly" score --include-map --bank "$ref_dir/ref-cnn.bank" "$ROOT/www/demo/fan-abnormal.wav" \
         > "$ref_dir/native-ref-cnn.json"
-    cat "$ref_dir/native-ref.json" "$ref_dir/native-ref-cnn.json"
+    # A CFA bank (trained descriptor and centroids) on the log-mel member, fitted on the same two clips.
+    "$TARGET_DIR/release/sonomaly" fit --force --preset machine --detector cfa --out "$ref_dir/ref-cfa.bank" \
+        "$ROOT/www/demo/fan-normal.wav" "$ref_dir/normal-rotated.wav"
+    "$TARGET_DIR/release/sonomaly" score --include-map --bank "$ref_dir/ref-cfa.bank" "$ROOT/www/demo/fan-abnormal.wav" \
+        > "$ref_dir/native-ref-cfa.json"
+    cat "$ref_dir/native-ref.json" "$ref_dir/native-ref-cnn.json" "$ref_dir/native-ref-cfa.json"
     # tests/web_decode.rs: the decoding fixtures as the native build decodes them (tests/decode_cases.rs writes
     # decode-native.json) and scores them (the CLI's lines; the two refused fixtures are left out).
     cargo test --release --test decode_cases writes_the_native_reference_for_the_wasm_test

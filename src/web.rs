@@ -14,6 +14,7 @@ use wasm_bindgen::prelude::*;
 use crate::audio::{is_unsupported_format, ChannelSelect, MediaSource, MonoStream, TargetRate};
 use crate::backbone::{Backbone, BackboneSpec, Runtime};
 use crate::bank::{front_end_summary, Bank};
+use crate::detector::{DetectorConfig, DetectorOptions};
 use crate::embedding::EmbeddingConfig;
 use crate::pipeline::{
     ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Segment, StreamScorer, StreamUpdate, WindowPart,
@@ -617,10 +618,16 @@ impl Engine {
     /// Starts fitting a new bank; replaces any fit in progress. `preset` chooses the members: `machine`
     /// (PatchCore on log-mel patches), `environment` (PatchCore on the backbone's recommended layers) or `both`
     /// (fused); `layers` (comma-separated, members separated by `;`, e.g. `logmel;features.12,features.15`)
-    /// overrides it when not empty. Throws for an unknown preset or layer.
+    /// overrides it when not empty. `detector` (one of the names of `DetectorConfig::KINDS`, default `patchcore`,
+    /// with its default parameters) is fitted on every member. Throws for an unknown preset, layer or detector.
     #[wasm_bindgen(js_name = fitStart)]
-    pub fn fit_start(&mut self, preset: Option<String>, layers: Option<String>) -> Result<(), JsError> {
-        let members = match layers.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+    pub fn fit_start(
+        &mut self,
+        preset: Option<String>,
+        layers: Option<String>,
+        detector: Option<String>,
+    ) -> Result<(), JsError> {
+        let mut members = match layers.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
             Some(l) => l
                 .split(';')
                 .map(|m| EmbeddingConfig::default().with_layers(m).map(MemberConfig::patchcore))
@@ -630,6 +637,10 @@ impl Engine {
                 .and_then(|p| p.members(self.model.spec()))
                 .map_err(js_err)?,
         };
+        if let Some(name) = detector.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+            let det = DetectorConfig::from_name(name, &DetectorOptions::default()).map_err(js_err)?;
+            members.iter_mut().for_each(|m| m.detector = det.clone());
+        }
         let config = FitConfig::with_members(members);
         let mut model = self.model.try_clone().map_err(js_err)?;
         model.set_embeddings(config.embeddings()).map_err(js_err)?;
@@ -645,11 +656,25 @@ impl Engine {
     }
 
     /// Finishes the fit: calibrates the threshold, fits the detector, and makes the new bank the one in use.
-    /// Returns its info (as `loadBank` does).
+    /// Returns its info (as `loadBank` does). `on_progress` (optional) is called after each fitting step as
+    /// `(stage, done, total)` (`stage`: `"fitting"` or `"calibrating"`; a trained detector such as CFA is trained
+    /// once per calibration fold and once on every clip); it runs inside this call, so a worker can post it on.
     #[wasm_bindgen(js_name = fitFinish)]
-    pub fn fit_finish(&mut self) -> Result<JsValue, JsError> {
+    pub fn fit_finish(&mut self, on_progress: Option<js_sys::Function>) -> Result<JsValue, JsError> {
         let (fitter, model) = self.fitter.take().ok_or_else(|| JsError::new("no fit was started"))?;
-        let bank = fitter.finish(&model, &mut |_| true).map_err(js_err)?;
+        let bank = fitter
+            .finish(&model, &mut |p| {
+                if let Some(f) = &on_progress {
+                    let _ = f.call3(
+                        &JsValue::NULL,
+                        &JsValue::from_str(p.stage),
+                        &JsValue::from(p.done as u32),
+                        &JsValue::from(p.total as u32),
+                    );
+                }
+                true
+            })
+            .map_err(js_err)?;
         self.use_bank(bank)
     }
 

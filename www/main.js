@@ -1641,6 +1641,12 @@ function fitPreset() {
   return el ? el.value : "both";
 }
 
+// The detector chosen in the fit panel (a name of DetectorConfig::KINDS).
+function fitDetector() {
+  const el = document.querySelector('input[name="fit-detector"]:checked');
+  return el ? el.value : "patchcore";
+}
+
 // Normal material from files: decoded, ticked; a file already open is ticked rather than added twice.
 async function addNormalFiles(items) {
   await action(items.length === 1 ? `normal material ${items[0].path || items[0].file.name}` : plural(items.length, "normal file"), async () => {
@@ -1726,6 +1732,7 @@ $("fit-button").onclick = () =>
     const name = `fitted bank (${new Date().toLocaleString()})`;
     const layers = $("fit-layers").value.trim();
     const preset = fitPreset();
+    const detector = fitDetector();
     $("fit-cancel").hidden = false;
     $("fit-cancel").disabled = false;
     const bar = $("fit-progress");
@@ -1733,7 +1740,7 @@ $("fit-button").onclick = () =>
     bar.value = 0;
     fitStep = null;
     try {
-      const job = engine.call("fit", { clips, name, preset, layers }, clips.map((c) => c.samples.buffer), (msg) => {
+      const job = engine.call("fit", { clips, name, preset, layers, detector }, clips.map((c) => c.samples.buffer), (msg) => {
         fitStep = msg.text;
         if (!$("fit-cancel").disabled) setStatus(msg.text);
         bar.value = msg.total ? msg.done / msg.total : 0;
@@ -1765,7 +1772,8 @@ $("fit-button").onclick = () =>
       setBank(r.info, r.name, r.serial);
       await saveLastBank(r.bytes, r.name).catch((e) => console.warn("sonomaly: could not keep the bank", e));
       $("last-bank").hidden = false;
-      const done = `Fitted a bank (${layers ? `layers ${layers}` : `preset ${preset}`}) on ` +
+      const what = `${layers ? `layers ${layers}` : `preset ${preset}`}${detector === "patchcore" ? "" : `, detector ${detector}`}`;
+      const done = `Fitted a bank (${what}) on ` +
         `${plural(chosen.length, "clip")} (${fmtDuration(secs)}) in ${(r.elapsedMs / 1000).toFixed(1)} s; it is now in ` +
         "use and kept in this browser.";
       setStatus(done);

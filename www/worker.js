@@ -460,7 +460,7 @@ const handlers = {
     const clips = msg.clips;
     const t0 = performance.now();
     try {
-      engine.fitStart(msg.preset || null, msg.layers || null);
+      engine.fitStart(msg.preset || null, msg.layers || null, msg.detector || null);
     } catch (e) {
       const err = new Error(plain(e));
       err.layers = true;
@@ -479,10 +479,16 @@ const handlers = {
           throw err;
         }
       }
-      progress(id, "fit", clips.length, clips.length + 1, "Fitting: calibrating the threshold and building the memory bank…");
+      const finishing = "Fitting: calibrating the threshold and building the memory bank";
+      progress(id, "fit", clips.length, clips.length + 1, `${finishing}…`);
       await yieldToEvents();
       if (cancelled.has(id)) throw new Cancelled();
-      const info = engine.fitFinish();
+      // The last step runs in one piece (a cancel terminates the worker); its own steps (a trained detector such as
+      // CFA is trained once per calibration fold, then on every clip) are posted as they end.
+      const info = engine.fitFinish((stage, done, total) => {
+        const what = stage === "fitting" ? "training the final detector" : "calibrating";
+        progress(id, "fit", clips.length + done / total, clips.length + 1, `${finishing} (${what}, step ${done} of ${total})…`);
+      });
       const bytes = engine.bankBytes();
       bankName = msg.name;
       return { info, bytes, name: bankName, serial: ++bankSerial, elapsedMs: performance.now() - t0, session: session() };
