@@ -282,7 +282,8 @@ pub fn loss_and_grad(x: &[f32], w: &[f32], d: usize, centroids: &[f32], config: 
 }
 
 /// Softmin-weighted distances (anomalib's `compute_score`): per row of `y` `[n, d]`, with `d_1 <= .. <= d_K` its
-/// Euclidean distances to the `K` nearest `centroids`, `d_1 / sum_k exp(d_1 - d_k)`.
+/// Euclidean distances to the `K` nearest `centroids` (found by a matrix product, then summed directly in f64),
+/// `d_1 / sum_k exp(d_1 - d_k)`.
 fn softmin_scores(y: &[f32], d: usize, centroids: &[f32], k: usize) -> Vec<f32> {
     let cn: Vec<f32> = centroids.chunks_exact(d).map(|c| c.iter().map(|v| v * v).sum()).collect();
     let c = cn.len();
@@ -298,7 +299,17 @@ fn softmin_scores(y: &[f32], d: usize, centroids: &[f32], k: usize) -> Vec<f32> 
         for (r, s) in o.iter_mut().enumerate() {
             let drow = &dist[r * c..(r + 1) * c];
             smallest(drow, k, &mut near);
-            let ds: Vec<f64> = near.iter().map(|&m| (drow[m] as f64).sqrt()).collect();
+            // The matrix product finds the nearest centroids; their distances are then summed directly, without the
+            // cancellation of |y|^2 + |c|^2 - 2 y.c (which differs between simd128 and AVX2 for close centroids).
+            let yr = &yc[r * d..(r + 1) * d];
+            let mut ds: Vec<f64> = near
+                .iter()
+                .map(|&m| {
+                    let cm = &centroids[m * d..(m + 1) * d];
+                    yr.iter().zip(cm).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt()
+                })
+                .collect();
+            ds.sort_by(f64::total_cmp);
             let z: f64 = ds.iter().map(|&v| (ds[0] - v).exp()).sum();
             *s = (ds[0] / z) as f32;
         }
