@@ -5,9 +5,9 @@
 //! [`PatchCoreConfig::max_bank_rows`] rows of it: beyond that the greedy runs on a seeded random subset of the
 //! patches (see [`super::coreset`]), so the cost of fitting grows linearly with the normal audio. Scoring finds
 //! each query patch's nearest memory-bank patch; distances are ranked with the expansion
-//! `|x|^2 - 2 x.y + |y|^2`, as matrix products in chunks (bounded memory) or, for patches of at most
-//! [`FUSED_MAX_DIMS`] dimensions on x86-64 with AVX2 and FMA, by a kernel that keeps the dot products in registers,
-//! and the winner's distance is then recomputed exactly. The clip score is the largest patch distance re-weighted by the paper's eq. 7 with
+//! `|x|^2 - 2 x.y + |y|^2`, as matrix products in chunks (bounded memory) or, on x86-64 with AVX-512 (up to
+//! [`FUSED_MAX_DIMS_AVX512`] dimensions) or AVX2 and FMA (up to [`FUSED_MAX_DIMS`]), by a kernel that keeps the
+//! dot products in registers, and the winner's distance is then recomputed exactly. The clip score is the largest patch distance re-weighted by the paper's eq. 7 with
 //! `k = 9` support neighbours (anomalib `compute_anomaly_score`).
 
 use serde::{Deserialize, Serialize};
@@ -240,32 +240,59 @@ fn source_classes(rows: &[u64], queries: &[u64], same: &dyn Fn(u64, u64) -> bool
     Some((row_ids, query_ids))
 }
 
-/// Largest patch dimension for which [`PatchCore::nearest`] ranks the rows with the fused kernel (x86-64 with
-/// AVX2 and FMA) rather than matrix products: with few dimensions a matrix product is bound by writing out and
-/// re-reading its `queries x rows` result, which the fused kernel keeps in registers (BENCH.md, section 5).
+/// Largest patch dimension for which [`PatchCore::nearest`] ranks the rows with the fused AVX2/FMA kernel rather
+/// than matrix products: with few dimensions a matrix product is bound by writing out and re-reading its
+/// `queries x rows` result, which the fused kernel keeps in registers (BENCH.md, section 5).
 pub const FUSED_MAX_DIMS: usize = 32;
 
-/// Rows per block of the fused kernel: two AVX registers of 8 lanes.
+/// Largest patch dimension for the fused AVX-512 kernel (twice the lanes of AVX2: it outruns the matrix products
+/// at every dimension measured; above this the second copy of the bank it keeps would be large).
+pub const FUSED_MAX_DIMS_AVX512: usize = 1024;
+
+/// Rows per block of the fused kernels: two AVX2 registers of 8 lanes, one AVX-512 register.
 const FUSED_ROWS: usize = 16;
 
-/// True when this CPU runs the fused kernel.
-fn fused_kernel_available() -> bool {
+/// The fused kernel this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FusedKernel {
+    None,
+    Avx2,
+    Avx512,
+}
+
+fn fused_kernel() -> FusedKernel {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return FusedKernel::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return FusedKernel::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    FusedKernel::None
+}
+
+/// True when [`PatchCore::nearest`] ranks `dims`-dimensional patches with a fused kernel on this CPU.
+fn fused_for(dims: usize) -> bool {
+    match fused_kernel() {
+        FusedKernel::None => false,
+        FusedKernel::Avx2 => dims <= FUSED_MAX_DIMS,
+        FusedKernel::Avx512 => dims <= FUSED_MAX_DIMS_AVX512,
     }
 }
 
-/// The memory bank `[n, dims]` with squared norms `[n]` as [`PatchCore::blocks`] and `block_norms` when `dims` is
-/// at most [`FUSED_MAX_DIMS`] and the CPU runs the fused kernel, else two empty vectors.
+/// The memory bank `[n, dims]` with squared norms `[n]` as [`PatchCore::blocks`] and `block_norms` when the CPU
+/// runs a fused kernel for `dims` dimensions, else two empty vectors.
 fn fused_blocks(bank: &[f32], norms: &[f32], dims: usize) -> (Vec<f32>, Vec<f32>) {
-    if dims == 0 || dims > FUSED_MAX_DIMS || norms.is_empty() || !fused_kernel_available() {
+    if dims == 0 || norms.is_empty() || !fused_for(dims) {
         return (Vec::new(), Vec::new());
     }
+    block_layout(bank, norms, dims)
+}
+
+/// The blocks of [`fused_blocks`], whatever the CPU.
+fn block_layout(bank: &[f32], norms: &[f32], dims: usize) -> (Vec<f32>, Vec<f32>) {
     let nb = norms.len().div_ceil(FUSED_ROWS);
     let mut blocks = vec![0.0f32; nb * dims * FUSED_ROWS];
     let mut block_norms = vec![f32::INFINITY; nb * FUSED_ROWS];
@@ -383,6 +410,89 @@ unsafe fn nearest_fused(
             _mm256_storeu_ps(best.as_mut_ptr().add(8), bv[t][1]);
             _mm256_storeu_si256(arg.as_mut_ptr() as *mut __m256i, av[t][0]);
             _mm256_storeu_si256(arg.as_mut_ptr().add(8) as *mut __m256i, av[t][1]);
+            let o = &mut out[g0 + t];
+            for l in 0..R {
+                let (v, i) = (best[l], arg[l]);
+                if i != u32::MAX && (v < o.0 || (v == o.0 && i < o.1)) {
+                    *o = (v, i);
+                }
+            }
+        }
+        g0 += gq;
+    }
+}
+
+/// [`nearest_fused`] for AVX-512: 12 queries x 16 rows (one register) at a time, the same ranking and ties.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `blocks` must hold `dims x 16` values per 16 values of `block_norms`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn nearest_fused_avx512(
+    qs: &[f32],
+    qn: &[f32],
+    dims: usize,
+    blocks: &[f32],
+    block_norms: &[f32],
+    classes: Option<(&[i32], &[i32])>,
+    out: &mut [(f32, u32)],
+) {
+    use std::arch::x86_64::*;
+    const R: usize = FUSED_ROWS;
+    const Q: usize = 12;
+    let rows = out.len().min(qn.len()).min(qs.len() / dims.max(1));
+    let nb = block_norms.len() / R;
+    assert!(blocks.len() >= nb * dims * R, "nearest_fused_avx512: blocks shorter than their norms describe");
+    if let Some((row_class, query_class)) = classes {
+        assert!(row_class.len() >= nb * R && query_class.len() >= rows, "nearest_fused_avx512: classes too short");
+    }
+    let infinity = _mm512_set1_ps(f32::INFINITY);
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let minus_two = _mm512_set1_ps(-2.0);
+    let mut best = [0.0f32; R];
+    let mut arg = [0u32; R];
+    let mut g0 = 0;
+    while g0 < rows {
+        let gq = (rows - g0).min(Q);
+        let mut qp = [qs.as_ptr(); Q];
+        let mut qnv = [_mm512_setzero_ps(); Q];
+        let mut qcv = [_mm512_setzero_si512(); Q];
+        for t in 0..Q {
+            let r = g0 + t.min(gq - 1);
+            qp[t] = qs.as_ptr().add(r * dims);
+            qnv[t] = _mm512_set1_ps(qn[r]);
+            if let Some((_, query_class)) = classes {
+                qcv[t] = _mm512_set1_epi32(query_class[r]);
+            }
+        }
+        let mut bv = [infinity; Q];
+        let mut av = [_mm512_set1_epi32(-1); Q];
+        for b in 0..nb {
+            let blk = blocks.as_ptr().add(b * dims * R);
+            let mut acc = [_mm512_setzero_ps(); Q];
+            for k in 0..dims {
+                let c = _mm512_loadu_ps(blk.add(k * R));
+                for t in 0..Q {
+                    acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(*qp[t].add(k)), c, acc[t]);
+                }
+            }
+            let nrm = _mm512_loadu_ps(block_norms.as_ptr().add(b * R));
+            let idx = _mm512_add_epi32(lane, _mm512_set1_epi32((b * R) as i32));
+            let rc = classes.map(|(row_class, _)| _mm512_loadu_si512(row_class.as_ptr().add(b * R) as *const _));
+            for t in 0..Q {
+                let mut d = _mm512_fmadd_ps(minus_two, acc[t], _mm512_add_ps(qnv[t], nrm));
+                if let Some(rc) = rc {
+                    // Rows of the query's own class are excluded: +inf never wins.
+                    d = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rc, qcv[t]), d, infinity);
+                }
+                let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(d, bv[t]);
+                bv[t] = _mm512_mask_blend_ps(m, bv[t], d);
+                av[t] = _mm512_mask_blend_epi32(m, av[t], idx);
+            }
+        }
+        for t in 0..gq {
+            _mm512_storeu_ps(best.as_mut_ptr(), bv[t]);
+            _mm512_storeu_si512(arg.as_mut_ptr() as *mut _, av[t]);
             let o = &mut out[g0 + t];
             for l in 0..R {
                 let (v, i) = (best[l], arg[l]);
@@ -578,9 +688,14 @@ impl PatchCore {
             #[cfg(target_arch = "x86_64")]
             if !self.blocks.is_empty() && (exclude.is_none() || !row_class_blocks.is_empty()) {
                 let cls = classes.as_ref().map(|(_, qc)| (row_class_blocks.as_slice(), &qc[ci * QC..ci * QC + rows]));
-                // SAFETY: the blocks exist only when AVX2 and FMA were detected (`fused_blocks`), and were made
-                // from this bank; the row classes are padded to the blocks' rows.
-                unsafe { nearest_fused(qs, &qn, d, &self.blocks, &self.block_norms, cls, out) };
+                // SAFETY: the blocks exist only when the kernel's features were detected (`fused_blocks`), and
+                // were made from this bank; the row classes are padded to the blocks' rows.
+                match fused_kernel() {
+                    FusedKernel::Avx512 => unsafe {
+                        nearest_fused_avx512(qs, &qn, d, &self.blocks, &self.block_norms, cls, out)
+                    },
+                    _ => unsafe { nearest_fused(qs, &qn, d, &self.blocks, &self.block_norms, cls, out) },
+                }
                 self.exact_winners(qs, out);
                 return;
             }
@@ -863,7 +978,7 @@ mod tests {
     fn every_dimension_and_remainder_ranks_as_brute_force() {
         // Dimensions on both sides of FUSED_MAX_DIMS; rows and queries not multiples of the kernel's blocks
         // (16 rows, 6 queries); duplicated rows, of which the lowest must win.
-        for d in [1, 3, 10, 16, FUSED_MAX_DIMS, FUSED_MAX_DIMS + 1] {
+        for d in [1, 3, 10, 16, FUSED_MAX_DIMS, FUSED_MAX_DIMS + 1, 113] {
             let mut bank = random(1013 * d, d as u64);
             let dup: Vec<f32> = bank[5 * d..6 * d].to_vec();
             bank.extend_from_slice(&dup);
@@ -874,6 +989,46 @@ mod tests {
             assert_matches(&nn, &brute_force(&bank, &q, d, |_, _| true), &format!("{d} dims"));
             assert_eq!(nn.index[0], 5, "{d} dims: of two equal rows the first wins");
             assert_eq!(nn.distance[0], 0.0);
+        }
+    }
+
+    /// Both fused kernels, wherever the CPU runs them (the search uses only the widest), rank as brute force.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn each_fused_kernel_ranks_as_brute_force() {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        for d in [1, 10, 32, 113] {
+            let bank = random(517 * d, 30 + d as u64);
+            let q = random(29 * d, 40 + d as u64);
+            let norms = squared_norms(&bank, d);
+            let qn = squared_norms(&q, d);
+            let (blocks, block_norms) = block_layout(&bank, &norms, d);
+            let row_class: Vec<i32> = (0..block_norms.len()).map(|j| (j % 5) as i32).collect();
+            let query_class: Vec<i32> = (0..29).map(|i| (i % 7) as i32 - 1).collect();
+            let pc = PatchCore::from_memory_bank(bank.clone(), d, PatchCoreConfig::default());
+            for classes in [None, Some((row_class.as_slice(), query_class.as_slice()))] {
+                let keep = |j: usize, i: usize| classes.is_none() || row_class[j] != query_class[i];
+                let want = brute_force(&bank, &q, d, keep);
+                let mut runs = Vec::new();
+                if avx2 {
+                    let mut out = vec![(f32::INFINITY, 0u32); 29];
+                    // SAFETY: AVX2 and FMA were detected; the blocks and classes cover the bank.
+                    unsafe { nearest_fused(&q, &qn, d, &blocks, &block_norms, classes, &mut out) };
+                    runs.push(("AVX2", out));
+                }
+                if avx512 {
+                    let mut out = vec![(f32::INFINITY, 0u32); 29];
+                    // SAFETY: AVX-512F was detected; the blocks and classes cover the bank.
+                    unsafe { nearest_fused_avx512(&q, &qn, d, &blocks, &block_norms, classes, &mut out) };
+                    runs.push(("AVX-512", out));
+                }
+                for (what, mut out) in runs {
+                    pc.exact_winners(&q, &mut out);
+                    let nn = Nearest { distance: out.iter().map(|p| p.0).collect(), index: out.iter().map(|p| p.1).collect() };
+                    assert_matches(&nn, &want, &format!("{what}, {d} dims, classes {}", classes.is_some()));
+                }
+            }
         }
     }
 
