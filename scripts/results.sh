@@ -70,6 +70,8 @@ run machine     --preset machine                                   # the log-mel
 run environment --preset environment                               # the EfficientAT member alone
 run padim-freq  --preset machine --detector padim-freq
 run baseline    --preset machine --detector baseline
+run cfa-machine --preset machine --detector cfa                     # CFA on log-mel patches
+run cfa-environment --preset environment --detector cfa             # CFA on the EfficientAT layers
 run aisfx-logmel --model "$AISFX" --preset machine                 # the previous default's patches
 if [ "$CNN" = 1 ]; then
   run aisfx-cnn --model "$AISFX" --layers conv_block2,conv_block3,conv_block4

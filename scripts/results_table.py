@@ -23,6 +23,8 @@ TAGS = [
     ("environment", "member alone: PatchCore on EfficientAT `features.12,features.15` (preset `environment`)"),
     ("padim-freq", "PaDiM-freq on log-mel patches"),
     ("baseline", "baseline (band means and deviations, no backbone)"),
+    ("cfa-machine", "CFA on log-mel patches (preset `machine`, 1024 k-means centroids)"),
+    ("cfa-environment", "CFA on EfficientAT `features.12,features.15` (preset `environment`, 1024 k-means centroids)"),
     ("aisfx-logmel", "previous default: PatchCore on aisfx log-mel patches (stride 4)"),
     ("aisfx-cnn", "PatchCore on aisfx CNN14 `conv_block2,3,4` (the paper's layers)"),
 ]
@@ -264,6 +266,32 @@ is. A merge of small shards is another bank than a single fit on all clips: with
 it flags about half the faults the single bank flags, while contiguous shards and EnvMix's 15-clip shards match the
 single bank within a clip or two. The pooled calibration (no clips given) flags fewer.
 """)
+
+PAIRS = [("machine", "cfa-machine", "log-mel patches"), ("environment", "cfa-environment", "EfficientAT `features.12,features.15`")]
+if any((s, c) in reports for s, _ in SETS for _, c, _ in PAIRS):
+    print("## CFA against PatchCore\n")
+    print("The same members, fit and test clips, each detector with its own calibration (same preset; CFA: 1024 k-means "
+          "centroids of the untrained descriptor's outputs, 30 epochs of training, batches of 4 windows' patches). "
+          "\"higher\" / \"lower\" compare the point values; \"(overlapping)\" when either's value lies inside "
+          "the other's 95 % interval.\n")
+    print("| set | patches | metric | PatchCore | CFA | CFA is |")
+    print("|---|---|---|---|---|---|")
+    for s, title in SETS:
+        for pc, cf, what in PAIRS:
+            a, b = reports.get((s, pc)), reports.get((s, cf))
+            if not (a and b):
+                continue
+            for key, name in (("sample_auc", "sample ROC-AUC"), ("sample_pauc", "pAUC"), ("temporal_auc", "temporal ROC-AUC"),
+                              ("spectrogram_auc", "spectrogram ROC-AUC")):
+                x, y = a["overall"].get(key), b["overall"].get(key)
+                if not x or not y or x.get("value") is None or y.get("value") is None:
+                    continue
+                verdict = "higher" if y["value"] > x["value"] else "lower" if y["value"] < x["value"] else "equal"
+                if x["low"] <= y["value"] <= x["high"] or y["low"] <= x["value"] <= y["high"]:
+                    verdict += " (overlapping)"
+                print(f"| {title} | {what} | {name} | {ci(x)} | {ci(y)} | {verdict} |")
+            print(f"| {title} | {what} | flagged: anomalous / normal | {flags(a['overall'])} | {flags(b['overall'])} | |")
+    print()
 
 print("## Faithfulness in detail (EnvMix)\n")
 print("| set | bank | q | clips | drop, heatmap region | drop, random region | difference |")
