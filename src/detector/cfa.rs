@@ -18,11 +18,15 @@
 //! `K+1 .. K+J` when `K = J`). With these values the repulsion term is zero for every patch (`D >= 0 > r^2 -
 //! alpha`), as in anomalib; it is kept so that other radii and margins work. The optimiser is AdamW (lr 1e-3,
 //! weight decay 5e-4, betas 0.9 / 0.999, eps 1e-8, PyTorch's `torch.optim.AdamW`), 30 epochs over seeded
-//! shuffled mini-batches of patches; the descriptor starts as PyTorch's `Conv2d` does (weights and bias uniform in
-//! `+-1/sqrt(fan_in)`, `fan_in = dims + 2`), drawn from the seed.
+//! shuffled mini-batches of 4 window grids' worth of patches (anomalib's batch of 4 images), on at most 50,000
+//! normal patches (a seeded subset beyond); the descriptor starts as PyTorch's `Conv2d` does (weights and bias
+//! uniform in `+-1/sqrt(fan_in)`, `fan_in = dims + 2`), drawn from the seed. 1024 centroids, the batch and the cap
+//! were chosen by measurement on the dev fan and EnvMix (README, "CFA's defaults"): with few centroids the
+//! attraction-only training pulls anomalous patches towards the centroids too and costs ranking.
 //!
 //! A patch's score is anomalib's `compute_score`: with `d_1 <= .. <= d_K` the Euclidean distances of `phi(p)` to its
-//! `K` nearest centroids, `softmin(d)_1 * d_1`; the clip score is the largest owned patch score (anomalib: the
+//! `K` nearest centroids (found by a matrix product, then summed directly so that wasm and native agree),
+//! `softmin(d)_1 * d_1`; the clip score is the largest owned patch score (anomalib: the
 //! maximum of the anomaly map). The map is upsampled and smoothed as for the other detectors.
 //!
 //! Coordinates (CoordConv's `AddCoords`): a patch at time row `t` and frequency column `f` of a window's patch grid
