@@ -251,6 +251,7 @@ pub const FUSED_MAX_DIMS_AVX512: usize = 128;
 
 /// Memory-bank blocks a fused kernel ranks per pass over a chunk of queries: about 128 KB of the bank, so that
 /// each query group reads it from the L2 cache.
+#[cfg(target_arch = "x86_64")]
 fn fused_pass_blocks(dims: usize) -> usize {
     (32768 / (dims.max(1) * FUSED_ROWS)).max(1)
 }
@@ -260,6 +261,7 @@ const FUSED_ROWS: usize = 16;
 
 /// The fused kernel this CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86-64 has fused kernels
 enum FusedKernel {
     None,
     Avx2,
