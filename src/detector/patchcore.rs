@@ -245,15 +245,23 @@ fn source_classes(rows: &[u64], queries: &[u64], same: &dyn Fn(u64, u64) -> bool
 /// `queries x rows` result, which the fused kernel keeps in registers (BENCH.md, section 5).
 pub const FUSED_MAX_DIMS: usize = 32;
 
-/// Largest patch dimension for the fused AVX-512 kernel (twice the lanes of AVX2: it outruns the matrix products
-/// at every dimension measured; above this the second copy of the bank it keeps would be large).
-pub const FUSED_MAX_DIMS_AVX512: usize = 1024;
+/// Largest patch dimension for the fused AVX-512 kernel (twice the lanes of AVX2; above this the matrix products,
+/// which also block the queries, are faster: BENCH.md, section 5).
+pub const FUSED_MAX_DIMS_AVX512: usize = 128;
+
+/// Memory-bank blocks a fused kernel ranks per pass over a chunk of queries: about 128 KB of the bank, so that
+/// each query group reads it from the L2 cache.
+#[cfg(target_arch = "x86_64")]
+fn fused_pass_blocks(dims: usize) -> usize {
+    (32768 / (dims.max(1) * FUSED_ROWS)).max(1)
+}
 
 /// Rows per block of the fused kernels: two AVX2 registers of 8 lanes, one AVX-512 register.
 const FUSED_ROWS: usize = 16;
 
 /// The fused kernel this CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86-64 has fused kernels
 enum FusedKernel {
     None,
     Avx2,
@@ -315,6 +323,7 @@ fn block_layout(bank: &[f32], norms: &[f32], dims: usize) -> (Vec<f32>, Vec<f32>
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA; `blocks` must hold `dims x 16` values per 16 values of `block_norms`.
+#[allow(clippy::too_many_arguments)] // a hot kernel: its inputs as plain slices
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn nearest_fused(
@@ -323,6 +332,7 @@ unsafe fn nearest_fused(
     dims: usize,
     blocks: &[f32],
     block_norms: &[f32],
+    passes: std::ops::Range<usize>,
     classes: Option<(&[i32], &[i32])>,
     out: &mut [(f32, u32)],
 ) {
@@ -332,6 +342,7 @@ unsafe fn nearest_fused(
     let rows = out.len().min(qn.len()).min(qs.len() / dims.max(1));
     let nb = block_norms.len() / R;
     assert!(blocks.len() >= nb * dims * R, "nearest_fused: blocks shorter than their norms describe");
+    let passes = passes.start.min(nb)..passes.end.min(nb);
     if let Some((row_class, query_class)) = classes {
         assert!(row_class.len() >= nb * R && query_class.len() >= rows, "nearest_fused: classes too short");
     }
@@ -357,7 +368,7 @@ unsafe fn nearest_fused(
         }
         let mut bv = [[_mm256_set1_ps(f32::INFINITY); 2]; Q];
         let mut av = [[_mm256_set1_epi32(-1); 2]; Q];
-        for b in 0..nb {
+        for b in passes.clone() {
             let blk = blocks.as_ptr().add(b * dims * R);
             let mut acc = [[_mm256_setzero_ps(); 2]; Q];
             for k in 0..dims {
@@ -426,6 +437,7 @@ unsafe fn nearest_fused(
 ///
 /// # Safety
 /// The CPU must support AVX-512F; `blocks` must hold `dims x 16` values per 16 values of `block_norms`.
+#[allow(clippy::too_many_arguments)] // a hot kernel: its inputs as plain slices
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn nearest_fused_avx512(
@@ -434,6 +446,7 @@ unsafe fn nearest_fused_avx512(
     dims: usize,
     blocks: &[f32],
     block_norms: &[f32],
+    passes: std::ops::Range<usize>,
     classes: Option<(&[i32], &[i32])>,
     out: &mut [(f32, u32)],
 ) {
@@ -443,6 +456,7 @@ unsafe fn nearest_fused_avx512(
     let rows = out.len().min(qn.len()).min(qs.len() / dims.max(1));
     let nb = block_norms.len() / R;
     assert!(blocks.len() >= nb * dims * R, "nearest_fused_avx512: blocks shorter than their norms describe");
+    let passes = passes.start.min(nb)..passes.end.min(nb);
     if let Some((row_class, query_class)) = classes {
         assert!(row_class.len() >= nb * R && query_class.len() >= rows, "nearest_fused_avx512: classes too short");
     }
@@ -467,7 +481,7 @@ unsafe fn nearest_fused_avx512(
         }
         let mut bv = [infinity; Q];
         let mut av = [_mm512_set1_epi32(-1); Q];
-        for b in 0..nb {
+        for b in passes.clone() {
             let blk = blocks.as_ptr().add(b * dims * R);
             let mut acc = [_mm512_setzero_ps(); Q];
             for k in 0..dims {
@@ -690,11 +704,15 @@ impl PatchCore {
                 let cls = classes.as_ref().map(|(_, qc)| (row_class_blocks.as_slice(), &qc[ci * QC..ci * QC + rows]));
                 // SAFETY: the blocks exist only when the kernel's features were detected (`fused_blocks`), and
                 // were made from this bank; the row classes are padded to the blocks' rows.
-                match fused_kernel() {
-                    FusedKernel::Avx512 => unsafe {
-                        nearest_fused_avx512(qs, &qn, d, &self.blocks, &self.block_norms, cls, out)
-                    },
-                    _ => unsafe { nearest_fused(qs, &qn, d, &self.blocks, &self.block_norms, cls, out) },
+                let (nb, per) = (self.block_norms.len() / FUSED_ROWS, fused_pass_blocks(d));
+                let wide = fused_kernel() == FusedKernel::Avx512;
+                for b0 in (0..nb).step_by(per) {
+                    let pass = b0..(b0 + per).min(nb);
+                    let (blocks, norms) = (&self.blocks, &self.block_norms);
+                    match wide {
+                        true => unsafe { nearest_fused_avx512(qs, &qn, d, blocks, norms, pass, cls, out) },
+                        false => unsafe { nearest_fused(qs, &qn, d, blocks, norms, pass, cls, out) },
+                    }
                 }
                 self.exact_winners(qs, out);
                 return;
@@ -992,7 +1010,8 @@ mod tests {
         }
     }
 
-    /// Both fused kernels, wherever the CPU runs them (the search uses only the widest), rank as brute force.
+    /// Both fused kernels, wherever the CPU runs them (the search uses only the widest), rank as brute force, in one
+    /// pass over the blocks or in two.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn each_fused_kernel_ranks_as_brute_force() {
@@ -1014,13 +1033,14 @@ mod tests {
                 if avx2 {
                     let mut out = vec![(f32::INFINITY, 0u32); 29];
                     // SAFETY: AVX2 and FMA were detected; the blocks and classes cover the bank.
-                    unsafe { nearest_fused(&q, &qn, d, &blocks, &block_norms, classes, &mut out) };
+                    unsafe { nearest_fused(&q, &qn, d, &blocks, &block_norms, 0..3, classes, &mut out) };
+                    unsafe { nearest_fused(&q, &qn, d, &blocks, &block_norms, 3..usize::MAX, classes, &mut out) };
                     runs.push(("AVX2", out));
                 }
                 if avx512 {
                     let mut out = vec![(f32::INFINITY, 0u32); 29];
                     // SAFETY: AVX-512F was detected; the blocks and classes cover the bank.
-                    unsafe { nearest_fused_avx512(&q, &qn, d, &blocks, &block_norms, classes, &mut out) };
+                    unsafe { nearest_fused_avx512(&q, &qn, d, &blocks, &block_norms, 0..usize::MAX, classes, &mut out) };
                     runs.push(("AVX-512", out));
                 }
                 for (what, mut out) in runs {
