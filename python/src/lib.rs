@@ -562,10 +562,12 @@ fn fit(
             for (k, a) in analysed.into_iter().enumerate() {
                 match a.and_then(|c| fitter.add_analysed(c)) {
                     Ok(()) => {}
-                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => skipped.push(match &clips[k] {
-                        OwnedClip::Path(_) => e.to_string(),
-                        OwnedClip::Samples(..) => format!("array {k}: {e}"),
-                    }),
+                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => {
+                        skipped.push(match &clips[k] {
+                            OwnedClip::Path(_) => e.to_string(),
+                            OwnedClip::Samples(..) => format!("array {k}: {e}"),
+                        })
+                    }
                     Err(e) => return Err(e),
                 }
             }
