@@ -949,7 +949,8 @@ impl AudioReader {
     }
 
     /// The next chunk of mono samples (`Float32Array`, about 16384 samples), or `undefined` at the end.
-    pub fn next(&mut self) -> Result<Option<Float32Array>, JsValue> {
+    #[wasm_bindgen(js_name = next)]
+    pub fn next_chunk(&mut self) -> Result<Option<Float32Array>, JsValue> {
         Ok(self.stream.next_chunk().map_err(decode_err)?.map(|c| Float32Array::from(c.as_slice())))
     }
 

@@ -125,7 +125,7 @@ pub fn spd_inverse(a: &[f64], n: usize) -> Result<Vec<f64>> {
                 s -= l[i * n + k] * l[j * n + k];
             }
             if i == j {
-                if !(s > 0.0) {
+                if s.is_nan() || s <= 0.0 {
                     return Err(Error::invalid("PaDiM: covariance is not positive definite"));
                 }
                 l[i * n + i] = s.sqrt();

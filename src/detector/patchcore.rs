@@ -109,6 +109,9 @@ pub fn same_clip(source: u64, clip: u64) -> bool {
     source >> 8 == clip >> 8
 }
 
+/// The query sources and the `same(row source, query source)` test of [`PatchCore::nearest_excluding`].
+type Exclusion<'a> = Option<(&'a [u64], &'a (dyn Fn(u64, u64) -> bool + Sync))>;
+
 /// Nearest memory-bank patch of each query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nearest {
@@ -154,8 +157,9 @@ fn scan(qn: f32, g: &[f32], norms: &[f32], base: u32, best: &mut (f32, u32)) {
             continue;
         }
         first = match first {
-            Some((v, i)) if !(m[l] < v) && !(m[l] == v && ix[l] < i) => Some((v, i)),
-            _ => Some((m[l], ix[l])),
+            Some((v, i)) if m[l] < v || (m[l] == v && ix[l] < i) => Some((m[l], ix[l])),
+            Some(kept) => Some(kept),
+            None => Some((m[l], ix[l])),
         };
     }
     if let Some((v, i)) = first {
@@ -326,11 +330,7 @@ impl PatchCore {
         self.nearest_where(queries, Some((query_sources, same)))
     }
 
-    fn nearest_where(
-        &self,
-        queries: &[f32],
-        exclude: Option<(&[u64], &(dyn Fn(u64, u64) -> bool + Sync))>,
-    ) -> Result<Nearest> {
+    fn nearest_where(&self, queries: &[f32], exclude: Exclusion<'_>) -> Result<Nearest> {
         let d = self.dims;
         if queries.len() % d != 0 {
             return Err(Error::invalid(format!(

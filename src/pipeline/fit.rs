@@ -767,9 +767,10 @@ impl Calibration {
             let scores: Vec<f32> = h.iter().map(|h| h.score).collect();
             let peaks: Vec<f32> = h.iter().map(|h| h.peak).collect();
             let normal_scores = gamma_threshold(&scores, quantile)?;
-            if !(normal_scores.threshold > 0.0) {
+            if normal_scores.threshold.is_nan() || normal_scores.threshold <= 0.0 {
                 return Err(Error::invalid(
-                    "every held-out normal clip scored 0: the normal material does not change at all (silence or                      a constant signal?); record the machine while it runs",
+                    "every held-out normal clip scored 0: the normal material does not change at all (silence or \
+                     a constant signal?); record the machine while it runs",
                 ));
             }
             members.push(MemberCalibration {

@@ -2,9 +2,9 @@
 //!
 //! [`Model`] = front end + backbone, planned for the patch embeddings of a bank's members (what a bank must
 //! match). [`score_clip`] scores a whole mono clip; [`StreamScorer`] scores audio as it arrives with bounded
-//! memory; [`Fitter`] collects the patches of normal clips and builds a [`Bank`].
+//! memory; [`Fitter`] collects the patches of normal clips and builds a [`Bank`](crate::bank::Bank).
 //!
-//! Windows ([`windows`]): the log-mel `[T, M]` is cut into windows of `W = spec.window_frames` frames every
+//! Windows (`pipeline/windows.rs`): the log-mel `[T, M]` is cut into windows of `W = spec.window_frames` frames every
 //! `H = spec.window_hop` frames, the last one aligned to the end of the clip (a clip shorter than `W` is repeated
 //! to fill one window). Each frame belongs to the window whose centre is nearest, so every frame is judged with
 //! as much context on both sides as the windows give. Per window the backbone runs once; each member makes its
