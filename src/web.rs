@@ -16,8 +16,8 @@ use crate::backbone::{Backbone, BackboneSpec, Runtime};
 use crate::bank::{front_end_summary, Bank};
 use crate::embedding::EmbeddingConfig;
 use crate::pipeline::{
-    ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Segment, StreamScorer, StreamUpdate, WindowPart,
-    DEFAULT_PRESET,
+    ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Recording, Segment, StreamScorer, StreamUpdate,
+    WindowPart, DEFAULT_PRESET,
 };
 use crate::spectrogram::LogMel;
 
@@ -738,11 +738,6 @@ impl BackboneRunner {
 // Reading audio files: the core's decoder (symphonia) in the page
 // ------------------------------------------------------------------------------------------------------------
 
-/// Files whose header announces more than this are scored as a stream with bounded memory, as the command line
-/// does (`sonomaly score`); a file without a duration in its header switches to streaming once this much has
-/// been decoded.
-pub const LONG_FILE_S: f64 = 600.0;
-
 /// Most frames of the log-mel, map and curve a streamed (long) file returns for display: longer results are
 /// pooled over time (the map and curve keep their maxima, the log-mel its means).
 pub const MAX_OVERVIEW_FRAMES: usize = 8192;
@@ -1088,7 +1083,7 @@ impl Engine {
         let stream = &mut reader.stream;
         let rate = stream.target_sample_rate();
         let total = stream.duration_s();
-        let progress = |s: &MonoStream| {
+        let mut progress = |s: &MonoStream| {
             if let Some(f) = &on_progress {
                 let _ = f.call2(
                     &JsValue::NULL,
@@ -1097,55 +1092,27 @@ impl Engine {
                 );
             }
         };
-        let long_limit = (LONG_FILE_S * rate as f64) as usize;
-        let mut samples: Vec<f32> = Vec::new();
-        let mut scorer: Option<(StreamScorer, Overview, Vec<f32>)> = None;
-        if total.is_some_and(|d| d > LONG_FILE_S) {
-            scorer = Some(self.long_scorer(rate)?);
-        }
-        while let Some(chunk) = stream.next_chunk().map_err(decode_err)? {
-            match &mut scorer {
-                Some((sc, ov, curve)) => {
-                    for u in sc.push(&self.model, bank, &chunk).map_err(|e| JsValue::from(js_err(e)))? {
-                        ov.push(&u.logmel, &u.map, &u.curve);
-                        curve.extend_from_slice(&u.curve);
-                    }
-                }
-                None => {
-                    samples.extend_from_slice(&chunk);
-                    if samples.len() > long_limit {
-                        // No duration in the header, and longer than a short file: stream from here on.
-                        let (mut sc, mut ov, mut curve) = self.long_scorer(rate)?;
-                        for u in sc.push(&self.model, bank, &samples).map_err(|e| JsValue::from(js_err(e)))? {
-                            ov.push(&u.logmel, &u.map, &u.curve);
-                            curve.extend_from_slice(&u.curve);
-                        }
-                        samples = Vec::new();
-                        scorer = Some((sc, ov, curve));
-                    }
-                }
-            }
-            progress(stream);
-        }
+        let mut ov = Overview::new(self.model.logmel().config().n_mels);
+        let recording = crate::pipeline::score_recording(
+            &self.model,
+            bank,
+            stream,
+            &mut |u| ov.push(&u.logmel, &u.map, &u.curve),
+            &mut progress,
+        )
+        .map_err(decode_err)?;
         let info = reader.info().map_err(JsValue::from)?;
-        let result: JsValue = match scorer {
-            None => {
-                let r = crate::pipeline::score_clip(&self.model, bank, &samples, rate)
-                    .map_err(|e| JsValue::from(js_err(e)))?;
+        let result: JsValue = match recording {
+            Recording::Whole { result: r, samples } => {
                 let obj = clip_to_js(&r).map_err(JsValue::from)?;
                 set(obj.unchecked_ref(), "samples", &f32s(&samples));
                 set(obj.unchecked_ref(), "sampleRate", &JsValue::from(rate));
                 set(obj.unchecked_ref(), "streamed", &JsValue::FALSE);
                 obj
             }
-            Some((mut sc, mut ov, mut curve)) => {
-                for u in sc.finish(&self.model, bank).map_err(|e| JsValue::from(js_err(e)))? {
-                    ov.push(&u.logmel, &u.map, &u.curve);
-                    curve.extend_from_slice(&u.curve);
-                }
+            Recording::Streamed { verdict: v, curve } => {
                 ov.flush();
                 let hop_s = self.model.hop_s();
-                let v = sc.verdict(&self.model, bank, &curve);
                 let obj: Object = to_js(&JsClip {
                     score: v.score,
                     threshold: v.threshold,
@@ -1188,11 +1155,5 @@ impl Engine {
             set(result_obj, key, &Reflect::get(&info, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED));
         }
         Ok(result)
-    }
-
-    fn long_scorer(&self, rate: u32) -> Result<(StreamScorer, Overview, Vec<f32>), JsValue> {
-        let bank = self.bank().map_err(JsValue::from)?;
-        let sc = StreamScorer::new(&self.model, bank, rate).map_err(|e| JsValue::from(js_err(e)))?;
-        Ok((sc, Overview::new(self.model.logmel().config().n_mels), Vec::new()))
     }
 }
