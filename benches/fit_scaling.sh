@@ -7,8 +7,9 @@
 # The clips: the 40 MIMII fan id_00 clips of ../shared/data (20 normal, 20 abnormal), each rotated in time by
 # 0, 1, ..., 8 s (cut at that offset and the two parts swapped: 40 x 9 = 360 distinct clips), taken in the order
 # offset by offset, so 15 clips are 15 fan clips as recorded and 90 are all 40 at offsets 0 and 1 and 10 at offset 2.
-# Each fit runs once under /usr/bin/time -v with SONOMALY_CORESET_LOG=1, which makes every PatchCore fit (the
-# calibration's one per fold and the final one) print its coreset selection time on stderr. Writes
+# Each fit runs once under /usr/bin/time -v with SONOMALY_CORESET_LOG=1, which makes every PatchCore fit print its
+# coreset selection time and every fitting stage (decoding and analysis; per member: fit, replacement rows,
+# held-out scoring) its wall time on stderr; the second table lists the stages. Writes
 # target/bench/fitscale.json (and the logs beside it) and prints a table.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,16 +75,25 @@ for run in runs:
     cores = [(int(m[0]), int(m[1]), int(m[2]), float(m[3])) for m in
              re.findall(r"coreset: (\d+) x \d+ patches, (\d+) candidates -> (\d+) rows in (\S+) s", text)]
     bank = json.load(open(info))["memory_bank"]
+    stages = {m[0]: float(m[1]) for m in re.findall(r"stage: (.+?) in (\S+) s", text)}
     rows.append({"clips": int(n), "audio_s": 10 * int(n), "seconds": seconds, "cpu_seconds": user + system,
                  "peak_rss_kib": rss_kib, "coresets": len(cores), "coreset_seconds": sum(c[3] for c in cores),
                  "final_patches": cores[-1][0] if cores else None, "final_candidates": cores[-1][1] if cores else None,
-                 "memory_bank": bank})
+                 "memory_bank": bank, "stages": stages})
 json.dump({"tag": tag, "args": args, "runs": rows}, open(out, "w"), indent=1)
 print("| clips (audio) | fit s | CPU s | coreset s (selections) | rest s | peak RSS MiB | patches (final fit) | candidates | bank |")
 for r in rows:
     print(f"| {r['clips']} ({r['audio_s'] / 60:.1f} min) | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['coreset_seconds']:.1f} ({r['coresets']}) | "
           f"{r['seconds'] - r['coreset_seconds']:.1f} | {r['peak_rss_kib'] / 1024:.0f} | {r['final_patches']} | "
           f"{r['final_candidates']} | {r['memory_bank']} |")
+names = list(dict.fromkeys(k for r in rows for k in r["stages"]))
+if names:
+    print()
+    print("| clips | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for r in rows:
+        print(f"| {r['clips']} | " + " | ".join(f"{r['stages'].get(k, float('nan')):.1f}" for k in names) + " |")
+    print()
 a = {r["clips"]: r["seconds"] for r in rows}
 print(f"360 / 90 clips: {a[360] / a[90]:.2f} (linear: 4)")
 print("wrote", out)

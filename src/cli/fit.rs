@@ -25,6 +25,10 @@ pub(super) fn fit(a: FitArgs) -> Result<i32> {
     let (model, config) = a.patch.model_and_config()?;
     let start = Instant::now();
     let (clips, mut failed) = analyse_files(&files, select, &model);
+    // Diagnostics for benches/fit_scaling.sh, beside the fitting stages' lines.
+    if std::env::var_os("SONOMALY_CORESET_LOG").is_some() {
+        eprintln!("stage: decoding and analysis in {:.3} s", start.elapsed().as_secs_f64());
+    }
     let mut fitter = Fitter::new(&model, config)?;
     for (f, c) in clips {
         if let Err(e) = fitter.add_analysed(c) {

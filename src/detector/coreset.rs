@@ -217,29 +217,32 @@ fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
     acc
 }
 
-/// Rows per parallel task of [`update_min_dist`]: about 256 KB of columns, a multiple of the row block.
+/// Rows per parallel task of [`update_min_dist`]: about 256 KB of columns, a multiple of every row block.
 fn task_rows(dims: usize) -> usize {
-    ((65536 / dims.max(1)).clamp(64, 4096) / ROW_BLOCK) * ROW_BLOCK
+    ((65536 / dims.max(1)).clamp(64, 4096) / WIDE_ROW_BLOCK) * WIDE_ROW_BLOCK
 }
 
+/// Rows per register block: one AVX2 register (two SSE2 ones, two simd128 ones).
 const ROW_BLOCK: usize = 8;
+/// Rows per register block with AVX-512: one register.
+const WIDE_ROW_BLOCK: usize = 16;
 const CENTRE_BLOCK: usize = 4;
 
-/// Squared distances of the 8 rows from `row0` of `columns` `[dims, n]` to 4 centres given dimension-major
+/// Squared distances of the `RB` rows from `row0` of `columns` `[dims, n]` to 4 centres given dimension-major
 /// (`centres[k] = [c0[k], c1[k], c2[k], c3[k]]`), summed over the dimensions in order with a separate multiply
-/// and add (as [`distance_to`]); the 32 sums stay in registers.
+/// and add (as [`distance_to`]); the `4 x RB` sums stay in registers. Each sum is the same whatever `RB`.
 #[inline(always)]
-fn block_distances(
+fn block_distances<const RB: usize>(
     columns: &[f32],
     n: usize,
     row0: usize,
     centres: &[[f32; CENTRE_BLOCK]],
-) -> [[f32; ROW_BLOCK]; CENTRE_BLOCK] {
-    let mut acc = [[0.0f32; ROW_BLOCK]; CENTRE_BLOCK];
+) -> [[f32; RB]; CENTRE_BLOCK] {
+    let mut acc = [[0.0f32; RB]; CENTRE_BLOCK];
     for (k, c) in centres.iter().enumerate() {
-        let x: &[f32; ROW_BLOCK] = columns[k * n + row0..k * n + row0 + ROW_BLOCK].try_into().expect("a row block");
+        let x: &[f32; RB] = columns[k * n + row0..k * n + row0 + RB].try_into().expect("a row block");
         for j in 0..CENTRE_BLOCK {
-            for r in 0..ROW_BLOCK {
+            for r in 0..RB {
                 let d = x[r] - c[j];
                 acc[j][r] += d * d;
             }
@@ -248,10 +251,10 @@ fn block_distances(
     acc
 }
 
-/// One task of [`update_min_dist`]: rows `start..start + md.len()`, centres in groups of 4 (dimension-major, see
-/// [`block_distances`]) and the rest row-major.
+/// One task of [`update_min_dist`]: rows `start..start + md.len()` in blocks of `RB`, centres in groups of 4
+/// (dimension-major, see [`block_distances`]) and the rest row-major.
 #[inline(always)]
-fn update_rows(
+fn update_rows<const RB: usize>(
     md: &mut [f32],
     start: usize,
     columns: &[f32],
@@ -260,13 +263,13 @@ fn update_rows(
     groups: &[Vec<[f32; CENTRE_BLOCK]>],
     rest: &[f32],
 ) {
-    let full = md.len() / ROW_BLOCK * ROW_BLOCK;
-    for rb in (0..full).step_by(ROW_BLOCK) {
-        let out: &mut [f32; ROW_BLOCK] = (&mut md[rb..rb + ROW_BLOCK]).try_into().expect("a row block");
+    let full = md.len() / RB * RB;
+    for rb in (0..full).step_by(RB) {
+        let out: &mut [f32; RB] = (&mut md[rb..rb + RB]).try_into().expect("a row block");
         for g in groups {
-            let acc = block_distances(columns, n, start + rb, g);
+            let acc = block_distances::<RB>(columns, n, start + rb, g);
             for a in &acc {
-                for r in 0..ROW_BLOCK {
+                for r in 0..RB {
                     if a[r] < out[r] {
                         out[r] = a[r];
                     }
@@ -314,7 +317,25 @@ unsafe fn update_rows_avx2(
     groups: &[Vec<[f32; CENTRE_BLOCK]>],
     rest: &[f32],
 ) {
-    update_rows(md, start, columns, n, dims, groups, rest)
+    update_rows::<ROW_BLOCK>(md, start, columns, n, dims, groups, rest)
+}
+
+/// [`update_rows`] compiled for AVX-512 (16 lanes; no FMA, so the sums are the same).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn update_rows_avx512(
+    md: &mut [f32],
+    start: usize,
+    columns: &[f32],
+    n: usize,
+    dims: usize,
+    groups: &[Vec<[f32; CENTRE_BLOCK]>],
+    rest: &[f32],
+) {
+    update_rows::<WIDE_ROW_BLOCK>(md, start, columns, n, dims, groups, rest)
 }
 
 /// `min_dist[i] = min(min_dist[i], |row i - c|^2)` for every centre `c` of `centres` `[m, dims]` and every row of
@@ -330,16 +351,24 @@ fn update_min_dist(min_dist: &mut [f32], columns: &[f32], n: usize, dims: usize,
     let rest = &centres[grouped * dims..];
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
     let chunk = task_rows(dims);
     for_each_chunk(min_dist, chunk, |ci, md| {
         let start = ci * chunk;
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: AVX-512F was detected at run time.
+            unsafe { update_rows_avx512(md, start, columns, n, dims, &groups, rest) };
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: AVX2 was detected at run time.
             unsafe { update_rows_avx2(md, start, columns, n, dims, &groups, rest) };
             return;
         }
-        update_rows(md, start, columns, n, dims, &groups, rest);
+        update_rows::<ROW_BLOCK>(md, start, columns, n, dims, &groups, rest);
     });
 }
 

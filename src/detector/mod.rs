@@ -292,6 +292,21 @@ impl Detector {
             let max = patch[owned].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             return Ok(WindowScore { patch, clip: max, max_owned: max });
         }
+        if let Detector::Patchcore(pc) = self {
+            // One nearest-neighbour search for the whole grid; the owned patches' clip score reuses its results.
+            let nn = pc.nearest(&grid.data)?;
+            if owned.is_empty() {
+                return Ok(WindowScore { patch: nn.distance, clip: f32::NEG_INFINITY, max_owned: f32::NEG_INFINITY });
+            }
+            let own = patchcore::Nearest {
+                distance: nn.distance[owned.clone()].to_vec(),
+                index: nn.index[owned.clone()].to_vec(),
+            };
+            let d = grid.dims;
+            let clip = pc.clip_score(&grid.data[owned.start * d..owned.end * d], &own);
+            let max_owned = own.distance.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            return Ok(WindowScore { patch: nn.distance, clip, max_owned });
+        }
         let all = self.score(&grid.data)?;
         if owned.is_empty() {
             return Ok(WindowScore { patch: all.patch, clip: f32::NEG_INFINITY, max_owned: f32::NEG_INFINITY });

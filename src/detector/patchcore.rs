@@ -5,8 +5,9 @@
 //! [`PatchCoreConfig::max_bank_rows`] rows of it: beyond that the greedy runs on a seeded random subset of the
 //! patches (see [`super::coreset`]), so the cost of fitting grows linearly with the normal audio. Scoring finds
 //! each query patch's nearest memory-bank patch; distances are ranked with the expansion
-//! `|x|^2 - 2 x.y + |y|^2` as matrix products in chunks (bounded memory), and the winner's distance is then
-//! recomputed exactly. The clip score is the largest patch distance re-weighted by the paper's eq. 7 with
+//! `|x|^2 - 2 x.y + |y|^2`, as matrix products in chunks (bounded memory) or, on x86-64 with AVX-512 (up to
+//! [`FUSED_MAX_DIMS_AVX512`] dimensions) or AVX2 and FMA (up to [`FUSED_MAX_DIMS`]), by a kernel that keeps the
+//! dot products in registers, and the winner's distance is then recomputed exactly. The clip score is the largest patch distance re-weighted by the paper's eq. 7 with
 //! `k = 9` support neighbours (anomalib `compute_anomaly_score`).
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,12 @@ pub struct PatchCore {
     /// Source of each memory-bank row `[n]` (see [`source_id`]), or empty when unknown (banks written before
     /// sources were kept). Lets a normal clip be scored against the rows that did not come from it.
     sources: Vec<u64>,
+    /// For banks of at most [`FUSED_MAX_DIMS`] dimensions: the memory bank in blocks of [`FUSED_ROWS`] rows, each
+    /// block column-major (`[blocks, dims, FUSED_ROWS]`, the last block padded with zero rows), for
+    /// [`nearest_fused`]; else empty.
+    blocks: Vec<f32>,
+    /// Squared norms padded to whole blocks with `+inf` (padding rows never win), or empty.
+    block_norms: Vec<f32>,
 }
 
 /// Source id of the patches of part `part` (0 for a whole clip, at most 255) of the clip with fingerprint
@@ -185,6 +192,337 @@ unsafe fn scan_avx2(qn: f32, g: &[f32], norms: &[f32], base: u32, best: &mut (f3
     scan(qn, g, norms, base, best)
 }
 
+/// Most distinct row sources x distinct query sources for which [`source_classes`] checks `same` pairwise.
+const MAX_CLASS_CHECKS: usize = 1 << 22;
+
+/// Classes of the sources under `same(row source, query source)`, when it sorts them into classes: a class id per
+/// row `[rows]` (`>= 0`) and per query `[queries]` (the id of the rows it excludes, or `-2`: none), such that
+/// `same(rows[j], queries[r])` exactly when the two ids are equal. Checked on every pair of distinct values;
+/// `None` when `same` is not of that form (or there are too many distinct sources to check): the caller then
+/// calls `same` per pair.
+fn source_classes(rows: &[u64], queries: &[u64], same: &dyn Fn(u64, u64) -> bool) -> Option<(Vec<i32>, Vec<i32>)> {
+    let mut distinct_rows = rows.to_vec();
+    distinct_rows.sort_unstable();
+    distinct_rows.dedup();
+    let mut distinct_queries = queries.to_vec();
+    distinct_queries.sort_unstable();
+    distinct_queries.dedup();
+    if distinct_rows.len().saturating_mul(distinct_queries.len()) > MAX_CLASS_CHECKS || distinct_rows.len() > 1 << 30 {
+        return None;
+    }
+    // Per distinct query value, the distinct rows it excludes; they must be a whole class, the same for every
+    // query that excludes any of them.
+    let mut class_of_row = vec![-1i32; distinct_rows.len()];
+    let mut class_of_query = vec![-2i32; distinct_queries.len()];
+    let mut next = 0i32;
+    for (qi, &qv) in distinct_queries.iter().enumerate() {
+        let hit: Vec<usize> = (0..distinct_rows.len()).filter(|&j| same(distinct_rows[j], qv)).collect();
+        let Some(&first) = hit.first() else { continue };
+        let c = class_of_row[first];
+        if c < 0 {
+            if hit.iter().any(|&j| class_of_row[j] >= 0) {
+                return None;
+            }
+            hit.iter().for_each(|&j| class_of_row[j] = next);
+            class_of_query[qi] = next;
+            next += 1;
+        } else {
+            let members = class_of_row.iter().filter(|&&k| k == c).count();
+            if members != hit.len() || hit.iter().any(|&j| class_of_row[j] != c) {
+                return None;
+            }
+            class_of_query[qi] = c;
+        }
+    }
+    // Rows no query excludes: a class of their own each, never equal to a query's.
+    for c in class_of_row.iter_mut().filter(|c| **c < 0) {
+        *c = next;
+        next += 1;
+    }
+    let row_ids = rows.iter().map(|v| class_of_row[distinct_rows.binary_search(v).unwrap_or(0)]).collect();
+    let query_ids = queries.iter().map(|v| class_of_query[distinct_queries.binary_search(v).unwrap_or(0)]).collect();
+    Some((row_ids, query_ids))
+}
+
+/// Largest patch dimension for which [`PatchCore::nearest`] ranks the rows with the fused AVX2/FMA kernel rather
+/// than matrix products: with few dimensions a matrix product is bound by writing out and re-reading its
+/// `queries x rows` result, which the fused kernel keeps in registers (BENCH.md, section 5).
+pub const FUSED_MAX_DIMS: usize = 32;
+
+/// Largest patch dimension for the fused AVX-512 kernel (twice the lanes of AVX2; above this the matrix products,
+/// which also block the queries, are faster: BENCH.md, section 5).
+pub const FUSED_MAX_DIMS_AVX512: usize = 128;
+
+/// Memory-bank blocks a fused kernel ranks per pass over a chunk of queries: about 128 KB of the bank, so that
+/// each query group reads it from the L2 cache.
+#[cfg(target_arch = "x86_64")]
+fn fused_pass_blocks(dims: usize) -> usize {
+    (32768 / (dims.max(1) * FUSED_ROWS)).max(1)
+}
+
+/// Rows per block of the fused kernels: two AVX2 registers of 8 lanes, one AVX-512 register.
+const FUSED_ROWS: usize = 16;
+
+/// The fused kernel this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86-64 has fused kernels
+enum FusedKernel {
+    None,
+    Avx2,
+    Avx512,
+}
+
+fn fused_kernel() -> FusedKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return FusedKernel::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return FusedKernel::Avx2;
+        }
+    }
+    FusedKernel::None
+}
+
+/// True when [`PatchCore::nearest`] ranks `dims`-dimensional patches with a fused kernel on this CPU.
+fn fused_for(dims: usize) -> bool {
+    match fused_kernel() {
+        FusedKernel::None => false,
+        FusedKernel::Avx2 => dims <= FUSED_MAX_DIMS,
+        FusedKernel::Avx512 => dims <= FUSED_MAX_DIMS_AVX512,
+    }
+}
+
+/// The memory bank `[n, dims]` with squared norms `[n]` as [`PatchCore::blocks`] and `block_norms` when the CPU
+/// runs a fused kernel for `dims` dimensions, else two empty vectors.
+fn fused_blocks(bank: &[f32], norms: &[f32], dims: usize) -> (Vec<f32>, Vec<f32>) {
+    if dims == 0 || norms.is_empty() || !fused_for(dims) {
+        return (Vec::new(), Vec::new());
+    }
+    block_layout(bank, norms, dims)
+}
+
+/// The blocks of [`fused_blocks`], whatever the CPU.
+fn block_layout(bank: &[f32], norms: &[f32], dims: usize) -> (Vec<f32>, Vec<f32>) {
+    let nb = norms.len().div_ceil(FUSED_ROWS);
+    let mut blocks = vec![0.0f32; nb * dims * FUSED_ROWS];
+    let mut block_norms = vec![f32::INFINITY; nb * FUSED_ROWS];
+    for (j, row) in bank.chunks_exact(dims).enumerate() {
+        let (b, l) = (j / FUSED_ROWS, j % FUSED_ROWS);
+        for (k, &v) in row.iter().enumerate() {
+            blocks[(b * dims + k) * FUSED_ROWS + l] = v;
+        }
+        block_norms[j] = norms[j];
+    }
+    (blocks, block_norms)
+}
+
+/// Nearest row of each query `qs` `[rows, dims]` (squared norms `qn` `[rows]`) among a memory bank in blocks of
+/// 16 rows (see [`fused_blocks`]), ranked by `d2 = (|q|^2 + |y|^2) - 2 q.y` with the dot products accumulated
+/// over the dimensions in order by fused multiply-adds, as the matrix-product path ranks them, but 6 queries x 16
+/// rows at a time in registers, without writing the products out. Each query's `(d2, row)` in `out` is replaced
+/// when a row is strictly nearer; of equal `d2`, the lowest row wins, as in [`scan`]. Padding rows have norm
+/// `+inf` and never win.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `blocks` must hold `dims x 16` values per 16 values of `block_norms`.
+#[allow(clippy::too_many_arguments)] // a hot kernel: its inputs as plain slices
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nearest_fused(
+    qs: &[f32],
+    qn: &[f32],
+    dims: usize,
+    blocks: &[f32],
+    block_norms: &[f32],
+    passes: std::ops::Range<usize>,
+    classes: Option<(&[i32], &[i32])>,
+    out: &mut [(f32, u32)],
+) {
+    use std::arch::x86_64::*;
+    const R: usize = FUSED_ROWS;
+    const Q: usize = 6;
+    let rows = out.len().min(qn.len()).min(qs.len() / dims.max(1));
+    let nb = block_norms.len() / R;
+    assert!(blocks.len() >= nb * dims * R, "nearest_fused: blocks shorter than their norms describe");
+    let passes = passes.start.min(nb)..passes.end.min(nb);
+    if let Some((row_class, query_class)) = classes {
+        assert!(row_class.len() >= nb * R && query_class.len() >= rows, "nearest_fused: classes too short");
+    }
+    let infinity = _mm256_set1_ps(f32::INFINITY);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let minus_two = _mm256_set1_ps(-2.0);
+    let mut best = [0.0f32; R];
+    let mut arg = [0u32; R];
+    let mut g0 = 0;
+    while g0 < rows {
+        let gq = (rows - g0).min(Q);
+        // The group's queries, padded by repeating its last one (whose results are dropped).
+        let mut qp = [qs.as_ptr(); Q];
+        let mut qnv = [_mm256_setzero_ps(); Q];
+        let mut qcv = [_mm256_setzero_si256(); Q];
+        for t in 0..Q {
+            let r = g0 + t.min(gq - 1);
+            qp[t] = qs.as_ptr().add(r * dims);
+            qnv[t] = _mm256_set1_ps(qn[r]);
+            if let Some((_, query_class)) = classes {
+                qcv[t] = _mm256_set1_epi32(query_class[r]);
+            }
+        }
+        let mut bv = [[_mm256_set1_ps(f32::INFINITY); 2]; Q];
+        let mut av = [[_mm256_set1_epi32(-1); 2]; Q];
+        for b in passes.clone() {
+            let blk = blocks.as_ptr().add(b * dims * R);
+            let mut acc = [[_mm256_setzero_ps(); 2]; Q];
+            for k in 0..dims {
+                let c0 = _mm256_loadu_ps(blk.add(k * R));
+                let c1 = _mm256_loadu_ps(blk.add(k * R + 8));
+                for t in 0..Q {
+                    let qv = _mm256_broadcast_ss(&*qp[t].add(k));
+                    acc[t][0] = _mm256_fmadd_ps(qv, c0, acc[t][0]);
+                    acc[t][1] = _mm256_fmadd_ps(qv, c1, acc[t][1]);
+                }
+            }
+            let n0 = _mm256_loadu_ps(block_norms.as_ptr().add(b * R));
+            let n1 = _mm256_loadu_ps(block_norms.as_ptr().add(b * R + 8));
+            let i0 = _mm256_add_epi32(lane, _mm256_set1_epi32((b * R) as i32));
+            let i1 = _mm256_add_epi32(i0, _mm256_set1_epi32(8));
+            let rc = classes.map(|(row_class, _)| {
+                let p = row_class.as_ptr().add(b * R) as *const __m256i;
+                (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
+            });
+            for t in 0..Q {
+                let mut d0 = _mm256_fmadd_ps(minus_two, acc[t][0], _mm256_add_ps(qnv[t], n0));
+                let mut d1 = _mm256_fmadd_ps(minus_two, acc[t][1], _mm256_add_ps(qnv[t], n1));
+                if let Some((rc0, rc1)) = rc {
+                    // Rows of the query's own class are excluded: +inf never wins.
+                    let e0 = _mm256_castsi256_ps(_mm256_cmpeq_epi32(rc0, qcv[t]));
+                    let e1 = _mm256_castsi256_ps(_mm256_cmpeq_epi32(rc1, qcv[t]));
+                    d0 = _mm256_blendv_ps(d0, infinity, e0);
+                    d1 = _mm256_blendv_ps(d1, infinity, e1);
+                }
+                let m0 = _mm256_cmp_ps(d0, bv[t][0], _CMP_LT_OQ);
+                let m1 = _mm256_cmp_ps(d1, bv[t][1], _CMP_LT_OQ);
+                bv[t][0] = _mm256_blendv_ps(bv[t][0], d0, m0);
+                bv[t][1] = _mm256_blendv_ps(bv[t][1], d1, m1);
+                av[t][0] = _mm256_castps_si256(_mm256_blendv_ps(
+                    _mm256_castsi256_ps(av[t][0]),
+                    _mm256_castsi256_ps(i0),
+                    m0,
+                ));
+                av[t][1] = _mm256_castps_si256(_mm256_blendv_ps(
+                    _mm256_castsi256_ps(av[t][1]),
+                    _mm256_castsi256_ps(i1),
+                    m1,
+                ));
+            }
+        }
+        // Each lane kept the first of its rows at its minimum; of the lanes' minima the smallest, of equal ones
+        // the lowest row.
+        for t in 0..gq {
+            _mm256_storeu_ps(best.as_mut_ptr(), bv[t][0]);
+            _mm256_storeu_ps(best.as_mut_ptr().add(8), bv[t][1]);
+            _mm256_storeu_si256(arg.as_mut_ptr() as *mut __m256i, av[t][0]);
+            _mm256_storeu_si256(arg.as_mut_ptr().add(8) as *mut __m256i, av[t][1]);
+            let o = &mut out[g0 + t];
+            for l in 0..R {
+                let (v, i) = (best[l], arg[l]);
+                if i != u32::MAX && (v < o.0 || (v == o.0 && i < o.1)) {
+                    *o = (v, i);
+                }
+            }
+        }
+        g0 += gq;
+    }
+}
+
+/// [`nearest_fused`] for AVX-512: 12 queries x 16 rows (one register) at a time, the same ranking and ties.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `blocks` must hold `dims x 16` values per 16 values of `block_norms`.
+#[allow(clippy::too_many_arguments)] // a hot kernel: its inputs as plain slices
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn nearest_fused_avx512(
+    qs: &[f32],
+    qn: &[f32],
+    dims: usize,
+    blocks: &[f32],
+    block_norms: &[f32],
+    passes: std::ops::Range<usize>,
+    classes: Option<(&[i32], &[i32])>,
+    out: &mut [(f32, u32)],
+) {
+    use std::arch::x86_64::*;
+    const R: usize = FUSED_ROWS;
+    const Q: usize = 12;
+    let rows = out.len().min(qn.len()).min(qs.len() / dims.max(1));
+    let nb = block_norms.len() / R;
+    assert!(blocks.len() >= nb * dims * R, "nearest_fused_avx512: blocks shorter than their norms describe");
+    let passes = passes.start.min(nb)..passes.end.min(nb);
+    if let Some((row_class, query_class)) = classes {
+        assert!(row_class.len() >= nb * R && query_class.len() >= rows, "nearest_fused_avx512: classes too short");
+    }
+    let infinity = _mm512_set1_ps(f32::INFINITY);
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let minus_two = _mm512_set1_ps(-2.0);
+    let mut best = [0.0f32; R];
+    let mut arg = [0u32; R];
+    let mut g0 = 0;
+    while g0 < rows {
+        let gq = (rows - g0).min(Q);
+        let mut qp = [qs.as_ptr(); Q];
+        let mut qnv = [_mm512_setzero_ps(); Q];
+        let mut qcv = [_mm512_setzero_si512(); Q];
+        for t in 0..Q {
+            let r = g0 + t.min(gq - 1);
+            qp[t] = qs.as_ptr().add(r * dims);
+            qnv[t] = _mm512_set1_ps(qn[r]);
+            if let Some((_, query_class)) = classes {
+                qcv[t] = _mm512_set1_epi32(query_class[r]);
+            }
+        }
+        let mut bv = [infinity; Q];
+        let mut av = [_mm512_set1_epi32(-1); Q];
+        for b in passes.clone() {
+            let blk = blocks.as_ptr().add(b * dims * R);
+            let mut acc = [_mm512_setzero_ps(); Q];
+            for k in 0..dims {
+                let c = _mm512_loadu_ps(blk.add(k * R));
+                for t in 0..Q {
+                    acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(*qp[t].add(k)), c, acc[t]);
+                }
+            }
+            let nrm = _mm512_loadu_ps(block_norms.as_ptr().add(b * R));
+            let idx = _mm512_add_epi32(lane, _mm512_set1_epi32((b * R) as i32));
+            let rc = classes.map(|(row_class, _)| _mm512_loadu_si512(row_class.as_ptr().add(b * R) as *const _));
+            for t in 0..Q {
+                let mut d = _mm512_fmadd_ps(minus_two, acc[t], _mm512_add_ps(qnv[t], nrm));
+                if let Some(rc) = rc {
+                    // Rows of the query's own class are excluded: +inf never wins.
+                    d = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(rc, qcv[t]), d, infinity);
+                }
+                let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(d, bv[t]);
+                bv[t] = _mm512_mask_blend_ps(m, bv[t], d);
+                av[t] = _mm512_mask_blend_epi32(m, av[t], idx);
+            }
+        }
+        for t in 0..gq {
+            _mm512_storeu_ps(best.as_mut_ptr(), bv[t]);
+            _mm512_storeu_si512(arg.as_mut_ptr() as *mut _, av[t]);
+            let o = &mut out[g0 + t];
+            for l in 0..R {
+                let (v, i) = (best[l], arg[l]);
+                if i != u32::MAX && (v < o.0 || (v == o.0 && i < o.1)) {
+                    *o = (v, i);
+                }
+            }
+        }
+        g0 += gq;
+    }
+}
+
 /// `c[m, n] = a[m, k] . b[n, k]^T` (both row-major).
 fn matmul_abt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
     crate::linalg::matmul(m, k, n, a, b, true, c);
@@ -247,7 +585,8 @@ impl PatchCore {
     /// A PatchCore from a stored memory bank `[n, dims]` (bank loading), sources unknown.
     pub fn from_memory_bank(memory_bank: Vec<f32>, dims: usize, config: PatchCoreConfig) -> Self {
         let norms = squared_norms(&memory_bank, dims);
-        PatchCore { config, dims, memory_bank, norms, sources: Vec::new() }
+        let (blocks, block_norms) = fused_blocks(&memory_bank, &norms, dims);
+        PatchCore { config, dims, memory_bank, norms, sources: Vec::new(), blocks, block_norms }
     }
 
     /// Sets the source id of every row (`[n]`, see [`source_id`]; empty: unknown).
@@ -287,9 +626,8 @@ impl PatchCore {
         for &j in &keep {
             memory_bank.extend_from_slice(&self.memory_bank[j * d..(j + 1) * d]);
         }
-        let norms = keep.iter().map(|&j| self.norms[j]).collect();
         let sources = keep.iter().map(|&j| self.sources[j]).collect();
-        Some(PatchCore { config: self.config.clone(), dims: d, memory_bank, norms, sources })
+        Some(PatchCore::from_memory_bank(memory_bank, d, self.config.clone()).with_sources(sources).ok()?)
     }
 
     /// Rows in the memory bank.
@@ -343,19 +681,56 @@ impl PatchCore {
         let mut pairs = vec![(f32::INFINITY, 0u32); q];
         #[cfg(target_arch = "x86_64")]
         let avx2 = std::arch::is_x86_feature_detected!("avx2");
+        // Exclusion by classes (an integer compare per pair) when `same` sorts the sources into classes, else by
+        // calling it per pair.
+        let classes = exclude.and_then(|(qsrc, same)| source_classes(&self.sources, qsrc, same));
+        #[cfg(target_arch = "x86_64")]
+        let row_class_blocks: Vec<i32> = match &classes {
+            Some((rc, _)) if !self.blocks.is_empty() => {
+                let mut v = vec![-1; self.block_norms.len()];
+                v[..rc.len()].copy_from_slice(rc);
+                v
+            }
+            _ => Vec::new(),
+        };
         const QC: usize = 256;
         const BC: usize = 4096;
         for_each_chunk(&mut pairs, QC, |ci, out| {
             let rows = out.len();
             let qs = &queries[ci * QC * d..(ci * QC + rows) * d];
             let qn = squared_norms(qs, d);
+            #[cfg(target_arch = "x86_64")]
+            if !self.blocks.is_empty() && (exclude.is_none() || !row_class_blocks.is_empty()) {
+                let cls = classes.as_ref().map(|(_, qc)| (row_class_blocks.as_slice(), &qc[ci * QC..ci * QC + rows]));
+                // SAFETY: the blocks exist only when the kernel's features were detected (`fused_blocks`), and
+                // were made from this bank; the row classes are padded to the blocks' rows.
+                let (nb, per) = (self.block_norms.len() / FUSED_ROWS, fused_pass_blocks(d));
+                let wide = fused_kernel() == FusedKernel::Avx512;
+                for b0 in (0..nb).step_by(per) {
+                    let pass = b0..(b0 + per).min(nb);
+                    let (blocks, norms) = (&self.blocks, &self.block_norms);
+                    match wide {
+                        true => unsafe { nearest_fused_avx512(qs, &qn, d, blocks, norms, pass, cls, out) },
+                        false => unsafe { nearest_fused(qs, &qn, d, blocks, norms, pass, cls, out) },
+                    }
+                }
+                self.exact_winners(qs, out);
+                return;
+            }
             let mut g = vec![0.0f32; rows * BC.min(n)];
             let mut b0 = 0;
             while b0 < n {
                 let bn = (n - b0).min(BC);
                 matmul_abt(qs, &self.memory_bank[b0 * d..(b0 + bn) * d], rows, bn, d, &mut g);
-                if let Some((qsrc, same)) = exclude {
-                    // Excluded rows: a dot product of -inf makes their distance +inf, so they never win.
+                // Excluded rows: a dot product of -inf makes their distance +inf, so they never win.
+                if let Some((rc, qc)) = &classes {
+                    for r in 0..rows {
+                        let c = qc[ci * QC + r];
+                        for (gv, &k) in g[r * bn..(r + 1) * bn].iter_mut().zip(&rc[b0..b0 + bn]) {
+                            *gv = if k == c { f32::NEG_INFINITY } else { *gv };
+                        }
+                    }
+                } else if let Some((qsrc, same)) = exclude {
                     for r in 0..rows {
                         let q = qsrc[ci * QC + r];
                         for (j, gv) in g[r * bn..(r + 1) * bn].iter_mut().enumerate() {
@@ -380,16 +755,23 @@ impl PatchCore {
                 }
                 b0 += bn;
             }
-            for (r, best) in out.iter_mut().enumerate() {
-                if best.0 == f32::INFINITY {
-                    *best = (f32::INFINITY, u32::MAX);
-                    continue;
-                }
-                let i = best.1 as usize;
-                best.0 = exact_distance(&qs[r * d..(r + 1) * d], &self.memory_bank[i * d..(i + 1) * d]);
-            }
+            self.exact_winners(qs, out);
         });
         Ok(Nearest { distance: pairs.iter().map(|p| p.0).collect(), index: pairs.iter().map(|p| p.1).collect() })
+    }
+
+    /// Replaces each ranked winner's squared distance by the exact Euclidean distance of query `r` (`qs`
+    /// `[rows, dims]`) to its row; a query without a winner gets `(inf, u32::MAX)`.
+    fn exact_winners(&self, qs: &[f32], out: &mut [(f32, u32)]) {
+        let d = self.dims;
+        for (r, best) in out.iter_mut().enumerate() {
+            if best.0 == f32::INFINITY {
+                *best = (f32::INFINITY, u32::MAX);
+                continue;
+            }
+            let i = best.1 as usize;
+            best.0 = exact_distance(&qs[r * d..(r + 1) * d], &self.memory_bank[i * d..(i + 1) * d]);
+        }
     }
 
     /// Clip score from the patches `[q, dims]` of one clip and their [`Nearest`]: the largest patch distance
@@ -584,6 +966,133 @@ mod tests {
             assert!((nn.distance[i] - bd).abs() < 1e-5, "query {i}");
             assert_eq!(nn.index[i] as usize, bj);
         }
+    }
+
+    /// Brute-force nearest row of each query among the rows `keep(row, query)` accepts: (exact distance, row),
+    /// the lowest row of equal distance; `(inf, u32::MAX)` when none is kept.
+    fn brute_force(bank: &[f32], q: &[f32], d: usize, keep: impl Fn(usize, usize) -> bool) -> Vec<(f32, u32)> {
+        (0..q.len() / d)
+            .map(|i| {
+                let mut best = (f32::INFINITY, u32::MAX);
+                for j in 0..bank.len() / d {
+                    let dd = exact_distance(&q[i * d..(i + 1) * d], &bank[j * d..(j + 1) * d]);
+                    if keep(j, i) && dd < best.0 {
+                        best = (dd, j as u32);
+                    }
+                }
+                best
+            })
+            .collect()
+    }
+
+    fn assert_matches(nn: &Nearest, want: &[(f32, u32)], what: &str) {
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(nn.index[i], w.1, "{what}: query {i}");
+            assert!(nn.distance[i] == w.0 || (nn.distance[i] - w.0).abs() < 1e-5, "{what}: query {i}");
+        }
+    }
+
+    #[test]
+    fn every_dimension_and_remainder_ranks_as_brute_force() {
+        // Dimensions on both sides of FUSED_MAX_DIMS; rows and queries not multiples of the kernel's blocks
+        // (16 rows, 6 queries); duplicated rows, of which the lowest must win.
+        for d in [1, 3, 10, 16, FUSED_MAX_DIMS, FUSED_MAX_DIMS + 1, 113] {
+            let mut bank = random(1013 * d, d as u64);
+            let dup: Vec<f32> = bank[5 * d..6 * d].to_vec();
+            bank.extend_from_slice(&dup);
+            let mut q = random(107 * d, 100 + d as u64);
+            q[..d].copy_from_slice(&dup);
+            let pc = PatchCore::from_memory_bank(bank.clone(), d, PatchCoreConfig::default());
+            let nn = pc.nearest(&q).unwrap();
+            assert_matches(&nn, &brute_force(&bank, &q, d, |_, _| true), &format!("{d} dims"));
+            assert_eq!(nn.index[0], 5, "{d} dims: of two equal rows the first wins");
+            assert_eq!(nn.distance[0], 0.0);
+        }
+    }
+
+    /// Both fused kernels, wherever the CPU runs them (the search uses only the widest), rank as brute force, in one
+    /// pass over the blocks or in two.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn each_fused_kernel_ranks_as_brute_force() {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        for d in [1, 10, 32, 113] {
+            let bank = random(517 * d, 30 + d as u64);
+            let q = random(29 * d, 40 + d as u64);
+            let norms = squared_norms(&bank, d);
+            let qn = squared_norms(&q, d);
+            let (blocks, block_norms) = block_layout(&bank, &norms, d);
+            let row_class: Vec<i32> = (0..block_norms.len()).map(|j| (j % 5) as i32).collect();
+            let query_class: Vec<i32> = (0..29).map(|i| (i % 7) as i32 - 1).collect();
+            let pc = PatchCore::from_memory_bank(bank.clone(), d, PatchCoreConfig::default());
+            for classes in [None, Some((row_class.as_slice(), query_class.as_slice()))] {
+                let keep = |j: usize, i: usize| classes.is_none() || row_class[j] != query_class[i];
+                let want = brute_force(&bank, &q, d, keep);
+                let mut runs = Vec::new();
+                if avx2 {
+                    let mut out = vec![(f32::INFINITY, 0u32); 29];
+                    // SAFETY: AVX2 and FMA were detected; the blocks and classes cover the bank.
+                    unsafe { nearest_fused(&q, &qn, d, &blocks, &block_norms, 0..3, classes, &mut out) };
+                    unsafe { nearest_fused(&q, &qn, d, &blocks, &block_norms, 3..usize::MAX, classes, &mut out) };
+                    runs.push(("AVX2", out));
+                }
+                if avx512 {
+                    let mut out = vec![(f32::INFINITY, 0u32); 29];
+                    // SAFETY: AVX-512F was detected; the blocks and classes cover the bank.
+                    unsafe { nearest_fused_avx512(&q, &qn, d, &blocks, &block_norms, 0..usize::MAX, classes, &mut out) };
+                    runs.push(("AVX-512", out));
+                }
+                for (what, mut out) in runs {
+                    pc.exact_winners(&q, &mut out);
+                    let nn = Nearest { distance: out.iter().map(|p| p.0).collect(), index: out.iter().map(|p| p.1).collect() };
+                    assert_matches(&nn, &want, &format!("{what}, {d} dims, classes {}", classes.is_some()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn excluding_by_source_ranks_as_brute_force() {
+        for d in [10, 40] {
+            let n = 800;
+            let bank = random(n * d, 7);
+            let sources: Vec<u64> = (0..n).map(|j| source_id((j as u64 % 9) << 8, j % 3)).collect();
+            let pc = PatchCore::from_memory_bank(bank.clone(), d, PatchCoreConfig::default())
+                .with_sources(sources.clone())
+                .unwrap();
+            let q = random(50 * d, 8);
+            let qsrc: Vec<u64> = (0..50).map(|i| source_id(((i as u64 * 5) % 11) << 8, i % 2)).collect();
+            let equal = |a: u64, b: u64| a == b;
+            let less = |a: u64, b: u64| a < b;
+            let cases: [(&str, &(dyn Fn(u64, u64) -> bool + Sync)); 3] =
+                [("same source", &equal), ("same clip", &same_clip), ("not classes", &less)];
+            for (what, same) in cases {
+                let nn = pc.nearest_excluding(&q, &qsrc, same).unwrap();
+                let want = brute_force(&bank, &q, d, |j, i| !same(sources[j], qsrc[i]));
+                assert_matches(&nn, &want, &format!("{what}, {d} dims"));
+            }
+            // Every row excluded: no winner.
+            let all = |_: u64, _: u64| true;
+            let nn = pc.nearest_excluding(&q, &qsrc, &all).unwrap();
+            assert!(nn.index.iter().all(|&i| i == u32::MAX) && nn.distance.iter().all(|v| v.is_infinite()));
+        }
+    }
+
+    #[test]
+    fn source_classes_only_for_relations_that_sort_into_classes() {
+        let rows = [1u64, 2, 2, 3, 9];
+        let (rc, qc) = source_classes(&rows, &[2, 3, 4], &|a, b| a == b).unwrap();
+        assert_eq!(rc[1], rc[2]);
+        assert_eq!(qc[0], rc[1]);
+        assert_eq!(qc[1], rc[3]);
+        assert_eq!(qc[2], -2, "a query no row matches excludes nothing");
+        assert!(rc.iter().all(|&c| c >= 0));
+        // Odd and even: two classes of rows.
+        let (rc, qc) = source_classes(&rows, &[5, 6], &|a, b| a % 2 == b % 2).unwrap();
+        assert_eq!((rc[0], rc[3], rc[4]), (qc[0], qc[0], qc[0]));
+        assert_eq!((rc[1], rc[2]), (qc[1], qc[1]));
+        assert!(source_classes(&rows, &[2, 3], &|a, b| a < b).is_none(), "overlapping sets are not classes");
     }
 
     #[test]

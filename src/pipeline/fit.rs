@@ -6,7 +6,8 @@ use crate::anomaly_map::temporal_curve;
 use crate::backbone::BackboneSpec;
 use crate::bank::{BandLevels, Bank, BankMeta, MemberMeta};
 use crate::detector::patchcore::{same_clip, source_id};
-use crate::detector::{Detector, DetectorConfig, FitData, FitInput, HeldOutRule};
+use crate::detector::coreset::for_each_chunk;
+use crate::detector::{Detector, DetectorConfig, FitData, FitInput, HeldOutRule, LeaveRowsOut};
 use crate::embedding::EmbeddingConfig;
 use crate::error::{Error, Result};
 use crate::threshold::{gamma_threshold, Norm, NormalStats, ThresholdRule};
@@ -442,6 +443,49 @@ impl Fitter {
         Ok(HeldOut { score, peak })
     }
 
+    /// Member `i`'s raw held-out results of every unit of `units`, in order: each unit scored by `det` without the
+    /// rows it gave (with their replacements) when `leave` is given, else by `det` as it is. Units are scored in
+    /// parallel on native targets, in batches of two per thread; `done` is called once per unit, in order, after
+    /// its batch (an error from it, such as [`Error::Cancelled`], stops the loop). Each unit's result does not depend
+    /// on the batching or the threads.
+    #[allow(clippy::too_many_arguments)]
+    fn held_out_units(
+        &self,
+        model: &Model,
+        i: usize,
+        det: &Detector,
+        leave: Option<&LeaveRowsOut<'_>>,
+        units: &[Unit],
+        same: &(dyn Fn(u64, u64) -> bool + Sync),
+        done: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<HeldOut>> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let batch = 2 * rayon::current_num_threads();
+        #[cfg(target_arch = "wasm32")]
+        let batch = 1;
+        let mut held = Vec::with_capacity(units.len());
+        for part in units.chunks(batch) {
+            let mut out: Vec<Result<HeldOut>> = (0..part.len()).map(|_| Ok(HeldOut::default())).collect();
+            for_each_chunk(&mut out, 1, |k, slot| {
+                let u = &part[k];
+                slot[0] = match leave {
+                    Some(l) => match l.without(u.source, same) {
+                        Some(loo) => self.held_out(model, &loo, i, u),
+                        None => Err(Error::invalid(
+                            "every memory-bank row came from this one clip: add the other normal clips",
+                        )),
+                    },
+                    None => self.held_out(model, det, i, u),
+                };
+            });
+            for r in out {
+                held.push(r?);
+                done()?;
+            }
+        }
+        Ok(held)
+    }
+
     /// Calibration units: whole clips, or contiguous parts of a single clip.
     fn units(&self, model: &Model) -> Result<Vec<Unit>> {
         if self.clips.len() >= 2 {
@@ -558,22 +602,21 @@ impl Fitter {
         let mut detectors = Vec::with_capacity(n_members);
         for i in 0..n_members {
             if det_cfgs[i].held_out_rule() == HeldOutRule::LeaveRowsOut {
+                let t = StageLog::start();
                 let det = self.fit_member(&det_cfgs[i], i, dims[i], &all)?;
+                t.done(i, "fit");
                 step("fitting")?;
                 let same = |a: u64, b: u64| a == b;
+                let t = StageLog::start();
                 let (pool, sources) = self.owned_with_sources(i, dims[i], &all);
-                match det.leave_out(pool, sources, &same)? {
-                    Some(leave) => {
-                        for (k, u) in units.iter().enumerate() {
-                            let loo = leave.without(u.source, &same).ok_or_else(|| {
-                                Error::invalid("internal: a calibration unit made the whole memory bank")
-                            })?;
-                            held[i][k] = self.held_out(model, &loo, i, u)?;
-                            step("calibrating")?;
-                        }
-                    }
-                    None => return Err(Error::invalid("internal: a detector that leaves rows out kept no sources")),
-                }
+                let Some(leave) = det.leave_out(pool, sources, &same)? else {
+                    return Err(Error::invalid("internal: a detector that leaves rows out kept no sources"));
+                };
+                t.done(i, "replacement rows");
+                let t = StageLog::start();
+                held[i] = self.held_out_units(model, i, &det, Some(&leave), &units, &same, &mut || step("calibrating"))?;
+                t.done(i, "held-out scoring");
+                drop(leave);
                 detectors.push(det);
                 continue;
             }
@@ -668,19 +711,17 @@ impl Fitter {
             } else {
                 None
             };
-            for (k, u) in all.iter().enumerate() {
-                held[k][i] = match &leave {
-                    Some(l) => {
-                        let loo = l.without(u.source, &same_clip).ok_or_else(|| {
-                            Error::invalid("every memory-bank row came from this one clip: add the other normal clips")
-                        })?;
-                        self.held_out(model, &loo, i, u)?
-                    }
-                    None => self.held_out(model, det, i, u)?,
-                };
-                if !progress(Progress { stage: "calibrating", done: i * all.len() + k + 1, total }) {
-                    return Err(Error::Cancelled);
+            let mut done = i * all.len();
+            let scores = self.held_out_units(model, i, det, leave.as_ref(), &all, &same_clip, &mut || {
+                done += 1;
+                if progress(Progress { stage: "calibrating", done, total }) {
+                    Ok(())
+                } else {
+                    Err(Error::Cancelled)
                 }
+            })?;
+            for (k, h) in scores.into_iter().enumerate() {
+                held[k][i] = h;
             }
         }
         Ok(held)
@@ -844,4 +885,26 @@ pub fn calibrate(bank: &Bank, held: &[Vec<HeldOut>]) -> Result<Bank> {
     meta.segment_threshold = segment_z;
     meta.created = String::new();
     Bank::new(meta, bank.detectors.clone())
+}
+
+/// Wall time of one fitting stage, printed on stderr when `SONOMALY_CORESET_LOG` is set (`benches/fit_scaling.sh`
+/// reads it); nothing on wasm.
+struct StageLog(#[cfg(not(target_arch = "wasm32"))] std::time::Instant);
+
+impl StageLog {
+    fn start() -> Self {
+        StageLog(
+            #[cfg(not(target_arch = "wasm32"))]
+            std::time::Instant::now(),
+        )
+    }
+
+    fn done(&self, member: usize, stage: &str) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if std::env::var_os("SONOMALY_CORESET_LOG").is_some() {
+            eprintln!("stage: member {member} {stage} in {:.3} s", self.0.elapsed().as_secs_f64());
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = (member, stage);
+    }
 }
