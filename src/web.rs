@@ -494,7 +494,11 @@ impl Engine {
         let bank = self.bank()?;
         let members = bank.detectors.len();
         let total: usize = lengths.iter().map(|&l| l as usize).sum();
-        if members == 0 || lengths.len() % members != 0 || scores.len() != 2 * lengths.len() || total != rows.len() {
+        if members == 0
+            || !lengths.len().is_multiple_of(members)
+            || scores.len() != 2 * lengths.len()
+            || total != rows.len()
+        {
             return Err(JsError::new(&format!(
                 "invalid input: the parts do not add up: {} lengths for {members} members, {} scores, {} of {} rows \
                  values",
@@ -698,7 +702,7 @@ impl BackboneRunner {
     #[wasm_bindgen(js_name = runBatch)]
     pub fn run_batch(&self, inputs: &[f32]) -> Result<Float32Array, JsError> {
         let size = self.backbone.spec().window_frames * self.backbone.spec().front_end_config().n_mels;
-        if inputs.is_empty() || inputs.len() % size != 0 {
+        if inputs.is_empty() || !inputs.len().is_multiple_of(size) {
             return Err(JsError::new(&format!(
                 "runBatch needs a whole number of inputs of {size} values, got {} values",
                 inputs.len()
