@@ -1,6 +1,7 @@
 // Measurement cases inside the browser for `run.mjs` (which serves this page and calls `window.bench.*`): the
 // CNN14 backbone in sonomaly's wasm (whole clip, pipeline windows, windows over Web Workers) and in
-// onnxruntime-web (wasm execution provider), and sonomaly's whole pipeline (`Engine.scoreClip`).
+// onnxruntime-web (wasm execution provider), sonomaly's whole pipeline (`Engine.scoreClip`), and a fit
+// (`Engine.fitStart`, `fitAdd` per clip, `fitFinish`, as the page's worker runs them).
 //
 // `prepare(id, kind, args)` loads a case (model, runner or session; not timed), `time(id)` runs it once and
 // returns the milliseconds, `finish(id)` frees it and returns what its last run gave for the record (the
@@ -13,7 +14,7 @@ import { runBatches } from "./batches.js";
 
 const ROOT = new URL("../../", import.meta.url);
 
-await init();
+const wasm = await init();
 
 async function fetchBytes(path) {
   const res = await fetch(new URL(path, ROOT));
@@ -193,6 +194,40 @@ const KINDS = {
       dispose: () => engine.free(),
     };
   },
+};
+
+KINDS.fit = async ({ model, wavs }) => {
+  const [onnx, specBytes] = await Promise.all([`${model}/model.onnx`, `${model}/spec.json`].map(fetchBytes));
+  const clips = [];
+  for (const w of wavs) clips.push(readWav(await fetchBytes(w)));
+  const engine = new Engine(onnx, new TextDecoder().decode(specBytes));
+  const seconds = clips.reduce((a, c) => a + c.samples.length / c.sampleRate, 0);
+  return {
+    info: { clips: clips.length, seconds },
+    run: () => {
+      const t0 = performance.now();
+      engine.fitStart(null, null);
+      for (const c of clips) engine.fitAdd(c.samples, c.sampleRate);
+      const t1 = performance.now();
+      const info = engine.fitFinish();
+      return {
+        info,
+        analysisMs: t1 - t0,
+        finishMs: performance.now() - t1,
+        wasmMemoryBytes: wasm.memory.buffer.byteLength,
+        jsHeapBytes: performance.memory?.usedJSHeapSize ?? null,
+      };
+    },
+    summary: (last) => ({
+      memoryBank: last.info.memoryBank,
+      threshold: last.info.threshold,
+      analysisMs: last.analysisMs,
+      finishMs: last.finishMs,
+      wasmMemoryBytes: last.wasmMemoryBytes,
+      jsHeapBytes: last.jsHeapBytes,
+    }),
+    dispose: () => engine.free(),
+  };
 };
 
 const cases = new Map();

@@ -2,7 +2,7 @@
 // Browser half of the speed benchmark: sonomaly's wasm against onnxruntime-web in Debian's headless Chromium.
 //
 //   (cd benches/web && npm ci)                  once: onnxruntime-web and playwright-core
-//   node benches/web/run.mjs --out target/bench/browser.json [--reps N] [--quick] [--only pipeline]
+//   node benches/web/run.mjs --out target/bench/browser.json [--reps N] [--quick] [--only pipeline|fit]
 //
 // Needs dist/ (./build.sh build), target/bench/inputs.safetensors (`cargo bench --bench speed`) and
 // target/bench/cnn14-panns (benches/run.sh makes both). Serves dist/, models/, target/bench/ and benches/web/ at
@@ -24,6 +24,8 @@
 // - browser.page.*: the app (dist/index.html, isolated origin, fresh browser profile each time): from setting the
 //   file input to the painted heatmap once the page is ready, and from navigation to the demo button's heatmap.
 // - browser.wasm.size, browser.ortweb.size: the wasm modules loaded, bytes and gzip -9 bytes.
+// - browser.fit.* (only with --only fit): a fit of 15, 90 and 360 clips of benches/fit_scaling.sh's clips, one run
+//   each in a fresh tab, with the renderer's peak resident memory.
 //
 // Writes the records as JSON to --out and prints a table. A measurement that fails is recorded with its "error"
 // and the others still run; the exit code is then 1, as when something needed is missing (the message says what
@@ -90,8 +92,10 @@ function parseArgs(argv) {
     else if (a === "--quick") o.quick = true;
     else if (a === "--only") {
       o.only = argv[++i];
-      if (o.only !== "pipeline") fail(`--only: only 'pipeline' is known (the whole pipeline rows alone)`);
-    } else fail(`unknown argument '${a}' (known: --out FILE, --reps N, --quick, --only pipeline)`);
+      if (o.only !== "pipeline" && o.only !== "fit") {
+        fail(`--only: 'pipeline' (the whole pipeline rows alone) or 'fit' (the fit-scaling rows alone) is known`);
+      }
+    } else fail(`unknown argument '${a}' (known: --out FILE, --reps N, --quick, --only pipeline|fit)`);
   }
   if (!o.out) fail("--out FILE is required (e.g. --out target/bench/browser.json)");
   if (o.quick) o.reps = 3;
@@ -113,7 +117,10 @@ function checkPrerequisites(only) {
       "python3 models/convert_cnn14.py /tmp/ck.pth --variant panns --out target/bench/cnn14-panns (or benches/run.sh)"],
   ];
   const missing = need.filter(([p]) => !fs.existsSync(p))
-    .filter(([p]) => !(only === "pipeline" && (p.endsWith("cnn14-panns/model.onnx") || p.endsWith(INPUTS))));
+    .filter(([p]) => !(only && (p.endsWith("cnn14-panns/model.onnx") || p.endsWith(INPUTS))));
+  if (only === "fit" && !fs.existsSync(path.join(ROOT, FIT_CLIPS, "done"))) {
+    missing.push([path.join(ROOT, FIT_CLIPS), "benches/fit_scaling.sh (it writes the 360 clips)"]);
+  }
   if (missing.length) fail(`missing:\n${missing.map(([p, how]) => `  ${p.startsWith(ROOT) ? path.relative(ROOT, p) : p}: ${how}`).join("\n")}`);
 }
 
@@ -392,6 +399,70 @@ async function benchPipeline(browser, plain, reps) {
   await s.close();
 }
 
+// The clips of benches/fit_scaling.sh: 360 MIMII fan clips of 10 s rotated in time.
+const FIT_CLIPS = "target/bench/fit360";
+
+// Largest resident memory of Chromium's renderer processes (the bench tab's), KiB, sampled every 250 ms while
+// `fn` runs: {result, peakKib}.
+async function withPeakRenderer(fn) {
+  const { execFileSync } = await import("node:child_process");
+  let peak = 0;
+  const sample = () => {
+    try {
+      const out = execFileSync("ps", ["-eo", "rss=,args="], { encoding: "utf8" });
+      for (const line of out.split("\n")) {
+        if (!line.includes("--type=renderer")) continue;
+        peak = Math.max(peak, Number(line.trim().split(/\s+/)[0]) || 0);
+      }
+    } catch {
+      // ps missing or failed: no memory figure
+    }
+  };
+  const timer = setInterval(sample, 250);
+  try {
+    const result = await fn();
+    sample();
+    return { result, peakKib: peak };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+// The fit-scaling rows: Engine.fitStart / fitAdd / fitFinish on 15, 90 and 360 clips (2.5 min, 15 min, 1 hour)
+// of FIT_CLIPS on one thread, as the page's worker fits; one run each (no warm-up), each in a fresh tab, with the
+// renderer's peak resident memory and the wasm memory at the end.
+async function benchFit(browser, plain) {
+  const all = fs.readdirSync(path.join(ROOT, FIT_CLIPS)).filter((f) => f.endsWith(".wav")).sort();
+  for (const n of [15, 90, 360]) {
+    const record = { id: `browser.fit.default.${n}-clips`, group: "fit", impl: "sonomaly", model: "efficientat-mn04", threads: 1 };
+    await measure(record, async () => {
+      const s = await openBench(browser, plain);
+      try {
+        const wavs = all.slice(0, n).map((f) => `${FIT_CLIPS}/${f}`);
+        const info = await s.page.evaluate((a) => bench.prepare(a.id, "fit", a.args), {
+          id: record.id,
+          args: { model: "dist/models/efficientat-mn04", wavs },
+        });
+        const { result: ms, peakKib } = await withPeakRenderer(() => s.page.evaluate((id) => bench.time(id), record.id));
+        const sum = await s.page.evaluate((id) => bench.finish(id), record.id);
+        return {
+          times: [ms],
+          clips: info.clips,
+          audio_seconds: info.seconds,
+          analysis_ms: sum.analysisMs,
+          finish_ms: sum.finishMs,
+          memory_bank: sum.memoryBank,
+          wasm_memory_mib: sum.wasmMemoryBytes / 2 ** 20,
+          js_heap_mib: sum.jsHeapBytes == null ? null : sum.jsHeapBytes / 2 ** 20,
+          renderer_peak_rss_mib: peakKib / 1024,
+        };
+      } finally {
+        await s.close();
+      }
+    });
+  }
+}
+
 // A tab with the app page, once its status says "Ready" (throws if it says "Error").
 async function openApp(browser, origin) {
   const s = await open(browser, `${origin}/dist/index.html`);
@@ -511,6 +582,11 @@ function table(report) {
     else if (r.max_abs_diff_vs_sonomaly != null) note = `max |diff| ${r.max_abs_diff_vs_sonomaly.toExponential(2)}`;
     else if (r.windows) note = `${r.windows} windows`;
     else if (r.model_ready_ms) note = `model ready at ${r.model_ready_ms.toFixed(0)} ms`;
+    else if (r.group === "fit") {
+      note = `${r.clips} clips (${(r.audio_seconds / 60).toFixed(1)} min): analysis ${(r.analysis_ms / 1000).toFixed(1)} s, ` +
+        `finish ${(r.finish_ms / 1000).toFixed(1)} s, renderer peak ${r.renderer_peak_rss_mib.toFixed(0)} MiB, ` +
+        `wasm memory ${r.wasm_memory_mib.toFixed(0)} MiB, bank ${r.memory_bank}`;
+    }
     if (r.group === "size") {
       lines.push(`${r.id.padEnd(56)} ${(r.bytes / 1e6).toFixed(2).padStart(8)} MB, gzip -9 ${(r.gzip_bytes / 1e6).toFixed(2)} MB`);
       continue;
@@ -531,14 +607,16 @@ async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
   try {
     let envs = { plain: {}, isolated: {} };
-    if (opts.only !== "pipeline") {
+    if (opts.only === "fit") {
+      await benchFit(browser, plain.origin);
+    } else if (opts.only === "pipeline") {
+      await benchPipeline(browser, plain.origin, opts.reps);
+    } else {
       const b = await benchBackbones(browser, plain.origin, isolated.origin, opts.reps);
       envs = b.envs;
       await benchPipeline(browser, plain.origin, opts.reps);
       await benchApp(browser, isolated.origin, opts.quick ? 1 : 3);
       sizeRecords(b.ortWasm);
-    } else {
-      await benchPipeline(browser, plain.origin, opts.reps);
     }
     const report = {
       chromium: browser.version(),

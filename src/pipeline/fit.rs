@@ -448,7 +448,7 @@ impl Fitter {
     /// parallel on native targets, in batches of two per thread; `done` is called once per unit, in order, after
     /// its batch (an error from it, such as [`Error::Cancelled`], stops the loop). Each unit's result does not depend
     /// on the batching or the threads.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // private: the two calibration loops' inputs, each used once
     fn held_out_units(
         &self,
         model: &Model,
