@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build, serve and test the sonomaly web page.
+# Build, serve, test and check the sonomaly web page and crate.
 #
 #   ./build.sh [build]   compile the crate to wasm32 (+simd128), wasm-bindgen --target web, wasm-opt,
 #                        and assemble the static site in dist/
@@ -7,10 +7,14 @@
 #   ./build.sh serve --no-build   serve dist/ as it is
 #   ./build.sh test      native tests, the Python package's tests (pytest, Dask), wasm-bindgen-test in headless
 #                        Chromium, end-to-end page tests; prints a summary and fails if any step failed
+#   ./build.sh check     cargo fmt --check (rustfmt.toml; the crate, python/ and fuzz/), cargo clippy with warnings
+#                        denied natively (every target of both crates) and for wasm32 (the library and its browser
+#                        tests, +simd128, in target/wasm), cargo doc --no-deps with warnings denied (broken
+#                        intra-doc links) for both; prints a summary and fails if any step failed
 #
 # Needs cargo (rustup), python3 and npm; `build` installs the wasm32 target, the wasm-bindgen CLI at the version
-# in Cargo.lock and binaryen's wasm-opt (npm) when they are missing. `test` also needs chromium and chromedriver
-# (.ci/run installs everything on a fresh Debian machine).
+# in Cargo.lock and binaryen's wasm-opt (npm) when they are missing. `test` also needs chromium and chromedriver,
+# `check` rustup's clippy and rustfmt components (.ci/run installs everything on a fresh Debian machine).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -359,14 +363,43 @@ e2e_tests() {
     return $rc
 }
 
-cmd_test() {
-    step "native: cargo test --release (-- --include-ignored with ../shared/data)" native_tests
-    step "python: pip install ./python, pytest python/tests (Dask LocalCluster)" python_tests
-    step "site: ./build.sh build (wasm32 +simd128, wasm-bindgen, wasm-opt, dist/)" cmd_build
-    step "native reference for the browser test: sonomaly score on the demo clip" native_reference
-    step "wasm: wasm-bindgen-test in headless Chromium (cargo test --release --target $WASM_TARGET --test web --test web_decode)" wasm_tests
-    step "end-to-end: playwright-core + Chromium against dist/ (tests/e2e, node --test)" e2e_tests
+# ---- check ------------------------------------------------------------------------------------------------
 
+# Both crates of the workspace, then fuzz/ (its own workspace; its targets.rs is formatted with the crate, through
+# tests/fuzz_corpus.rs).
+fmt_check() {
+    cargo fmt --all --check
+    rustfmt --check --edition 2021 "$ROOT"/fuzz/fuzz_targets/*.rs
+}
+
+clippy_native() {
+    cargo clippy --workspace --all-targets -- -D warnings
+}
+
+# web.rs (the wasm-bindgen API) and the browser tests exist only for wasm32.
+clippy_wasm() {
+    cargo clippy --target "$WASM_TARGET" --target-dir "$WASM_TARGET_DIR" --lib --test web --test web_decode \
+        -- -D warnings
+}
+
+docs_check() {
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --target "$WASM_TARGET" --target-dir "$WASM_TARGET_DIR"
+}
+
+cmd_check() {
+    command -v cargo-clippy >/dev/null && command -v rustfmt >/dev/null \
+        || die "clippy or rustfmt is missing: rustup component add clippy rustfmt"
+    rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET" \
+        || die "the $WASM_TARGET target is missing: rustup target add $WASM_TARGET"
+    step "format: cargo fmt --all --check, rustfmt --check fuzz/fuzz_targets" fmt_check
+    step "lint native: cargo clippy --workspace --all-targets -- -D warnings" clippy_native
+    step "lint wasm: cargo clippy --target $WASM_TARGET --lib --test web --test web_decode -- -D warnings" clippy_wasm
+    step "docs: cargo doc --no-deps (native and $WASM_TARGET) with RUSTDOCFLAGS=-D warnings" docs_check
+    summary
+}
+
+summary() {
     say "summary"
     printf '%s\n' "${RESULTS[@]}"
     local total=${#RESULTS[@]}
@@ -374,10 +407,21 @@ cmd_test() {
     [ "$FAILED" -eq 0 ]
 }
 
+cmd_test() {
+    step "native: cargo test --release (-- --include-ignored with ../shared/data)" native_tests
+    step "python: pip install ./python, pytest python/tests (Dask LocalCluster)" python_tests
+    step "site: ./build.sh build (wasm32 +simd128, wasm-bindgen, wasm-opt, dist/)" cmd_build
+    step "native reference for the browser test: sonomaly score on the demo clip" native_reference
+    step "wasm: wasm-bindgen-test in headless Chromium (cargo test --release --target $WASM_TARGET --test web --test web_decode)" wasm_tests
+    step "end-to-end: playwright-core + Chromium against dist/ (tests/e2e, node --test)" e2e_tests
+    summary
+}
+
 case "${1:-build}" in
     build) cmd_build ;;
     serve) shift; cmd_serve "$@" ;;
     test) cmd_test ;;
-    -h|--help|help) sed -n '2,13p' "$0" ;;
-    *) die "unknown command '$1' (build | serve [--no-build] | test)" ;;
+    check) cmd_check ;;
+    -h|--help|help) sed -n '2,17p' "$0" ;;
+    *) die "unknown command '$1' (build | serve [--no-build] | test | check)" ;;
 esac

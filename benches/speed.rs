@@ -194,6 +194,7 @@ fn window_starts(t: usize, w: usize, hop: usize) -> Vec<usize> {
 }
 
 /// One backbone, `[frames, mel]` log-mel; `only`: the outputs to keep (`None`: all the spec lists).
+// The bench's two record sinks beside one case's model, log-mel and outputs.
 #[allow(clippy::too_many_arguments)]
 fn bench_backbone(
     o: &Options,
@@ -329,6 +330,8 @@ fn clusters(n: usize, d: usize, centres: usize, seed: u64) -> Vec<f32> {
     out
 }
 
+// The bench's three record sinks beside one case's name, bank, queries and dimension.
+#[allow(clippy::too_many_arguments)]
 fn bench_knn(
     o: &Options,
     records: &mut Vec<Value>,

@@ -6,8 +6,8 @@
 //!
 //! The command line and the web page read files through the same code: [`MonoStream`] decodes any seekable
 //! source (a file natively, a `Blob` read in slices in the page's worker, bytes in memory) one packet at a time,
-//! mixes or picks channels and resamples to the model's rate with bounded memory. [`decode`] and [`decode_file`]
-//! give the planar samples at the file's own rate.
+//! mixes or picks channels and resamples to the model's rate with bounded memory. [`decode`] and `decode_file`
+//! (native only) give the planar samples at the file's own rate.
 //!
 //! # Damaged input
 //!
@@ -753,7 +753,7 @@ impl PacketDecoder {
             for c in 0..ch {
                 let plane = &src.chan(c)[..n];
                 let limit = first_bad.map_or(n, |(i, _, _)| i);
-                if let Some(i) = plane[..limit].iter().position(|x| !(x.abs() <= MAX_RESAMPLE_ABS)) {
+                if let Some(i) = plane[..limit].iter().position(|x| x.is_nan() || x.abs() > MAX_RESAMPLE_ABS) {
                     first_bad = Some((i, c, plane[i]));
                 }
             }
@@ -1159,7 +1159,7 @@ impl StreamResampler {
         if self.inner.is_some() {
             // The FFT of a block holding NaN, an infinity or a value near the f32 limit fails inside rubato (a
             // panic): such input is refused first.
-            if let Some(i) = x.iter().position(|v| !(v.abs() <= MAX_RESAMPLE_ABS)) {
+            if let Some(i) = x.iter().position(|v| v.is_nan() || v.abs() > MAX_RESAMPLE_ABS) {
                 return Err(Error::audio(format!(
                     "sample {} is {:e}: not audio (a finite value within +-{MAX_RESAMPLE_ABS:e}); the resampler \
                      cannot take it",
@@ -1293,9 +1293,7 @@ impl MonoStream {
     /// fails here), ready to yield mono samples at `target` (Hz, or the file's own rate). Native only.
     ///
     /// # Errors
-    /// [`Error::Io`] naming the path if it cannot be opened; [`Error::Audio`] as for [`decode`];
-    /// [`Error::InvalidInput`] if `select` names a channel the file does not have (the message gives the
-    /// channel count) or a rate is out of range for [`resample`].
+    /// [`Error::Io`] naming the path if it cannot be opened; otherwise as [`MonoStream::from_source`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &Path, select: ChannelSelect, target: impl Into<TargetRate>) -> Result<MonoStream> {
         MonoStream::new(open_file(path)?, select, target.into())
@@ -1305,7 +1303,7 @@ impl MonoStream {
     /// (the first bytes tell the format).
     ///
     /// # Errors
-    /// As [`MonoStream::open`], with [`Error::Audio`] for empty bytes.
+    /// As [`MonoStream::from_source`] (empty bytes included).
     pub fn from_bytes(
         bytes: Vec<u8>,
         name: &str,
@@ -1322,7 +1320,9 @@ impl MonoStream {
     /// Opens any seekable source (the page's worker passes a `Blob` read in slices); `name` names it in messages.
     ///
     /// # Errors
-    /// As [`MonoStream::open`].
+    /// [`Error::Audio`] as for [`decode`], and for an empty source; [`Error::InvalidInput`] if `select` names a
+    /// channel the file does not have (the message gives the channel count) or a rate is out of range for
+    /// [`resample`].
     pub fn from_source(
         source: Box<dyn MediaSource>,
         name: &str,

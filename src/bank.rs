@@ -353,7 +353,7 @@ impl Bank {
         if self.is_z_scored() {
             self.meta.segment_threshold += threshold - self.meta.threshold;
         } else {
-            if !(threshold > 0.0) {
+            if threshold <= 0.0 {
                 return Err(Error::invalid(format!(
                     "this bank's scores are distances (0 or more): the threshold must be a positive number, got \
                      {threshold}"

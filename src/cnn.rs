@@ -78,7 +78,7 @@ fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
 
 /// True if the node has no `auto_pad` or `auto_pad = NOTSET` (explicit pads).
 fn explicit_pads(node: &NodeProto) -> bool {
-    attr(node, "auto_pad").map_or(true, |a| a.s.is_empty() || a.s == b"NOTSET")
+    attr(node, "auto_pad").is_none_or(|a| a.s.is_empty() || a.s == b"NOTSET")
 }
 
 fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
@@ -218,11 +218,11 @@ impl Cnn14Plan {
                 }
                 "Conv" => {
                     let w_shape = shapes.get(&n.input[1]).cloned().unwrap_or_default();
-                    let ok = ints(n, "kernel_shape").map_or(true, |k| k == [3, 3])
-                        && ints(n, "pads").map_or(false, |p| p == [1, 1, 1, 1])
-                        && ints(n, "strides").map_or(true, |s| s == [1, 1])
-                        && ints(n, "dilations").map_or(true, |d| d == [1, 1])
-                        && attr(n, "group").map_or(true, |g| g.i == 1)
+                    let ok = ints(n, "kernel_shape").is_none_or(|k| k == [3, 3])
+                        && ints(n, "pads").is_some_and(|p| p == [1, 1, 1, 1])
+                        && ints(n, "strides").is_none_or(|s| s == [1, 1])
+                        && ints(n, "dilations").is_none_or(|d| d == [1, 1])
+                        && attr(n, "group").is_none_or(|g| g.i == 1)
                         && explicit_pads(n)
                         && w_shape.len() == 4
                         && w_shape[2] == 3
@@ -292,9 +292,9 @@ impl Cnn14Plan {
                 "MaxPool" | "AveragePool" => {
                     let ok = ints(n, "kernel_shape") == Some(vec![2, 2])
                         && ints(n, "strides") == Some(vec![2, 2])
-                        && ints(n, "pads").map_or(true, |p| p.iter().all(|&v| v == 0))
-                        && attr(n, "ceil_mode").map_or(true, |c| c.i == 0)
-                        && ints(n, "dilations").map_or(true, |d| d == [1, 1])
+                        && ints(n, "pads").is_none_or(|p| p.iter().all(|&v| v == 0))
+                        && attr(n, "ceil_mode").is_none_or(|c| c.i == 0)
+                        && ints(n, "dilations").is_none_or(|d| d == [1, 1])
                         && explicit_pads(n)
                         && !transposed;
                     if !ok {
@@ -608,8 +608,7 @@ fn winograd_conv(x: &Stack, c_in: usize, c_out: usize, u: &[f32], bias: &[f32], 
             // Y = A^T M A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], then bias and ReLU; y[r][q] is output row 2 ty + r,
             // column 2 tx + q.
             let y = scratch(y, 4 * nt);
-            for o in 0..c_out {
-                let b = bias[o];
+            for (o, &b) in bias[..c_out].iter().enumerate() {
                 let mut k0 = 0;
                 while k0 < nt {
                     let n = LANES.min(nt - k0);

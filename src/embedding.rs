@@ -98,7 +98,7 @@ impl EmbeddingConfig {
                 return Err(Error::invalid(format!("embedding: layer '{l}' is listed twice")));
             }
         }
-        if self.neighbourhood == 0 || self.neighbourhood % 2 == 0 {
+        if self.neighbourhood == 0 || self.neighbourhood.is_multiple_of(2) {
             return Err(Error::invalid(format!(
                 "embedding: neighbourhood must be odd and > 0, got {}",
                 self.neighbourhood

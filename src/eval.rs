@@ -450,7 +450,7 @@ fn metrics_of(
         let bins = results[i].mel_bins;
         for (p, (&v, &l)) in results[i].map.iter().zip(m).enumerate() {
             pixels.push((v, l > 0, c));
-            if (p / bins) % 2 == 0 && (p % bins) % 2 == 0 {
+            if (p / bins).is_multiple_of(2) && (p % bins).is_multiple_of(2) {
                 sub.push((v, l > 0, c));
             }
         }

@@ -152,7 +152,7 @@ pub fn merge_banks(banks: &[Bank], spec: &BackboneSpec) -> Result<Bank> {
         members,
         fused_scores,
         fused_curve_peaks,
-        threshold_rule: first.meta.threshold_rule.clone(),
+        threshold_rule: first.meta.threshold_rule,
         threshold: clip_z,
         segment_threshold: segment_z,
         band_levels: pooled_band_levels(banks),

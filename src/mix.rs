@@ -322,7 +322,7 @@ pub fn write_csv(path: &Path, rows: &[MixRow], base: &str) -> Result<()> {
     for r in rows {
         s.push_str(&format!(
             "{},{},{},{},{},{},{},{}\n",
-            q(&r.path.strip_prefix(base).unwrap_or(&r.path).to_string()),
+            q(r.path.strip_prefix(base).unwrap_or(&r.path)),
             if r.anomaly { "anomaly" } else { "normal" },
             csv_field(r.onset_s),
             csv_field(r.offset_s),
@@ -347,7 +347,7 @@ pub fn make_set(
     cfg: &MixConfig,
     front: &LogMel,
 ) -> Result<MixSummary> {
-    if cfg.snrs_db.is_empty() || !(cfg.length_s > 0.0) || cfg.sample_rate == 0 {
+    if cfg.snrs_db.is_empty() || cfg.length_s.is_nan() || cfg.length_s <= 0.0 || cfg.sample_rate == 0 {
         return Err(Error::invalid("mix: need at least one SNR, a positive length and sample rate"));
     }
     let sr = cfg.sample_rate;

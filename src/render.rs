@@ -96,7 +96,7 @@ pub fn render(r: &ClipResult) -> RgbImage {
             let f = (px as usize * t / pw as usize).min(t - 1);
             let i = f * stride + mb;
             let g = if r.logmel.is_empty() { 0.0 } else { (r.logmel[i] - lo) / lspan };
-            let grey = (g * 255.0) as f32;
+            let grey = g * 255.0;
             let v = if r.map.is_empty() { -1.0 } else { heat(r.map[i]) };
             let c = magma(v.clamp(0.0, 1.0));
             let a = if v < 0.0 { 0.0 } else { 0.35 + 0.55 * v.min(1.0) };

@@ -337,7 +337,7 @@ impl LogMelConfig {
                 }
             }
         }
-        if self.mel_filters == MelFilters::Kaldi && self.n_fft % 2 != 0 {
+        if self.mel_filters == MelFilters::Kaldi && !self.n_fft.is_multiple_of(2) {
             return Err(Error::invalid(format!(
                 "log-mel config: Kaldi mel filters need an even n_fft, got {}",
                 self.n_fft

@@ -17,8 +17,8 @@ use crate::bank::{front_end_summary, Bank};
 use crate::detector::{DetectorConfig, DetectorOptions};
 use crate::embedding::EmbeddingConfig;
 use crate::pipeline::{
-    ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Segment, StreamScorer, StreamUpdate, WindowPart,
-    DEFAULT_PRESET,
+    ClipResult, FitConfig, FitPreset, Fitter, MemberConfig, Model, Recording, Segment, StreamScorer, StreamUpdate,
+    WindowPart, DEFAULT_PRESET,
 };
 use crate::spectrogram::LogMel;
 
@@ -495,7 +495,11 @@ impl Engine {
         let bank = self.bank()?;
         let members = bank.detectors.len();
         let total: usize = lengths.iter().map(|&l| l as usize).sum();
-        if members == 0 || lengths.len() % members != 0 || scores.len() != 2 * lengths.len() || total != rows.len() {
+        if members == 0
+            || !lengths.len().is_multiple_of(members)
+            || scores.len() != 2 * lengths.len()
+            || total != rows.len()
+        {
             return Err(JsError::new(&format!(
                 "invalid input: the parts do not add up: {} lengths for {members} members, {} scores, {} of {} rows \
                  values",
@@ -723,7 +727,7 @@ impl BackboneRunner {
     #[wasm_bindgen(js_name = runBatch)]
     pub fn run_batch(&self, inputs: &[f32]) -> Result<Float32Array, JsError> {
         let size = self.backbone.spec().window_frames * self.backbone.spec().front_end_config().n_mels;
-        if inputs.is_empty() || inputs.len() % size != 0 {
+        if inputs.is_empty() || !inputs.len().is_multiple_of(size) {
             return Err(JsError::new(&format!(
                 "runBatch needs a whole number of inputs of {size} values, got {} values",
                 inputs.len()
@@ -762,11 +766,6 @@ impl BackboneRunner {
 // ------------------------------------------------------------------------------------------------------------
 // Reading audio files: the core's decoder (symphonia) in the page
 // ------------------------------------------------------------------------------------------------------------
-
-/// Files whose header announces more than this are scored as a stream with bounded memory, as the command line
-/// does (`sonomaly score`); a file without a duration in its header switches to streaming once this much has
-/// been decoded.
-pub const LONG_FILE_S: f64 = 600.0;
 
 /// Most frames of the log-mel, map and curve a streamed (long) file returns for display: longer results are
 /// pooled over time (the map and curve keep their maxima, the log-mel its means).
@@ -974,7 +973,8 @@ impl AudioReader {
     }
 
     /// The next chunk of mono samples (`Float32Array`, about 16384 samples), or `undefined` at the end.
-    pub fn next(&mut self) -> Result<Option<Float32Array>, JsValue> {
+    #[wasm_bindgen(js_name = next)]
+    pub fn next_chunk(&mut self) -> Result<Option<Float32Array>, JsValue> {
         Ok(self.stream.next_chunk().map_err(decode_err)?.map(|c| Float32Array::from(c.as_slice())))
     }
 
@@ -1112,7 +1112,7 @@ impl Engine {
         let stream = &mut reader.stream;
         let rate = stream.target_sample_rate();
         let total = stream.duration_s();
-        let progress = |s: &MonoStream| {
+        let mut progress = |s: &MonoStream| {
             if let Some(f) = &on_progress {
                 let _ = f.call2(
                     &JsValue::NULL,
@@ -1121,55 +1121,27 @@ impl Engine {
                 );
             }
         };
-        let long_limit = (LONG_FILE_S * rate as f64) as usize;
-        let mut samples: Vec<f32> = Vec::new();
-        let mut scorer: Option<(StreamScorer, Overview, Vec<f32>)> = None;
-        if total.is_some_and(|d| d > LONG_FILE_S) {
-            scorer = Some(self.long_scorer(rate)?);
-        }
-        while let Some(chunk) = stream.next_chunk().map_err(decode_err)? {
-            match &mut scorer {
-                Some((sc, ov, curve)) => {
-                    for u in sc.push(&self.model, bank, &chunk).map_err(|e| JsValue::from(js_err(e)))? {
-                        ov.push(&u.logmel, &u.map, &u.curve);
-                        curve.extend_from_slice(&u.curve);
-                    }
-                }
-                None => {
-                    samples.extend_from_slice(&chunk);
-                    if samples.len() > long_limit {
-                        // No duration in the header, and longer than a short file: stream from here on.
-                        let (mut sc, mut ov, mut curve) = self.long_scorer(rate)?;
-                        for u in sc.push(&self.model, bank, &samples).map_err(|e| JsValue::from(js_err(e)))? {
-                            ov.push(&u.logmel, &u.map, &u.curve);
-                            curve.extend_from_slice(&u.curve);
-                        }
-                        samples = Vec::new();
-                        scorer = Some((sc, ov, curve));
-                    }
-                }
-            }
-            progress(stream);
-        }
+        let mut ov = Overview::new(self.model.logmel().config().n_mels);
+        let recording = crate::pipeline::score_recording(
+            &self.model,
+            bank,
+            stream,
+            &mut |u| ov.push(&u.logmel, &u.map, &u.curve),
+            &mut progress,
+        )
+        .map_err(decode_err)?;
         let info = reader.info().map_err(JsValue::from)?;
-        let result: JsValue = match scorer {
-            None => {
-                let r = crate::pipeline::score_clip(&self.model, bank, &samples, rate)
-                    .map_err(|e| JsValue::from(js_err(e)))?;
+        let result: JsValue = match recording {
+            Recording::Whole { result: r, samples } => {
                 let obj = clip_to_js(&r).map_err(JsValue::from)?;
                 set(obj.unchecked_ref(), "samples", &f32s(&samples));
                 set(obj.unchecked_ref(), "sampleRate", &JsValue::from(rate));
                 set(obj.unchecked_ref(), "streamed", &JsValue::FALSE);
                 obj
             }
-            Some((mut sc, mut ov, mut curve)) => {
-                for u in sc.finish(&self.model, bank).map_err(|e| JsValue::from(js_err(e)))? {
-                    ov.push(&u.logmel, &u.map, &u.curve);
-                    curve.extend_from_slice(&u.curve);
-                }
+            Recording::Streamed { verdict: v, curve } => {
                 ov.flush();
                 let hop_s = self.model.hop_s();
-                let v = sc.verdict(&self.model, bank, &curve);
                 let obj: Object = to_js(&JsClip {
                     score: v.score,
                     threshold: v.threshold,
@@ -1212,11 +1184,5 @@ impl Engine {
             set(result_obj, key, &Reflect::get(&info, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED));
         }
         Ok(result)
-    }
-
-    fn long_scorer(&self, rate: u32) -> Result<(StreamScorer, Overview, Vec<f32>), JsValue> {
-        let bank = self.bank().map_err(JsValue::from)?;
-        let sc = StreamScorer::new(&self.model, bank, rate).map_err(|e| JsValue::from(js_err(e)))?;
-        Ok((sc, Overview::new(self.model.logmel().config().n_mels), Vec::new()))
     }
 }

@@ -90,9 +90,9 @@ fn the_fits_own_clips_held_out_again_give_the_fits_calibration() {
     let held = held_out(&model, &bank, 0..5);
     assert_eq!((held.len(), held[0].len()), (5, 2));
     for (i, m) in bank.meta.members.iter().enumerate() {
-        for k in 0..5 {
-            assert!(rel(held[k][i].score, m.normal_scores.scores[k]) < 1e-4, "member {i} clip {k}");
-            assert!(rel(held[k][i].peak, m.normal_curve_peaks.scores[k]) < 1e-4, "member {i} clip {k}");
+        for (k, clip) in held.iter().enumerate() {
+            assert!(rel(clip[i].score, m.normal_scores.scores[k]) < 1e-4, "member {i} clip {k}");
+            assert!(rel(clip[i].peak, m.normal_curve_peaks.scores[k]) < 1e-4, "member {i} clip {k}");
         }
     }
     let again = calibrate(&bank, &held).unwrap();
@@ -133,9 +133,9 @@ fn a_merged_bank_is_recalibrated_on_its_shards_clips() {
     assert_eq!(cal.detectors, merged.detectors);
     // Held out against the merged bank, a shard's clip meets the other shard's rows too: it scores no higher than
     // held out within its shard.
-    for k in 0..3 {
-        for i in 0..2 {
-            assert!(held[k][i].score <= a.meta.members[i].normal_scores.scores[k] * 1.0001, "clip {k} member {i}");
+    for (k, clip) in held.iter().take(3).enumerate() {
+        for (i, h) in clip.iter().take(2).enumerate() {
+            assert!(h.score <= a.meta.members[i].normal_scores.scores[k] * 1.0001, "clip {k} member {i}");
         }
     }
     // Deterministic, and the merged bank's pooled calibration is replaced by the measured one.
@@ -183,7 +183,7 @@ fn excluded_rows_never_win_the_nearest_search() {
     let q = vec![4.0, 0.1, 5.0, 0.1];
     let nn = pc.nearest_excluding(&q, &[0x100, 0x200], &|a, b| a == b).unwrap();
     assert!(nn.index[0] % 2 == 1, "query of source 0x100 matched row {}", nn.index[0]);
-    assert!(nn.index[1] % 2 == 0, "query of source 0x200 matched row {}", nn.index[1]);
+    assert!(nn.index[1].is_multiple_of(2), "query of source 0x200 matched row {}", nn.index[1]);
     assert!((nn.distance[0] - (1.0f32 + 0.01).sqrt()).abs() < 1e-6);
     // Every row excluded: no neighbour.
     let nn = pc.nearest_excluding(&q[..2], &[0x100], &|_, _| true).unwrap();

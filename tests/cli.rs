@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use sonomaly::audio::{ChannelSelect, MonoStream, TargetRate};
 use sonomaly::bank::Bank;
+use sonomaly::pipeline::{score_clip, segments_for, Model, Segment};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sonomaly"))
@@ -415,4 +417,60 @@ fn merge_banks_of_shards() {
     assert!(e.contains("only PatchCore banks can be merged") && e.contains("PaDiM"), "{e}");
     let o = bin().args(["merge", "--out"]).arg(dir.path().join("one.bank")).arg(&a).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// The segments of a `sonomaly score` JSON line.
+fn line_segments(line: &serde_json::Value) -> Vec<Segment> {
+    let seg = |s: &serde_json::Value, k: &str| s[k].as_f64().unwrap_or_else(|| panic!("segment without {k}: {s}"));
+    line["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|s| Segment { start_s: seg(s, "start_s"), end_s: seg(s, "end_s"), peak: seg(s, "peak") as f32 })
+        .collect()
+}
+
+/// `--threshold` gives the segments the page's slider gives for the same threshold. The page keeps the curve of
+/// the clip scored at the bank's threshold and cuts it again at the segment threshold that `Engine.thresholdsFor`
+/// gives (`Bank::override_threshold`), with `Engine.segments` (`pipeline::segments_for`); the command line scores
+/// the file again with the bank's threshold overridden. Both kinds of bank: z-scores (the segment threshold moves
+/// by the same difference) and version 1 raw distances (in proportion).
+#[test]
+fn score_threshold_gives_the_segments_of_the_pages_slider() {
+    let clip = demo("fan-abnormal.wav");
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fan-demo-v1.bank");
+    for bank_path in [demo("fan-demo.bank"), v1] {
+        let bank = Bank::from_bytes(&std::fs::read(&bank_path).unwrap()).unwrap();
+        let mut model = Model::embedded_for(&bank.meta.backbone).expect("an embedded model").unwrap();
+        model.prepare_for(&bank).unwrap();
+        let mut stream = MonoStream::open(&clip, ChannelSelect::Mix, TargetRate::FileRate).unwrap();
+        let x = stream.read_to_end().unwrap();
+        let r = score_clip(&model, &bank, &x, stream.target_sample_rate()).unwrap();
+        let t0 = bank.meta.threshold;
+        let thresholds =
+            if bank.is_z_scored() { [t0 - 1.0, t0 + 0.5, t0 + 1.5] } else { [0.8 * t0, 1.1 * t0, 1.3 * t0] };
+        let mut seen = Vec::new();
+        for t in thresholds {
+            let mut moved = bank.clone();
+            moved.override_threshold(t).unwrap();
+            let page = segments_for(&r.curve, r.hop_s, moved.meta.segment_threshold, r.duration_s);
+            let o = bin()
+                .args(["score", "--threshold", &t.to_string(), "--bank"])
+                .arg(&bank_path)
+                .arg(&clip)
+                .output()
+                .unwrap();
+            let (out, err) = text(&o);
+            assert_eq!(o.status.code(), Some(0), "{err}");
+            let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+            let what = format!("{} at threshold {t}", bank_path.display());
+            assert_eq!(line["threshold"].as_f64().unwrap() as f32, t, "{what}");
+            assert_eq!(line["segment_threshold"].as_f64().unwrap() as f32, moved.meta.segment_threshold, "{what}");
+            assert_eq!(line_segments(&line), page, "{what}");
+            seen.push(page);
+        }
+        // The thresholds cut the curve differently, so the comparison is not between empty lists.
+        assert!(seen.iter().any(|s| !s.is_empty()), "{}: no segments at any threshold", bank_path.display());
+        assert!(seen.windows(2).any(|w| w[0] != w[1]), "{}: the same segments at every threshold", bank_path.display());
+    }
 }

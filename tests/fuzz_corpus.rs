@@ -58,6 +58,8 @@ fn damaged_onnx_tensors_and_windows_are_refused_before_tract_reads_them() {
     use prost::Message;
     use sonomaly::backbone::{Backbone, BackboneSpec, Runtime};
     use tract_onnx::pb::{tensor_proto::DataLocation, ModelProto, TensorProto};
+    // An edit that damages one initializer of the tiny model.
+    type Edit = fn(&mut TensorProto);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let load = |bytes: &[u8]| {
         let spec = BackboneSpec::from_json(targets::TINY_SPEC).unwrap();
@@ -71,7 +73,7 @@ fn damaged_onnx_tensors_and_windows_are_refused_before_tract_reads_them() {
     );
     assert!(m.contains("initializer 'conv2.weight.f16' holds strings as raw bytes"), "{m}");
     let good = ModelProto::decode(&std::fs::read(root.join("fuzz/tiny/tiny-tract.onnx")).unwrap()[..]).unwrap();
-    let cases: [(&str, fn(&mut TensorProto)); 6] = [
+    let cases: [(&str, Edit); 6] = [
         ("holds 71 bytes of raw data, but its dimensions [2, 2, 3, 3] ask for 72", |t| {
             t.raw_data.pop();
         }),

@@ -163,15 +163,15 @@ fn check_model_accepts_the_model_and_refuses_junk_and_wrong_specs() {
     assert_eq!(sizes, vec![(64.0, 50.0, 48.0), (128.0, 25.0, 24.0), (256.0, 12.0, 12.0), (512.0, 12.0, 12.0)]);
     // An 18-byte text file, half a model, nothing.
     for junk in [&b"this is not a mod\n"[..], &ONNX[..ONNX.len() / 2], &b""[..]] {
-        let e = js_message(check_model(junk, SPEC).err().expect("junk refused"));
+        let e = js_message(check_model(junk, SPEC).expect_err("junk refused"));
         assert!(e.starts_with("model: "), "{e}");
     }
     // A spec that announces other channels or strides than the model has.
     let channels = SPEC.replacen("\"channels\": 64", "\"channels\": 65", 1);
-    let e = js_message(check_model(ONNX, &channels).err().expect("wrong channels refused"));
+    let e = js_message(check_model(ONNX, &channels).expect_err("wrong channels refused"));
     assert!(e.contains("conv_block1") && e.contains("65"), "{e}");
     let strides = SPEC.replacen("\"time_stride\": 2", "\"time_stride\": 4", 1);
-    let e = js_message(check_model(ONNX, &strides).err().expect("wrong strides refused"));
+    let e = js_message(check_model(ONNX, &strides).expect_err("wrong strides refused"));
     assert!(e.contains("conv_block1") && e.contains("strides"), "{e}");
     // The second model (layout ncft, 17 outputs) passes as it is.
     check_model(MN04_ONNX, MN04_SPEC).expect("EfficientAT mn04 passes its own check");
@@ -326,7 +326,7 @@ fn a_bank_for_another_front_end_is_refused_with_a_message() {
     other.meta.front_end.n_mels += 1;
     let mut e = Engine::new(MN04_ONNX, MN04_SPEC).expect("engine");
     let bytes = other.to_bytes().expect("saves");
-    let err: JsValue = e.load_bank(&bytes).err().expect("refused").into();
+    let err: JsValue = e.load_bank(&bytes).expect_err("refused").into();
     let msg: String = js_sys::Error::from(err).message().into();
     assert!(msg.contains("front end"), "message: {msg}");
     let mut other2 = bank.clone();

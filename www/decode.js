@@ -6,7 +6,7 @@
 import { decodeToMono } from "./audio.js";
 
 // Files longer than this are streamed through the scorer in the worker (no samples kept, no playback), as
-// `sonomaly score` does; the same limit as src/web.rs LONG_FILE_S.
+// `sonomaly score` does; the same limit as src/pipeline/recording.rs LONG_RECORDING_S.
 export const LONG_FILE_S = 600;
 
 // Reads `file` (a File or Blob with a name). Returns {samples (Float32Array, mono, or null for a long file),

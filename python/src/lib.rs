@@ -472,6 +472,7 @@ fn score(
     coreset_ratio=0.1, max_bank_rows=Some(sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS), seed=0, padim_d=100,
     balance_layers=false, frequency_position=true, grid_stride=None, clip_z=None, segment_z=None,
     peak_normalize=false, channel=None, skip_errors=false))]
+// The Python function's keyword arguments, one Rust parameter each (pyo3 maps them by name).
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -562,10 +563,12 @@ fn fit(
             for (k, a) in analysed.into_iter().enumerate() {
                 match a.and_then(|c| fitter.add_analysed(c)) {
                     Ok(()) => {}
-                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => skipped.push(match &clips[k] {
-                        OwnedClip::Path(_) => e.to_string(),
-                        OwnedClip::Samples(..) => format!("array {k}: {e}"),
-                    }),
+                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => {
+                        skipped.push(match &clips[k] {
+                            OwnedClip::Path(_) => e.to_string(),
+                            OwnedClip::Samples(..) => format!("array {k}: {e}"),
+                        })
+                    }
                     Err(e) => return Err(e),
                 }
             }

@@ -140,7 +140,8 @@ fn wav_fmt(src: &mut Box<dyn MediaSource>, off: u64, n: u32, f: &mut Found) {
     }
     if channels > MAX_MASK_CHANNELS {
         f.refuse = Some(format!(
-            "the WAV file says it has {channels} channels; at most {MAX_MASK_CHANNELS} are read (convert it with a              sound editor, or extract the channel to judge)"
+            "the WAV file says it has {channels} channels; at most {MAX_MASK_CHANNELS} are read (convert it with a \
+             sound editor, or extract the channel to judge)"
         ));
         return;
     }

@@ -18,8 +18,8 @@ use sonomaly::detector::patchcore::DEFAULT_MAX_BANK_ROWS;
 use sonomaly::detector::{DetectorConfig, DetectorOptions};
 use sonomaly::embedding::EmbeddingConfig;
 use sonomaly::pipeline::{
-    score_clip, AnalysedClip, FitConfig, FitPreset, Fitter, MemberConfig, MemberScore, Model, Progress, Segment,
-    StreamScorer, StreamVerdict,
+    score_recording, AnalysedClip, FitConfig, FitPreset, Fitter, MemberConfig, MemberScore, Model, Progress, Recording,
+    Segment, StreamVerdict, LONG_RECORDING_S,
 };
 
 mod eval;

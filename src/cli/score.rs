@@ -63,33 +63,44 @@ struct ScoreLine<'a> {
     curve: Option<&'a [f32]>,
 }
 
-/// Files longer than this are scored as a stream with bounded memory (no heatmap PNG).
-const LONG_FILE_S: f64 = 600.0;
+impl<'a> ScoreLine<'a> {
+    /// The line of `file` with verdict `v`, without the heatmap, map or curve.
+    fn new(file: &Path, v: &'a StreamVerdict) -> Self {
+        ScoreLine {
+            file: file.display().to_string(),
+            score: v.score,
+            threshold: v.threshold,
+            is_anomaly: v.is_anomaly,
+            segments: &v.segments,
+            segment_threshold: v.segment_threshold,
+            duration_s: v.duration_s,
+            units: v.units,
+            members: &v.members,
+            level_distance: v.level_distance,
+            out_of_distribution: v.out_of_distribution.as_deref(),
+            heatmap: None,
+            frames: None,
+            mel_bins: None,
+            map: None,
+            curve: None,
+        }
+    }
+}
 
-/// The verdict on a long file, read and scored window by window.
-fn score_long(
+/// A file decoded and scored whole or, if long, as a stream ([`score_recording`]).
+fn score_file(
     path: &Path,
     select: ChannelSelect,
     model: &Model,
     bank: &Bank,
     pb: &ProgressBar,
-) -> sonomaly::Result<StreamVerdict> {
-    // At the file's rate, as for short files (and the page): the scorer resamples, and judges only the bands
-    // below the file's Nyquist frequency.
+) -> sonomaly::Result<Recording> {
+    // At the file's rate, as the page does: the scorer resamples, and judges only the bands below the file's
+    // Nyquist frequency.
     let mut stream = MonoStream::open(path, select, TargetRate::FileRate)?;
-    let rate = stream.target_sample_rate();
-    let mut scorer = StreamScorer::new(model, bank, rate)?;
-    let mut curve = Vec::new();
-    while let Some(chunk) = stream.next_chunk()? {
-        for u in scorer.push(model, bank, &chunk)? {
-            curve.extend(u.curve);
-        }
-    }
-    for u in scorer.finish(model, bank)? {
-        curve.extend(u.curve);
-    }
+    let r = score_recording(model, bank, &mut stream, &mut |_| {}, &mut |_| {})?;
     print_warnings(&stream, pb);
-    Ok(scorer.verdict(model, bank, &curve))
+    Ok(r)
 }
 
 /// The files `score` reads: listed on the command line, or one per line of a file or standard input (`-`).
@@ -159,46 +170,8 @@ fn score(
         pb.suspend(|| eprintln!("error: {}: {}", f.display(), about_file(f, e)));
     };
     let one = |i: usize, f: &PathBuf| {
-        let long = MonoStream::open(f, select, model.sample_rate())
-            .ok()
-            .and_then(|s| s.duration_s())
-            .is_some_and(|d| d > LONG_FILE_S);
-        if long {
-            match score_long(f, select, &model, &bank, &pb) {
-                Ok(v) => {
-                    if heatmap_dir.is_some() {
-                        pb.suspend(|| {
-                            eprintln!("{}: longer than {LONG_FILE_S} s, scored as a stream, no heatmap", f.display())
-                        });
-                    }
-                    let line = ScoreLine {
-                        file: f.display().to_string(),
-                        score: v.score,
-                        threshold: v.threshold,
-                        is_anomaly: v.is_anomaly,
-                        segments: &v.segments,
-                        segment_threshold: v.segment_threshold,
-                        duration_s: v.duration_s,
-                        units: v.units,
-                        members: &v.members,
-                        level_distance: v.level_distance,
-                        out_of_distribution: v.out_of_distribution.as_deref(),
-                        heatmap: None,
-                        frames: None,
-                        mel_bins: None,
-                        map: None,
-                        curve: None,
-                    };
-                    emit(&line);
-                }
-                Err(e) => report(f, &e),
-            }
-            pb.inc(1);
-            return;
-        }
-        let r = read_mono(f, select, &pb).and_then(|(x, sr)| score_clip(&model, &bank, &x, sr));
-        match r {
-            Ok(r) => {
+        match score_file(f, select, &model, &bank, &pb) {
+            Ok(Recording::Whole { result: r, .. }) => {
                 let heatmap = heatmap_dir.map(|d| {
                     let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("clip");
                     d.join(format!("{i:04}_{stem}.png"))
@@ -208,25 +181,26 @@ fn score(
                         pb.suspend(|| eprintln!("{}: heatmap not written: {e}", f.display()));
                     }
                 }
-                let line = ScoreLine {
-                    file: f.display().to_string(),
-                    score: r.score,
-                    threshold: r.threshold,
-                    is_anomaly: r.is_anomaly,
-                    segments: &r.segments,
-                    segment_threshold: r.segment_threshold,
-                    duration_s: r.duration_s,
-                    units: r.units,
-                    members: &r.members,
-                    level_distance: r.level_distance,
-                    out_of_distribution: r.out_of_distribution.as_deref(),
+                let v = r.verdict();
+                emit(&ScoreLine {
                     heatmap: heatmap.map(|p| p.display().to_string()),
                     frames: include_map.then_some(r.frames),
                     mel_bins: include_map.then_some(r.mel_bins),
                     map: include_map.then_some(r.map.as_slice()),
                     curve: include_map.then_some(r.curve.as_slice()),
-                };
-                emit(&line);
+                    ..ScoreLine::new(f, &v)
+                });
+            }
+            Ok(Recording::Streamed { verdict: v, .. }) => {
+                if heatmap_dir.is_some() || include_map {
+                    pb.suspend(|| {
+                        eprintln!(
+                            "{}: longer than {LONG_RECORDING_S} s, scored as a stream: no heatmap or map",
+                            f.display()
+                        )
+                    });
+                }
+                emit(&ScoreLine::new(f, &v));
             }
             Err(e) => report(f, &e),
         }

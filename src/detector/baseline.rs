@@ -115,7 +115,7 @@ impl Baseline {
     pub fn from_state(state: Vec<f32>, dims: usize, config: BaselineConfig) -> Result<Self> {
         config.validate()?;
         let c = config.state_cols();
-        if state.len() < 2 * c || state.len() % c != 0 {
+        if state.len() < 2 * c || !state.len().is_multiple_of(c) {
             return Err(Error::invalid("baseline state has the wrong size"));
         }
         Ok(Baseline { config, dims, state })

@@ -127,7 +127,7 @@ pub(crate) fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(us
 /// [`k_center_greedy`] with `seed`. In the greedy's order (first centre first). With as many rows as candidates,
 /// the candidates in increasing order.
 pub fn select_coreset(patches: &[f32], dims: usize, plan: CoresetPlan, projection_eps: f32, seed: u64) -> Vec<usize> {
-    let n = if dims == 0 { 0 } else { patches.len() / dims };
+    let n = patches.len().checked_div(dims).unwrap_or(0);
     let subset = (plan.candidates < n).then(|| random_subset(n, plan.candidates, seed));
     let c = subset.as_ref().map_or(n, |s| s.len());
     let row = |i: usize| subset.as_ref().map_or(i, |s| s[i]);

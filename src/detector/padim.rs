@@ -125,7 +125,7 @@ pub fn spd_inverse(a: &[f64], n: usize) -> Result<Vec<f64>> {
                 s -= l[i * n + k] * l[j * n + k];
             }
             if i == j {
-                if !(s > 0.0) {
+                if s.is_nan() || s <= 0.0 {
                     return Err(Error::invalid("PaDiM: covariance is not positive definite"));
                 }
                 l[i * n + i] = s.sqrt();
@@ -181,7 +181,7 @@ impl Padim {
     /// [`Error::InvalidInput`] for a bad config, empty or non-finite patches, or a Gaussian without samples.
     pub fn fit(patches: &[f32], dims: usize, config: PadimConfig) -> Result<Self> {
         config.validate()?;
-        if dims == 0 || patches.is_empty() || patches.len() % dims != 0 {
+        if dims == 0 || patches.is_empty() || !patches.len().is_multiple_of(dims) {
             return Err(Error::invalid("PaDiM: no normal patches, or a length that is not a multiple of dims"));
         }
         if patches.iter().any(|v| !v.is_finite()) {
@@ -271,7 +271,7 @@ impl Padim {
     /// [`Error::InvalidInput`] for a bad length or more columns than fitted.
     pub fn score_grid(&self, patches: &[f32], cols: usize) -> Result<Vec<f32>> {
         let (gt, gf) = (self.config.grid_time, self.config.grid_freq);
-        if cols == 0 || cols > gf || patches.len() % (self.dims * cols) != 0 {
+        if cols == 0 || cols > gf || !patches.len().is_multiple_of(self.dims * cols) {
             return Err(Error::invalid(format!("PaDiM: a grid of {cols} columns does not fit the fitted {gf}")));
         }
         let pos: Vec<usize> = (0..patches.len() / self.dims)
@@ -297,7 +297,7 @@ impl Padim {
     }
 
     fn score_at(&self, patches: &[f32], pos: &[usize]) -> Result<Vec<f32>> {
-        if patches.len() % self.dims != 0 {
+        if !patches.len().is_multiple_of(self.dims) {
             return Err(Error::invalid(format!(
                 "patches of {} values are not a multiple of the bank's {} dimensions",
                 patches.len(),

@@ -116,6 +116,9 @@ pub fn same_clip(source: u64, clip: u64) -> bool {
     source >> 8 == clip >> 8
 }
 
+/// The query sources and the `same(row source, query source)` test of [`PatchCore::nearest_excluding`].
+type Exclusion<'a> = Option<(&'a [u64], &'a (dyn Fn(u64, u64) -> bool + Sync))>;
+
 /// Nearest memory-bank patch of each query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nearest {
@@ -161,8 +164,9 @@ fn scan(qn: f32, g: &[f32], norms: &[f32], base: u32, best: &mut (f32, u32)) {
             continue;
         }
         first = match first {
-            Some((v, i)) if !(m[l] < v) && !(m[l] == v && ix[l] < i) => Some((v, i)),
-            _ => Some((m[l], ix[l])),
+            Some((v, i)) if m[l] < v || (m[l] == v && ix[l] < i) => Some((m[l], ix[l])),
+            Some(kept) => Some(kept),
+            None => Some((m[l], ix[l])),
         };
     }
     if let Some((v, i)) = first {
@@ -402,16 +406,10 @@ unsafe fn nearest_fused(
                 let m1 = _mm256_cmp_ps(d1, bv[t][1], _CMP_LT_OQ);
                 bv[t][0] = _mm256_blendv_ps(bv[t][0], d0, m0);
                 bv[t][1] = _mm256_blendv_ps(bv[t][1], d1, m1);
-                av[t][0] = _mm256_castps_si256(_mm256_blendv_ps(
-                    _mm256_castsi256_ps(av[t][0]),
-                    _mm256_castsi256_ps(i0),
-                    m0,
-                ));
-                av[t][1] = _mm256_castps_si256(_mm256_blendv_ps(
-                    _mm256_castsi256_ps(av[t][1]),
-                    _mm256_castsi256_ps(i1),
-                    m1,
-                ));
+                av[t][0] =
+                    _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(av[t][0]), _mm256_castsi256_ps(i0), m0));
+                av[t][1] =
+                    _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(av[t][1]), _mm256_castsi256_ps(i1), m1));
             }
         }
         // Each lane kept the first of its rows at its minimum; of the lanes' minima the smallest, of equal ones
@@ -540,7 +538,7 @@ impl PatchCore {
     /// As [`PatchCore::fit`]; [`Error::InvalidInput`] if `sources` is neither empty nor one per patch.
     pub fn fit_with_sources(patches: &[f32], sources: &[u64], dims: usize, config: PatchCoreConfig) -> Result<Self> {
         config.validate()?;
-        if dims == 0 || patches.is_empty() || patches.len() % dims != 0 {
+        if dims == 0 || patches.is_empty() || !patches.len().is_multiple_of(dims) {
             return Err(Error::invalid(format!(
                 "PatchCore needs at least one {dims}-dimensional patch, got {} values",
                 patches.len()
@@ -623,7 +621,7 @@ impl PatchCore {
             memory_bank.extend_from_slice(&self.memory_bank[j * d..(j + 1) * d]);
         }
         let sources = keep.iter().map(|&j| self.sources[j]).collect();
-        Some(PatchCore::from_memory_bank(memory_bank, d, self.config.clone()).with_sources(sources).ok()?)
+        PatchCore::from_memory_bank(memory_bank, d, self.config.clone()).with_sources(sources).ok()
     }
 
     /// Rows in the memory bank.
@@ -664,13 +662,9 @@ impl PatchCore {
         self.nearest_where(queries, Some((query_sources, same)))
     }
 
-    fn nearest_where(
-        &self,
-        queries: &[f32],
-        exclude: Option<(&[u64], &(dyn Fn(u64, u64) -> bool + Sync))>,
-    ) -> Result<Nearest> {
+    fn nearest_where(&self, queries: &[f32], exclude: Exclusion<'_>) -> Result<Nearest> {
         let d = self.dims;
-        if queries.len() % d != 0 {
+        if !queries.len().is_multiple_of(d) {
             return Err(Error::invalid(format!(
                 "query patches have {} values, not a multiple of the bank's dimension {d}",
                 queries.len()
@@ -835,7 +829,7 @@ impl<'a> LeaveRowsOut<'a> {
         same: &(dyn Fn(u64, u64) -> bool + Sync),
     ) -> Result<Self> {
         let d = bank.dims;
-        if patches.len() % d != 0 || sources.len() != patches.len() / d {
+        if !patches.len().is_multiple_of(d) || sources.len() != patches.len() / d {
             return Err(Error::invalid(
                 "the calibration pool needs whole patches of the bank's dimension, one source each",
             ));
@@ -1024,7 +1018,7 @@ mod tests {
             let qn = squared_norms(&q, d);
             let (blocks, block_norms) = block_layout(&bank, &norms, d);
             let row_class: Vec<i32> = (0..block_norms.len()).map(|j| (j % 5) as i32).collect();
-            let query_class: Vec<i32> = (0..29).map(|i| (i % 7) as i32 - 1).collect();
+            let query_class: Vec<i32> = (0..29).map(|i| i % 7 - 1).collect();
             let pc = PatchCore::from_memory_bank(bank.clone(), d, PatchCoreConfig::default());
             for classes in [None, Some((row_class.as_slice(), query_class.as_slice()))] {
                 let keep = |j: usize, i: usize| classes.is_none() || row_class[j] != query_class[i];
@@ -1040,12 +1034,17 @@ mod tests {
                 if avx512 {
                     let mut out = vec![(f32::INFINITY, 0u32); 29];
                     // SAFETY: AVX-512F was detected; the blocks and classes cover the bank.
-                    unsafe { nearest_fused_avx512(&q, &qn, d, &blocks, &block_norms, 0..usize::MAX, classes, &mut out) };
+                    unsafe {
+                        nearest_fused_avx512(&q, &qn, d, &blocks, &block_norms, 0..usize::MAX, classes, &mut out)
+                    };
                     runs.push(("AVX-512", out));
                 }
                 for (what, mut out) in runs {
                     pc.exact_winners(&q, &mut out);
-                    let nn = Nearest { distance: out.iter().map(|p| p.0).collect(), index: out.iter().map(|p| p.1).collect() };
+                    let nn = Nearest {
+                        distance: out.iter().map(|p| p.0).collect(),
+                        index: out.iter().map(|p| p.1).collect(),
+                    };
                     assert_matches(&nn, &want, &format!("{what}, {d} dims, classes {}", classes.is_some()));
                 }
             }
@@ -1065,7 +1064,8 @@ mod tests {
             let qsrc: Vec<u64> = (0..50).map(|i| source_id(((i as u64 * 5) % 11) << 8, i % 2)).collect();
             let equal = |a: u64, b: u64| a == b;
             let less = |a: u64, b: u64| a < b;
-            let cases: [(&str, &(dyn Fn(u64, u64) -> bool + Sync)); 3] =
+            type Same<'a> = &'a (dyn Fn(u64, u64) -> bool + Sync);
+            let cases: [(&str, Same<'_>); 3] =
                 [("same source", &equal), ("same clip", &same_clip), ("not classes", &less)];
             for (what, same) in cases {
                 let nn = pc.nearest_excluding(&q, &qsrc, same).unwrap();

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use crate::anomaly_map::temporal_curve;
 use crate::backbone::BackboneSpec;
 use crate::bank::{BandLevels, Bank, BankMeta, MemberMeta};
-use crate::detector::patchcore::{same_clip, source_id};
 use crate::detector::coreset::for_each_chunk;
+use crate::detector::patchcore::{same_clip, source_id};
 use crate::detector::{Detector, DetectorConfig, FitData, FitInput, HeldOutRule, LeaveRowsOut};
 use crate::embedding::EmbeddingConfig;
 use crate::error::{Error, Result};
@@ -614,7 +614,8 @@ impl Fitter {
                 };
                 t.done(i, "replacement rows");
                 let t = StageLog::start();
-                held[i] = self.held_out_units(model, i, &det, Some(&leave), &units, &same, &mut || step("calibrating"))?;
+                held[i] =
+                    self.held_out_units(model, i, &det, Some(&leave), &units, &same, &mut || step("calibrating"))?;
                 t.done(i, "held-out scoring");
                 drop(leave);
                 detectors.push(det);
@@ -808,9 +809,10 @@ impl Calibration {
             let scores: Vec<f32> = h.iter().map(|h| h.score).collect();
             let peaks: Vec<f32> = h.iter().map(|h| h.peak).collect();
             let normal_scores = gamma_threshold(&scores, quantile)?;
-            if !(normal_scores.threshold > 0.0) {
+            if normal_scores.threshold.is_nan() || normal_scores.threshold <= 0.0 {
                 return Err(Error::invalid(
-                    "every held-out normal clip scored 0: the normal material does not change at all (silence or                      a constant signal?); record the machine while it runs",
+                    "every held-out normal clip scored 0: the normal material does not change at all (silence or \
+                     a constant signal?); record the machine while it runs",
                 ));
             }
             members.push(MemberCalibration {

@@ -2,9 +2,11 @@
 //!
 //! [`Model`] = front end + backbone, planned for the patch embeddings of a bank's members (what a bank must
 //! match). [`score_clip`] scores a whole mono clip; [`StreamScorer`] scores audio as it arrives with bounded
-//! memory; [`Fitter`] collects the patches of normal clips and builds a [`Bank`].
+//! memory; [`score_recording`] reads a decoder to its end and scores the recording whole or as a stream by its
+//! length ([`LONG_RECORDING_S`]); [`Fitter`] collects the patches of normal clips and builds a
+//! [`Bank`](crate::bank::Bank).
 //!
-//! Windows ([`windows`]): the log-mel `[T, M]` is cut into windows of `W = spec.window_frames` frames every
+//! Windows (`pipeline/windows.rs`): the log-mel `[T, M]` is cut into windows of `W = spec.window_frames` frames every
 //! `H = spec.window_hop` frames, the last one aligned to the end of the clip (a clip shorter than `W` is repeated
 //! to fill one window). Each frame belongs to the window whose centre is nearest, so every frame is judged with
 //! as much context on both sides as the windows give. Per window the backbone runs once; each member makes its
@@ -16,6 +18,7 @@
 
 mod fit;
 mod model;
+mod recording;
 mod score;
 mod stream;
 mod windows;
@@ -27,6 +30,7 @@ pub use fit::{calibrate, clip_fingerprint, AnalysedClip, FitConfig, FitPreset, F
 pub use model::{Model, AISFX_SPEC, DEFAULT_SPEC, EFFICIENTAT_SPEC};
 #[cfg(not(target_arch = "wasm32"))]
 pub use model::{AISFX_ONNX, DEFAULT_ONNX, EFFICIENTAT_ONNX};
+pub use recording::{score_recording, Recording, LONG_RECORDING_S};
 pub use score::{
     display_range, score_clip, score_clip_from_parts, score_clip_with_progress, score_logmel, score_window_range,
     score_window_share, segments_for, window_count, WindowPart,
@@ -143,6 +147,25 @@ pub struct ClipResult {
 }
 
 impl ClipResult {
+    /// The verdict without the arrays, in the form a streamed recording gives it ([`StreamVerdict`]).
+    pub fn verdict(&self) -> StreamVerdict {
+        StreamVerdict {
+            score: self.score,
+            threshold: self.threshold,
+            is_anomaly: self.is_anomaly,
+            segment_threshold: self.segment_threshold,
+            segments: self.segments.clone(),
+            members: self.members.clone(),
+            units: self.units,
+            display_floor: self.display_floor,
+            display_ceiling: self.display_ceiling,
+            level_distance: self.level_distance,
+            out_of_distribution: self.out_of_distribution.clone(),
+            duration_s: self.duration_s,
+            band_limit_hz: self.band_limit_hz,
+        }
+    }
+
     /// Share of the map's judged pixels at or above [`ClipResult::display_floor`] (what the page paints), in
     /// `[0, 1]`.
     pub fn painted_fraction(&self) -> f32 {

@@ -303,7 +303,7 @@ pub fn score_window_range(
     let (lm, limit) = clip_logmel(model, bank, samples, sample_rate)?;
     check_logmel(model, &lm)?;
     let n = windows_of(model, bank, &lm);
-    if range.is_empty() || range.end > n || range.start % WINDOW_BATCH != 0 {
+    if range.is_empty() || range.end > n || !range.start.is_multiple_of(WINDOW_BATCH) {
         return Err(Error::invalid(format!(
             "windows {}..{} of a clip of {} windows: a range must be within them, not empty, and start at a \
              multiple of {WINDOW_BATCH}",

@@ -277,8 +277,8 @@ impl StreamScorer {
         while self.next_start + h + w <= self.total {
             let s = self.next_start;
             let end = (s + (s + h) + w) / 2;
-            let owned = [self.owned_from..end];
-            out.extend(self.run(model, bank, &[s], &owned)?);
+            let owned = self.owned_from..end;
+            out.extend(self.run(model, bank, &[s], std::slice::from_ref(&owned))?);
             self.owned_from = end;
             self.next_start = s + h;
             // Frames before the next window are no longer needed.

@@ -101,6 +101,7 @@ impl Model {
     /// Patches of the windows at `starts` (absolute frames) with their `owned` frame ranges. `frames` holds the
     /// log-mel rows from absolute frame `buf_start` on; `total` is the clip's frame count (a clip shorter than a
     /// window is repeated to fill it).
+    // The whole clip's and the stream's buffers are both passed as slices with their offsets: no struct to own them.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn analyse_windows(
         &self,
