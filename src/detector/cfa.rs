@@ -127,7 +127,7 @@ impl CfaConfig {
             )));
         }
         let finite = [self.radius, self.margin, self.lr, self.weight_decay];
-        if finite.iter().any(|v| !v.is_finite() || *v < 0.0) || !(self.lr > 0.0) {
+        if finite.iter().any(|v| !v.is_finite() || *v < 0.0) || self.lr.is_nan() || self.lr <= 0.0 {
             return Err(Error::invalid(
                 "CFA's radius, margin, learning rate and weight decay must be finite, not negative (lr positive)",
             ));
@@ -444,7 +444,7 @@ impl Cfa {
     pub fn fit(patches: &[f32], dims: usize, config: CfaConfig) -> Result<Self> {
         config.validate()?;
         let per = config.grid_time * config.grid_freq;
-        if dims == 0 || patches.is_empty() || patches.len() % (dims * per) != 0 {
+        if dims == 0 || patches.is_empty() || !patches.len().is_multiple_of(dims * per) {
             return Err(Error::invalid(format!(
                 "CFA is fitted on whole window grids of {} x {} patches of {dims} values",
                 config.grid_time, config.grid_freq
@@ -496,7 +496,7 @@ impl Cfa {
     /// [`Error::InvalidInput`] for a state that is not `[dims + 3 + C, dims]` with `C >= 1`, or a bad config.
     pub fn from_state(state: Vec<f32>, dims: usize, config: CfaConfig) -> Result<Self> {
         config.validate()?;
-        if dims == 0 || state.len() % dims != 0 || state.len() / dims <= inputs(dims) {
+        if dims == 0 || !state.len().is_multiple_of(dims) || state.len() / dims <= inputs(dims) {
             return Err(Error::invalid(format!(
                 "a CFA state holds the descriptor's {} x {dims} weights and at least one centroid of {dims} values",
                 inputs(dims)
@@ -532,7 +532,7 @@ impl Cfa {
     /// [`Error::InvalidInput`] for patches of another dimension.
     pub fn score_grid(&self, patches: &[f32], time: usize, freq: usize) -> Result<Vec<f32>> {
         let d = self.dims;
-        if patches.len() % d != 0 {
+        if !patches.len().is_multiple_of(d) {
             return Err(Error::invalid(format!("CFA was fitted on {d}-dimensional patches")));
         }
         let y = describe(&augment(patches, d, time, freq), self.weights(), d);
