@@ -334,3 +334,66 @@ fn a_bank_for_another_front_end_is_refused_with_a_message() {
     assert!(e.load_bank(&other2.to_bytes().unwrap()).is_err());
     assert!(!e.has_bank());
 }
+
+/// Uniform values in [-1, 1) from a fixed linear congruential sequence (no rand crate in the browser tests).
+fn lcg_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The wasm build's nearest-neighbour search (the simd128 fused kernel up to 128 dimensions, matrix products
+/// above) finds the brute-force nearest row, the lowest of equal ones, with and without excluding rows by source:
+/// dimensions on both sides of the kernel's limit, rows and queries not multiples of its blocks (16 rows, 4
+/// queries), duplicated rows.
+#[wasm_bindgen_test]
+fn nearest_in_wasm_ranks_as_brute_force() {
+    use sonomaly::detector::patchcore::{same_clip, source_id};
+    use sonomaly::detector::{PatchCore, PatchCoreConfig};
+    for d in [1, 3, 10, 17, 113, 128, 129] {
+        let n = 533;
+        let mut bank = lcg_values(n * d, d as u64);
+        // Row 40 repeats row 7, row 300 repeats row 41: the lower row must win.
+        bank.copy_within(7 * d..8 * d, 40 * d);
+        bank.copy_within(41 * d..42 * d, 300 * d);
+        let mut q = lcg_values(23 * d, 100 + d as u64);
+        q[..d].copy_from_slice(&bank[7 * d..8 * d]);
+        q[d..2 * d].copy_from_slice(&bank[300 * d..301 * d]);
+        let sources: Vec<u64> = (0..n).map(|j| source_id(((j % 5) as u64 + 1) << 8, j % 3)).collect();
+        let query_clips: Vec<u64> = (0..23).map(|i| ((i % 6) as u64 + 1) << 8).collect();
+        let pc = PatchCore::from_memory_bank(bank.clone(), d, PatchCoreConfig::default())
+            .with_sources(sources.clone())
+            .expect("one source per row");
+        for excluding in [false, true] {
+            let nn = if excluding {
+                pc.nearest_excluding(&q, &query_clips, &|row, query| same_clip(row, query)).expect("search")
+            } else {
+                pc.nearest(&q).expect("search")
+            };
+            for i in 0..23 {
+                let mut best = (f32::INFINITY, u32::MAX);
+                for j in 0..n {
+                    if excluding && same_clip(sources[j], query_clips[i]) {
+                        continue;
+                    }
+                    let dd = q[i * d..(i + 1) * d]
+                        .iter()
+                        .zip(&bank[j * d..(j + 1) * d])
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum::<f32>()
+                        .sqrt();
+                    if dd < best.0 {
+                        best = (dd, j as u32);
+                    }
+                }
+                let what = format!("{d} dims, excluding {excluding}, query {i}");
+                assert_eq!(nn.index[i], best.1, "{what}");
+                assert!((nn.distance[i] - best.0).abs() < 1e-5, "{what}: {} vs {}", nn.distance[i], best.0);
+            }
+        }
+    }
+}

@@ -6,8 +6,9 @@
 //! patches (see [`super::coreset`]), so the cost of fitting grows linearly with the normal audio. Scoring finds
 //! each query patch's nearest memory-bank patch; distances are ranked with the expansion
 //! `|x|^2 - 2 x.y + |y|^2`, as matrix products in chunks (bounded memory) or, on x86-64 with AVX-512 (up to
-//! [`FUSED_MAX_DIMS_AVX512`] dimensions) or AVX2 and FMA (up to [`FUSED_MAX_DIMS`]), by a kernel that keeps the
-//! dot products in registers, and the winner's distance is then recomputed exactly. The clip score is the largest patch distance re-weighted by the paper's eq. 7 with
+//! [`FUSED_MAX_DIMS_AVX512`] dimensions) or AVX2 and FMA (up to [`FUSED_MAX_DIMS`]) and in wasm32 with simd128 (up
+//! to [`FUSED_MAX_DIMS_SIMD128`]), by a kernel that keeps the dot products in registers, and the winner's distance
+//! is then recomputed exactly. The clip score is the largest patch distance re-weighted by the paper's eq. 7 with
 //! `k = 9` support neighbours (anomalib `compute_anomaly_score`).
 
 use serde::{Deserialize, Serialize};
@@ -97,9 +98,9 @@ pub struct PatchCore {
     /// Source of each memory-bank row `[n]` (see [`source_id`]), or empty when unknown (banks written before
     /// sources were kept). Lets a normal clip be scored against the rows that did not come from it.
     sources: Vec<u64>,
-    /// For banks of at most [`FUSED_MAX_DIMS`] dimensions: the memory bank in blocks of [`FUSED_ROWS`] rows, each
-    /// block column-major (`[blocks, dims, FUSED_ROWS]`, the last block padded with zero rows), for
-    /// [`nearest_fused`]; else empty.
+    /// When this CPU (or wasm build) runs a fused kernel for the bank's dimensions ([`fused_for`]): the memory bank
+    /// in blocks of [`FUSED_ROWS`] rows, each block column-major (`[blocks, dims, FUSED_ROWS]`, the last block
+    /// padded with zero rows), for the fused kernels ([`fused_pass`]); else empty.
     blocks: Vec<f32>,
     /// Squared norms padded to whole blocks with `+inf` (padding rows never win), or empty.
     block_norms: Vec<f32>,
@@ -253,23 +254,27 @@ pub const FUSED_MAX_DIMS: usize = 32;
 /// which also block the queries, are faster: BENCH.md, section 5).
 pub const FUSED_MAX_DIMS_AVX512: usize = 128;
 
+/// Largest patch dimension for the fused simd128 kernel of the wasm32 build (4 lanes, no FMA): both members of the
+/// default bank (10 and 113 dimensions; BENCH.md, section 7).
+pub const FUSED_MAX_DIMS_SIMD128: usize = 128;
+
 /// Memory-bank blocks a fused kernel ranks per pass over a chunk of queries: about 128 KB of the bank, so that
 /// each query group reads it from the L2 cache.
-#[cfg(target_arch = "x86_64")]
 fn fused_pass_blocks(dims: usize) -> usize {
     (32768 / (dims.max(1) * FUSED_ROWS)).max(1)
 }
 
-/// Rows per block of the fused kernels: two AVX2 registers of 8 lanes, one AVX-512 register.
+/// Rows per block of the fused kernels: two AVX2 registers of 8 lanes, one AVX-512 register, four simd128 ones.
 const FUSED_ROWS: usize = 16;
 
-/// The fused kernel this CPU runs.
+/// The fused kernel this CPU (or wasm build) runs; each target has only its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86-64 has fused kernels
+#[allow(dead_code)] // each target constructs only its own kernels
 enum FusedKernel {
     None,
     Avx2,
     Avx512,
+    Simd128,
 }
 
 fn fused_kernel() -> FusedKernel {
@@ -282,6 +287,9 @@ fn fused_kernel() -> FusedKernel {
             return FusedKernel::Avx2;
         }
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return FusedKernel::Simd128;
+    #[allow(unreachable_code)]
     FusedKernel::None
 }
 
@@ -291,6 +299,36 @@ fn fused_for(dims: usize) -> bool {
         FusedKernel::None => false,
         FusedKernel::Avx2 => dims <= FUSED_MAX_DIMS,
         FusedKernel::Avx512 => dims <= FUSED_MAX_DIMS_AVX512,
+        FusedKernel::Simd128 => dims <= FUSED_MAX_DIMS_SIMD128,
+    }
+}
+
+/// One pass of the fused kernel `kind` over the memory-bank blocks `passes` for the queries `qs` (see
+/// [`nearest_fused`]).
+///
+/// # Panics
+/// For a kernel this target does not run: blocks exist only where [`fused_kernel`] found one (a bug otherwise).
+#[allow(clippy::too_many_arguments)] // the kernels' inputs, passed through
+fn fused_pass(
+    kind: FusedKernel,
+    qs: &[f32],
+    qn: &[f32],
+    dims: usize,
+    blocks: &[f32],
+    block_norms: &[f32],
+    passes: std::ops::Range<usize>,
+    classes: Option<(&[i32], &[i32])>,
+    out: &mut [(f32, u32)],
+) {
+    match kind {
+        // SAFETY (each arm): the kernel's CPU features were detected at run time (`fused_kernel`).
+        #[cfg(target_arch = "x86_64")]
+        FusedKernel::Avx512 => unsafe { nearest_fused_avx512(qs, qn, dims, blocks, block_norms, passes, classes, out) },
+        #[cfg(target_arch = "x86_64")]
+        FusedKernel::Avx2 => unsafe { nearest_fused(qs, qn, dims, blocks, block_norms, passes, classes, out) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        FusedKernel::Simd128 => nearest_fused_simd128(qs, qn, dims, blocks, block_norms, passes, classes, out),
+        other => unreachable!("no fused kernel {other:?} on this target"),
     }
 }
 
@@ -517,6 +555,116 @@ unsafe fn nearest_fused_avx512(
     }
 }
 
+/// [`nearest_fused`] for wasm32 simd128: 4 queries x 8 rows (two 4-lane registers; the two halves of each block
+/// one after the other) at a time, with the dot products accumulated by separate multiplies and adds (simd128 has
+/// no fused multiply-add; as the matrix-product path of this build ranks them), the same ranking and ties:
+/// `d2 = (|q|^2 + |y|^2) - 2 q.y`, strictly nearer replaces, of equal `d2` the lowest row.
+///
+/// # Panics
+/// If `blocks` holds fewer than `dims x 16` values per 16 values of `block_norms`, or `classes` fewer values than
+/// the blocks' rows and the queries.
+#[allow(clippy::too_many_arguments)] // a hot kernel: its inputs as plain slices
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn nearest_fused_simd128(
+    qs: &[f32],
+    qn: &[f32],
+    dims: usize,
+    blocks: &[f32],
+    block_norms: &[f32],
+    passes: std::ops::Range<usize>,
+    classes: Option<(&[i32], &[i32])>,
+    out: &mut [(f32, u32)],
+) {
+    use std::arch::wasm32::*;
+    const R: usize = FUSED_ROWS;
+    const H: usize = 8;
+    const Q: usize = 4;
+    let rows = out.len().min(qn.len()).min(qs.len() / dims.max(1));
+    let nb = block_norms.len() / R;
+    assert!(blocks.len() >= nb * dims * R, "nearest_fused_simd128: blocks shorter than their norms describe");
+    let passes = passes.start.min(nb)..passes.end.min(nb);
+    if let Some((row_class, query_class)) = classes {
+        assert!(row_class.len() >= nb * R && query_class.len() >= rows, "nearest_fused_simd128: classes too short");
+    }
+    // Four lanes of `p` from `at`. SAFETY: every load below reads inside `blocks` (block `b < nb`, offset
+    // `(b * dims + k) * R + h + 8 <= nb * dims * R`) or `block_norms` (`b * R + 16 <= nb * R`), asserted above.
+    let load = |p: &[f32], at: usize| {
+        debug_assert!(at + 4 <= p.len());
+        unsafe { v128_load(p.as_ptr().add(at) as *const v128) }
+    };
+    let infinity = f32x4_splat(f32::INFINITY);
+    let lane = i32x4(0, 1, 2, 3);
+    let mut best = [0.0f32; R];
+    let mut arg = [0u32; R];
+    let mut g0 = 0;
+    while g0 < rows {
+        let gq = (rows - g0).min(Q);
+        // The group's queries, padded by repeating its last one (whose results are dropped).
+        let qr: [usize; Q] = std::array::from_fn(|t| g0 + t.min(gq - 1));
+        let qp: [*const f32; Q] = std::array::from_fn(|t| qs[qr[t] * dims..(qr[t] + 1) * dims].as_ptr());
+        let qnv: [v128; Q] = std::array::from_fn(|t| f32x4_splat(qn[qr[t]]));
+        let qcv: [v128; Q] = std::array::from_fn(|t| i32x4_splat(classes.map_or(0, |(_, qc)| qc[qr[t]])));
+        let mut bv = [[infinity; 4]; Q];
+        let mut av = [[i32x4_splat(-1); 4]; Q];
+        for b in passes.clone() {
+            for h in [0, H] {
+                let mut acc = [[f32x4_splat(0.0); 2]; Q];
+                for k in 0..dims {
+                    let at = (b * dims + k) * R + h;
+                    let (c0, c1) = (load(blocks, at), load(blocks, at + 4));
+                    for t in 0..Q {
+                        // SAFETY: `qp[t]` starts a query of `dims` values (sliced above) and `k < dims`.
+                        let qv = f32x4_splat(unsafe { *qp[t].add(k) });
+                        acc[t][0] = f32x4_add(acc[t][0], f32x4_mul(qv, c0));
+                        acc[t][1] = f32x4_add(acc[t][1], f32x4_mul(qv, c1));
+                    }
+                }
+                let at = b * R + h;
+                let nrm = [load(block_norms, at), load(block_norms, at + 4)];
+                let i0 = i32x4_add(lane, i32x4_splat(at as i32));
+                let idx = [i0, i32x4_add(i0, i32x4_splat(4))];
+                // SAFETY: as `load`: the row classes cover the blocks' rows (asserted).
+                let rc = classes.map(|(rc, _)| unsafe {
+                    let p = rc.as_ptr().add(at) as *const v128;
+                    [v128_load(p), v128_load(p.add(1))]
+                });
+                for t in 0..Q {
+                    for s in 0..2 {
+                        // 2 q.y is exact (a doubling), so this rounds as the native kernels' fused `-2 q.y + (..)`.
+                        let mut d = f32x4_sub(f32x4_add(qnv[t], nrm[s]), f32x4_add(acc[t][s], acc[t][s]));
+                        if let Some(rc) = rc {
+                            // Rows of the query's own class are excluded: +inf never wins.
+                            d = v128_bitselect(infinity, d, i32x4_eq(rc[s], qcv[t]));
+                        }
+                        let m = f32x4_lt(d, bv[t][h / 4 + s]);
+                        bv[t][h / 4 + s] = v128_bitselect(d, bv[t][h / 4 + s], m);
+                        av[t][h / 4 + s] = v128_bitselect(idx[s], av[t][h / 4 + s], m);
+                    }
+                }
+            }
+        }
+        // Each lane kept the first of its rows at its minimum; of the lanes' minima the smallest, of equal ones
+        // the lowest row.
+        for t in 0..gq {
+            for s in 0..4 {
+                // SAFETY: `best` and `arg` hold 16 lanes, four registers.
+                unsafe {
+                    v128_store(best.as_mut_ptr().add(s * 4) as *mut v128, bv[t][s]);
+                    v128_store(arg.as_mut_ptr().add(s * 4) as *mut v128, av[t][s]);
+                }
+            }
+            let o = &mut out[g0 + t];
+            for l in 0..R {
+                let (v, i) = (best[l], arg[l]);
+                if i != u32::MAX && (v < o.0 || (v == o.0 && i < o.1)) {
+                    *o = (v, i);
+                }
+            }
+        }
+        g0 += gq;
+    }
+}
+
 /// `c[m, n] = a[m, k] . b[n, k]^T` (both row-major).
 fn matmul_abt(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, c: &mut [f32]) {
     crate::linalg::matmul(m, k, n, a, b, true, c);
@@ -678,7 +826,6 @@ impl PatchCore {
         // Exclusion by classes (an integer compare per pair) when `same` sorts the sources into classes, else by
         // calling it per pair.
         let classes = exclude.and_then(|(qsrc, same)| source_classes(&self.sources, qsrc, same));
-        #[cfg(target_arch = "x86_64")]
         let row_class_blocks: Vec<i32> = match &classes {
             Some((rc, _)) if !self.blocks.is_empty() => {
                 let mut v = vec![-1; self.block_norms.len()];
@@ -693,20 +840,14 @@ impl PatchCore {
             let rows = out.len();
             let qs = &queries[ci * QC * d..(ci * QC + rows) * d];
             let qn = squared_norms(qs, d);
-            #[cfg(target_arch = "x86_64")]
             if !self.blocks.is_empty() && (exclude.is_none() || !row_class_blocks.is_empty()) {
+                // The blocks exist only where a fused kernel runs (`fused_blocks`) and were made from this bank;
+                // the row classes are padded to the blocks' rows.
                 let cls = classes.as_ref().map(|(_, qc)| (row_class_blocks.as_slice(), &qc[ci * QC..ci * QC + rows]));
-                // SAFETY: the blocks exist only when the kernel's features were detected (`fused_blocks`), and
-                // were made from this bank; the row classes are padded to the blocks' rows.
-                let (nb, per) = (self.block_norms.len() / FUSED_ROWS, fused_pass_blocks(d));
-                let wide = fused_kernel() == FusedKernel::Avx512;
+                let (nb, per, kind) = (self.block_norms.len() / FUSED_ROWS, fused_pass_blocks(d), fused_kernel());
                 for b0 in (0..nb).step_by(per) {
                     let pass = b0..(b0 + per).min(nb);
-                    let (blocks, norms) = (&self.blocks, &self.block_norms);
-                    match wide {
-                        true => unsafe { nearest_fused_avx512(qs, &qn, d, blocks, norms, pass, cls, out) },
-                        false => unsafe { nearest_fused(qs, &qn, d, blocks, norms, pass, cls, out) },
-                    }
+                    fused_pass(kind, qs, &qn, d, &self.blocks, &self.block_norms, pass, cls, out);
                 }
                 self.exact_winners(qs, out);
                 return;
