@@ -659,6 +659,27 @@ impl Engine {
         fitter.add_clip(model, samples, sample_rate).map_err(js_err)
     }
 
+    /// Analyses one clip of normal sound (mono `samples` at `sampleRate` Hz) for the fit started on this engine,
+    /// without adding it: the clip's patches as bytes, for `fitAddAnalysed` on the engine that fits (the page's
+    /// pool of workers analyses clips in parallel this way; the bank is the one `fitAdd` of every clip gives, bit
+    /// for bit). Throws as `fitAdd`.
+    #[wasm_bindgen(js_name = fitAnalyse)]
+    pub fn fit_analyse(&self, samples: &[f32], sample_rate: u32) -> Result<Uint8Array, JsError> {
+        let (_, model) = self.fitter.as_ref().ok_or_else(|| JsError::new("no fit was started"))?;
+        let clip = Fitter::analyse_clip(model, samples, sample_rate).map_err(js_err)?;
+        let bytes = clip.to_bytes().map_err(js_err)?;
+        Ok(Uint8Array::from(bytes.as_slice()))
+    }
+
+    /// Adds a clip analysed by `fitAnalyse` (on this engine or another with the same model and fit settings) to
+    /// the fit in progress. Throws for bytes that are not such a clip, or a clip analysed for other settings.
+    #[wasm_bindgen(js_name = fitAddAnalysed)]
+    pub fn fit_add_analysed(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+        let (fitter, _) = self.fitter.as_mut().ok_or_else(|| JsError::new("no fit was started"))?;
+        let clip = crate::pipeline::AnalysedClip::from_bytes(bytes).map_err(js_err)?;
+        fitter.add_analysed(clip).map_err(js_err)
+    }
+
     /// Finishes the fit: calibrates the threshold, fits the detector, and makes the new bank the one in use.
     /// Returns its info (as `loadBank` does). `on_progress` (optional) is called after each fitting step as
     /// `(stage, done, total)` (`stage`: `"fitting"` or `"calibrating"`; a trained detector such as CFA is trained

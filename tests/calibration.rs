@@ -1,6 +1,7 @@
 //! Calibration by leaving each clip's memory-bank rows out: sources kept per row and stored in the bank, held-out
 //! scoring of a bank's own clips reproduces the fit's calibration, merged banks recalibrated on their shards'
-//! clips, and bad calibration input refused. Synthetic audio only (no ../shared data needed).
+//! clips, bad calibration input refused, and clips analysed elsewhere (the page's pool) fitting the same bank.
+//! Synthetic audio only (no ../shared data needed).
 
 use sonomaly::bank::Bank;
 use sonomaly::detector::patchcore::{same_clip, source_id};
@@ -191,4 +192,55 @@ fn excluded_rows_never_win_the_nearest_search() {
     let without = pc.without(|s| s == 0x100).unwrap();
     assert_eq!(without.len(), 5);
     assert!(pc.without(|_| true).is_none());
+}
+
+/// Clips analysed on their own, passed as bytes ([`AnalysedClip::to_bytes`], as the page's pool of workers passes
+/// them) and added to another fitter, give the bank that adding the clips directly gives, byte for byte; damaged
+/// bytes are refused in words.
+#[test]
+fn clips_analysed_elsewhere_and_passed_as_bytes_fit_the_same_bank() {
+    use sonomaly::pipeline::AnalysedClip;
+    let config = config();
+    let mut model = Model::embedded_default().unwrap();
+    model.set_embeddings(config.embeddings()).unwrap();
+    let mut direct = Fitter::new(&model, config.clone()).unwrap();
+    let mut passed = Fitter::new(&model, config).unwrap();
+    let mut one = Vec::new();
+    for seed in 0..4 {
+        let x = hum(3.0, SR, seed);
+        direct.add_clip(&model, &x, SR).unwrap();
+        let bytes = Fitter::analyse_clip(&model, &x, SR).unwrap().to_bytes().unwrap();
+        passed.add_analysed(AnalysedClip::from_bytes(&bytes).unwrap()).unwrap();
+        one = bytes;
+    }
+    let mut a = direct.finish(&model, &mut |_| true).unwrap();
+    let mut b = passed.finish(&model, &mut |_| true).unwrap();
+    b.meta.created = a.meta.created.clone();
+    a.meta.created = b.meta.created.clone();
+    assert!(a.to_bytes().unwrap() == b.to_bytes().unwrap(), "the banks differ");
+
+    let refused = |bytes: &[u8]| match AnalysedClip::from_bytes(bytes) {
+        Ok(_) => panic!("damaged bytes were taken for a clip"),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused(&one[..one.len() / 2]).contains("not a clip analysed by this version"));
+    assert!(refused(b"").contains("not a clip analysed"));
+    // A tensor's value made NaN (the last 4 bytes belong to the last window's last patch).
+    let mut nan = one.clone();
+    let at = nan.len() - 4;
+    nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(refused(&nan).contains("not finite"), "{}", refused(&nan));
+    // A grid's time rows written with a leading zero (not a number) and as 0 (owned patches outside the grid).
+    let pat: &[u8] = b"\\\"members\\\":[[";
+    let k = one.windows(pat.len()).position(|w| w == pat).expect("a member in the header") + pat.len();
+    assert!(one[k].is_ascii_digit() && one[k] != b'0' && one[k + 1].is_ascii_digit());
+    let mut wrong = one.clone();
+    wrong[k] = b'0';
+    assert!(refused(&wrong).contains("malformed header"), "{}", refused(&wrong));
+    let mut wrong = one.clone();
+    wrong.splice(k..k + 1, *b" ");
+    let at = k + 1;
+    let end = at + wrong[at..].iter().position(|b| !b.is_ascii_digit()).unwrap();
+    wrong.splice(at..end, std::iter::repeat_n(b' ', end - at - 1).chain([b'0']));
+    assert!(refused(&wrong).contains("owned patches"), "{}", refused(&wrong));
 }

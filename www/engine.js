@@ -29,7 +29,13 @@
 // of more than one batch of analysis windows is split: each worker scores its share of whole batches
 // (`scoreWindowShare`), the main worker merges the parts (`scoreFromParts`), and the result is the one a single
 // worker gives, bit for bit (the core's score_window_share / score_clip_from_parts). `score` with `workers: 1` in its
-// payload, or a pool not in step with the bank in use, scores on the main worker alone.
+// payload, or a pool not in step with the bank in use, scores on the main worker alone. A `fit` of two clips or more
+// is split the same way: every worker analyses whole clips, taking the next one as it finishes one
+// (`fitAnalyse`: the clip's patches as bytes), then the main worker adds them in the clips' order and finishes the
+// fit, so the bank is one worker's bit for bit (`workers: 1` fits on the main worker alone). Cancel during the
+// analysis rejects the fit at once, replaces the helpers still analysing and restarts the main worker if its clip
+// is not done within CANCEL_GRACE_MS; a clip the pool could not analyse (or a helper gone) fits on the main worker
+// alone, which then says what was wrong with which clip.
 
 /** Every request the worker answers, and how it runs (see above). worker.js checks its handlers against this. */
 export const MESSAGES = Object.freeze({
@@ -50,6 +56,7 @@ export const MESSAGES = Object.freeze({
   cancel: "control",
   scoreWindowShare: "internal", // the pool: the parts of one worker's share of a clip's windows
   scoreFromParts: "internal", // the pool: a clip's result from the parts of all its windows
+  fitAnalyse: "internal", // the pool: one normal clip's patches for a fit, as bytes (added by the fit's worker)
 });
 
 /** Messages the worker posts that answer no request. */
@@ -152,6 +159,7 @@ export class Engine {
       req.reject(new CancelledError(req.type, false));
       return { restarted: false };
     }
+    if (this.running?.id === id && this.running.pooled && !this.inflight.has(id)) return this.cancelPooled(this.running);
     const req = this.inflight.get(id);
     if (!req || req.cancelled) return null;
     req.cancelled = true;
@@ -173,8 +181,11 @@ export class Engine {
   pump() {
     if (this.running || this.restarting || !this.queue.length) return;
     this.running = this.queue.shift();
-    if (this.running.type === "score" && this.running.payload.workers !== 1 && this.inStep().length) {
+    const { type, payload } = this.running;
+    if (type === "score" && payload.workers !== 1 && this.inStep().length) {
       this.scorePooled(this.running);
+    } else if (type === "fit" && payload.workers !== 1 && payload.clips?.length >= 2 && this.inStep().length) {
+      this.fitPooled(this.running);
     } else this.post(this.running);
   }
 
@@ -247,9 +258,13 @@ export class Engine {
 
   /** A request of this module to the main worker, run in order with the others (see MESSAGES, "internal"). */
   internal(type, payload, transfer = []) {
-    return new Promise((resolve, reject) => {
-      this.post({ id: this.nextId++, type, payload, transfer, resolve, reject, cancelled: false, internal: true });
+    let req;
+    const p = new Promise((resolve, reject) => {
+      req = { id: this.nextId++, type, payload, transfer, resolve, reject, cancelled: false, internal: true };
     });
+    this.post(req);
+    p.req = req;
+    return p;
   }
 
   /**
@@ -308,6 +323,98 @@ export class Engine {
     this.pump();
   }
 
+  /**
+   * Fits `req` (a `fit` request, the one running): the main worker and the helpers in step analyse its clips, one
+   * at a time each, then the main worker fits on the analysed clips in their order (the request is posted to it
+   * with the bytes instead of the samples, and answers as a `fit` on one worker does). Any failure (a clip that
+   * cannot be fitted on, a helper gone) fits on the main worker alone instead, with the samples.
+   */
+  async fitPooled(req) {
+    const { clips, preset = null, layers = null, detector = null } = req.payload;
+    const n = clips.length;
+    const workers = [null, ...this.inStep()]; // null: the main worker
+    const analysed = new Array(n).fill(null);
+    const busy = new Map(); // worker (a helper, or null) -> the clip it analyses
+    req.pooled = { busy, internal: new Set() };
+    let next = 0;
+    let done = 0;
+    let failed = false;
+    // The clip named is the first one still being analysed, so that the steps are said in order.
+    const say = () => {
+      if (req.cancelled || !busy.size) return;
+      const i = Math.min(...busy.values());
+      req.onProgress?.({
+        type: PROGRESS, id: req.id, stage: "fit", done, total: n + 1,
+        text: `Fitting: clip ${i + 1} of ${n} (${clips[i].name}; ${done} analysed, on ${workers.length} workers)…`,
+      });
+    };
+    const run = async (h) => {
+      while (!failed && !req.cancelled && next < n) {
+        const i = next++;
+        const c = clips[i];
+        // A copy: the samples stay here, for a fit on one worker if the pool fails.
+        const payload = { preset, layers, detector, samples: c.samples.slice(), sampleRate: c.sampleRate };
+        busy.set(h, i);
+        say();
+        try {
+          let call;
+          if (h) call = this.helperCall(h, "fitAnalyse", payload, [payload.samples.buffer]);
+          else {
+            call = this.internal("fitAnalyse", payload, [payload.samples.buffer]);
+            req.pooled.internal.add(call.req);
+          }
+          analysed[i] = (await call).bytes;
+        } catch (e) {
+          if (!req.cancelled && !failed) console.warn(`sonomaly: the pool could not analyse ${c.name}; fitting on one worker:`, e.message);
+          failed = true;
+          return;
+        } finally {
+          busy.delete(h);
+        }
+        done++;
+        say();
+      }
+    };
+    await Promise.all(workers.map(run));
+    if (this.running !== req || req.cancelled) return; // cancelled meanwhile: settled by cancelPooled
+    req.pooled = null;
+    if (failed) {
+      this.post(req);
+      return;
+    }
+    const pooled = clips.map((c, i) => ({ name: c.name, analysed: analysed[i] }));
+    req.payload = { ...req.payload, clips: pooled };
+    req.transfer = analysed.map((b) => b.buffer);
+    req.workers = workers.length; // said in the answer
+    this.post(req);
+  }
+
+  /** Cancels a fit that the pool is analysing (see fitPooled): settled at once; the workers stop as said above. */
+  cancelPooled(req) {
+    const { busy, internal } = req.pooled;
+    req.cancelled = true;
+    for (const h of busy.keys()) {
+      if (!h) continue;
+      // A helper busy with a clip of the cancelled fit: replaced (syncHelpers gives the new one the bank in use).
+      h.dead = true;
+      h.worker.terminate();
+      for (const p of h.pending.values()) p.reject(new CancelledError("fitAnalyse", true));
+      h.pending.clear();
+      this.helpers = this.helpers.filter((x) => x !== h);
+    }
+    this.syncHelpers();
+    for (const r of internal) {
+      setTimeout(() => {
+        if (this.inflight.get(r.id) === r) this.restart(r);
+      }, CANCEL_GRACE_MS);
+    }
+    this.running = null;
+    req.reject(new CancelledError(req.type, false));
+    req.onSettled?.(false);
+    this.pump();
+    return Promise.resolve({ restarted: false });
+  }
+
   onMessage(from, msg) {
     if (from !== this.worker) return; // a terminated worker's last words
     const req = this.inflight.get(msg.id);
@@ -335,6 +442,7 @@ export class Engine {
         delete r.session;
         this.syncHelpers();
       }
+      if (req.workers && r && typeof r === "object") r.workers = req.workers;
       req.resolve(r);
     } else {
       const e = new Error(msg.error);

@@ -30,6 +30,8 @@ let offlineStart = false; // build.json could not be read: models come from the 
 let liveFrames = 0; // frames of the live stream whose log-mel the page has been sent
 // Banks dropped because a later model did not fit them, newest last: a model they fit brings them back.
 const droppedBanks = [];
+// The engine and fit settings that fitAnalyse last set up (its fitStart), so that a run of clips sets up once.
+let analysing = {};
 
 function progress(id, stage, done, total, text) {
   postMessage({ type: PROGRESS, id, stage, done, total, text });
@@ -453,12 +455,26 @@ const handlers = {
     return { updates: engine.streamFinish() };
   },
 
+  // One clip's patches for a fit with msg.preset, msg.layers and msg.detector, as bytes (engine.js's pool: the
+  // fit's worker adds them with the others'). The fit's settings are set up once for a run of such clips.
+  async fitAnalyse(msg) {
+    requireEngine();
+    const key = JSON.stringify([msg.preset || null, msg.layers || null, msg.detector || null]);
+    if (analysing.engine !== engine || analysing.key !== key) {
+      engine.fitStart(msg.preset || null, msg.layers || null, msg.detector || null);
+      analysing = { engine, key };
+    }
+    return { bytes: engine.fitAnalyse(msg.samples, msg.sampleRate) };
+  },
+
   // Fits a bank from normal clips, one clip at a time so that a cancel gets through between clips (within a
-  // clip, and in the last step, only terminating the worker stops it: engine.js does that).
+  // clip, and in the last step, only terminating the worker stops it: engine.js does that). A clip is given as
+  // samples or, from the pool, as its patches (`analysed`, from fitAnalyse).
   async fit(msg, id) {
     requireEngine();
     const clips = msg.clips;
     const t0 = performance.now();
+    analysing = {};
     try {
       engine.fitStart(msg.preset || null, msg.layers || null, msg.detector || null);
     } catch (e) {
@@ -472,7 +488,10 @@ const handlers = {
         await yieldToEvents();
         if (cancelled.has(id)) throw new Cancelled();
         try {
-          engine.fitAdd(clips[i].samples, clips[i].sampleRate);
+          if (clips[i].analysed) {
+            engine.fitAddAnalysed(clips[i].analysed);
+            clips[i].analysed = null; // now in the fitter: the bytes can go
+          } else engine.fitAdd(clips[i].samples, clips[i].sampleRate);
         } catch (e) {
           const err = new Error(plain(e));
           err.clip = clips[i].name;

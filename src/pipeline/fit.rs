@@ -158,13 +158,13 @@ impl FitConfig {
 
 /// The patches of one normal clip, ready to be added to a [`Fitter`].
 pub struct AnalysedClip {
-    windows: Vec<Window>,
-    fingerprint: u64,
-    frames: usize,
-    seconds: f64,
-    band_limit_hz: f32,
-    logmel: Vec<f32>,
-    mel_bins: usize,
+    pub(super) windows: Vec<Window>,
+    pub(super) fingerprint: u64,
+    pub(super) frames: usize,
+    pub(super) seconds: f64,
+    pub(super) band_limit_hz: f32,
+    pub(super) logmel: Vec<f32>,
+    pub(super) mel_bins: usize,
 }
 
 impl AnalysedClip {

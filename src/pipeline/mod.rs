@@ -16,6 +16,7 @@
 //! member's clip score is the re-weighted score (PatchCore eq. 7) of the window that holds the member's largest
 //! owned patch distance. Streaming does exactly the same, window by window.
 
+mod analysed;
 mod fit;
 mod model;
 mod recording;

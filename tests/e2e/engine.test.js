@@ -2,7 +2,7 @@
 // segments are the core's, the same as `sonomaly score` gives for the same bank and threshold (the slider and
 // `--threshold` included); Cancel stops a fit at every step within a second, leaving the bank in use as it was and
 // the page usable; a click during a long fit is queued where the user sees it; the pool of workers gives one
-// worker's results bit for bit. Needs dist/ (./build.sh build) and
+// worker's results bit for bit, for a score and for a fit. Needs dist/ (./build.sh build) and
 // the native CLI (cargo build --release), as ./build.sh test provides.
 //
 //   cd tests/e2e && node --test engine.test.js
@@ -263,5 +263,59 @@ test("the pool of workers (one per core) splits a clip's windows and gives one w
     await waitScored(page, "minute.wav");
     assert.equal(await page.evaluate(() => sonomaly.current.result.score), v1.score[1]);
     console.log("pool:", JSON.stringify({ cores, demoMs: demo.ms.map(Math.round), aisfxMs: v1.ms.map(Math.round) }));
+  });
+});
+
+// A fit asked of the engine directly (as the fit panel asks it) on four normal clips, by the pool and by one worker:
+// the two banks' bytes, with the creation time and the checksum (which covers it) blanked.
+function fitPoolAgainstOne(page, b64) {
+  return page.evaluate(async (data) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const dv = new DataView(bytes.buffer);
+    const n = (bytes.length - 44) / 2;
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) x[i] = dv.getInt16(44 + 2 * i, true) / 32768;
+    const sampleRate = dv.getUint32(24, true);
+    // The demo normal clip turned round by a quarter of its length k times, and a little quieter each time.
+    const clips = () => [0, 1, 2, 3].map((k) => {
+      const s = new Float32Array(n);
+      for (let i = 0; i < n; i++) s[i] = x[(i + Math.floor((k * n) / 4)) % n] * (1 - 0.05 * k);
+      return { name: `normal-${k}.wav`, samples: s, sampleRate };
+    });
+    const seen = [];
+    const pool = await sonomalyEngine.call("fit", { clips: clips(), name: "pool" }, [], (m) => seen.push(m.text));
+    const one = await sonomalyEngine.call("fit", { clips: clips(), name: "one", workers: 1 });
+    const plain = (b) => new TextDecoder("latin1").decode(b)
+      .replace(/"created":"[^"]*"/, '"created":""').replace(/"data_sha256":"[0-9a-f]*"/, '"data_sha256":""');
+    return {
+      workers: pool.workers ?? 1,
+      oneWorkers: one.workers ?? 1,
+      length: [pool.bytes.length, one.bytes.length],
+      same: plain(pool.bytes) === plain(one.bytes),
+      threshold: [pool.info.threshold, one.info.threshold],
+      steps: seen,
+      ms: [pool.elapsedMs, one.elapsedMs],
+    };
+  }, b64);
+}
+
+test("a fit on the pool (every worker analyses whole clips, the main worker fits) gives one worker's bank byte for byte", async () => {
+  const b64 = fs.readFileSync(path.join(DEMO, "fan-normal.wav")).toString("base64");
+  await withPage(async ({ page }) => {
+    await waitReady(page);
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    if (cores < 2) {
+      console.log(`fit pool: this browser reports ${cores} core: nothing to split`);
+      return;
+    }
+    await page.waitForFunction(() => sonomalyEngine.inStep().length >= 1, null, { timeout: 120_000 });
+    const r = await fitPoolAgainstOne(page, b64);
+    assert.ok(r.workers >= 2, `the pool fitted on ${r.workers} worker(s)`);
+    assert.equal(r.oneWorkers, 1);
+    assert.ok(r.steps.some((t) => /^Fitting: clip 1 of 4 .*analysed, on \d+ workers/.test(t)), r.steps.join(" | "));
+    assert.ok(r.steps.some((t) => t.startsWith("Fitting: calibrating")), r.steps.join(" | "));
+    assert.equal(r.length[0], r.length[1], "the banks differ in length");
+    assert.ok(r.same, `the pool's bank differs from one worker's (thresholds ${r.threshold.join(" vs ")})`);
+    console.log("fit pool:", JSON.stringify({ cores, workers: r.workers, ms: r.ms.map(Math.round) }));
   });
 });
