@@ -9,13 +9,20 @@
 //!   (the farthest of them is farther than every row left out), and then all rows are updated against the round's
 //!   centres at once, in cache-sized blocks. Every distance is computed as the plain one-centre-at-a-time greedy
 //!   computes it (squared differences summed over the dimensions in order), so the choices are the same, bit for
-//!   bit; the work is still `rows x centres x dims`, but it is arithmetic on data in cache rather than a pass over
-//!   all rows in memory per centre.
+//!   bit. The update skips the pairs the triangle inequality rules out (as in Elkan's accelerated k-means): each
+//!   row remembers its nearest centre `a` and each centre its radius `r_a` (its rows' largest distance); a new
+//!   centre `c` at `|a - c| >= 2 r_a` (with a margin of 0.1 % that covers the rounding) cannot be nearer than `a`
+//!   to any row of `a`, so a block of rows is compared only with the round's centres that may reach one of its rows.
+//!   A skipped pair is one whose computed distance could not have replaced the row's, so the choices stay the same;
+//!   the work falls from `rows x centres x dims` to the pairs near enough, plus `centres^2 x dims / 2` for the
+//!   centre-to-centre bounds.
 //! - [`CoresetPlan`] caps the memory bank at [`PatchCoreConfig::max_bank_rows`](super::PatchCoreConfig): when
 //!   `coreset_ratio x patches` exceeds the cap, the greedy picks `cap` rows among `cap / coreset_ratio` candidates
 //!   drawn uniformly at random without replacement (seeded, Knuth's selection sampling), so the bank is still the
 //!   `coreset_ratio` of the patches the greedy saw. The cost is then `O(patches)` for drawing the candidates plus
 //!   a constant `cap^2 / coreset_ratio x dims` for the greedy; below the cap the selection is the exact one.
+
+use std::ops::Range;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -172,7 +179,7 @@ pub fn select_coreset(patches: &[f32], dims: usize, plan: CoresetPlan, projectio
             }
         }
     }
-    greedy_columns(&columns, c, cols, plan.size, seed).into_iter().map(row).collect()
+    greedy_columns(columns, c, cols, plan.size, seed).into_iter().map(row).collect()
 }
 
 /// Greedy k-center coreset (Sener & Savarese 2018) of the rows of `features` `[n, dims]`: returns up to `size` row
@@ -189,10 +196,10 @@ pub fn k_center_greedy(features: &[f32], dims: usize, size: usize, seed: u64) ->
             columns[k * n + row] = *v;
         }
     }
-    greedy_columns(&columns, n, dims, size, seed)
+    greedy_columns(columns, n, dims, size, seed)
 }
 
-/// Most centres chosen per round before all rows are updated.
+/// Most centres chosen per round before all rows are updated (at most 64: the pruning masks are `u64`).
 const ROUND_CENTRES: usize = 64;
 /// Rows taken aside per round, per centre to choose.
 const POOL_PER_CENTRE: usize = 4;
@@ -228,22 +235,25 @@ const ROW_BLOCK: usize = 8;
 const WIDE_ROW_BLOCK: usize = 16;
 const CENTRE_BLOCK: usize = 4;
 
-/// Squared distances of the `RB` rows from `row0` of `columns` `[dims, n]` to 4 centres given dimension-major
-/// (`centres[k] = [c0[k], c1[k], c2[k], c3[k]]`), summed over the dimensions in order with a separate multiply
-/// and add (as [`distance_to`]); the `4 x RB` sums stay in registers. Each sum is the same whatever `RB`.
+/// Squared distances of the `RB` rows from `row0` of `columns` `[dims, n]` to 4 centres (rows of `dims` values),
+/// summed over the dimensions in order with a separate multiply and add (as [`distance_to`]); the `4 x RB` sums
+/// stay in registers. Each sum is the same whatever `RB`.
 #[inline(always)]
 fn block_distances<const RB: usize>(
     columns: &[f32],
     n: usize,
     row0: usize,
-    centres: &[[f32; CENTRE_BLOCK]],
+    dims: usize,
+    centres: [&[f32]; CENTRE_BLOCK],
 ) -> [[f32; RB]; CENTRE_BLOCK] {
+    let c = centres.map(|c| &c[..dims]);
     let mut acc = [[0.0f32; RB]; CENTRE_BLOCK];
-    for (k, c) in centres.iter().enumerate() {
+    for k in 0..dims {
         let x: &[f32; RB] = columns[k * n + row0..k * n + row0 + RB].try_into().expect("a row block");
         for j in 0..CENTRE_BLOCK {
+            let cj = c[j][k];
             for r in 0..RB {
-                let d = x[r] - c[j];
+                let d = x[r] - cj;
                 acc[j][r] += d * d;
             }
         }
@@ -251,125 +261,308 @@ fn block_distances<const RB: usize>(
     acc
 }
 
-/// One task of [`update_min_dist`]: rows `start..start + md.len()` in blocks of `RB`, centres in groups of 4
-/// (dimension-major, see [`block_distances`]) and the rest row-major.
+/// Relative margin of the pruning bound: the rounding of the squared sums (about `dims x 2^-24` relative) is far
+/// below it, so a pair skipped is one whose distance, computed, could never have replaced the row's.
+const PRUNE_MARGIN: f32 = 1e-3;
+/// `4 (1 + PRUNE_MARGIN)^2`: a new centre `c` cannot be nearer to a row `p` of centre `a` than `a` is when
+/// `|a - c|^2 >= PRUNE_FACTOR |p - a|^2` (then `|p - c| >= |a - c| - |p - a| >= (1 + 2 PRUNE_MARGIN) |p - a|`).
+const PRUNE_FACTOR: f32 = 4.0 * (1.0 + PRUNE_MARGIN) * (1.0 + PRUNE_MARGIN);
+/// Rounds between two re-sorts of the rows by their nearest centre (see [`greedy_columns`]).
+const RESORT_ROUNDS: usize = 4;
+
+/// Which of a round's new centres can be nearer to some rows than those rows' own centres (the triangle
+/// inequality; see [`PRUNE_FACTOR`]), from the state at the round's start.
+struct Gate<'a> {
+    /// Per row: its nearest centre so far (its number among the centres chosen).
+    assign: &'a [u32],
+    /// Per row: its squared distance to that centre.
+    min_dist: &'a [f32],
+    /// `[old centres, ROUND_CENTRES]`: squared distance of each old centre to each of the round's centres.
+    d2: &'a [f32],
+    /// The round's centres.
+    m: usize,
+}
+
+impl Gate<'_> {
+    /// Bit `j` set when the round's centre `j` may be nearer to one of rows `rows` than its own centre. Rows of one
+    /// centre side by side (as [`greedy_columns`] keeps them) are taken together, by the largest distance of them.
+    fn mask(&self, rows: Range<usize>) -> u64 {
+        let mut mask = 0u64;
+        let mut r = rows.start;
+        while r < rows.end {
+            let a = self.assign[r];
+            let mut reach = self.min_dist[r];
+            let mut e = r + 1;
+            while e < rows.end && self.assign[e] == a {
+                reach = reach.max(self.min_dist[e]);
+                e += 1;
+            }
+            let reach = PRUNE_FACTOR * reach;
+            let d2 = &self.d2[a as usize * ROUND_CENTRES..a as usize * ROUND_CENTRES + self.m];
+            for (j, &d) in d2.iter().enumerate() {
+                if d < reach {
+                    mask |= 1 << j;
+                }
+            }
+            r = e;
+        }
+        mask
+    }
+}
+
+/// One task of [`update_min_dist`]: rows `start..start + md.len()` in blocks of `RB` against the round's `centres`
+/// (`[m <= 64, dims]`, row-major) 4 at a time; `asg` gets the number (`base` + the centre's place in the round) of
+/// the centre that lowered a row's distance. With a `gate`, a block is compared only with the centres that may
+/// reach one of its rows. Returns the (row block, group of 4 centres) pairs computed and all of them, for the
+/// diagnostics.
+#[allow(clippy::too_many_arguments)] // a hot kernel: its inputs as plain slices
 #[inline(always)]
 fn update_rows<const RB: usize>(
     md: &mut [f32],
+    asg: &mut [u32],
     start: usize,
     columns: &[f32],
     n: usize,
     dims: usize,
-    groups: &[Vec<[f32; CENTRE_BLOCK]>],
-    rest: &[f32],
-) {
+    centres: &[f32],
+    base: u32,
+    gate: Option<&Gate>,
+) -> [usize; 2] {
+    let m = centres.len() / dims.max(1);
+    let all = if m >= 64 { u64::MAX } else { (1u64 << m) - 1 };
+    let mask_of = |rows: Range<usize>| gate.map_or(all, |g| g.mask(rows));
+    let centre = |j: usize| &centres[j * dims..(j + 1) * dims];
     let full = md.len() / RB * RB;
+    let mut computed = 0;
+    let total = full / RB * m.div_ceil(CENTRE_BLOCK);
     for rb in (0..full).step_by(RB) {
+        let mut mask = mask_of(start + rb..start + rb + RB);
         let out: &mut [f32; RB] = (&mut md[rb..rb + RB]).try_into().expect("a row block");
-        for g in groups {
-            let acc = block_distances::<RB>(columns, n, start + rb, g);
-            for a in &acc {
+        let who: &mut [u32; RB] = (&mut asg[rb..rb + RB]).try_into().expect("a row block");
+        while mask != 0 {
+            // The next 4 centres that may reach the block (the last of them repeated when fewer are left: the same
+            // sums, so the same result).
+            let mut js = [0usize; CENTRE_BLOCK];
+            for q in 0..CENTRE_BLOCK {
+                js[q] = if mask != 0 { mask.trailing_zeros() as usize } else { js[q.saturating_sub(1)] };
+                mask &= mask.wrapping_sub(1);
+            }
+            computed += 1;
+            let acc = block_distances::<RB>(columns, n, start + rb, dims, js.map(centre));
+            for (a, &j) in acc.iter().zip(&js) {
+                let c = base + j as u32;
                 for r in 0..RB {
                     if a[r] < out[r] {
                         out[r] = a[r];
+                        who[r] = c;
                     }
                 }
             }
         }
     }
-    for (r, m) in md.iter_mut().enumerate() {
+    // The rows after the last whole block.
+    for r in full..md.len() {
         let i = start + r;
-        if r >= full {
-            for g in groups {
-                for j in 0..CENTRE_BLOCK {
-                    let mut acc = 0.0f32;
-                    for (k, c) in g.iter().enumerate() {
-                        let d = columns[k * n + i] - c[j];
-                        acc += d * d;
-                    }
-                    if acc < *m {
-                        *m = acc;
-                    }
-                }
-            }
-        }
-        for c in rest.chunks_exact(dims) {
-            let d = distance_to(columns, n, i, c);
-            if d < *m {
-                *m = d;
+        let mut mask = mask_of(i..i + 1);
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let d = distance_to(columns, n, i, centre(j));
+            if d < md[r] {
+                md[r] = d;
+                asg[r] = base + j as u32;
             }
         }
     }
+    [computed, total]
 }
 
 /// [`update_rows`] compiled for AVX2 (8 lanes instead of SSE2's 4; no FMA, so the sums are the same).
 ///
 /// # Safety
 /// The CPU must support AVX2.
+#[allow(clippy::too_many_arguments)] // the kernel's inputs, passed through
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn update_rows_avx2(
     md: &mut [f32],
+    asg: &mut [u32],
     start: usize,
     columns: &[f32],
     n: usize,
     dims: usize,
-    groups: &[Vec<[f32; CENTRE_BLOCK]>],
-    rest: &[f32],
-) {
-    update_rows::<ROW_BLOCK>(md, start, columns, n, dims, groups, rest)
+    centres: &[f32],
+    base: u32,
+    gate: Option<&Gate>,
+) -> [usize; 2] {
+    update_rows::<ROW_BLOCK>(md, asg, start, columns, n, dims, centres, base, gate)
 }
 
 /// [`update_rows`] compiled for AVX-512 (16 lanes; no FMA, so the sums are the same).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
+#[allow(clippy::too_many_arguments)] // the kernel's inputs, passed through
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn update_rows_avx512(
     md: &mut [f32],
+    asg: &mut [u32],
     start: usize,
     columns: &[f32],
     n: usize,
     dims: usize,
-    groups: &[Vec<[f32; CENTRE_BLOCK]>],
-    rest: &[f32],
-) {
-    update_rows::<WIDE_ROW_BLOCK>(md, start, columns, n, dims, groups, rest)
+    centres: &[f32],
+    base: u32,
+    gate: Option<&Gate>,
+) -> [usize; 2] {
+    update_rows::<WIDE_ROW_BLOCK>(md, asg, start, columns, n, dims, centres, base, gate)
 }
 
-/// `min_dist[i] = min(min_dist[i], |row i - c|^2)` for every centre `c` of `centres` `[m, dims]` and every row of
-/// `columns` `[dims, n]`, in parallel tasks of rows and blocks of 8 rows x 4 centres. Each sum runs over the
-/// dimensions in order with a separate multiply and add, exactly as [`distance_to`].
-fn update_min_dist(min_dist: &mut [f32], columns: &[f32], n: usize, dims: usize, centres: &[f32]) {
+/// `min_dist[i] = min(min_dist[i], |row i - c|^2)` for every centre `c` of `centres` `[m <= 64, dims]` (numbered
+/// from `base`) and every row of `columns` `[dims, n]`, in parallel tasks of rows and blocks of 8 (16) rows x 4
+/// centres; `assign[i]` becomes the number of the centre that lowered row `i`'s distance. Each sum runs over the
+/// dimensions in order with a separate multiply and add, exactly as [`distance_to`]. With `d2` (`[old centres,
+/// ROUND_CENTRES]`, the squared distances of the centres chosen before to these), the pairs the triangle
+/// inequality rules out are skipped ([`Gate`]). Returns the (row block, group of 4 centres) pairs computed and all.
+#[allow(clippy::too_many_arguments)] // the greedy's state, passed as plain slices
+fn update_min_dist(
+    min_dist: &mut [f32],
+    assign: &mut [u32],
+    columns: &[f32],
+    n: usize,
+    dims: usize,
+    centres: &[f32],
+    base: u32,
+    d2: Option<&[f32]>,
+) -> [usize; 2] {
     let m = centres.len() / dims;
-    let grouped = m / CENTRE_BLOCK * CENTRE_BLOCK;
-    let groups: Vec<Vec<[f32; CENTRE_BLOCK]>> = (0..grouped)
-        .step_by(CENTRE_BLOCK)
-        .map(|g| (0..dims).map(|k| std::array::from_fn(|j| centres[(g + j) * dims + k])).collect())
-        .collect();
-    let rest = &centres[grouped * dims..];
+    assert!(m <= 64, "update_min_dist: at most 64 centres at a time");
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
     #[cfg(target_arch = "x86_64")]
     let avx512 = std::arch::is_x86_feature_detected!("avx512f");
     let chunk = task_rows(dims);
-    for_each_chunk(min_dist, chunk, |ci, md| {
+    // The state at the round's start decides the gate; each task writes its own rows.
+    let before = d2.map(|_| (assign.to_vec(), min_dist.to_vec()));
+    let gate = d2.zip(before.as_ref()).map(|(d2, (assign, min_dist))| Gate { assign, min_dist, d2, m });
+    let mut tasks: Vec<(&mut [f32], &mut [u32], [usize; 2])> =
+        min_dist.chunks_mut(chunk).zip(assign.chunks_mut(chunk)).map(|(a, b)| (a, b, [0; 2])).collect();
+    for_each_chunk(&mut tasks, 1, |ci, t| {
+        let (md, asg, counts) = &mut t[0];
         let start = ci * chunk;
+        let gate = gate.as_ref();
         #[cfg(target_arch = "x86_64")]
         if avx512 {
             // SAFETY: AVX-512F was detected at run time.
-            unsafe { update_rows_avx512(md, start, columns, n, dims, &groups, rest) };
+            *counts = unsafe { update_rows_avx512(md, asg, start, columns, n, dims, centres, base, gate) };
             return;
         }
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: AVX2 was detected at run time.
-            unsafe { update_rows_avx2(md, start, columns, n, dims, &groups, rest) };
+            *counts = unsafe { update_rows_avx2(md, asg, start, columns, n, dims, centres, base, gate) };
             return;
         }
-        update_rows::<ROW_BLOCK>(md, start, columns, n, dims, &groups, rest);
+        *counts = update_rows::<ROW_BLOCK>(md, asg, start, columns, n, dims, centres, base, gate);
     });
+    tasks.iter().fold([0; 2], |s, t| [s[0] + t.2[0], s[1] + t.2[1]])
+}
+
+/// Squared distance of two rows with eight running sums (fast, in another order than [`squared_distance`]): only
+/// for the pruning bound, whose margin covers the difference.
+fn squared_distance_fast(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            let d = x[l] - y[l];
+            acc[l] += d * d;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `[old centres, ROUND_CENTRES]`: the squared distance of each centre chosen before (`chosen` `[old, dims]`, with
+/// the largest squared distance of its rows `radius2`) to each of the round's (`round` `[m, dims]`), or `+inf`
+/// where no row of the old centre can be reached (`radius2` 0, or the distance beyond [`PRUNE_FACTOR`] times it).
+fn centre_distances(chosen: &[f32], radius2: &[f32], round: &[f32], dims: usize) -> Vec<f32> {
+    let mut d2 = vec![f32::INFINITY; radius2.len() * ROUND_CENTRES];
+    for_each_chunk(&mut d2, 256 * ROUND_CENTRES, |ci, out| {
+        for (r, row) in out.chunks_exact_mut(ROUND_CENTRES).enumerate() {
+            let a = ci * 256 + r;
+            let reach = PRUNE_FACTOR * radius2[a];
+            if reach <= 0.0 {
+                continue;
+            }
+            let ca = &chosen[a * dims..(a + 1) * dims];
+            for (v, c) in row.iter_mut().zip(round.chunks_exact(dims)) {
+                let d = squared_distance_fast(ca, c);
+                if d < reach {
+                    *v = d;
+                }
+            }
+        }
+    });
+    d2
+}
+
+/// `radius2[a]` = the largest `min_dist` of the rows assigned to centre `a`, for the `centres` chosen so far.
+fn radii(radius2: &mut Vec<f32>, centres: usize, assign: &[u32], min_dist: &[f32]) {
+    radius2.clear();
+    radius2.resize(centres, 0.0);
+    for (&a, &d) in assign.iter().zip(min_dist) {
+        let r = &mut radius2[a as usize];
+        if d > *r {
+            *r = d;
+        }
+    }
+}
+
+/// Sorts the rows (the columns of `columns` `[dims, n]`, and `min_dist`, `assign`, `perm` with them) by their
+/// nearest centre (a stable counting sort over the `centres` numbers), so that a block of rows mostly shares a
+/// centre ([`Gate::mask`]). The greedy's choices do not depend on this order: ties go by the original index,
+/// `perm`.
+fn sort_by_centre(
+    columns: &mut [f32],
+    n: usize,
+    centres: usize,
+    min_dist: &mut [f32],
+    assign: &mut [u32],
+    perm: &mut [u32],
+) {
+    let mut at = vec![0usize; centres + 1];
+    for &a in assign.iter() {
+        at[a as usize + 1] += 1;
+    }
+    for c in 0..centres {
+        at[c + 1] += at[c];
+    }
+    let mut idx = vec![0u32; n];
+    for (i, &a) in assign.iter().enumerate() {
+        idx[at[a as usize]] = i as u32;
+        at[a as usize] += 1;
+    }
+    let mut scratch = vec![0.0f32; n];
+    for col in columns.chunks_exact_mut(n) {
+        for (s, &i) in scratch.iter_mut().zip(&idx) {
+            *s = col[i as usize];
+        }
+        col.copy_from_slice(&scratch);
+    }
+    for (s, &i) in scratch.iter_mut().zip(&idx) {
+        *s = min_dist[i as usize];
+    }
+    min_dist.copy_from_slice(&scratch);
+    let old: Vec<u32> = assign.to_vec();
+    for (a, &i) in assign.iter_mut().zip(&idx) {
+        *a = old[i as usize];
+    }
+    let old: Vec<u32> = perm.to_vec();
+    for (p, &i) in perm.iter_mut().zip(&idx) {
+        *p = old[i as usize];
+    }
 }
 
 /// Row `i` of `columns` `[dims, n]` into `out`.
@@ -383,8 +576,9 @@ fn ahead(a: (f32, usize), b: (f32, usize)) -> bool {
     a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
 }
 
-/// [`k_center_greedy`] on features stored dimension-major, `columns` `[dims, n]`.
-fn greedy_columns(columns: &[f32], n: usize, dims: usize, size: usize, seed: u64) -> Vec<usize> {
+/// [`k_center_greedy`] on features stored dimension-major, `columns` `[dims, n]` (taken, and reordered: see
+/// [`sort_by_centre`]).
+fn greedy_columns(mut columns: Vec<f32>, n: usize, dims: usize, size: usize, seed: u64) -> Vec<usize> {
     let size = size.min(n);
     if size == 0 || dims == 0 {
         return Vec::new();
@@ -393,19 +587,33 @@ fn greedy_columns(columns: &[f32], n: usize, dims: usize, size: usize, seed: u64
     let first = rng.random_range(0..n);
     let mut chosen = Vec::with_capacity(size);
     chosen.push(first);
+    // Per row (in the current order): its original index, its squared distance to the nearest centre so far and
+    // that centre's number; per centre: its row and radius (the largest squared distance of its rows).
+    let mut perm: Vec<u32> = (0..n as u32).collect();
     let mut min_dist = vec![f32::INFINITY; n];
+    let mut assign = vec![0u32; n];
+    let mut radius2: Vec<f32> = Vec::with_capacity(size);
+    let mut chosen_rows: Vec<f32> = Vec::with_capacity(size * dims);
     let mut centres = Vec::with_capacity(ROUND_CENTRES * dims);
-    gather_row(columns, n, first, &mut centres);
-    update_min_dist(&mut min_dist, columns, n, dims, &centres);
+    gather_row(&columns, n, first, &mut centres);
+    let mut pairs = update_min_dist(&mut min_dist, &mut assign, &columns, n, dims, &centres, 0, None);
+    chosen_rows.extend_from_slice(&centres);
+    radii(&mut radius2, 1, &assign, &min_dist);
     let mut order: Vec<u32> = Vec::with_capacity(n);
     let mut pool_rows: Vec<f32> = Vec::new();
+    let mut rounds = 0;
     while chosen.len() < size {
+        if rounds % RESORT_ROUNDS == 0 {
+            sort_by_centre(&mut columns, n, chosen.len(), &mut min_dist, &mut assign, &mut perm);
+        }
+        rounds += 1;
         let want = (size - chosen.len()).min(ROUND_CENTRES);
-        // The pool: the `t` rows ranked first in the greedy's order; `edge` is the best row left out.
+        // The pool: the `t` rows ranked first in the greedy's order (farther first, then the lower original
+        // index); `edge` is the best row left out.
         let t = (want * POOL_PER_CENTRE).min(n);
         order.clear();
         order.extend(0..n as u32);
-        let key = |i: u32| (min_dist[i as usize], i as usize);
+        let key = |i: u32| (min_dist[i as usize], perm[i as usize] as usize);
         let cmp = |a: &u32, b: &u32| {
             let (ka, kb) = (key(*a), key(*b));
             if ahead(ka, kb) {
@@ -426,17 +634,19 @@ fn greedy_columns(columns: &[f32], n: usize, dims: usize, size: usize, seed: u64
         let mut pool_dist: Vec<f32> = pool.iter().map(|&i| min_dist[i]).collect();
         pool_rows.clear();
         for &i in &pool {
-            gather_row(columns, n, i, &mut pool_rows);
+            gather_row(&columns, n, i, &mut pool_rows);
         }
         centres.clear();
         let mut done = false;
         let mut picked = 0;
         while picked < want {
-            // Farthest pool row, ties to the lowest index.
+            // Farthest pool row, ties to the lowest original index.
             let mut best = (f32::NEG_INFINITY, usize::MAX);
+            let mut at = 0;
             for (&i, &d) in pool.iter().zip(&pool_dist) {
-                if ahead((d, i), best) {
-                    best = (d, i);
+                if ahead((d, perm[i] as usize), best) {
+                    best = (d, perm[i] as usize);
+                    at = i;
                 }
             }
             // It is the plain greedy's choice only if it ranks before every row outside the pool, whose
@@ -449,7 +659,7 @@ fn greedy_columns(columns: &[f32], n: usize, dims: usize, size: usize, seed: u64
                 break;
             }
             let start = centres.len();
-            gather_row(columns, n, best.1, &mut centres);
+            gather_row(&columns, n, at, &mut centres);
             let c = &centres[start..];
             for (r, d) in pool_rows.chunks_exact(dims).zip(pool_dist.iter_mut()) {
                 let nd = squared_distance(r, c);
@@ -461,12 +671,28 @@ fn greedy_columns(columns: &[f32], n: usize, dims: usize, size: usize, seed: u64
             picked += 1;
         }
         if !centres.is_empty() {
-            update_min_dist(&mut min_dist, columns, n, dims, &centres);
+            let base = (chosen.len() - picked) as u32;
+            let d2 = centre_distances(&chosen_rows, &radius2, &centres, dims);
+            let p = update_min_dist(&mut min_dist, &mut assign, &columns, n, dims, &centres, base, Some(&d2));
+            pairs = [pairs[0] + p[0], pairs[1] + p[1]];
+            chosen_rows.extend_from_slice(&centres);
+            radii(&mut radius2, chosen.len(), &assign, &min_dist);
         }
         if done {
             break;
         }
     }
+    #[cfg(not(target_arch = "wasm32"))]
+    if std::env::var_os("SONOMALY_CORESET_LOG").is_some() {
+        eprintln!(
+            "coreset: the greedy computed {:.1} % of the row-block x centre-group pairs ({} of {})",
+            100.0 * pairs[0] as f64 / pairs[1].max(1) as f64,
+            pairs[0],
+            pairs[1],
+        );
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = pairs;
     chosen
 }
 
@@ -530,6 +756,26 @@ mod tests {
             let got = k_center_greedy(&x, 3, 100, seed);
             assert_eq!(got, sequential(&x, 3, 100, seed), "seed {seed}");
             assert!(got.len() < 100, "stops when only duplicates remain");
+        }
+    }
+
+    /// Clustered data in more dimensions, where the pruning bound skips most pairs: the same choices as the plain
+    /// greedy, whatever the cluster spread (tight clusters prune most, overlapping ones least).
+    #[test]
+    fn pruned_rounds_choose_what_the_plain_greedy_chooses_on_clusters() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (dims, spread) in [(113, 0.02f32), (113, 0.3), (10, 0.05), (24, 1.0)] {
+            let centres = random(40 * dims, dims as u64);
+            let n = 3000;
+            let mut x = Vec::with_capacity(n * dims);
+            for i in 0..n {
+                let c = &centres[(i * 7 % 40) * dims..(i * 7 % 40 + 1) * dims];
+                x.extend(c.iter().map(|&v| v + spread * (rng.random::<f32>() * 2.0 - 1.0)));
+            }
+            for size in [90, 600] {
+                let got = k_center_greedy(&x, dims, size, 5);
+                assert_eq!(got, sequential(&x, dims, size, 5), "dims {dims}, spread {spread}, size {size}");
+            }
         }
     }
 
