@@ -2,7 +2,7 @@
 // Browser half of the speed benchmark: sonomaly's wasm against onnxruntime-web in Debian's headless Chromium.
 //
 //   (cd benches/web && npm ci)                  once: onnxruntime-web and playwright-core
-//   node benches/web/run.mjs --out target/bench/browser.json [--reps N] [--quick] [--only pipeline|fit]
+//   node benches/web/run.mjs --out target/bench/browser.json [--reps N] [--quick] [--only pipeline|fit|fit-page]
 //
 // Needs dist/ (./build.sh build), target/bench/inputs.safetensors (`cargo bench --bench speed`) and
 // target/bench/cnn14-panns (benches/run.sh makes both). Serves dist/, models/, target/bench/ and benches/web/ at
@@ -25,7 +25,11 @@
 //   file input to the painted heatmap once the page is ready, and from navigation to the demo button's heatmap.
 // - browser.wasm.size, browser.ortweb.size: the wasm modules loaded, bytes and gzip -9 bytes.
 // - browser.fit.* (only with --only fit): a fit of 15, 90 and 360 clips of benches/fit_scaling.sh's clips, one run
-//   each in a fresh tab, with the renderer's peak resident memory.
+//   each in a fresh tab, with the renderer's peak resident memory: `default` on one thread (Engine.fitStart /
+//   fitAdd / fitFinish), `page` by the app's engine on its pool of workers, as the fit panel fits (`--only
+//   fit-page`: these rows alone); and browser.score.page.1-hour-file: the app scoring one hour in one WAV file
+//   (target/bench/hour.wav, the 360 clips one after the other), opened with its file input, with the renderer's
+//   peak resident memory.
 //
 // Writes the records as JSON to --out and prints a table. A measurement that fails is recorded with its "error"
 // and the others still run; the exit code is then 1, as when something needed is missing (the message says what
@@ -92,10 +96,10 @@ function parseArgs(argv) {
     else if (a === "--quick") o.quick = true;
     else if (a === "--only") {
       o.only = argv[++i];
-      if (o.only !== "pipeline" && o.only !== "fit") {
-        fail(`--only: 'pipeline' (the whole pipeline rows alone) or 'fit' (the fit-scaling rows alone) is known`);
+      if (o.only !== "pipeline" && o.only !== "fit" && o.only !== "fit-page") {
+        fail(`--only: 'pipeline' (the whole pipeline rows alone), 'fit' (the fit-scaling rows alone) or 'fit-page' (the page's fit rows alone) is known`);
       }
-    } else fail(`unknown argument '${a}' (known: --out FILE, --reps N, --quick, --only pipeline|fit)`);
+    } else fail(`unknown argument '${a}' (known: --out FILE, --reps N, --quick, --only pipeline|fit|fit-page)`);
   }
   if (!o.out) fail("--out FILE is required (e.g. --out target/bench/browser.json)");
   if (o.quick) o.reps = 3;
@@ -118,7 +122,7 @@ function checkPrerequisites(only) {
   ];
   const missing = need.filter(([p]) => !fs.existsSync(p))
     .filter(([p]) => !(only && (p.endsWith("cnn14-panns/model.onnx") || p.endsWith(INPUTS))));
-  if (only === "fit" && !fs.existsSync(path.join(ROOT, FIT_CLIPS, "done"))) {
+  if ((only === "fit" || only === "fit-page") && !fs.existsSync(path.join(ROOT, FIT_CLIPS, "done"))) {
     missing.push([path.join(ROOT, FIT_CLIPS), "benches/fit_scaling.sh (it writes the 360 clips)"]);
   }
   if (missing.length) fail(`missing:\n${missing.map(([p, how]) => `  ${p.startsWith(ROOT) ? path.relative(ROOT, p) : p}: ${how}`).join("\n")}`);
@@ -463,6 +467,144 @@ async function benchFit(browser, plain) {
   }
 }
 
+// The fit-scaling rows of the page itself: the app's engine (www/engine.js) fits 15, 90 and 360 clips of FIT_CLIPS
+// as its fit panel asks it to (`fit` with the clips' samples), on its pool of workers (one per core: every worker
+// analyses whole clips, the main worker fits); one run each in a fresh tab once the helpers hold the bank.
+// Analysis: until the first "calibrating" progress message; finish: the rest.
+async function benchFitPage(browser, origin) {
+  const all = fs.readdirSync(path.join(ROOT, FIT_CLIPS)).filter((f) => f.endsWith(".wav")).sort();
+  for (const n of [15, 90, 360]) {
+    const record = { id: `browser.fit.page.${n}-clips`, group: "fit", impl: "sonomaly", model: "efficientat-mn04" };
+    await measure(record, async () => {
+      const s = await openApp(browser, origin);
+      try {
+        const cores = await s.page.evaluate(() => navigator.hardwareConcurrency);
+        if (cores >= 2) await s.page.waitForFunction(() => sonomalyEngine.inStep().length >= 1, null, { timeout: PAGE_TIMEOUT });
+        const wavs = all.slice(0, n).map((f) => `/${FIT_CLIPS}/${f}`);
+        await s.page.evaluate(async (urls) => {
+          const read = (bytes) => {
+            const dv = new DataView(bytes.buffer);
+            const tag = (o) => String.fromCharCode(...bytes.subarray(o, o + 4));
+            let fmt = null;
+            for (let o = 12; o + 8 <= bytes.length; ) {
+              const size = dv.getUint32(o + 4, true);
+              if (tag(o) === "fmt ") fmt = { channels: dv.getUint16(o + 10, true), rate: dv.getUint32(o + 12, true), bits: dv.getUint16(o + 22, true) };
+              else if (tag(o) === "data") {
+                if (!fmt || fmt.bits !== 16) throw new Error("only 16-bit PCM WAV is read here");
+                const frames = Math.floor(size / (2 * fmt.channels));
+                const x = new Float32Array(frames);
+                for (let i = 0; i < frames; i++) x[i] = dv.getInt16(o + 8 + 2 * i * fmt.channels, true) / 32768;
+                return { samples: x, sampleRate: fmt.rate };
+              }
+              o += 8 + size + (size & 1);
+            }
+            throw new Error("WAV file without a data chunk");
+          };
+          window.__fitClips = [];
+          for (const u of urls) {
+            const c = read(new Uint8Array(await (await fetch(u)).arrayBuffer()));
+            window.__fitClips.push({ name: u.split("/").pop(), ...c });
+          }
+        }, wavs);
+        const { result: r, peakKib } = await withPeakRenderer(() => s.page.evaluate(async () => {
+          const clips = window.__fitClips;
+          window.__fitClips = null;
+          const seconds = clips.reduce((a, c) => a + c.samples.length / c.sampleRate, 0);
+          const t0 = performance.now();
+          let t1 = null;
+          const out = await sonomalyEngine.call("fit", { clips, name: "bench" }, clips.map((c) => c.samples.buffer), (m) => {
+            if (t1 == null && /calibrating/.test(m.text)) t1 = performance.now();
+          });
+          const ms = performance.now() - t0;
+          return { ms, analysisMs: (t1 ?? t0 + ms) - t0, clips: clips.length, seconds, workers: out.workers ?? 1, memoryBank: out.info.memoryBank };
+        }));
+        record.threads = r.workers;
+        return {
+          times: [r.ms],
+          clips: r.clips,
+          audio_seconds: r.seconds,
+          analysis_ms: r.analysisMs,
+          finish_ms: r.ms - r.analysisMs,
+          memory_bank: r.memoryBank,
+          workers: r.workers,
+          renderer_peak_rss_mib: peakKib / 1024,
+        };
+      } finally {
+        await s.close();
+      }
+    });
+  }
+}
+
+// One hour of audio in one WAV file (the 360 clips of FIT_CLIPS one after the other, 16-bit PCM), written once to
+// target/bench/hour.wav.
+function hourWav() {
+  const out = path.join(ROOT, "target/bench/hour.wav");
+  if (fs.existsSync(out)) return out;
+  const all = fs.readdirSync(path.join(ROOT, FIT_CLIPS)).filter((f) => f.endsWith(".wav")).sort();
+  let rate = 0;
+  const parts = all.map((f) => {
+    const b = fs.readFileSync(path.join(ROOT, FIT_CLIPS, f));
+    let fmt = null;
+    for (let o = 12; o + 8 <= b.length; ) {
+      const id = b.toString("latin1", o, o + 4);
+      const size = b.readUInt32LE(o + 4);
+      if (id === "fmt ") fmt = { channels: b.readUInt16LE(o + 10), rate: b.readUInt32LE(o + 12), bits: b.readUInt16LE(o + 22) };
+      else if (id === "data") {
+        if (!fmt || fmt.channels !== 1 || fmt.bits !== 16 || (rate && fmt.rate !== rate)) throw new Error(`${f}: not 16-bit mono PCM at one rate`);
+        rate = fmt.rate;
+        return b.subarray(o + 8, o + 8 + size);
+      }
+      o += 8 + size + (size & 1);
+    }
+    throw new Error(`${f}: no data chunk`);
+  });
+  const data = parts.reduce((n, p) => n + p.length, 0);
+  const h = Buffer.alloc(44);
+  h.write("RIFF", 0, "latin1");
+  h.writeUInt32LE(36 + data, 4);
+  h.write("WAVEfmt ", 8, "latin1");
+  h.writeUInt32LE(16, 16);
+  h.writeUInt16LE(1, 20);
+  h.writeUInt16LE(1, 22);
+  h.writeUInt32LE(rate, 24);
+  h.writeUInt32LE(rate * 2, 28);
+  h.writeUInt16LE(2, 32);
+  h.writeUInt16LE(16, 34);
+  h.write("data", 36, "latin1");
+  h.writeUInt32LE(data, 40);
+  fs.writeFileSync(out, Buffer.concat([h, ...parts]));
+  return out;
+}
+
+// The page scoring one hour of audio in one file (opened with the file input, as a user opens it: read and scored
+// as a stream, since it is longer than 10 minutes): from setting the file to "Scored", with the renderer's peak
+// resident memory and how often progress was said.
+async function benchScoreHour(browser, origin) {
+  const record = { id: "browser.score.page.1-hour-file", group: "score-hour", impl: "sonomaly", model: "efficientat-mn04" };
+  await measure(record, async () => {
+    const wav = hourWav();
+    const s = await openApp(browser, origin);
+    try {
+      const { result, peakKib } = await withPeakRenderer(async () => {
+        const t0 = Date.now();
+        await s.page.evaluate(() => {
+          window.__said = [];
+          const el = document.querySelector('[data-testid="status"]');
+          new MutationObserver(() => window.__said.push(el.textContent)).observe(el, { childList: true, characterData: true, subtree: true });
+        });
+        await s.page.getByTestId("file-input").setInputFiles(wav);
+        await waitScored(s.page, "hour.wav");
+        const said = await s.page.evaluate(() => window.__said);
+        return { ms: Date.now() - t0, progress: said.filter((t) => /scoring hour\.wav: \d+ s/i.test(t)).length };
+      });
+      return { times: [result.ms], audio_seconds: 3600, progress_messages: result.progress, renderer_peak_rss_mib: peakKib / 1024 };
+    } finally {
+      await s.close();
+    }
+  });
+}
+
 // A tab with the app page, once its status says "Ready" (throws if it says "Error").
 async function openApp(browser, origin) {
   const s = await open(browser, `${origin}/dist/index.html`);
@@ -582,10 +724,13 @@ function table(report) {
     else if (r.max_abs_diff_vs_sonomaly != null) note = `max |diff| ${r.max_abs_diff_vs_sonomaly.toExponential(2)}`;
     else if (r.windows) note = `${r.windows} windows`;
     else if (r.model_ready_ms) note = `model ready at ${r.model_ready_ms.toFixed(0)} ms`;
-    else if (r.group === "fit") {
+    else if (r.group === "score-hour") {
+      note = `1 hour in one file: renderer peak ${r.renderer_peak_rss_mib.toFixed(0)} MiB, ${r.progress_messages} progress messages`;
+    } else if (r.group === "fit") {
       note = `${r.clips} clips (${(r.audio_seconds / 60).toFixed(1)} min): analysis ${(r.analysis_ms / 1000).toFixed(1)} s, ` +
         `finish ${(r.finish_ms / 1000).toFixed(1)} s, renderer peak ${r.renderer_peak_rss_mib.toFixed(0)} MiB, ` +
-        `wasm memory ${r.wasm_memory_mib.toFixed(0)} MiB, bank ${r.memory_bank}`;
+        (r.wasm_memory_mib != null ? `wasm memory ${r.wasm_memory_mib.toFixed(0)} MiB, ` : `${r.workers} workers, `) +
+        `bank ${r.memory_bank}`;
     }
     if (r.group === "size") {
       lines.push(`${r.id.padEnd(56)} ${(r.bytes / 1e6).toFixed(2).padStart(8)} MB, gzip -9 ${(r.gzip_bytes / 1e6).toFixed(2)} MB`);
@@ -609,6 +754,11 @@ async function main() {
     let envs = { plain: {}, isolated: {} };
     if (opts.only === "fit") {
       await benchFit(browser, plain.origin);
+      await benchFitPage(browser, plain.origin);
+      await benchScoreHour(browser, plain.origin);
+    } else if (opts.only === "fit-page") {
+      await benchFitPage(browser, plain.origin);
+      await benchScoreHour(browser, plain.origin);
     } else if (opts.only === "pipeline") {
       await benchPipeline(browser, plain.origin, opts.reps);
     } else {
