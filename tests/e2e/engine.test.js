@@ -285,13 +285,16 @@ function fitPoolAgainstOne(page, b64) {
     const seen = [];
     const pool = await sonomalyEngine.call("fit", { clips: clips(), name: "pool" }, [], (m) => seen.push(m.text));
     const one = await sonomalyEngine.call("fit", { clips: clips(), name: "one", workers: 1 });
+    // The metadata is JSON inside the safetensors header's JSON: its quotes are escaped.
     const plain = (b) => new TextDecoder("latin1").decode(b)
-      .replace(/"created":"[^"]*"/, '"created":""').replace(/"data_sha256":"[0-9a-f]*"/, '"data_sha256":""');
+      .replace(/\\"created\\":\\"[^"\\]*\\"/, "created").replace(/\\"data_sha256\\":\\"[0-9a-f]*\\"/, "sha");
+    const blanked = (b) => { const t = plain(b); return t.includes("created") && t.includes("sha") && !/\d{4}-\d\d-\d\dT/.test(t.slice(0, 4096)); };
     return {
       workers: pool.workers ?? 1,
       oneWorkers: one.workers ?? 1,
       length: [pool.bytes.length, one.bytes.length],
       same: plain(pool.bytes) === plain(one.bytes),
+      blanked: blanked(pool.bytes) && blanked(one.bytes),
       threshold: [pool.info.threshold, one.info.threshold],
       steps: seen,
       ms: [pool.elapsedMs, one.elapsedMs],
@@ -315,6 +318,7 @@ test("a fit on the pool (every worker analyses whole clips, the main worker fits
     assert.ok(r.steps.some((t) => /^Fitting: clip 1 of 4 .*analysed, on \d+ workers/.test(t)), r.steps.join(" | "));
     assert.ok(r.steps.some((t) => t.startsWith("Fitting: calibrating")), r.steps.join(" | "));
     assert.equal(r.length[0], r.length[1], "the banks differ in length");
+    assert.ok(r.blanked, "the creation time and checksum were not blanked out of the banks' metadata");
     assert.ok(r.same, `the pool's bank differs from one worker's (thresholds ${r.threshold.join(" vs ")})`);
     console.log("fit pool:", JSON.stringify({ cores, workers: r.workers, ms: r.ms.map(Math.round) }));
   });
