@@ -318,7 +318,8 @@ def rules_table(results, prefix):
 INTRO = """
 Banks fitted with `sonomaly fit` at its defaults (preset `both`, 2 z) on N normal clips, several random draws of the
 clips per N (seeded), each scored with `sonomaly score` at its own threshold; `python3 scripts/small_banks.py
---rules` (standard library only; `SMALL=1 scripts/results.sh` runs it too; about 40 minutes on 2 busy cores). **MIMII fan id_00**: N of its 20 normal
+--rules` (standard library only; `SMALL=1 scripts/results.sh` runs it too; about 40 minutes on 2
+busy cores). **MIMII fan id_00**: N of its 20 normal
 clips; the test set is the 20 - N normal clips not drawn and the 20 abnormal ones. **EnvMix**: `sonomaly mix --seed 0
 --fit-clips 40` (otherwise as the sets above); N of its 40 fit clips; the test set is its 30 normal and 60 anomalous
 clips (other background recordings). Short clips: the first 3 or 5 s of each drawn clip (tests are whole clips).
