@@ -7,7 +7,8 @@
 #
 # Environment: DATA (default ../shared/data), OUT (default target/results), BOOTSTRAP (default 1000),
 # CNN=1 to add PatchCore rows with the aisfx CNN14 conv_block2,3,4 patches (the paper's; about 30 more minutes on
-# 2 cores). Needs python3 (standard library only) to assemble the tables.
+# 2 cores), SMALL=1 to remake the "Small banks" section (scripts/small_banks.py; about 40 more minutes). Needs
+# python3 (standard library only) to assemble the tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -108,6 +109,10 @@ if python3 -c "import sonomaly, sklearn" 2>/dev/null; then
 else
   echo "results.sh: the Python package is not installed, the sharded-fit table is left out" >&2
   rm -f "$OUT/sharded.md"
+fi
+# (e) Banks fitted on little normal audio (SMALL=1; about 40 minutes on 2 cores): the "Small banks" section.
+if [ "${SMALL:-0}" = 1 ]; then
+  BIN="$BIN" DATA="$DATA" python3 scripts/small_banks.py --rules --out "$OUT/small_banks" > "$OUT/small_banks.md"
 fi
 elapsed=$(( $(date +%s) - start ))
 python3 scripts/results_table.py "$OUT" "$elapsed" "$CNN" > RESULTS.md

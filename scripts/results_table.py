@@ -267,6 +267,11 @@ it flags about half the faults the single bank flags, while contiguous shards an
 single bank within a clip or two. The pooled calibration (no clips given) flags fewer.
 """)
 
+small = os.path.join(out, "small_banks.md")
+if os.path.exists(small):
+    print(open(small).read().strip())
+    print()
+
 PAIRS = [("machine", "cfa-machine", "log-mel patches"), ("environment", "cfa-environment", "EfficientAT `features.12,features.15`")]
 if any((s, c) in reports for s, _ in SETS for _, c, _ in PAIRS):
     print("## CFA against PatchCore\n")

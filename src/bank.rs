@@ -29,7 +29,7 @@ use crate::detector::{Detector, DetectorConfig};
 use crate::embedding::EmbeddingConfig;
 use crate::error::{Error, Result};
 use crate::spectrogram::LogMelConfig;
-use crate::threshold::{Norm, NormalStats, ThresholdRule};
+use crate::threshold::{Norm, NormalStats, ThresholdRule, ThresholdSupport};
 
 /// Format name in every bank's metadata.
 pub const FORMAT: &str = "sonomaly-bank";
@@ -173,6 +173,13 @@ pub struct BankInfo {
     pub threshold: f32,
     /// Segment threshold.
     pub segment_threshold: f32,
+    /// Held-out normal units the thresholds were set from (clips, or parts of the clip for a bank fitted on one).
+    pub held_out_units: usize,
+    /// True when the threshold rests on too little normal audio to be trusted ([`Bank::threshold_support`]).
+    pub threshold_rough: bool,
+    /// For a rough threshold, the sentence to show (what is rough, why, how much more normal audio to fit on);
+    /// `None` otherwise.
+    pub threshold_note: Option<String>,
     /// Creation time.
     pub created: String,
     /// File size, bytes (0 before saving).
@@ -585,6 +592,7 @@ impl Bank {
         let join = |f: &dyn Fn(&MemberMeta, &Detector) -> String| {
             m.members.iter().zip(&self.detectors).map(|(mm, d)| f(mm, d)).collect::<Vec<_>>().join(" + ")
         };
+        let support = self.threshold_support();
         BankInfo {
             detector: join(&|_, d| d.kind().to_string()),
             backbone: m.backbone.name.clone(),
@@ -597,9 +605,20 @@ impl Bank {
             seconds_fitted: m.seconds_fitted,
             threshold: m.threshold,
             segment_threshold: m.segment_threshold,
+            held_out_units: m.fused_scores.len(),
+            threshold_rough: support.rough,
+            threshold_note: support.note,
             created: m.created.clone(),
             size_bytes: 0,
         }
+    }
+
+    /// What the bank's threshold rests on ([`ThresholdSupport::new`]): the held-out normal clips (the smaller of
+    /// the clips fitted and the held-out units, so a merged bank calibrated on a few clips counts those) and the
+    /// seconds fitted.
+    pub fn threshold_support(&self) -> ThresholdSupport {
+        let m = &self.meta;
+        ThresholdSupport::new(m.clips_fitted.min(m.fused_scores.len()), m.seconds_fitted)
     }
 
     /// Floats of detector state over all members.

@@ -160,6 +160,56 @@ pub enum ThresholdRule {
     },
 }
 
+/// Fewest normal clips a bank's threshold should be set from: with fewer, the share of normal clips a bank flags
+/// at its own threshold swings widely from one choice of clips to another (RESULTS.md, "Small banks").
+pub const STEADY_CLIPS: usize = 10;
+
+/// Fewest seconds of normal audio a bank's threshold should be set from (RESULTS.md, "Small banks").
+pub const STEADY_SECONDS: f64 = 100.0;
+
+/// What a bank's threshold rests on and whether it can be trusted: the one rule behind every face's warning
+/// (`sonomaly fit`, `merge` and `info`, the Python package, the page).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdSupport {
+    /// Held-out normal clips the threshold was set from (each scored without what it gave the bank); the smaller
+    /// of the clips and the held-out units (a bank fitted on one clip holds out parts of it).
+    pub held_out_clips: usize,
+    /// Seconds of normal audio fitted.
+    pub seconds: f64,
+    /// True when the threshold rests on fewer than [`STEADY_CLIPS`] clips or [`STEADY_SECONDS`] seconds.
+    pub rough: bool,
+    /// For a rough threshold, the sentence to show (what is rough, why, and how much more normal audio to give;
+    /// without a `warning:` prefix); `None` otherwise.
+    pub note: Option<String>,
+}
+
+impl ThresholdSupport {
+    /// The rule for a threshold set from `held_out_clips` normal clips holding `seconds` of audio in all.
+    pub fn new(held_out_clips: usize, seconds: f64) -> Self {
+        let seconds = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+        let rough = held_out_clips < STEADY_CLIPS || seconds < STEADY_SECONDS;
+        let note = rough.then(|| {
+            let clips = if held_out_clips == 1 { "1 clip".to_string() } else { format!("{held_out_clips} clips") };
+            let mut more = Vec::new();
+            if held_out_clips < STEADY_CLIPS {
+                let n = STEADY_CLIPS - held_out_clips;
+                more.push(if n == 1 { "1 more clip".to_string() } else { format!("{n} more clips") });
+            }
+            if seconds < STEADY_SECONDS {
+                more.push(format!("{:.0} s more", (STEADY_SECONDS - seconds).ceil()));
+            }
+            format!(
+                "the threshold is rough: it was set from {clips} ({seconds:.1} s) of normal sound, and with fewer \
+                 than {STEADY_CLIPS} clips or {STEADY_SECONDS:.0} s the share of normal clips flagged at it depends \
+                 on which clips were given (from none to nearly all with 5 clips or fewer); fit on {STEADY_CLIPS} or \
+                 more clips of normal sound, {STEADY_SECONDS:.0} s or more in all ({})",
+                more.join(" and ")
+            )
+        });
+        ThresholdSupport { held_out_clips, seconds, rough, note }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +256,25 @@ mod tests {
         assert!((st.threshold - 2.2).abs() < 1e-6);
         assert!(gamma_threshold(&[], 0.9).is_err());
         assert!(gamma_threshold(&[f32::NAN], 0.9).is_err());
+    }
+
+    #[test]
+    fn threshold_support_at_its_bounds() {
+        let steady = ThresholdSupport::new(STEADY_CLIPS, STEADY_SECONDS);
+        assert!(!steady.rough && steady.note.is_none(), "{steady:?}");
+        let few = ThresholdSupport::new(STEADY_CLIPS - 1, STEADY_SECONDS);
+        assert!(few.rough);
+        let note = few.note.unwrap();
+        assert!(note.starts_with("the threshold is rough"), "{note}");
+        assert!(note.contains(&format!("{} clips", STEADY_CLIPS - 1)) && note.contains("(1 more clip)"), "{note}");
+        let short = ThresholdSupport::new(STEADY_CLIPS, STEADY_SECONDS - 0.5);
+        assert!(short.rough && short.note.unwrap().contains("(1 s more)"));
+        let one = ThresholdSupport::new(1, 3.0).note.unwrap();
+        assert!(one.contains("from 1 clip (3.0 s)"), "{one}");
+        assert!(
+            one.contains(&format!("{} more clips and {:.0} s more", STEADY_CLIPS - 1, STEADY_SECONDS - 3.0)),
+            "{one}"
+        );
+        assert!(ThresholdSupport::new(40, f64::NAN).rough);
     }
 }

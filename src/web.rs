@@ -210,6 +210,10 @@ struct JsModelInfo {
     window_s: f64,
     /// Shortest clip that can be scored or fitted on, seconds ([`Model::min_frames`] frames).
     min_seconds: f64,
+    /// A bank fitted on fewer clips or seconds than these has a rough threshold
+    /// ([`crate::threshold::ThresholdSupport`]): for the page's hint before a fit.
+    steady_clips: usize,
+    steady_seconds: f64,
 }
 
 /// What the page shows about the loaded bank.
@@ -232,6 +236,12 @@ struct JsBankInfo {
     created: String,
     /// Highest frequency judged, Hz; `None` when the normal clips had signal in every band.
     band_limit_hz: Option<f32>,
+    /// Held-out normal units the thresholds were set from.
+    held_out_units: usize,
+    /// The threshold rests on too little normal sound ([`Bank::threshold_support`]).
+    threshold_rough: bool,
+    /// For a rough threshold, the sentence to show; `None` otherwise.
+    threshold_note: Option<String>,
 }
 
 fn bank_info(bank: &Bank) -> Result<JsValue, JsError> {
@@ -253,6 +263,9 @@ fn bank_info(bank: &Bank) -> Result<JsValue, JsError> {
         display_ceiling,
         created: i.created,
         band_limit_hz: Some(bank.band_limit_hz()).filter(|f| f.is_finite()),
+        held_out_units: i.held_out_units,
+        threshold_rough: i.threshold_rough,
+        threshold_note: i.threshold_note,
     })
 }
 
@@ -368,10 +381,11 @@ impl Engine {
     }
 
     /// The model: `{name, description, licence, source, backboneSha256, layers, patchLayers, sampleRate, frontEnd, melBins,
-    /// hopS, windowFrames, windowHop, windowS, minSeconds, melHz: Float32Array}` (`windowFrames`, `windowHop`:
-    /// the analysis windows' length and the frames between their starts; a fit on one clip needs two windows,
-    /// `(windowFrames + windowHop) * hopS` seconds, and a live stream judges its first window once that much
-    /// has arrived).
+    /// hopS, windowFrames, windowHop, windowS, minSeconds, steadyClips, steadySeconds, melHz: Float32Array}`
+    /// (`windowFrames`, `windowHop`: the analysis windows' length and the frames between their starts; a fit on
+    /// one clip needs two windows, `(windowFrames + windowHop) * hopS` seconds, and a live stream judges its first
+    /// window once that much has arrived; `steadyClips`, `steadySeconds`: a bank fitted on less normal sound has a
+    /// rough threshold).
     #[wasm_bindgen(js_name = modelInfo)]
     pub fn model_info(&self) -> Result<JsValue, JsError> {
         let spec = self.model.spec();
@@ -392,6 +406,8 @@ impl Engine {
             window_hop: spec.window_hop,
             window_s: spec.window_frames as f64 * self.model.hop_s(),
             min_seconds: self.model.min_frames() as f64 * self.model.hop_s(),
+            steady_clips: crate::threshold::STEADY_CLIPS,
+            steady_seconds: crate::threshold::STEADY_SECONDS,
         })?
         .unchecked_into();
         set(&obj, "melHz", &f32s(&self.model.logmel().mel_frequencies_hz()));
@@ -400,8 +416,9 @@ impl Engine {
 
     /// Loads a bank file and makes it the one used for scoring. A bank fitted with another backbone or front end
     /// is refused (the current bank stays). Returns the bank's info: `{detector, backbone, backboneSha256,
-    /// frontEnd, layers, memoryBank, clips, seconds, threshold, segmentThreshold, created, bandLimitHz}`
-    /// (`bandLimitHz`: highest frequency judged, or `null` for every band).
+    /// frontEnd, layers, memoryBank, clips, seconds, threshold, segmentThreshold, created, bandLimitHz, heldOutUnits,
+    /// thresholdRough, thresholdNote}` (`bandLimitHz`: highest frequency judged, or `null` for every band;
+    /// `thresholdNote`: the sentence saying the threshold is rough, or `null`).
     #[wasm_bindgen(js_name = loadBank)]
     pub fn load_bank(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
         let bank = Bank::from_bytes(bytes).map_err(js_err)?;

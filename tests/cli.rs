@@ -55,8 +55,14 @@ fn fit_score_info_and_bad_files_in_a_batch() {
         bin().args(["fit", "--out"]).arg(&bank).arg(demo("fan-normal.wav")).arg(&second).arg(&junk).output().unwrap();
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(err.contains("junk.wav"), "{err}");
+    assert!(err.contains("warning: skipped") && err.contains("junk.wav"), "{err}");
     assert!(bank.is_file());
+    // Two clips of 10 s: the threshold is rough, which the fit says in the library's words, with what to do.
+    let support = sonomaly::threshold::ThresholdSupport::new(2, 20.0);
+    let note = support.note.clone().unwrap();
+    assert!(err.contains(&format!("warning: {note}")), "{err}");
+    assert!(note.contains("from 2 clips (20.0 s)"), "{note}");
+    assert!(err.contains("): 2 clips, 20.0 s of audio"), "{err}");
 
     // An existing bank is never overwritten without --force.
     let before = std::fs::read(&bank).unwrap();
@@ -95,6 +101,20 @@ fn fit_score_info_and_bad_files_in_a_batch() {
     assert_eq!(info["detector"], "patchcore + patchcore");
     assert_eq!(info["units"], "z");
     assert_eq!(info["clips_fitted"], 2);
+    assert_eq!(info["held_out_units"], 2);
+    assert_eq!(info["threshold_rough"], true);
+    assert_eq!(info["threshold_note"], note.as_str());
+    let o = bin().arg("info").arg(&bank).output().unwrap();
+    let human = text(&o).0;
+    assert!(
+        human.contains(&format!("held out      2 normal clips, each scored without what it gave the bank: {note}")),
+        "{human}"
+    );
+    assert!(human.contains("fitted on     2 clips, 20.0 s"), "{human}");
+    // The demo bank (19 clips of 10 s) has a steady threshold.
+    let o = bin().arg("info").arg(demo("fan-demo.bank")).output().unwrap();
+    let human = text(&o).0;
+    assert!(human.contains("held out      19 normal clips, each scored without what it gave the bank: enough normal sound for a steady threshold"), "{human}");
     // One 10 s clip is too little to calibrate with 10 s windows: a plain message, and no bank.
     let one = dir.path().join("one.bank");
     let o = bin().args(["fit", "--out"]).arg(&one).arg(demo("fan-normal.wav")).output().unwrap();

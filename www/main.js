@@ -37,9 +37,6 @@ const DEMOS = { normal: "demo/fan-normal.wav", abnormal: "demo/fan-abnormal.wav"
 const LIVE_SPAN_S = 12;
 // Seconds dropped at the start of each recording take while the microphone settles (see recorder-worklet.js).
 const SETTLE_S = 0.3;
-// Fewer normal clips or seconds than these give a rough threshold (`sonomaly fit` warns at the same point).
-const FEW_CLIPS = 3;
-const FEW_SECONDS = 30;
 // What counts as audio in a folder (single files are tried whatever their name).
 const AUDIO_NAME = /\.(wav|wave|mp3|ogg|oga|opus|flac|m4a|aac|webm)$/i;
 
@@ -315,8 +312,8 @@ function showModel(m) {
   $("fit-layer-names").textContent = compactLayers(m.layers);
   $("fit-layers").placeholder = patch ? `logmel;${m.patchLayers.join(",")}` : "logmel";
   $("fit-minimum").textContent = `A fit needs at least ${minFitSeconds(m).toFixed(1)} s of normal sound in one ` +
-    `clip (two analysis windows of this model), or two clips or more; ${FEW_SECONDS} s or more in ${FEW_CLIPS} ` +
-    "clips or more gives a steadier threshold. The threshold is set from the normal sound alone.";
+    `clip (two analysis windows of this model), or two clips or more; ${m.steadyClips} clips or more and ` +
+    `${m.steadySeconds} s or more in all give a threshold that holds. The threshold is set from the normal sound alone.`;
   renderFitList();
 }
 
@@ -330,8 +327,11 @@ function bankFileName(name, info) {
   return `sonomaly-fitted-${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}-${pad(d.getHours())}${pad(d.getMinutes())}${pad(d.getSeconds())}.bank`;
 }
 
+// Before a fit: whether the ticked clips are fewer, or shorter in all, than the core's bound for a threshold that
+// holds (the model info's steadyClips and steadySeconds; a fitted bank's info says it itself: thresholdNote).
 function roughFit(clips, seconds) {
-  return clips < FEW_CLIPS || seconds < FEW_SECONDS;
+  const m = state.model;
+  return !!m && (clips < m.steadyClips || seconds < m.steadySeconds);
 }
 
 // What the heat colours mean for the bank in use.
@@ -376,9 +376,7 @@ function setBank(info, name, serial) {
     if (info.bandLimitHz) parts.push(`judged up to ${fmtHz(info.bandLimitHz)}`);
     if (info.created) parts.push(`on ${fmtDate(info.created)}`);
     let text = parts.join(", ") || "—";
-    if (info.clips != null && info.seconds != null && roughFit(info.clips, info.seconds)) {
-      text += ` — the threshold is rough: fitted on fewer than ${FEW_CLIPS} clips or ${FEW_SECONDS} s of normal sound`;
-    }
+    if (info.thresholdNote) text += ` — ${info.thresholdNote}`;
     $("bank-fit-info").textContent = text;
   }
   updateSlider();
@@ -1626,7 +1624,9 @@ function renderFitList() {
     ? `One clip of ${fmtDuration(secs)} is too little to set a threshold: a fit needs at least ` +
       `${minFitSeconds().toFixed(1)} s in one clip, or two clips or more. Tick another clip of normal sound.`
     : `With ${plural(n, "clip")} and ${fmtDuration(secs)} of normal sound the threshold ` +
-      `will be rough: ${FEW_SECONDS} s or more in ${FEW_CLIPS} or more clips is better.`;
+      `will be rough: the share of normal clips flagged at it varies widely with the clips chosen. ` +
+      `${state.model.steadyClips} or more clips, ${state.model.steadySeconds} s or more in all, give a threshold ` +
+      "that holds.";
   updateButtons();
 }
 
@@ -1779,10 +1779,7 @@ $("fit-button").onclick = () =>
       setStatus(done);
       $("fit-result").textContent = done;
       $("fit-result").hidden = false;
-      if (roughFit(chosen.length, secs)) {
-        note(`The new bank's threshold is rough: it was fitted on ${plural(chosen.length, "clip")} and ` +
-          `${fmtDuration(secs)} of normal sound. ${FEW_SECONDS} s or more in ${FEW_CLIPS} or more clips is better.`);
-      }
+      if (r.info.thresholdNote) note(`The new bank's ${sentence(r.info.thresholdNote).replace(/^The /, "")}`);
     } finally {
       state.fitJob = null;
       $("fit-cancel").hidden = true;

@@ -110,10 +110,10 @@ export function fitError(err, clip) {
     return new UserError(`${who} is digital silence: a bank must learn the sound of the machine running. Untick it ` +
       "and fit again.", r);
   }
-  const little = /too little normal audio to set a threshold: give at least ([\d.]+) s/.exec(r);
+  const little = /too little normal audio to set a threshold: give at least ([\d.]+) s[^;]*(?:; (.*))?/.exec(r);
   if (little) {
     return new UserError(`Too little normal sound to set a threshold: give at least ${little[1]} s in one clip, or ` +
-      "two clips or more; 30 s or more in several clips is better.", r);
+      `two clips or more${little[2] ? `; ${little[2]}` : ""}.`, r);
   }
   if (/is neither 'logmel' nor an output of backbone/.test(r)) {
     const m = /layer '([^']*)' is neither 'logmel' nor an output of backbone '([^']*)'/.exec(r);

@@ -41,12 +41,26 @@ __all__ = [
     "InvalidInputError",
     "IOError",
     "SkippedFileWarning",
+    "RoughThresholdWarning",
 ]
 __version__ = _core.__version__
 
 
 class SkippedFileWarning(UserWarning):
     """A file left out of a fit with ``on_error="skip"``: the message names it and says why."""
+
+
+class RoughThresholdWarning(UserWarning):
+    """A bank whose threshold rests on too little normal sound to be trusted (:func:`fit`, :func:`merge` and
+    :func:`calibrate` warn): the message says how many clips and seconds it was set from and how much more normal
+    sound to fit on. The rule is the core's, as ``sonomaly fit`` and ``sonomaly info`` apply it; the bank's
+    :attr:`Bank.info` carries it too (``held_out_units``, ``threshold_rough``, ``threshold_note``)."""
+
+
+def _warn_rough(bank: "Bank", stacklevel: int) -> None:
+    note = bank.info.get("threshold_note")
+    if note:
+        warnings.warn(note, RoughThresholdWarning, stacklevel=stacklevel + 1)
 
 Result = _core.Result
 Result.__doc__ = """One clip's result, as the command line's ``score`` gives it.
@@ -177,7 +191,9 @@ class Bank:
     def info(self) -> Dict[str, Any]:
         """Summary (the command line's ``info --json``): detector, backbone, backbone_sha256, front_end, layers,
         memory_bank (rows x dims per member), units, clips_fitted, seconds_fitted, threshold, segment_threshold,
-        created, size_bytes (0: not measured here)."""
+        held_out_units (the held-out normal clips, or parts of one clip, the thresholds were set from),
+        threshold_rough and threshold_note (True, and the sentence to show, when the threshold rests on too little
+        normal sound; see :class:`RoughThresholdWarning`), created, size_bytes (0: not measured here)."""
         return json.loads(self._inner.info_json())
 
     @property
@@ -245,8 +261,8 @@ def fit(
 
     Args:
         files_or_arrays: paths (WAV, FLAC, OGG, MP3) and/or mono sample arrays (1-D, floating point in [-1, 1]).
-            A fit needs at least two analysis windows of audio in all (15 s with the default model); 30 s or more
-            in several clips gives a steadier threshold.
+            A fit needs at least two analysis windows of audio in all (15 s with the default model); with fewer
+            than 10 clips or 100 s the threshold is rough (a :class:`RoughThresholdWarning`).
         sample_rate: Hz, for the arrays (files carry their own).
         preset: ``"machine"`` (PatchCore on log-mel patches), ``"environment"`` (PatchCore on the backbone's
             recommended layers) or ``"both"`` (the two, fused by their largest z-score). Ignored with ``layers``.
@@ -269,7 +285,8 @@ def fit(
             command line skips them, and the fit goes on with the others.
 
     Returns:
-        The fitted, calibrated :class:`Bank`.
+        The fitted, calibrated :class:`Bank` (with a :class:`RoughThresholdWarning` when its threshold rests on
+        too little normal sound).
 
     Raises:
         AudioError: a file cannot be decoded or used (its name is in the message), with ``on_error="raise"``.
@@ -305,7 +322,9 @@ def fit(
     )
     for message in skipped:
         warnings.warn(f"skipped {message}", SkippedFileWarning, stacklevel=2)
-    return Bank(inner)
+    bank = Bank(inner)
+    _warn_rough(bank, 2)
+    return bank
 
 
 def score(
@@ -415,7 +434,9 @@ def merge(
         [b._inner for b in banks], _model(model), clips, sample_rate, channel, on_error == "skip"
     )
     _warn_skipped(skipped, on_error)
-    return Bank(inner)
+    bank = Bank(inner)
+    _warn_rough(bank, 2)
+    return bank
 
 
 def held_out(
@@ -470,6 +491,7 @@ def calibrate(bank: Bank, held: Any) -> Bank:
     Returns:
         A new :class:`Bank`: the same memory banks, each member's robust z normalisation and the fused held-out
         scores from ``held``, the thresholds of the bank's rule (an overridden threshold returns to the rule's).
+        With too few held-out clips for a steady threshold, a :class:`RoughThresholdWarning`.
 
     Raises:
         InvalidInputError: fewer than two clips, a shape other than ``[clips, members, 2]``, non-finite values, a
@@ -480,4 +502,6 @@ def calibrate(bank: Bank, held: Any) -> Bank:
     arr = np.ascontiguousarray(np.asarray(held, dtype=np.float32))
     if arr.ndim != 3:
         raise InvalidInputError(f"held-out results must be a [clips, members, 2] array, got {arr.ndim} dimensions")
-    return Bank(_core.calibrate(bank._inner, arr))
+    out = Bank(_core.calibrate(bank._inner, arr))
+    _warn_rough(out, 2)
+    return out

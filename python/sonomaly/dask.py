@@ -147,7 +147,9 @@ def fit_sharded(
     """Fits one bank per shard of ``paths`` on the workers and merges them into one (:func:`sonomaly.merge`).
 
     File ``i`` goes to shard ``i % shards`` (so that shards mix the corpus's order). Each shard must hold enough
-    normal audio to fit and calibrate a bank on its own (two analysis windows at least; 30 s or more is better).
+    normal audio to fit and calibrate a bank on its own (two analysis windows at least). The shards' own banks
+    are not checked for a rough threshold (they are small by design); the merged bank is
+    (:class:`sonomaly.RoughThresholdWarning`).
 
     Args:
         paths: normal recordings readable by every worker.
@@ -188,7 +190,10 @@ def fit_sharded(
         for m in messages:
             warnings.warn(m, sonomaly.SkippedFileWarning, stacklevel=2)
     model = sonomaly.Model(model_folder) if model_folder is not None else None
-    merged = sonomaly.merge([sonomaly.Bank.from_bytes(b) for b, _ in fitted], model=model)
+    with warnings.catch_warnings():
+        # The merge's own rough-threshold warning is given once, below, for the bank returned.
+        warnings.simplefilter("ignore", sonomaly.RoughThresholdWarning)
+        merged = sonomaly.merge([sonomaly.Bank.from_bytes(b) for b, _ in fitted], model=model)
     if calibrate:
         # Each shard's clips scored against the merged bank without their own rows, replaced from the same shard's
         # clips, on the workers (what sonomaly.merge(calibrate_on=...) computes in one process). Files the fits
@@ -200,7 +205,10 @@ def fit_sharded(
             dask.delayed(_held_out_shard, pure=False)(p, merged_bytes, model_folder, channel, on_error) for p in parts
         ]
         held = client.gather(client.compute(tasks)) if client is not None else dask.compute(*tasks)
-        merged = sonomaly.calibrate(merged, np.concatenate([h for h, _ in held], axis=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sonomaly.RoughThresholdWarning)
+            merged = sonomaly.calibrate(merged, np.concatenate([h for h, _ in held], axis=0))
+    sonomaly._warn_rough(merged, 2)
     if out is not None:
         merged.save(out, overwrite=overwrite)
     return merged

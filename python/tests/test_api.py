@@ -145,6 +145,25 @@ def test_a_fit_skips_files_it_cannot_use_when_asked(tmp_path):
         sonomaly.fit([str(NORMAL)], on_error="ignore")
 
 
+def test_a_small_fit_and_merge_warn_that_the_threshold_is_rough():
+    x, sr = read_wav(NORMAL)
+    clips = [np.roll(x, len(x) // k) for k in (2, 3, 4, 5)]
+    with pytest.warns(sonomaly.RoughThresholdWarning) as caught:
+        a = sonomaly.fit(clips[:2], sample_rate=sr)
+    rough = [str(w.message) for w in caught if issubclass(w.category, sonomaly.RoughThresholdWarning)]
+    assert len(rough) == 1 and rough[0].startswith("the threshold is rough: it was set from 2 clips (20.0 s)"), rough
+    assert "fit on 10 or more clips" in rough[0] and "8 more clips and 80 s more" in rough[0], rough
+    steady = sonomaly.Bank.load(DEMO / "fan-demo.bank").info  # 19 clips, 190 s
+    assert steady["threshold_rough"] is False and steady["threshold_note"] is None, steady
+    info = a.info
+    assert info["held_out_units"] == 2 and info["threshold_rough"] is True and info["threshold_note"] == rough[0]
+    b = sonomaly.fit(clips[2:], sample_rate=sr)
+    with pytest.warns(sonomaly.RoughThresholdWarning, match=r"set from 4 clips \(40\.0 s\)"):
+        sonomaly.merge([a, b])
+    with pytest.warns(sonomaly.RoughThresholdWarning, match=r"set from 4 clips"):
+        sonomaly.merge([a, b], calibrate_on=clips, sample_rate=sr)
+
+
 def test_held_out_scores_reproduce_the_fits_calibration(bank):
     b, _ = bank
     x, sr = read_wav(NORMAL)

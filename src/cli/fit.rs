@@ -4,6 +4,7 @@ use super::*;
 
 /// The arguments of `sonomaly fit`.
 #[derive(clap::Args)]
+#[command(after_help = after_help())]
 pub(super) struct FitArgs {
     /// Where to write the bank file (refuses to overwrite unless --force).
     #[arg(long)]
@@ -16,6 +17,17 @@ pub(super) struct FitArgs {
     /// Normal recordings (WAV, FLAC, OGG, MP3) or folders of them.
     #[arg(required = true)]
     pub(super) files: Vec<PathBuf>,
+}
+
+/// The exit statuses, and the bound of the rough-threshold warning ([`sonomaly::threshold::ThresholdSupport`]).
+fn after_help() -> String {
+    format!(
+        "Exit status: 0 when every file was used; 3 when some files could not be used (each named on stderr, the \
+         bank fitted on the others); 1 on an error (nothing written). A bank fitted on fewer than {} clips or {:.0} s \
+         of normal sound is written with a warning that its threshold is rough.",
+        sonomaly::threshold::STEADY_CLIPS,
+        sonomaly::threshold::STEADY_SECONDS
+    )
 }
 
 pub(super) fn fit(a: FitArgs) -> Result<i32> {
@@ -33,14 +45,13 @@ pub(super) fn fit(a: FitArgs) -> Result<i32> {
     for (f, c) in clips {
         if let Err(e) = fitter.add_analysed(c) {
             failed += 1;
-            eprintln!("skipped {}: {}", f.display(), about_file(&f, &e));
+            eprintln!("warning: skipped {}: {}", f.display(), about_file(&f, &e));
         }
     }
     if fitter.clips() == 0 {
         bail!("no file could be used: nothing to fit");
     }
     let pb = bar(1, "fitting");
-    let (fitter_clips, seconds) = (fitter.clips(), fitter.seconds());
     let bank = fitter.finish(&model, &mut |p: Progress| {
         pb.set_length(p.total as u64);
         pb.set_position(p.done as u64);
@@ -51,18 +62,15 @@ pub(super) fn fit(a: FitArgs) -> Result<i32> {
     let bytes = bank.to_bytes()?;
     // Written beside the target, then renamed: an interrupted write never leaves half a bank.
     sonomaly::bank::write_file_atomically(&a.out, &bytes)?;
-    if fitter_clips < 3 || seconds < 30.0 {
-        eprintln!(
-            "warning: fitted on {fitter_clips} clip(s), {seconds:.1} s of normal audio; the threshold is rough \
-             with so little. 30 s or more in several clips is better"
-        );
-    }
     let i = bank.info();
+    if let Some(note) = &i.threshold_note {
+        eprintln!("warning: {note}");
+    }
     eprintln!(
-        "wrote {} ({:.1} MB): {} clips, {:.1} s of audio, memory bank {}, threshold {:.4}, in {:.1} s",
+        "wrote {} ({:.1} MB): {}, {:.1} s of audio, memory bank {}, threshold {:.4}, in {:.1} s",
         a.out.display(),
         bytes.len() as f64 / 1e6,
-        i.clips_fitted,
+        plural(i.clips_fitted, "clip"),
         i.seconds_fitted,
         i.memory_bank,
         i.threshold,

@@ -42,10 +42,19 @@ pub(super) fn info(path: &Path, json: bool) -> Result<i32> {
             ));
         }
         lines.extend([
-            format!("fitted on     {} clips, {:.1} s", i.clips_fitted, i.seconds_fitted),
+            format!("fitted on     {}, {:.1} s", plural(i.clips_fitted, "clip"), i.seconds_fitted),
             format!(
                 "threshold     {:.4} (clip), {:.4} (segments), {} units",
                 i.threshold, i.segment_threshold, i.units
+            ),
+            format!(
+                "held out      {}, each scored without what it gave the bank: {}",
+                if i.held_out_units > i.clips_fitted {
+                    format!("{} of {}", plural(i.held_out_units, "part"), plural(i.clips_fitted, "normal clip"))
+                } else {
+                    plural(i.held_out_units, "normal clip")
+                },
+                i.threshold_note.as_deref().unwrap_or("enough normal sound for a steady threshold")
             ),
             format!("created       {}", i.created),
             format!("size          {:.2} MB", i.size_bytes as f64 / 1e6),

@@ -56,14 +56,6 @@ fn merge(
                 clips.len()
             );
         }
-        let seconds: f64 = clips.iter().map(|c| c.seconds()).sum();
-        if clips.len() < 3 || seconds < 30.0 {
-            eprintln!(
-                "warning: calibrating on {} clip(s), {seconds:.1} s of normal audio; the threshold is rough with so \
-                 little. 30 s or more in several clips is better",
-                clips.len()
-            );
-        }
         let pb = bar(clips.len() as u64, "calibrating");
         bank = sonomaly::merge::calibrate_merged(&bank, &banks, &model, clips, &mut |p: Progress| {
             pb.set_position(p.done as u64);
@@ -74,13 +66,16 @@ fn merge(
     let bytes = bank.to_bytes()?;
     sonomaly::bank::write_file_atomically(out, &bytes)?;
     let i = bank.info();
+    if let Some(note) = &i.threshold_note {
+        eprintln!("warning: {note}");
+    }
     eprintln!(
-        "wrote {} ({:.1} MB): {} banks merged, {} clips, {:.1} s of audio, memory bank {}, threshold {:.4}, \
+        "wrote {} ({:.1} MB): {} banks merged, {}, {:.1} s of audio, memory bank {}, threshold {:.4}, \
          calibrated on {}, in {:.1} s",
         out.display(),
         bytes.len() as f64 / 1e6,
         banks.len(),
-        i.clips_fitted,
+        plural(i.clips_fitted, "clip"),
         i.seconds_fitted,
         i.memory_bank,
         i.threshold,
@@ -89,7 +84,7 @@ fn merge(
              merged bank)"
                 .to_string()
         } else {
-            format!("{} normal recordings", files.len() - failed)
+            plural(files.len() - failed, "normal recording")
         },
         start.elapsed().as_secs_f64()
     );

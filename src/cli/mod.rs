@@ -344,11 +344,20 @@ fn analyse_files(files: &[PathBuf], select: ChannelSelect, model: &Model) -> (Ve
             Ok(c) => clips.push((f.clone(), c)),
             Err(e) => {
                 failed += 1;
-                eprintln!("skipped {}: {}", f.display(), about_file(f, &e));
+                eprintln!("warning: skipped {}: {}", f.display(), about_file(f, &e));
             }
         }
     }
     (clips, failed)
+}
+
+/// `n` and `word`, with an `s` unless `n` is 1: `1 clip`, `3 clips`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 fn load_bank(path: &Path) -> Result<Bank> {

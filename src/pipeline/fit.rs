@@ -502,8 +502,10 @@ impl Fitter {
         if parts < 2 {
             let need = (model.spec.window_frames + model.spec.window_hop) as f64 * model.hop_s();
             return Err(Error::invalid(format!(
-                "too little normal audio to set a threshold: give at least {need:.1} s (two analysis windows), \
-                 better 30 s or several clips"
+                "too little normal audio to set a threshold: give at least {need:.1} s (two analysis windows); {} \
+                 clips or more, {:.0} s in all, give a threshold that holds",
+                crate::threshold::STEADY_CLIPS,
+                crate::threshold::STEADY_SECONDS
             )));
         }
         let per = w.len().div_ceil(parts);
