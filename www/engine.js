@@ -31,11 +31,12 @@
 // worker gives, bit for bit (the core's score_window_share / score_clip_from_parts). `score` with `workers: 1` in its
 // payload, or a pool not in step with the bank in use, scores on the main worker alone. A `fit` of two clips or more
 // is split the same way: every worker analyses whole clips, taking the next one as it finishes one
-// (`fitAnalyse`: the clip's patches as bytes), then the main worker adds them in the clips' order and finishes the
-// fit, so the bank is one worker's bit for bit (`workers: 1` fits on the main worker alone). Cancel during the
-// analysis rejects the fit at once, replaces the helpers still analysing and restarts the main worker if its clip
-// is not done within CANCEL_GRACE_MS; a clip the pool could not analyse (or a helper gone) fits on the main worker
-// alone, which then says what was wrong with which clip.
+// (`fitAnalyse`: the clip's patches as bytes); the main worker adds them in the clips' order as they come
+// (`fitBegin`, `fitAddAnalysed`: no clip's bytes are kept here longer than the clips before it take) and finishes
+// the fit, so the bank is one worker's bit for bit (`workers: 1` fits on the main worker alone). Cancel during the
+// analysis rejects the fit at once and replaces the helpers still analysing; the main worker ends the clip it is
+// on (one clip's analysis) and drops the fit. A clip the pool could not analyse (or a helper gone) fits on the
+// main worker alone, which then says what was wrong with which clip.
 
 /** Every request the worker answers, and how it runs (see above). worker.js checks its handlers against this. */
 export const MESSAGES = Object.freeze({
@@ -57,6 +58,9 @@ export const MESSAGES = Object.freeze({
   scoreWindowShare: "internal", // the pool: the parts of one worker's share of a clip's windows
   scoreFromParts: "internal", // the pool: a clip's result from the parts of all its windows
   fitAnalyse: "internal", // the pool: one normal clip's patches for a fit, as bytes (added by the fit's worker)
+  fitBegin: "internal", // the pool: the fit's worker starts the fit that the clips' patches are added to
+  fitAddAnalysed: "internal", // the pool: the fit's worker adds one clip's patches (in the clips' order)
+  fitDrop: "internal", // the pool: the fit's worker drops the fit (cancelled)
 });
 
 /** Messages the worker posts that answer no request. */
@@ -339,6 +343,21 @@ export class Engine {
     let next = 0;
     let done = 0;
     let failed = false;
+    // The clips' patches go to the main worker in the clips' order, each as soon as those before it have gone.
+    let nextAdd = 0;
+    const adds = [];
+    const flush = () => {
+      while (!failed && !req.cancelled && nextAdd < n && analysed[nextAdd]) {
+        const b = analysed[nextAdd];
+        analysed[nextAdd++] = null;
+        const add = this.internal("fitAddAnalysed", { bytes: b }, [b.buffer]);
+        req.pooled.internal.add(add.req);
+        adds.push(add.catch((e) => {
+          if (!req.cancelled && !failed) console.warn("sonomaly: the fit's worker could not add a clip; fitting on one worker:", e.message);
+          failed = true;
+        }));
+      }
+    };
     // The clip named is the first one still being analysed, so that the steps are said in order.
     const say = () => {
       if (req.cancelled || !busy.size) return;
@@ -364,6 +383,7 @@ export class Engine {
             req.pooled.internal.add(call.req);
           }
           analysed[i] = (await call).bytes;
+          flush();
         } catch (e) {
           if (!req.cancelled && !failed) console.warn(`sonomaly: the pool could not analyse ${c.name}; fitting on one worker:`, e.message);
           failed = true;
@@ -375,16 +395,25 @@ export class Engine {
         say();
       }
     };
-    await Promise.all(workers.map(run));
+    const begin = this.internal("fitBegin", { preset, layers, detector });
+    req.pooled.internal.add(begin.req);
+    try {
+      await begin;
+    } catch (e) {
+      failed = true; // e.g. a layer the model lacks: the fit on one worker says so
+    }
+    if (!failed) await Promise.all(workers.map(run));
+    await Promise.all(adds);
     if (this.running !== req || req.cancelled) return; // cancelled meanwhile: settled by cancelPooled
     req.pooled = null;
     if (failed) {
+      this.internal("fitDrop", {}).catch(() => {});
       this.post(req);
       return;
     }
-    const pooled = clips.map((c, i) => ({ name: c.name, analysed: analysed[i] }));
-    req.payload = { ...req.payload, clips: pooled };
-    req.transfer = analysed.map((b) => b.buffer);
+    // Every clip is in the main worker's fit: it finishes it, and answers as a fit on one worker does.
+    req.payload = { ...req.payload, clips: clips.map((c) => ({ name: c.name })), added: n };
+    req.transfer = [];
     req.workers = workers.length; // said in the answer
     this.post(req);
   }
@@ -403,11 +432,10 @@ export class Engine {
       this.helpers = this.helpers.filter((x) => x !== h);
     }
     this.syncHelpers();
-    for (const r of internal) {
-      setTimeout(() => {
-        if (this.inflight.get(r.id) === r) this.restart(r);
-      }, CANCEL_GRACE_MS);
-    }
+    // The main worker ends the clip it is analysing and the additions already posted (their answers are dropped:
+    // they are no longer in flight, so a restart would not post them again), then drops the fit.
+    for (const r of internal) this.inflight.delete(r.id);
+    this.internal("fitDrop", {}).catch(() => {});
     this.running = null;
     req.reject(new CancelledError(req.type, false));
     req.onSettled?.(false);

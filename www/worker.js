@@ -467,23 +467,46 @@ const handlers = {
     return { bytes: engine.fitAnalyse(msg.samples, msg.sampleRate) };
   },
 
+  // The pool's fit (engine.js): starts the fit that fitAddAnalysed adds the clips' patches to, in their order.
+  async fitBegin(msg) {
+    requireEngine();
+    engine.fitStart(msg.preset || null, msg.layers || null, msg.detector || null);
+    analysing = { engine, key: JSON.stringify([msg.preset || null, msg.layers || null, msg.detector || null]) };
+    return {};
+  },
+
+  async fitAddAnalysed(msg) {
+    requireEngine();
+    engine.fitAddAnalysed(msg.bytes);
+    return {};
+  },
+
+  async fitDrop() {
+    if (engine) engine.fitCancel();
+    analysing = {};
+    return {};
+  },
+
   // Fits a bank from normal clips, one clip at a time so that a cancel gets through between clips (within a
   // clip, and in the last step, only terminating the worker stops it: engine.js does that). A clip is given as
-  // samples or, from the pool, as its patches (`analysed`, from fitAnalyse).
+  // samples or, from the pool, as its patches (`analysed`, from fitAnalyse); with `added`, the pool has already
+  // added every clip to the fit begun by fitBegin, and only the last step is left.
   async fit(msg, id) {
     requireEngine();
     const clips = msg.clips;
     const t0 = performance.now();
     analysing = {};
-    try {
-      engine.fitStart(msg.preset || null, msg.layers || null, msg.detector || null);
-    } catch (e) {
-      const err = new Error(plain(e));
-      err.layers = true;
-      throw err;
+    if (!msg.added) {
+      try {
+        engine.fitStart(msg.preset || null, msg.layers || null, msg.detector || null);
+      } catch (e) {
+        const err = new Error(plain(e));
+        err.layers = true;
+        throw err;
+      }
     }
     try {
-      for (let i = 0; i < clips.length; i++) {
+      for (let i = msg.added ? clips.length : 0; i < clips.length; i++) {
         progress(id, "fit", i, clips.length + 1, `Fitting: clip ${i + 1} of ${clips.length} (${clips[i].name})…`);
         await yieldToEvents();
         if (cancelled.has(id)) throw new Cancelled();
