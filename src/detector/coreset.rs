@@ -22,8 +22,6 @@
 //!   `coreset_ratio` of the patches the greedy saw. The cost is then `O(patches)` for drawing the candidates plus
 //!   a constant `cap^2 / coreset_ratio x dims` for the greedy; below the cap the selection is the exact one.
 
-use std::ops::Range;
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -271,12 +269,8 @@ const PRUNE_FACTOR: f32 = 4.0 * (1.0 + PRUNE_MARGIN) * (1.0 + PRUNE_MARGIN);
 const RESORT_ROUNDS: usize = 4;
 
 /// Which of a round's new centres can be nearer to some rows than those rows' own centres (the triangle
-/// inequality; see [`PRUNE_FACTOR`]), from the state at the round's start.
+/// inequality; see [`PRUNE_FACTOR`]).
 struct Gate<'a> {
-    /// Per row: its nearest centre so far (its number among the centres chosen).
-    assign: &'a [u32],
-    /// Per row: its squared distance to that centre.
-    min_dist: &'a [f32],
     /// `[old centres, ROUND_CENTRES]`: squared distance of each old centre to each of the round's centres.
     d2: &'a [f32],
     /// The round's centres.
@@ -284,17 +278,20 @@ struct Gate<'a> {
 }
 
 impl Gate<'_> {
-    /// Bit `j` set when the round's centre `j` may be nearer to one of rows `rows` than its own centre. Rows of one
-    /// centre side by side (as [`greedy_columns`] keeps them) are taken together, by the largest distance of them.
-    fn mask(&self, rows: Range<usize>) -> u64 {
+    /// Bit `j` set when the round's centre `j` may be nearer to one of the rows whose nearest centre so far (its
+    /// number among the centres chosen before the round) is `assign` and squared distance to it `min_dist`, than
+    /// that centre. Rows of one centre side by side (as [`greedy_columns`] keeps them) are taken together, by the
+    /// largest distance of them. The rows' state must be the round's start's: a block's mask is taken before the
+    /// block is updated.
+    fn mask(&self, assign: &[u32], min_dist: &[f32]) -> u64 {
         let mut mask = 0u64;
-        let mut r = rows.start;
-        while r < rows.end {
-            let a = self.assign[r];
-            let mut reach = self.min_dist[r];
+        let mut r = 0;
+        while r < assign.len() {
+            let a = assign[r];
+            let mut reach = min_dist[r];
             let mut e = r + 1;
-            while e < rows.end && self.assign[e] == a {
-                reach = reach.max(self.min_dist[e]);
+            while e < assign.len() && assign[e] == a {
+                reach = reach.max(min_dist[e]);
                 e += 1;
             }
             let reach = PRUNE_FACTOR * reach;
@@ -330,13 +327,13 @@ fn update_rows<const RB: usize>(
 ) -> [usize; 2] {
     let m = centres.len() / dims.max(1);
     let all = if m >= 64 { u64::MAX } else { (1u64 << m) - 1 };
-    let mask_of = |rows: Range<usize>| gate.map_or(all, |g| g.mask(rows));
+    let mask_of = |asg: &[u32], md: &[f32]| gate.map_or(all, |g| g.mask(asg, md));
     let centre = |j: usize| &centres[j * dims..(j + 1) * dims];
     let full = md.len() / RB * RB;
     let mut computed = 0;
     let total = full / RB * m.div_ceil(CENTRE_BLOCK);
     for rb in (0..full).step_by(RB) {
-        let mut mask = mask_of(start + rb..start + rb + RB);
+        let mut mask = mask_of(&asg[rb..rb + RB], &md[rb..rb + RB]);
         let out: &mut [f32; RB] = (&mut md[rb..rb + RB]).try_into().expect("a row block");
         let who: &mut [u32; RB] = (&mut asg[rb..rb + RB]).try_into().expect("a row block");
         while mask != 0 {
@@ -363,7 +360,7 @@ fn update_rows<const RB: usize>(
     // The rows after the last whole block.
     for r in full..md.len() {
         let i = start + r;
-        let mut mask = mask_of(i..i + 1);
+        let mut mask = mask_of(&asg[r..r + 1], &md[r..r + 1]);
         while mask != 0 {
             let j = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -443,9 +440,7 @@ fn update_min_dist(
     #[cfg(target_arch = "x86_64")]
     let avx512 = std::arch::is_x86_feature_detected!("avx512f");
     let chunk = task_rows(dims);
-    // The state at the round's start decides the gate; each task writes its own rows.
-    let before = d2.map(|_| (assign.to_vec(), min_dist.to_vec()));
-    let gate = d2.zip(before.as_ref()).map(|(d2, (assign, min_dist))| Gate { assign, min_dist, d2, m });
+    let gate = d2.map(|d2| Gate { d2, m });
     let mut tasks: Vec<(&mut [f32], &mut [u32], [usize; 2])> =
         min_dist.chunks_mut(chunk).zip(assign.chunks_mut(chunk)).map(|(a, b)| (a, b, [0; 2])).collect();
     for_each_chunk(&mut tasks, 1, |ci, t| {
