@@ -244,3 +244,51 @@ fn clips_analysed_elsewhere_and_passed_as_bytes_fit_the_same_bank() {
     wrong.splice(at..end, std::iter::repeat_n(b' ', end - at - 1).chain([b'0']));
     assert!(refused(&wrong).contains("owned patches"), "{}", refused(&wrong));
 }
+
+/// A fit whose patches are spilled to a temporary file ([`Fitter::spill_above`]) gives the bank that a fit in
+/// memory gives, byte for byte, and so does the held-out scoring against a bank: with the default members (layer
+/// weights and the frequency-position weight set by the fit), a clip at 12 kHz (the band limit crops every grid),
+/// one member's memory bank capped (the fit reads only its candidates) and the other's not.
+#[test]
+fn a_fit_spilled_to_a_file_gives_the_bank_of_a_fit_in_memory() {
+    use sonomaly::detector::DetectorConfig;
+    let mut model = Model::embedded_default().unwrap();
+    let mut config = FitConfig::default_for(model.spec()).unwrap();
+    assert!(config.members.len() >= 2);
+    let DetectorConfig::Patchcore(pc) = &mut config.members[0].detector else { panic!("PatchCore first") };
+    pc.max_bank_rows = Some(40);
+    model.set_embeddings(config.embeddings()).unwrap();
+    let clips: Vec<(Vec<f32>, u32)> = (0..4)
+        .map(|seed| if seed == 2 { (hum(3.0, 12_000, seed), 12_000) } else { (hum(3.0, SR, seed), SR) })
+        .collect();
+    let fitter = |spill: bool| {
+        let mut f = Fitter::new(&model, config.clone()).unwrap();
+        if spill {
+            // Every clip spilled: the first one at once, and each added after it.
+            f.spill_above(Some(0)).unwrap();
+        }
+        for (x, sr) in &clips {
+            f.add_clip(&model, x, *sr).unwrap();
+        }
+        assert_eq!(f.spilled_bytes() > 0, spill);
+        f
+    };
+    let mut a = fitter(false).finish(&model, &mut |_| true).unwrap();
+    let mut b = fitter(true).finish(&model, &mut |_| true).unwrap();
+    b.meta.created = a.meta.created.clone();
+    a.meta.created = b.meta.created.clone();
+    assert!(a.meta.members[0].embedding.position_weight > 0.0);
+    assert!(a.to_bytes().unwrap() == b.to_bytes().unwrap(), "the spilled fit's bank differs");
+
+    model.prepare_for(&a).unwrap();
+    let held = |spill: bool| {
+        let mut f = Fitter::new(&model, FitConfig::for_bank(&a)).unwrap();
+        f.spill_above(spill.then_some(0)).unwrap();
+        for (x, sr) in &clips[1..] {
+            f.add_clip(&model, x, *sr).unwrap();
+        }
+        assert_eq!(f.spilled_bytes() > 0, spill);
+        f.held_out_against(&model, &a, &mut |_| true).unwrap()
+    };
+    assert_eq!(held(false), held(true));
+}

@@ -17,7 +17,7 @@ use sonomaly::bank::{looks_like_bank, Bank as CoreBank};
 use sonomaly::detector::{DetectorConfig, DetectorOptions};
 use sonomaly::embedding::EmbeddingConfig;
 use sonomaly::pipeline::{
-    score_clip, ClipResult, FitConfig, FitPreset, Fitter, HeldOut, MemberConfig, Model as CoreModel,
+    score_clip, ClipResult, FitConfig, FitPreset, Fitter, HeldOut, MemberConfig, Model as CoreModel, SPILL_ABOVE_BYTES,
 };
 use sonomaly::Error as CoreError;
 
@@ -547,30 +547,38 @@ fn fit(
             }
             model.set_embeddings(config.embeddings())?;
             model.set_peak_normalize(peak_normalize)?;
-            let analysed: Vec<sonomaly::Result<_>> = clips
-                .par_iter()
-                .map(|c| {
-                    let (x, sr) = c.mono(select)?;
-                    Fitter::analyse_clip(&model, &x, sr).map_err(|e| match c {
-                        OwnedClip::Path(p) => with_file(e, p),
-                        _ => e,
-                    })
-                })
-                .collect();
             let mut fitter = Fitter::new(&model, config)?;
+            // Clips are analysed a few per thread at a time and added in order, their patches spilled to a
+            // temporary file past the budget, so that a fit on thousands of clips holds one batch of them.
+            fitter.spill_above(Some(SPILL_ABOVE_BYTES))?;
             // A clip that cannot be used: an error, or with `skip_errors` its message, and the others go on.
             let mut skipped = Vec::new();
-            for (k, a) in analysed.into_iter().enumerate() {
-                match a.and_then(|c| fitter.add_analysed(c)) {
-                    Ok(()) => {}
-                    Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => {
-                        skipped.push(match &clips[k] {
-                            OwnedClip::Path(_) => e.to_string(),
-                            OwnedClip::Samples(..) => format!("array {k}: {e}"),
+            let batch = 4 * rayon::current_num_threads();
+            for (b, part) in clips.chunks(batch).enumerate() {
+                let analysed: Vec<sonomaly::Result<_>> = part
+                    .par_iter()
+                    .map(|c| {
+                        let (x, sr) = c.mono(select)?;
+                        Fitter::analyse_clip(&model, &x, sr).map_err(|e| match c {
+                            OwnedClip::Path(p) => with_file(e, p),
+                            _ => e,
                         })
+                    })
+                    .collect();
+                for (j, a) in analysed.into_iter().enumerate() {
+                    let k = b * batch + j;
+                    match a {
+                        Ok(c) => fitter.add_analysed(c)?,
+                        Err(e @ (CoreError::Audio(_) | CoreError::Io { .. })) if skip_errors => {
+                            skipped.push(match &clips[k] {
+                                OwnedClip::Path(_) => e.to_string(),
+                                OwnedClip::Samples(..) => format!("array {k}: {e}"),
+                            })
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
                 }
+                sonomaly::pipeline::release_freed_memory();
             }
             if fitter.clips() == 0 {
                 return Err(CoreError::InvalidInput(format!(

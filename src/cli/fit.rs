@@ -36,17 +36,15 @@ pub(super) fn fit(a: FitArgs) -> Result<i32> {
     check_out(&a.out, a.force, &files)?;
     let (model, config) = a.patch.model_and_config()?;
     let start = Instant::now();
-    let (clips, mut failed) = analyse_files(&files, select, &model);
+    let mut fitter = Fitter::new(&model, config)?;
+    // Clips are added as they are analysed, and their patches go to a temporary file past the budget: a fit on
+    // hours of audio holds one batch of clips, not all of them.
+    fitter.spill_above(Some(sonomaly::pipeline::SPILL_ABOVE_BYTES))?;
+    let failed = analyse_files(&files, select, &model, &mut |c| fitter.add_analysed(c))?;
     // Diagnostics for benches/fit_scaling.sh, beside the fitting stages' lines.
     if std::env::var_os("SONOMALY_CORESET_LOG").is_some() {
         eprintln!("stage: decoding and analysis in {:.3} s", start.elapsed().as_secs_f64());
-    }
-    let mut fitter = Fitter::new(&model, config)?;
-    for (f, c) in clips {
-        if let Err(e) = fitter.add_analysed(c) {
-            failed += 1;
-            eprintln!("warning: skipped {}: {}", f.display(), about_file(&f, &e));
-        }
+        eprintln!("spilled: {:.1} MB of patches to a temporary file", fitter.spilled_bytes() as f64 / 1e6);
     }
     if fitter.clips() == 0 {
         bail!("no file could be used: nothing to fit");

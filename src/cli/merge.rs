@@ -47,9 +47,11 @@ fn merge(
     let mut failed = 0;
     if !files.is_empty() {
         model.prepare_for(&bank)?;
-        let analysed;
-        (analysed, failed) = analyse_files(&files, select, &model);
-        let clips: Vec<AnalysedClip> = analysed.into_iter().map(|(_, c)| c).collect();
+        let mut clips: Vec<AnalysedClip> = Vec::new();
+        failed = analyse_files(&files, select, &model, &mut |c| {
+            clips.push(c);
+            Ok(())
+        })?;
         if clips.len() < 2 {
             bail!(
                 "calibrating needs at least two normal recordings that can be read, got {}: nothing written",

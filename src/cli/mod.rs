@@ -323,32 +323,52 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Decodes and analyses `files` in parallel (a progress bar) for `model`'s members; files that cannot be used are
-/// reported on stderr, one line each, and counted.
-fn analyse_files(files: &[PathBuf], select: ChannelSelect, model: &Model) -> (Vec<(PathBuf, AnalysedClip)>, usize) {
+/// Decodes and analyses `files` in parallel (a progress bar) for `model`'s members, a few files per thread at a
+/// time, and hands each clip to `each` in the files' order as soon as its batch is analysed, so that one batch of
+/// clips is held at a time. Files that cannot be used, or that `each` refuses, are reported on stderr, one line
+/// each, and counted (the count is returned).
+///
+/// # Errors
+/// An input/output error from `each` (spilling the fit's patches to a full disk, say) stops the whole run.
+fn analyse_files(
+    files: &[PathBuf],
+    select: ChannelSelect,
+    model: &Model,
+    each: &mut dyn FnMut(AnalysedClip) -> sonomaly::Result<()>,
+) -> Result<usize> {
     let pb = bar(files.len() as u64, "analysing");
-    let analysed: Vec<_> = files
-        .par_iter()
-        .map(|f| {
-            pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
-            let r = read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(model, &x, sr));
-            pb.inc(1);
-            (f, r)
-        })
-        .collect();
-    pb.finish_and_clear();
-    let mut clips = Vec::with_capacity(analysed.len());
     let mut failed = 0;
-    for (f, r) in analysed {
-        match r {
-            Ok(c) => clips.push((f.clone(), c)),
-            Err(e) => {
-                failed += 1;
-                eprintln!("warning: skipped {}: {}", f.display(), about_file(f, &e));
+    for batch in files.chunks(4 * rayon::current_num_threads()) {
+        let analysed: Vec<_> = batch
+            .par_iter()
+            .map(|f| {
+                pb.set_message(f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
+                let r = read_mono(f, select, &pb).and_then(|(x, sr)| Fitter::analyse_clip(model, &x, sr));
+                pb.inc(1);
+                r
+            })
+            .collect();
+        for (f, r) in batch.iter().zip(analysed) {
+            let r = r.and_then(|c| match each(c) {
+                Err(e @ sonomaly::Error::Io { .. }) => Ok(Err(e)),
+                r => r.map(Ok),
+            });
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    pb.finish_and_clear();
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    failed += 1;
+                    pb.suspend(|| eprintln!("warning: skipped {}: {}", f.display(), about_file(f, &e)));
+                }
             }
         }
+        sonomaly::pipeline::release_freed_memory();
     }
-    (clips, failed)
+    pb.finish_and_clear();
+    Ok(failed)
 }
 
 /// `n` and `word`, with an `s` unless `n` is 1: `1 clip`, `3 clips`.

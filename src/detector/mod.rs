@@ -52,6 +52,10 @@ pub enum FitData<'a> {
     Patches { patches: &'a [f32], sources: &'a [u64] },
     /// Log-mels `[T, M]` of whole clips.
     LogMels(&'a [&'a [f32]]),
+    /// The patches `[m, dims]` (with their sources `[m]`, or empty) that [`DetectorConfig::fit_subset`] chose
+    /// among `of` patches, in the chosen order: fits the detector that a fit on all `of` patches gives, without
+    /// holding them all.
+    Subset { patches: &'a [f32], sources: &'a [u64], of: usize },
 }
 
 /// Parameters the command line and the Python package set on whichever detector is chosen by name.
@@ -178,6 +182,21 @@ impl DetectorConfig {
         }
     }
 
+    /// The patches (increasing indices of `0..n`) that a fit on `n` patches looks at, when that is fewer than all
+    /// of them: PatchCore under its cap (the seeded candidates of [`PatchCoreConfig::plan`], see
+    /// [`coreset::random_subset`]); `None`: all of them. The rows at these indices, given as [`FitData::Subset`],
+    /// fit the same detector as all `n` patches, so a fit on more patches than memory holds can read them in one
+    /// pass and keep only these.
+    pub fn fit_subset(&self, n: usize) -> Option<Vec<usize>> {
+        match self {
+            DetectorConfig::Patchcore(c) => {
+                let plan = c.plan(n.max(1));
+                (plan.candidates < n).then(|| coreset::random_subset(n, plan.candidates, c.seed))
+            }
+            _ => None,
+        }
+    }
+
     /// How its held-out normal clips are scored.
     pub fn held_out_rule(&self) -> HeldOutRule {
         match self {
@@ -281,6 +300,23 @@ impl Detector {
     /// [`crate::Error::InvalidInput`] for empty or non-finite input, data of another kind than the detector's, or a
     /// bad config.
     pub fn fit_on(config: &DetectorConfig, data: FitData<'_>, dims: usize) -> Result<Self> {
+        if let (DetectorConfig::Patchcore(c), FitData::Subset { patches, sources, of }) = (config, &data) {
+            let m = patches.len().checked_div(dims).unwrap_or(0);
+            let plan = c.plan((*of).max(1));
+            if m != plan.candidates.min(*of) {
+                return Err(Error::invalid(format!(
+                    "a subset of {m} patches for a PatchCore fit on {of} patches, which looks at {}",
+                    plan.candidates
+                )));
+            }
+            // The candidates are all that is given: the greedy chooses among every one of them.
+            let plan = coreset::CoresetPlan { size: plan.size, candidates: m };
+            return Ok(Detector::Patchcore(PatchCore::fit_with_plan(patches, sources, dims, c.clone(), plan)?));
+        }
+        let data = match data {
+            FitData::Subset { patches, sources, .. } => FitData::Patches { patches, sources },
+            d => d,
+        };
         match (config, data) {
             (DetectorConfig::Patchcore(c), FitData::Patches { patches, sources }) => {
                 Ok(Detector::Patchcore(PatchCore::fit_with_sources(patches, sources, dims, c.clone())?))
@@ -298,6 +334,7 @@ impl Detector {
                 "the baseline is fitted on whole clips' log-mels (pipeline::Fitter), not on patches",
             )),
             (_, FitData::LogMels(_)) => Err(Error::invalid("this detector is fitted on patches, not on log-mels")),
+            (_, FitData::Subset { .. }) => unreachable!("a subset is read as patches above"),
         }
     }
 

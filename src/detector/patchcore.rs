@@ -685,6 +685,23 @@ impl PatchCore {
     /// # Errors
     /// As [`PatchCore::fit`]; [`Error::InvalidInput`] if `sources` is neither empty nor one per patch.
     pub fn fit_with_sources(patches: &[f32], sources: &[u64], dims: usize, config: PatchCoreConfig) -> Result<Self> {
+        let plan = config.plan(patches.len().checked_div(dims).unwrap_or(0).max(1));
+        Self::fit_with_plan(patches, sources, dims, config, plan)
+    }
+
+    /// As [`PatchCore::fit_with_sources`] under a given `plan` instead of `config.plan(n)`: how a fit that was given
+    /// only the candidates of a capped plan (`plan.candidates` = all of `patches`) chooses what a fit on every patch
+    /// would ([`super::FitData::Subset`]).
+    ///
+    /// # Errors
+    /// As [`PatchCore::fit_with_sources`].
+    pub fn fit_with_plan(
+        patches: &[f32],
+        sources: &[u64],
+        dims: usize,
+        config: PatchCoreConfig,
+        plan: CoresetPlan,
+    ) -> Result<Self> {
         config.validate()?;
         if dims == 0 || patches.is_empty() || !patches.len().is_multiple_of(dims) {
             return Err(Error::invalid(format!(
@@ -699,7 +716,6 @@ impl PatchCore {
         if !sources.is_empty() && sources.len() != n {
             return Err(Error::invalid(format!("{} patch sources for {n} patches", sources.len())));
         }
-        let plan = config.plan(n);
         #[cfg(not(target_arch = "wasm32"))]
         let started = std::time::Instant::now();
         let chosen = select_coreset(patches, dims, plan, config.projection_eps, config.seed);
@@ -1251,6 +1267,34 @@ mod tests {
         assert_eq!(clusters, vec![0, 1, 2]);
         let first = ChaCha8Rng::seed_from_u64(7 ^ 0x9E37_79B9_7F4A_7C15).random_range(0..150);
         assert_eq!(idx[0], first);
+    }
+
+    /// The rows `fit_subset` names, given alone as `FitData::Subset`, fit the memory bank (rows, order and sources)
+    /// that all the patches fit, for caps that bind at ratios whose `cap / ratio` is and is not a whole number, and
+    /// without a cap; a subset of another size is refused.
+    #[test]
+    fn a_fit_on_the_subset_alone_is_the_fit_on_every_patch() {
+        use super::super::{Detector, DetectorConfig, FitData};
+        let d = 7;
+        let n = 3000;
+        let x = random(n * d, 11);
+        let sources: Vec<u64> = (0..n as u64).map(|i| source_id(i / 100, 0)).collect();
+        for (ratio, cap) in [(0.1, Some(64)), (0.3, Some(100)), (0.07, Some(33)), (0.1, None)] {
+            let pc = PatchCoreConfig { coreset_ratio: ratio, max_bank_rows: cap, seed: 5, ..Default::default() };
+            let cfg = DetectorConfig::Patchcore(pc.clone());
+            let full = PatchCore::fit_with_sources(&x, &sources, d, pc).unwrap();
+            let subset = cfg.fit_subset(n);
+            assert_eq!(subset.is_some(), cap.is_some(), "ratio {ratio}, cap {cap:?}");
+            let idx = subset.unwrap_or_else(|| (0..n).collect());
+            let rows: Vec<f32> = idx.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect();
+            let srcs: Vec<u64> = idx.iter().map(|&i| sources[i]).collect();
+            let data = FitData::Subset { patches: &rows, sources: &srcs, of: n };
+            let Detector::Patchcore(part) = Detector::fit_on(&cfg, data, d).unwrap() else { panic!("not PatchCore") };
+            assert_eq!(part.memory_bank, full.memory_bank, "ratio {ratio}, cap {cap:?}");
+            assert_eq!(part.sources(), full.sources(), "ratio {ratio}, cap {cap:?}");
+            let short = FitData::Subset { patches: &rows[d..], sources: &srcs[1..], of: n };
+            assert!(Detector::fit_on(&cfg, short, d).is_err());
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Fitting: normal clips in, a calibrated multi-member [`Bank`] out.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 use crate::anomaly_map::temporal_curve;
@@ -13,8 +16,14 @@ use crate::error::{Error, Result};
 use crate::threshold::{gamma_threshold, Norm, NormalStats, ThresholdRule};
 
 use super::score::{assemble, clip_level_map};
-use super::windows::Window;
+use super::spill::Spill;
+use super::windows::{MemberPatches, Window};
 use super::{Model, Progress, CLIP_Z, LEVEL_STD_FLOOR, POSITION_FRACTION, SEGMENT_Z, THRESHOLD_QUANTILE};
+
+/// Bytes of patches the command line and the Python package hold in memory while they add clips to a fit before they
+/// spill them to a temporary file ([`Fitter::spill_above`]): about 110 clips of 10 s (18 minutes) with the default
+/// members, whose patches take 0.3 MB per 10 s clip.
+pub const SPILL_ABOVE_BYTES: usize = 32 << 20;
 
 /// One member to fit: a patch embedding and a detector on it.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,7 +190,10 @@ impl AnalysedClip {
 
 /// One clip held by the fitter.
 struct FitClip {
+    /// Its windows; when the clip is spilled, their shapes only (empty grids: the patches are in the spill file).
     windows: Vec<Window>,
+    /// Where its patches are in the spill file, when they are there.
+    spilled: Option<Range<u64>>,
     /// [`clip_fingerprint`] of its samples.
     fingerprint: u64,
     frames: usize,
@@ -199,9 +211,23 @@ struct FitClip {
 /// `segment_z` of those units. With a single clip, its windows are split into contiguous parts instead
 /// (neighbouring parts overlap by half a window, so this calibration is optimistic). The final members are fitted
 /// on every clip.
+///
+/// Memory: the clips' patches are held until [`Fitter::finish`]; with [`Fitter::spill_above`] (native targets)
+/// they go to a temporary file once they pass a budget, and `finish` then reads them back one clip at a time,
+/// holding per member only the patches its detector is fitted on (for a capped PatchCore, the candidates of
+/// [`crate::detector::PatchCoreConfig::plan`]: at most `max_bank_rows / coreset_ratio` rows, whatever the hours of
+/// audio).
 pub struct Fitter {
     config: FitConfig,
     clips: Vec<FitClip>,
+    /// Per member, what [`Fitter::finish`] has done to the stored patches so far, in order: done in place to the
+    /// clips in memory, and on reading to the spilled ones.
+    steps: Vec<Vec<Step>>,
+    spill: Spill,
+    /// Bytes of patches held in memory above which clips are spilled (`None`: never).
+    spill_above: Option<usize>,
+    /// Bytes of patches held in memory.
+    held_bytes: usize,
     seconds: f64,
     band_limit_hz: f32,
     /// Per mel band: sum of the clips' mean levels and of their squares; per clip frame variance summed.
@@ -231,15 +257,53 @@ impl Fitter {
             return Err(Error::invalid("the z thresholds must be finite numbers"));
         }
         let m = model.logmel.config().n_mels;
+        let n_members = config.members.len();
         Ok(Fitter {
             config,
             clips: Vec::new(),
+            steps: vec![Vec::new(); n_members],
+            spill: Spill::default(),
+            spill_above: None,
+            held_bytes: 0,
             seconds: 0.0,
             band_limit_hz: f32::INFINITY,
             level_sum: vec![0.0; m],
             level_sq: vec![0.0; m],
             frame_var_sum: 0.0,
         })
+    }
+
+    /// Spills the clips' patches to an unnamed temporary file once those held in memory pass `bytes` (at once, if
+    /// they already do), and every clip added after that; `None` (the default) keeps them in memory. The fit's
+    /// results are the same either way. On wasm, which has no file to spill to, only `None` is accepted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the temporary file cannot be made or written; [`Error::InvalidInput`] for a budget on wasm.
+    pub fn spill_above(&mut self, bytes: Option<usize>) -> Result<()> {
+        if cfg!(target_arch = "wasm32") && bytes.is_some() {
+            return Err(Error::invalid("a fit cannot spill its patches to a file in the browser"));
+        }
+        self.spill_above = bytes;
+        self.spill_if_over()
+    }
+
+    /// Bytes of patches written to the temporary file so far ([`Fitter::spill_above`]; 0: everything in memory).
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spill.bytes()
+    }
+
+    /// Spills every clip held in memory if their patches pass the budget.
+    fn spill_if_over(&mut self) -> Result<()> {
+        if !self.spill_above.is_some_and(|b| self.held_bytes > b) {
+            return Ok(());
+        }
+        for c in &mut self.clips {
+            if c.spilled.is_none() {
+                c.spilled = Some(self.spill.write(&mut c.windows)?);
+            }
+        }
+        self.held_bytes = 0;
+        Ok(())
     }
 
     /// Adds one normal clip (mono `samples` at `sample_rate` Hz).
@@ -306,13 +370,15 @@ impl Fitter {
         }
         self.frame_var_sum += var / m as f64;
         let clip_level = self.config.members.iter().any(|mc| mc.detector.is_clip_level());
+        self.held_bytes += clip.windows.iter().flat_map(|w| &w.members).map(|m| m.grid.data.len() * 4).sum::<usize>();
         self.clips.push(FitClip {
             windows: clip.windows,
+            spilled: None,
             fingerprint: clip.fingerprint,
             frames: clip.frames,
             logmel: clip_level.then_some(clip.logmel),
         });
-        Ok(())
+        self.spill_if_over()
     }
 
     /// Clips added so far.
@@ -325,51 +391,69 @@ impl Fitter {
         self.seconds
     }
 
+    /// Clip `c`'s windows with [`Fitter::steps`] done: borrowed when the clip is in memory, read back when it is
+    /// spilled.
+    fn windows(&self, c: usize) -> Result<Cow<'_, [Window]>> {
+        let clip = &self.clips[c];
+        let Some(at) = &clip.spilled else {
+            return Ok(Cow::Borrowed(&clip.windows));
+        };
+        let mut windows = self.spill.read(&clip.windows, at)?;
+        for w in &mut windows {
+            for (mp, steps) in w.members.iter_mut().zip(&self.steps) {
+                steps.iter().for_each(|s| s.apply(mp));
+            }
+        }
+        Ok(Cow::Owned(windows))
+    }
+
+    /// Does `step` to member `i`'s patches of every clip: now to the clips in memory, on reading to the spilled.
+    fn prepare(&mut self, i: usize, step: Step) {
+        for c in self.clips.iter_mut().filter(|c| c.spilled.is_none()) {
+            c.windows.iter_mut().for_each(|w| step.apply(&mut w.members[i]));
+        }
+        self.steps[i].push(step);
+    }
+
     /// Member `i`'s whole window grids of `units`' windows, concatenated (PaDiM's per-position Gaussians need every
     /// position of every window).
-    fn window_grids<'a>(units: impl Iterator<Item = &'a [Window]>, i: usize) -> Vec<f32> {
-        units.flat_map(|u| u.iter().flat_map(move |w| w.members[i].grid.data.iter().copied())).collect()
+    fn window_grids(&self, units: &[Unit], i: usize) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for u in units {
+            self.unit_windows(u)?.iter().for_each(|w| out.extend_from_slice(&w.members[i].grid.data));
+        }
+        Ok(out)
     }
 
     /// Visits member `i`'s owned patches of every clip.
-    fn for_owned(&self, i: usize, mut f: impl FnMut(&[f32])) {
-        for c in &self.clips {
-            for w in &c.windows {
+    fn for_owned(&self, i: usize, mut f: impl FnMut(&[f32])) -> Result<()> {
+        for c in 0..self.clips.len() {
+            for w in self.windows(c)?.iter() {
                 let mp = &w.members[i];
                 mp.owned().chunks_exact(mp.grid.dims).for_each(&mut f);
             }
         }
-    }
-
-    /// Visits member `i`'s patches of every clip, mutably.
-    fn for_all_mut(&mut self, i: usize, mut f: impl FnMut(&mut [f32])) {
-        for c in &mut self.clips {
-            for w in &mut c.windows {
-                let mp = &mut w.members[i];
-                let d = mp.grid.dims;
-                mp.grid.data.chunks_exact_mut(d).for_each(&mut f);
-            }
-        }
+        Ok(())
     }
 
     /// Sets the weight of member `i`'s frequency-position feature (the last patch dimension, analysed with
     /// weight 1) to [`POSITION_FRACTION`] times the RMS norm of the other dimensions of the normal patches, and
     /// returns it.
-    fn position_weight(&mut self, i: usize, dims: usize) -> f32 {
+    fn position_weight(&mut self, i: usize, dims: usize) -> Result<f32> {
         let (mut sum, mut count) = (0.0f64, 0usize);
         self.for_owned(i, |p| {
             sum += p[..dims - 1].iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
             count += 1;
-        });
+        })?;
         let rms = if sum > 0.0 && count > 0 { (sum / count as f64).sqrt() as f32 } else { 1.0 };
         let weight = POSITION_FRACTION * rms;
-        self.for_all_mut(i, |p| p[dims - 1] *= weight);
-        weight
+        self.prepare(i, Step::Position { dims, weight });
+        Ok(weight)
     }
 
     /// Per-layer weights giving each layer's part of member `i`'s normal patches unit RMS norm; applies them to
     /// the stored patches and returns them.
-    fn balance(&mut self, i: usize, layer_dims: &[usize]) -> Vec<f32> {
+    fn balance(&mut self, i: usize, layer_dims: &[usize]) -> Result<Vec<f32>> {
         let mut sum = vec![0.0f64; layer_dims.len()];
         let mut count = 0usize;
         self.for_owned(i, |p| {
@@ -379,17 +463,11 @@ impl Fitter {
                 off += c;
             }
             count += 1;
-        });
+        })?;
         let weights: Vec<f32> =
             sum.iter().map(|&s| if s > 0.0 && count > 0 { (count as f64 / s).sqrt() as f32 } else { 1.0 }).collect();
-        self.for_all_mut(i, |p| {
-            let mut off = 0;
-            for (l, &c) in layer_dims.iter().enumerate() {
-                p[off..off + c].iter_mut().for_each(|v| *v *= weights[l]);
-                off += c;
-            }
-        });
-        weights
+        self.prepare(i, Step::Layers { layer_dims: layer_dims.to_vec(), weights: weights.clone() });
+        Ok(weights)
     }
 
     /// Fits member `i` on the given calibration units (all clips for the final fit), on what its detector is
@@ -401,31 +479,73 @@ impl Fitter {
                 Detector::fit_on(cfg, FitData::LogMels(&logmels), dims)
             }
             FitInput::OwnedPatches => {
-                let (patches, sources) = self.owned_with_sources(i, dims, units);
-                Detector::fit_on(cfg, FitData::Patches { patches: &patches, sources: &sources }, dims)
+                let (patches, sources, of) = self.fit_patches(cfg, i, dims, units)?;
+                Detector::fit_on(cfg, FitData::Subset { patches: &patches, sources: &sources, of }, dims)
             }
             FitInput::WindowGrids => {
-                let patches = Self::window_grids(units.iter().map(|u| self.unit_windows(u)), i);
+                let patches = self.window_grids(units, i)?;
                 Detector::fit_on(cfg, FitData::Patches { patches: &patches, sources: &[] }, dims)
             }
         }
     }
 
-    /// Member `i`'s owned patches of `units` `[n, dims]` with the source id of each `[n]`.
-    fn owned_with_sources(&self, i: usize, dims: usize, units: &[Unit]) -> (Vec<f32>, Vec<u64>) {
-        let (mut train, mut sources) = (Vec::new(), Vec::new());
+    /// Member `i`'s owned patches of `units` that a fit of `cfg` looks at ([`DetectorConfig::fit_subset`]: all of
+    /// them, or a capped PatchCore's candidates) `[m, dims]`, the source id of each `[m]`, and the number of owned
+    /// patches in all: read in one pass, so that only those are held.
+    fn fit_patches(
+        &self,
+        cfg: &DetectorConfig,
+        i: usize,
+        dims: usize,
+        units: &[Unit],
+    ) -> Result<(Vec<f32>, Vec<u64>, usize)> {
+        let owned_rows = |mp: &MemberPatches| {
+            let crop = self.steps[i].iter().find_map(|s| if let Step::Crop(c) = s { Some(*c) } else { None });
+            crop.map_or(mp.owned_patches.len(), |c| mp.cropped_owned(c).len())
+        };
+        let n: usize = units
+            .iter()
+            .flat_map(|u| &self.clips[u.clip].windows[u.windows.clone()])
+            .map(|w| owned_rows(&w.members[i]))
+            .sum();
+        let subset = cfg.fit_subset(n);
+        let mut wanted = subset.iter().flatten().copied().peekable();
+        let (mut rows, mut sources) = (Vec::new(), Vec::new());
+        let mut k = 0usize;
         for u in units {
-            for w in self.unit_windows(u) {
+            for w in self.unit_windows(u)?.iter() {
                 let owned = w.members[i].owned();
-                train.extend_from_slice(owned);
-                sources.extend(std::iter::repeat_n(u.source, owned.len() / dims.max(1)));
+                if subset.is_none() {
+                    rows.extend_from_slice(owned);
+                    sources.extend(std::iter::repeat_n(u.source, owned.len() / dims.max(1)));
+                    k += owned.len() / dims.max(1);
+                    continue;
+                }
+                for p in owned.chunks_exact(dims.max(1)) {
+                    if wanted.next_if_eq(&k).is_some() {
+                        rows.extend_from_slice(p);
+                        sources.push(u.source);
+                    }
+                    k += 1;
+                }
             }
         }
-        (train, sources)
+        if k != n {
+            return Err(Error::invalid("internal: the fit's patch count changed while it was read"));
+        }
+        Ok((rows, sources, n))
     }
 
-    fn unit_windows(&self, u: &Unit) -> &[Window] {
-        &self.clips[u.clip].windows[u.windows.clone()]
+    /// The windows of unit `u`.
+    fn unit_windows(&self, u: &Unit) -> Result<Cow<'_, [Window]>> {
+        Ok(match self.windows(u.clip)? {
+            Cow::Borrowed(w) => Cow::Borrowed(&w[u.windows.clone()]),
+            Cow::Owned(mut w) => {
+                w.truncate(u.windows.end);
+                w.drain(..u.windows.start);
+                Cow::Owned(w)
+            }
+        })
     }
 
     /// Member `i`'s raw held-out clip score and temporal-curve peak of unit `u`.
@@ -436,7 +556,7 @@ impl Fitter {
             Some(r) => r,
             None => {
                 let e = &model.embeddings()[i];
-                assemble(det, self.unit_windows(u), i, u.frames, m, model.spec.window_frames, e.grid_stride)?
+                assemble(det, &self.unit_windows(u)?, i, u.frames, m, model.spec.window_frames, e.grid_stride)?
             }
         };
         let peak = temporal_curve(&map[u.first_frame * m..], m).into_iter().fold(0.0f32, f32::max);
@@ -553,10 +673,8 @@ impl Fitter {
         let mel_bins = model.logmel.config().n_mels;
         // Only the bands every clip has signal in: the lowest Nyquist frequency of the clips.
         let cols = model.member_columns(self.band_limit_hz);
-        for c in &mut self.clips {
-            for w in &mut c.windows {
-                w.members.iter_mut().zip(&cols).for_each(|(mp, &n)| mp.crop(n));
-            }
+        for (i, &n) in cols.iter().enumerate() {
+            self.prepare(i, Step::Crop(n));
         }
         let mut embeddings = Vec::with_capacity(n_members);
         let mut det_cfgs = Vec::with_capacity(n_members);
@@ -565,18 +683,14 @@ impl Fitter {
             let mut e = self.config.members[i].embedding.clone();
             let d = e.dims(&model.spec);
             if e.balance_layers && e.layer_weights.is_empty() {
-                e.layer_weights = self.balance(i, &e.layer_dims(&model.spec));
+                e.layer_weights = self.balance(i, &e.layer_dims(&model.spec))?;
             }
             if e.frequency_position && e.position_weight <= 0.0 {
-                e.position_weight = self.position_weight(i, d);
+                e.position_weight = self.position_weight(i, d)?;
             }
             // Detector geometry: the window's patch grid (after the band limit) and the mel bins.
-            let (gt, gf) = self
-                .clips
-                .iter()
-                .flat_map(|c| c.windows.first())
-                .next()
-                .map_or((0, 0), |w| (w.members[i].grid.time, w.members[i].grid.freq));
+            let first = if self.clips.is_empty() { Cow::Borrowed(&[][..]) } else { self.windows(0)? };
+            let (gt, gf) = first.first().map_or((0, 0), |w| (w.members[i].grid.time, w.members[i].grid.freq));
             det_cfgs.push(self.config.members[i].detector.clone().with_geometry(gt, gf, mel_bins));
             embeddings.push(e);
             dims.push(d);
@@ -605,12 +719,14 @@ impl Fitter {
         for i in 0..n_members {
             if det_cfgs[i].held_out_rule() == HeldOutRule::LeaveRowsOut {
                 let t = StageLog::start();
-                let det = self.fit_member(&det_cfgs[i], i, dims[i], &all)?;
+                // The patches the fit chooses its memory bank among are the pool of replacement rows.
+                let (pool, sources, of) = self.fit_patches(&det_cfgs[i], i, dims[i], &all)?;
+                let fit_data = FitData::Subset { patches: &pool, sources: &sources, of };
+                let det = Detector::fit_on(&det_cfgs[i], fit_data, dims[i])?;
                 t.done(i, "fit");
                 step("fitting")?;
                 let same = |a: u64, b: u64| a == b;
                 let t = StageLog::start();
-                let (pool, sources) = self.owned_with_sources(i, dims[i], &all);
                 let Some(leave) = det.leave_out(pool, sources, &same)? else {
                     return Err(Error::invalid("internal: a detector that leaves rows out kept no sources"));
                 };
@@ -699,17 +815,15 @@ impl Fitter {
             return Err(Error::invalid("this calibration was made for another bank's members"));
         }
         let cols = model.member_columns(self.band_limit_hz.min(bank.band_limit_hz()));
-        for c in &mut self.clips {
-            for w in &mut c.windows {
-                w.members.iter_mut().zip(&cols).for_each(|(mp, &n)| mp.crop(n));
-            }
+        for (i, &n) in cols.iter().enumerate() {
+            self.prepare(i, Step::Crop(n));
         }
         let all: Vec<Unit> = (0..self.clips.len()).map(|c| self.whole(c)).collect();
         let total = n_members * all.len();
         let mut held = vec![vec![HeldOut::default(); n_members]; all.len()];
         for (i, det) in bank.detectors.iter().enumerate() {
             let leave = if det.config().held_out_rule() == HeldOutRule::LeaveRowsOut {
-                let (pool, sources) = self.owned_with_sources(i, det.dims(), &all);
+                let (pool, sources, _) = self.fit_patches(&det.config(), i, det.dims(), &all)?;
                 det.leave_out(pool, sources, &same_clip)?
             } else {
                 None
@@ -747,6 +861,34 @@ impl Fitter {
             })
             .collect();
         BandLevels { mean, std }
+    }
+}
+
+/// What [`Fitter::finish`] does to a member's stored patches, in this order ([`Fitter::prepare`]).
+#[derive(Debug, Clone)]
+enum Step {
+    /// Keeps the first grid columns (the bands every clip has signal in).
+    Crop(usize),
+    /// Multiplies each layer's part of every patch by the layer's weight ([`Fitter::balance`]).
+    Layers { layer_dims: Vec<usize>, weights: Vec<f32> },
+    /// Multiplies the frequency-position feature (dimension `dims - 1`) by `weight` ([`Fitter::position_weight`]).
+    Position { dims: usize, weight: f32 },
+}
+
+impl Step {
+    fn apply(&self, mp: &mut MemberPatches) {
+        let d = mp.grid.dims;
+        match self {
+            Step::Crop(cols) => mp.crop(*cols),
+            Step::Layers { layer_dims, weights } => mp.grid.data.chunks_exact_mut(d).for_each(|p| {
+                let mut off = 0;
+                for (l, &c) in layer_dims.iter().enumerate() {
+                    p[off..off + c].iter_mut().for_each(|v| *v *= weights[l]);
+                    off += c;
+                }
+            }),
+            Step::Position { dims, weight } => mp.grid.data.chunks_exact_mut(d).for_each(|p| p[dims - 1] *= weight),
+        }
     }
 }
 

@@ -21,13 +21,16 @@ mod fit;
 mod model;
 mod recording;
 mod score;
+mod spill;
 mod stream;
 mod windows;
 
 use serde::Serialize;
 
 pub use crate::anomaly_map::Segment;
-pub use fit::{calibrate, clip_fingerprint, AnalysedClip, FitConfig, FitPreset, Fitter, HeldOut, MemberConfig};
+pub use fit::{
+    calibrate, clip_fingerprint, AnalysedClip, FitConfig, FitPreset, Fitter, HeldOut, MemberConfig, SPILL_ABOVE_BYTES,
+};
 pub use model::{Model, AISFX_SPEC, DEFAULT_SPEC, EFFICIENTAT_SPEC};
 #[cfg(not(target_arch = "wasm32"))]
 pub use model::{AISFX_ONNX, DEFAULT_ONNX, EFFICIENTAT_ONNX};
@@ -36,6 +39,7 @@ pub use score::{
     display_range, score_clip, score_clip_from_parts, score_clip_with_progress, score_logmel, score_window_range,
     score_window_share, segments_for, window_count, WindowPart,
 };
+pub use spill::release_freed_memory;
 pub use stream::{StreamScorer, StreamUpdate, StreamVerdict};
 
 /// Analysis windows go through the backbone this many at a time. A range of windows scored on its own

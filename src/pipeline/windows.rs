@@ -9,6 +9,7 @@ use crate::spectrogram::Spectrogram;
 use super::Model;
 
 /// One member's patches of one window.
+#[derive(Clone)]
 pub(super) struct MemberPatches {
     /// Patches of the whole window.
     pub grid: PatchGrid,
@@ -17,6 +18,7 @@ pub(super) struct MemberPatches {
 }
 
 /// One analysed window.
+#[derive(Clone)]
 pub(super) struct Window {
     /// First frame of the window in the clip.
     pub start: usize,
@@ -66,10 +68,17 @@ impl MemberPatches {
         if cols >= self.grid.freq {
             return;
         }
-        let f = self.grid.freq;
-        let (r0, r1) = (self.owned_patches.start / f, self.owned_patches.end / f);
+        self.owned_patches = self.cropped_owned(cols);
         self.grid = crop_columns(&self.grid, cols);
-        self.owned_patches = r0 * cols..r1 * cols;
+    }
+
+    /// The owned patch indices once the first `cols` grid columns are kept ([`MemberPatches::crop`]).
+    pub fn cropped_owned(&self, cols: usize) -> Range<usize> {
+        let f = self.grid.freq;
+        if cols >= f {
+            return self.owned_patches.clone();
+        }
+        (self.owned_patches.start / f) * cols..(self.owned_patches.end / f) * cols
     }
 
     /// The owned patches `[n, dims]`.
