@@ -148,6 +148,29 @@ fn js_message(e: wasm_bindgen::JsError) -> String {
     js_sys::Error::from(v).message().into()
 }
 
+/// The calls of the page's pooled fit refuse bad input in words and keep the fit usable: analysing or adding before
+/// a fit is started, bytes that are not an analysed clip (junk, half a clip), a clip analysed for other members;
+/// a good clip is then still taken.
+#[wasm_bindgen_test]
+fn the_pooled_fit_refuses_bad_input_in_words() {
+    let mut e = Engine::new(MN04_ONNX, MN04_SPEC).expect("engine");
+    let (x, sr) = mono(NORMAL_WAV);
+    let x = &x[..4 * sr as usize];
+    assert!(js_message(e.fit_analyse(x, sr).unwrap_err()).contains("no fit was started"));
+    assert!(js_message(e.fit_add_analysed(b"junk").unwrap_err()).contains("no fit was started"));
+    e.fit_start(Some("both".into()), None, None).expect("fit starts");
+    let both = e.fit_analyse(x, sr).expect("analyses").to_vec();
+    e.fit_start(Some("machine".into()), None, None).expect("fit starts");
+    let machine = e.fit_analyse(x, sr).expect("analyses").to_vec();
+    for junk in [&b"junk"[..], &machine[..machine.len() / 2], &[]] {
+        let m = js_message(e.fit_add_analysed(junk).unwrap_err());
+        assert!(m.contains("not a clip analysed by this version"), "{m}");
+    }
+    let m = js_message(e.fit_add_analysed(&both).unwrap_err());
+    assert!(m.contains("other members"), "{m}");
+    e.fit_add_analysed(&machine).expect("a good clip is taken after the refusals");
+}
+
 #[wasm_bindgen_test]
 fn check_model_accepts_the_model_and_refuses_junk_and_wrong_specs() {
     let r = check_model(ONNX, SPEC).expect("the default model passes its own check");

@@ -1728,7 +1728,9 @@ $("fit-button").onclick = () =>
     const secs = chosen.reduce((s, m) => s + m.clip.duration, 0);
     if (tooLittle()) throw new UserError($("fit-warning").textContent);
     $("fit-result").hidden = true;
-    const clips = chosen.map((m) => ({ name: m.clip.label, samples: m.clip.samples.slice(), sampleRate: m.clip.sampleRate }));
+    // The samples are the clips' own, neither copied here nor transferred (they stay the user's material): the
+    // pool copies each clip as a worker takes it, and a fit on one worker is sent a copy by postMessage.
+    const clips = chosen.map((m) => ({ name: m.clip.label, samples: m.clip.samples, sampleRate: m.clip.sampleRate }));
     const name = `fitted bank (${new Date().toLocaleString()})`;
     const layers = $("fit-layers").value.trim();
     const preset = fitPreset();
@@ -1740,7 +1742,7 @@ $("fit-button").onclick = () =>
     bar.value = 0;
     fitStep = null;
     try {
-      const job = engine.call("fit", { clips, name, preset, layers, detector }, clips.map((c) => c.samples.buffer), (msg) => {
+      const job = engine.call("fit", { clips, name, preset, layers, detector }, [], (msg) => {
         fitStep = msg.text;
         if (!$("fit-cancel").disabled) setStatus(msg.text);
         bar.value = msg.total ? msg.done / msg.total : 0;
