@@ -215,6 +215,68 @@ fn folders_are_searched_recursively_and_repeats_used_once() {
 }
 
 #[cfg(target_os = "linux")]
+/// A folder with symbolic links back to itself and to its parent is searched once (a loop was followed without end),
+/// a pipe named like audio is skipped (it would block the run), a bank path that is not a regular file is refused
+/// (a device was read without end), a temporary folder that cannot be written is said before the fit's work, and a
+/// heatmap that cannot be written is a warning with exit status 3 (it was a note with status 0, and the line named
+/// the missing PNG).
+#[cfg(unix)]
+#[test]
+fn link_loops_pipes_devices_and_unwritable_outputs_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = dir.path().join("l");
+    std::fs::create_dir(&l).unwrap();
+    std::fs::copy(demo("fan-normal.wav"), l.join("a.wav")).unwrap();
+    for (link, to) in [("s1", "."), ("s2", "."), ("up", "..")] {
+        std::os::unix::fs::symlink(to, l.join(link)).unwrap();
+    }
+    let fifo = l.join("pipe.wav");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let o = bin().args(["score", "--bank"]).arg(demo("fan-demo.bank")).arg(&l).output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(!err.contains("more than once"), "{err}");
+
+    let o = bin().args(["info", "/dev/zero"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("/dev/zero is not a regular file"), "{}", text(&o).1);
+    let o = bin().args(["score", "--bank", "/dev/zero"]).arg(demo("fan-normal.wav")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("not a regular file"), "{}", text(&o).1);
+
+    let out = dir.path().join("x.bank");
+    let o = bin()
+        .env("TMPDIR", dir.path().join("no such folder"))
+        .args(["fit", "--out"])
+        .arg(&out)
+        .arg(demo("fan-normal.wav"))
+        .arg(rotated_normal(dir.path()))
+        .output()
+        .unwrap();
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no such folder") && err.contains("set TMPDIR"), "{err}");
+    assert!(!out.exists());
+
+    // A heatmap that cannot be written (a folder in the PNG's place): a warning, no heatmap named, exit status 3.
+    let hm = dir.path().join("heatmaps");
+    std::fs::create_dir_all(hm.join("0000_fan-normal.png")).unwrap();
+    let o = bin()
+        .args(["score", "--bank"])
+        .arg(demo("fan-demo.bank"))
+        .arg("--heatmap-dir")
+        .arg(&hm)
+        .arg(demo("fan-normal.wav"))
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("warning:") && err.contains("heatmap not written"), "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().expect("a line")).unwrap();
+    assert!(line.get("heatmap").is_none_or(|h| h.is_null()), "{out}");
+}
+
 #[test]
 fn a_full_disk_on_stdout_is_an_error() {
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full");

@@ -13,7 +13,7 @@ pub(super) struct InfoArgs {
 }
 
 pub(super) fn info(path: &Path, json: bool) -> Result<i32> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading bank {}", path.display()))?;
+    let bytes = read_bank_file(path)?;
     let bank = Bank::from_bytes(&bytes).with_context(|| format!("loading bank {}", path.display()))?;
     let mut i = bank.info();
     i.size_bytes = bytes.len();

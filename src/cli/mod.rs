@@ -74,7 +74,8 @@ struct FitOptions {
     #[arg(long)]
     layers: Vec<String>,
     /// Spectrogram frames (and mel bins) per patch: one value for every member, or one per member, comma-separated
-    /// [default: 4 for log-mel patches, the spec's patch_grid_stride for a preset's network member].
+    /// [default: a preset's members take the spec's strides (the default model: 6 for the log-mel member and its
+    /// patch_grid_stride for the network member); 4 for a member given by --layers].
     #[arg(long)]
     grid_stride: Option<String>,
     /// PatchCore: fraction of normal patches kept in the memory bank.
@@ -172,7 +173,13 @@ impl FitOptions {
 const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "flac", "ogg", "mp3", "oga", "wave"];
 
 /// Audio files of a folder and its subfolders, sorted.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, searched: &mut std::collections::HashSet<PathBuf>) -> Result<()> {
+    // A folder reached again (a symbolic link to a folder above it or beside it) is searched once: a link loop
+    // would otherwise be followed without end.
+    let key = std::fs::canonicalize(dir).with_context(|| format!("reading folder {}", dir.display()))?;
+    if !searched.insert(key) {
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -180,12 +187,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     entries.sort();
     for f in entries {
         if f.is_dir() {
-            walk(&f, out)?;
-        } else if f
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            walk(&f, out, searched)?;
+        } else if f.is_file()
+            && f.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
         {
+            // Regular files only: a pipe or a device named like audio would block the run.
             out.push(f);
         }
     }
@@ -195,10 +203,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// Files and folders (searched recursively for audio files) to a list of files without repeats.
 fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut searched = std::collections::HashSet::new();
     for p in paths {
         if p.is_dir() {
             let mut found = Vec::new();
-            walk(p, &mut found)?;
+            walk(p, &mut found, &mut searched)?;
             if found.is_empty() {
                 bail!("folder {} holds no audio file ({})", p.display(), AUDIO_EXTENSIONS.join(", "));
             }
@@ -381,8 +390,18 @@ fn plural(n: usize, word: &str) -> String {
 }
 
 fn load_bank(path: &Path) -> Result<Bank> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading bank {}", path.display()))?;
+    let bytes = read_bank_file(path)?;
     Bank::from_bytes(&bytes).with_context(|| format!("loading bank {}", path.display()))
+}
+
+/// The bytes of the bank file at `path`, refusing what is not a regular file (a device such as /dev/zero or a pipe
+/// would be read without end, a folder cannot be read).
+fn read_bank_file(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading bank {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file (a folder, a device or a pipe): give a bank file", path.display());
+    }
+    std::fs::read(path).with_context(|| format!("reading bank {}", path.display()))
 }
 
 /// `--max-bank-rows`: a number of rows, or `none`.

@@ -154,6 +154,7 @@ fn score(
     };
     let stdout = Mutex::new(std::io::stdout());
     let failed = std::sync::atomic::AtomicUsize::new(0);
+    let no_heatmap = std::sync::atomic::AtomicUsize::new(0);
     let write_failed = std::sync::atomic::AtomicBool::new(false);
     // One JSON line per file, written whole and flushed at once (a pipe reading lines sees each file when done).
     let emit = |line: &ScoreLine| {
@@ -172,13 +173,16 @@ fn score(
     let one = |i: usize, f: &PathBuf| {
         match score_file(f, select, &model, &bank, &pb) {
             Ok(Recording::Whole { result: r, .. }) => {
-                let heatmap = heatmap_dir.map(|d| {
+                let mut heatmap = heatmap_dir.map(|d| {
                     let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("clip");
                     d.join(format!("{i:04}_{stem}.png"))
                 });
                 if let Some(p) = &heatmap {
                     if let Err(e) = sonomaly::render::save_png(&r, p) {
-                        pb.suspend(|| eprintln!("{}: heatmap not written: {e}", f.display()));
+                        // The line then names no heatmap, and the exit status says that something was not done.
+                        no_heatmap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        pb.suspend(|| eprintln!("warning: {}: heatmap not written: {e}", f.display()));
+                        heatmap = None;
                     }
                 }
                 let v = r.verdict();
@@ -195,7 +199,7 @@ fn score(
                 if heatmap_dir.is_some() || include_map {
                     pb.suspend(|| {
                         eprintln!(
-                            "{}: longer than {LONG_RECORDING_S} s, scored as a stream: no heatmap or map",
+                            "note: {}: longer than {LONG_RECORDING_S} s, scored as a stream: no heatmap or map",
                             f.display()
                         )
                     });
@@ -243,6 +247,11 @@ fn score(
     }
     if failed > 0 {
         eprintln!("{failed} of {total} files could not be scored");
+        return Ok(3);
+    }
+    let no_heatmap = no_heatmap.into_inner();
+    if no_heatmap > 0 {
+        eprintln!("{} of {total} heatmaps could not be written (the scores are complete)", no_heatmap);
         return Ok(3);
     }
     Ok(0)

@@ -273,8 +273,9 @@ impl Fitter {
         })
     }
 
-    /// Spills the clips' patches to an unnamed temporary file once those held in memory pass `bytes` (at once, if
-    /// they already do), and every clip added after that; `None` (the default) keeps them in memory. The fit's
+    /// Spills the clips' patches to an unnamed temporary file (made at once, empty) once those held in memory pass
+    /// `bytes` (at once, if they already do), and every clip added after that; `None` (the default) keeps them in
+    /// memory. The fit's
     /// results are the same either way. On wasm, which has no file to spill to, only `None` is accepted.
     ///
     /// # Errors
@@ -284,6 +285,10 @@ impl Fitter {
             return Err(Error::invalid("a fit cannot spill its patches to a file in the browser"));
         }
         self.spill_above = bytes;
+        if bytes.is_some() {
+            // The temporary file now: a folder that cannot be written is said before any work.
+            self.spill.open()?;
+        }
         self.spill_if_over()
     }
 
@@ -294,7 +299,7 @@ impl Fitter {
 
     /// Spills every clip held in memory if their patches pass the budget.
     fn spill_if_over(&mut self) -> Result<()> {
-        if !self.spill_above.is_some_and(|b| self.held_bytes > b) {
+        if self.spill_above.is_none_or(|b| self.held_bytes <= b) {
             return Ok(());
         }
         for c in &mut self.clips {

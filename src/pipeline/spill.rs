@@ -27,22 +27,43 @@ impl Spill {
         self.end
     }
 
+    /// Makes the temporary file if it is not made yet, so that a folder that cannot be written is found before the
+    /// fit's work rather than when the first clip is spilled.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be made; [`Error::InvalidInput`] on wasm, which has no file to spill to.
+    pub(super) fn open(&mut self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if self.file.is_none() {
+                let f = tempfile::tempfile().map_err(|e| {
+                    let what = format!(
+                        "making a temporary file for the fit's patches in {} (set TMPDIR to a folder where files can \
+                         be written, with about 0.3 MB free per 10 s of audio)",
+                        std::env::temp_dir().display()
+                    );
+                    Error::io(what, e)
+                })?;
+                self.file = Some(f);
+            }
+            Ok(())
+        }
+        #[cfg(target_arch = "wasm32")]
+        Err(Error::invalid("a fit cannot spill its patches to a file in the browser"))
+    }
+
     /// Writes the patches of `windows` and empties their grids' data, returning the byte range they were written
-    /// to (the file is made at the first call).
+    /// to (the file is made at the first call, if [`Spill::open`] did not make it).
     ///
     /// # Errors
     /// [`Error::Io`] if the temporary file cannot be made or written (a full disk, say); [`Error::InvalidInput`]
     /// on wasm, which has no file to spill to.
     pub(super) fn write(&mut self, windows: &mut [Window]) -> Result<Range<u64>> {
+        self.open()?;
         #[cfg(not(target_arch = "wasm32"))]
         {
             use std::os::unix::fs::FileExt;
-            if self.file.is_none() {
-                let f = tempfile::tempfile()
-                    .map_err(|e| Error::io("making a temporary file for the fit's patches (TMPDIR)", e))?;
-                self.file = Some(f);
-            }
-            let file = self.file.as_ref().expect("made above");
+            let file = self.file.as_ref().expect("made by open");
             let mut bytes = Vec::new();
             for w in windows.iter_mut() {
                 for m in &mut w.members {
@@ -52,7 +73,12 @@ impl Spill {
             }
             let at = self.end..self.end + bytes.len() as u64;
             file.write_all_at(&bytes, at.start).map_err(|e| {
-                Error::io("writing the fit's patches to a temporary file (is the temporary directory full?)", e)
+                let what = format!(
+                    "writing the fit's patches to a temporary file in {} (is it full? TMPDIR chooses the folder; \
+                     about 0.3 MB are needed per 10 s of audio)",
+                    std::env::temp_dir().display()
+                );
+                Error::io(what, e)
             })?;
             self.end = at.end;
             Ok(at)
@@ -60,7 +86,7 @@ impl Spill {
         #[cfg(target_arch = "wasm32")]
         {
             let _ = windows;
-            Err(Error::invalid("a fit cannot spill its patches to a file in the browser"))
+            unreachable!("open refuses on wasm")
         }
     }
 
