@@ -245,9 +245,25 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The temporary files of [`write_file_atomically`] calls in progress, for [`remove_partial_files`].
+#[cfg(not(target_arch = "wasm32"))]
+static PARTIALS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the temporary files of the [`write_file_atomically`] calls in progress: for a handler of Ctrl-C or
+/// SIGTERM, which ends the process before those calls can clean up (the files they would have replaced are left
+/// as they were).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn remove_partial_files() {
+    let mut partials = PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+    for p in partials.drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file beside it, then renames it into place: an interrupted write
 /// never leaves half a bank, and the temporary name (`.<name>.<process id>.<n>.partial`, created new) never
-/// replaces a file that is already there. The caller decides whether `path` may be overwritten.
+/// replaces a file that is already there. The caller decides whether `path` may be overwritten. While the call
+/// runs, the temporary file is listed for [`remove_partial_files`].
 ///
 /// # Errors
 /// [`Error::Io`] naming the file if writing or renaming fails (the temporary file is removed).
@@ -266,12 +282,14 @@ pub fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()>
         })
         .expect("an unused temporary name")
         .map_err(io)?;
+    let listed = |f: &dyn Fn(&mut Vec<std::path::PathBuf>)| f(&mut PARTIALS.lock().unwrap_or_else(|e| e.into_inner()));
+    listed(&|p| p.push(tmp.clone()));
     let written = file.write_all(bytes).and_then(|_| file.sync_all()).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
     }
-    Ok(())
+    listed(&|p| p.retain(|t| t != &tmp));
+    written.map_err(io)
 }
 
 /// Current time as ISO 8601 UTC (`2026-11-29T22:03:31Z`).

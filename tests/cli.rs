@@ -259,6 +259,17 @@ fn link_loops_pipes_devices_and_unwritable_outputs_are_handled() {
     assert!(err.contains("no such folder") && err.contains("set TMPDIR"), "{err}");
     assert!(!out.exists());
 
+    // Copies of one recording under other names: refused, saying so.
+    let copies = dir.path().join("copies");
+    std::fs::create_dir(&copies).unwrap();
+    for k in 0..3 {
+        std::fs::copy(demo("fan-normal.wav"), copies.join(format!("c{k}.wav"))).unwrap();
+    }
+    let o = bin().args(["fit", "--out"]).arg(&out).arg(&copies).output().unwrap();
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the 3 clips are copies of one recording"), "{err}");
+
     // A heatmap that cannot be written (a folder in the PNG's place): a warning, no heatmap named, exit status 3.
     let hm = dir.path().join("heatmaps");
     std::fs::create_dir_all(hm.join("0000_fan-normal.png")).unwrap();

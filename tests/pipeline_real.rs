@@ -176,8 +176,8 @@ fn bad_audio_gives_errors_not_panics() {
     assert!(e.contains("too little normal audio"), "{e}");
     // Cancelling.
     let mut fitter = Fitter::new(&model, FitConfig::for_model(&model)).unwrap();
-    for _ in 0..2 {
-        fitter.add_clip(&model, &vec![0.1f32; 48_000], 16_000).unwrap();
+    for k in 0..2 {
+        fitter.add_clip(&model, &vec![0.1f32 + 0.05 * k as f32; 48_000], 16_000).unwrap();
     }
     let e = fitter.finish(&model, &mut |_| false).unwrap_err();
     assert!(matches!(e, sonomaly::Error::Cancelled));

@@ -436,6 +436,12 @@ fn detector_names() -> clap::builder::PossibleValuesParser {
 
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    // Ctrl-C or SIGTERM while a bank is being written: its temporary file removed (the bank it would have replaced
+    // is left as it was), exit status 130. A fit's spilled patches are in an unnamed file the system removes.
+    let _ = ctrlc::set_handler(|| {
+        sonomaly::bank::remove_partial_files();
+        std::process::exit(130);
+    });
     let result = match cli.command {
         Command::Fit(a) => fit::fit(a),
         Command::Score(a) => score::run(a),

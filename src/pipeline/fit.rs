@@ -614,6 +614,14 @@ impl Fitter {
     /// Calibration units: whole clips, or contiguous parts of a single clip.
     fn units(&self, model: &Model) -> Result<Vec<Unit>> {
         if self.clips.len() >= 2 {
+            if self.clips.iter().all(|c| c.fingerprint == self.clips[0].fingerprint) {
+                // One source: each clip's rows would be held out with all the others, leaving none to score against.
+                return Err(Error::invalid(format!(
+                    "the {} clips are copies of one recording (the same samples): a bank needs normal clips that \
+                     differ; give other recordings of the machine",
+                    self.clips.len()
+                )));
+            }
             return Ok((0..self.clips.len()).map(|c| self.whole(c)).collect());
         }
         let Some(clip) = self.clips.first() else {
