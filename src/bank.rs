@@ -282,13 +282,13 @@ pub fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()>
         })
         .expect("an unused temporary name")
         .map_err(io)?;
-    let listed = |f: &dyn Fn(&mut Vec<std::path::PathBuf>)| f(&mut PARTIALS.lock().unwrap_or_else(|e| e.into_inner()));
-    listed(&|p| p.push(tmp.clone()));
+    let partials = || PARTIALS.lock().unwrap_or_else(|e| e.into_inner());
+    partials().push(tmp.clone());
     let written = file.write_all(bytes).and_then(|_| file.sync_all()).and_then(|_| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    listed(&|p| p.retain(|t| t != &tmp));
+    partials().retain(|t| t != &tmp);
     written.map_err(io)
 }
 

@@ -358,21 +358,18 @@ fn analyse_files(
             })
             .collect();
         for (f, r) in batch.iter().zip(analysed) {
-            let r = r.and_then(|c| match each(c) {
-                Err(e @ sonomaly::Error::Io { .. }) => Ok(Err(e)),
-                r => r.map(Ok),
-            });
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
+            // A file that cannot be read or analysed, or that `each` refuses, is skipped; an input/output error of
+            // `each` (the fit's temporary file) is no file's fault and stops the run.
+            let e = match r.map(&mut *each) {
+                Ok(Ok(())) => continue,
+                Ok(Err(e @ sonomaly::Error::Io { .. })) => {
                     pb.finish_and_clear();
                     return Err(e.into());
                 }
-                Err(e) => {
-                    failed += 1;
-                    pb.suspend(|| eprintln!("warning: skipped {}: {}", f.display(), about_file(f, &e)));
-                }
-            }
+                Ok(Err(e)) | Err(e) => e,
+            };
+            failed += 1;
+            pb.suspend(|| eprintln!("warning: skipped {}: {}", f.display(), about_file(f, &e)));
         }
         sonomaly::pipeline::release_freed_memory();
     }

@@ -281,14 +281,11 @@ impl Fitter {
     /// # Errors
     /// [`Error::Io`] if the temporary file cannot be made or written; [`Error::InvalidInput`] for a budget on wasm.
     pub fn spill_above(&mut self, bytes: Option<usize>) -> Result<()> {
-        if cfg!(target_arch = "wasm32") && bytes.is_some() {
-            return Err(Error::invalid("a fit cannot spill its patches to a file in the browser"));
-        }
-        self.spill_above = bytes;
         if bytes.is_some() {
-            // The temporary file now: a folder that cannot be written is said before any work.
+            // The temporary file now: a folder that cannot be written is said before any work (wasm refuses here).
             self.spill.open()?;
         }
+        self.spill_above = bytes;
         self.spill_if_over()
     }
 
