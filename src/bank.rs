@@ -241,6 +241,29 @@ pub fn looks_like_bank(bytes: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// True if the file at `path` starts like a bank file ([`looks_like_bank`]), reading only its header (at most
+/// 100 MB): to tell a bank from a recording without reading either whole. False if it cannot be read.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn file_looks_like_bank(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let mut head = [0u8; 8];
+    if file.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(head);
+    if n > 100_000_000 {
+        return false;
+    }
+    // The header alone (safetensors' own reader wants the tensors' bytes too).
+    let mut header = Vec::new();
+    if file.take(n).read_to_end(&mut header).is_err() {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(&header)
+        .is_ok_and(|h| h.get("__metadata__").and_then(|m| m.get(META_KEY)).is_some())
+}
+
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }

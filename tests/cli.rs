@@ -289,6 +289,61 @@ fn link_loops_pipes_devices_and_unwritable_outputs_are_handled() {
 }
 
 #[test]
+fn swapped_arguments_negative_thresholds_and_unwritable_folders_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit = |out: &Path, extra: &[&str]| {
+        bin()
+            .args(["fit", "--out"])
+            .arg(out)
+            .args(extra)
+            .arg(demo("fan-normal.wav"))
+            .arg(rotated_normal(dir.path()))
+            .output()
+            .unwrap()
+    };
+    // A folder no one can write to (even root): found before the fit, not after it.
+    let o = fit(Path::new("/proc/sonomaly-test.bank"), &[]);
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot be written to") && !err.contains("fitting"), "{err}");
+
+    let out = dir.path().join("x.bank");
+    for (flag, v) in [("--clip-z", "-1"), ("--segment-z", "-0.5")] {
+        let o = fit(&out, &[flag, v]);
+        let err = text(&o).1;
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("{flag} must be 0 or more z units, got {v}")), "{err}");
+        assert!(!out.exists());
+    }
+
+    // The bank and a recording swapped: each named for what it is.
+    let o = bin().args(["score", "--bank"]).arg(demo("fan-normal.wav")).arg(demo("fan-demo.bank")).output().unwrap();
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a recording (WAV), not a bank"), "{err}");
+    let o = bin().args(["score", "--bank"]).arg(demo("fan-demo.bank")).arg(demo("fan-demo.bank")).output().unwrap();
+    let (out, err) = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("this is a bank file, not a recording"), "{err}");
+    assert!(out.is_empty(), "{out}");
+
+    // --heatmap-dir naming a file.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = bin()
+        .args(["score", "--bank"])
+        .arg(demo("fan-demo.bank"))
+        .arg("--heatmap-dir")
+        .arg(&file)
+        .arg(demo("fan-normal.wav"))
+        .output()
+        .unwrap();
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a file, not a folder"), "{err}");
+}
+
+#[test]
 fn a_full_disk_on_stdout_is_an_error() {
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
     let Ok(full) = full else {

@@ -59,7 +59,7 @@ pub(super) fn fit(a: FitArgs) -> Result<i32> {
     pb.finish_and_clear();
     let bytes = bank.to_bytes()?;
     // Written beside the target, then renamed: an interrupted write never leaves half a bank.
-    sonomaly::bank::write_file_atomically(&a.out, &bytes)?;
+    save_bank(&a.out, &bytes)?;
     let i = bank.info();
     if let Some(note) = &i.threshold_note {
         eprintln!("warning: {note}");

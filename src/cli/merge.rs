@@ -66,7 +66,7 @@ fn merge(
         pb.finish_and_clear();
     }
     let bytes = bank.to_bytes()?;
-    sonomaly::bank::write_file_atomically(out, &bytes)?;
+    save_bank(out, &bytes)?;
     let i = bank.info();
     if let Some(note) = &i.threshold_note {
         eprintln!("warning: {note}");

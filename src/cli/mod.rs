@@ -158,6 +158,14 @@ impl FitOptions {
             m.detector = detector.clone();
         }
         let mut config = FitConfig::with_members(members);
+        for (flag, z, what) in [("--clip-z", self.clip_z, "clips"), ("--segment-z", self.segment_z, "curve peaks")] {
+            if let Some(z) = z.filter(|z| !(z.is_finite() && *z >= 0.0)) {
+                bail!(
+                    "{flag} must be 0 or more z units, got {z}: below 0 the threshold is under the median of the \
+                     normal {what}, so most normal sound would be flagged"
+                );
+            }
+        }
         if let Some(z) = self.clip_z {
             config.clip_z = z;
         }
@@ -239,8 +247,7 @@ fn check_out(out: &Path, force: bool, inputs: &[PathBuf]) -> Result<()> {
         if !force {
             bail!("{} already exists; pass --force to overwrite it or choose another --out", out.display());
         }
-        let bytes = std::fs::read(out).with_context(|| format!("reading {}", out.display()))?;
-        if !sonomaly::bank::looks_like_bank(&bytes) {
+        if !sonomaly::bank::file_looks_like_bank(out) {
             bail!("{} exists and is not a sonomaly bank; refusing to overwrite it even with --force", out.display());
         }
         let target = std::fs::canonicalize(out).ok();
@@ -252,7 +259,29 @@ fn check_out(out: &Path, force: bool, inputs: &[PathBuf]) -> Result<()> {
     if !parent.is_dir() {
         bail!("the folder of --out, {}, does not exist", parent.display());
     }
+    // A folder the bank cannot be written to is found now, not after the fit.
+    tempfile::Builder::new().prefix(".sonomaly-write-test").tempfile_in(parent).with_context(|| {
+        format!("the folder of --out, {}, cannot be written to; choose another --out", parent.display())
+    })?;
     Ok(())
+}
+
+/// Writes a bank the command made to `out` ([`sonomaly::bank::write_file_atomically`]); if that fails (the disk
+/// is full, the folder was removed), the bank is written to the temporary folder instead, so that the work is
+/// not lost, and the error says where it is.
+fn save_bank(out: &Path, bytes: &[u8]) -> Result<()> {
+    let Err(e) = sonomaly::bank::write_file_atomically(out, bytes) else { return Ok(()) };
+    let name = out.file_name().map_or_else(|| "bank.safetensors".into(), |n| n.to_string_lossy().into_owned());
+    let kept = tempfile::Builder::new()
+        .prefix(&format!("{name}."))
+        .suffix(".safetensors")
+        .tempfile()
+        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes).and_then(|_| f.as_file().sync_all()).map(|_| f))
+        .and_then(|f| f.keep().map_err(|e| e.error));
+    match kept {
+        Ok((_, path)) => bail!("{e}; the bank was saved to {} instead: move it where you want it", path.display()),
+        Err(e2) => bail!("{e}; saving it to the temporary folder failed too ({e2}): the bank is lost"),
+    }
 }
 
 fn channel(s: &str) -> Result<ChannelSelect> {
@@ -294,6 +323,9 @@ fn read_mono(path: &Path, select: ChannelSelect, pb: &ProgressBar) -> sonomaly::
 /// An error about file `f` for a line that already names it: without the error kind's prefix ("audio: ",
 /// "invalid input: ", ...) and without the file's name repeated at its start.
 fn about_file(f: &Path, e: &dyn std::fmt::Display) -> String {
+    if sonomaly::bank::file_looks_like_bank(f) {
+        return "this is a bank file, not a recording: give banks with --bank".into();
+    }
     let mut m = e.to_string();
     for prefix in ["audio: ", "invalid input: ", "model: ", "bank: "] {
         if let Some(rest) = m.strip_prefix(prefix) {
@@ -398,7 +430,25 @@ fn read_bank_file(path: &Path) -> Result<Vec<u8>> {
     if !meta.is_file() {
         bail!("{} is not a regular file (a folder, a device or a pipe): give a bank file", path.display());
     }
-    std::fs::read(path).with_context(|| format!("reading bank {}", path.display()))
+    let bytes = std::fs::read(path).with_context(|| format!("reading bank {}", path.display()))?;
+    if let Some(kind) = audio_kind(&bytes) {
+        bail!(
+            "{} is a recording ({kind}), not a bank: give a bank file from `sonomaly fit` (to score, the bank \
+             after --bank and the recordings as the other arguments)",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// The container a file's first bytes name, if it is one of the audio formats read here.
+fn audio_kind(bytes: &[u8]) -> Option<&'static str> {
+    let kinds: [(&[u8], &str); 5] =
+        [(b"RIFF", "WAV"), (b"RF64", "WAV"), (b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"ID3", "MP3")];
+    kinds.iter().find(|(magic, _)| bytes.starts_with(magic)).map(|(_, k)| *k).or_else(|| {
+        // An MP3 without an ID3 tag starts with a frame sync (11 bits set).
+        (bytes.len() >= 2 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0).then_some("MP3")
+    })
 }
 
 /// `--max-bank-rows`: a number of rows, or `none`.

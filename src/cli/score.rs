@@ -145,6 +145,9 @@ fn score(
     }
     let mut model = model_for_bank(model_dir, &bank)?;
     model.prepare_for(&bank)?;
+    if let Some(d) = heatmap_dir.filter(|d| d.exists() && !d.is_dir()) {
+        bail!("--heatmap-dir {} is a file, not a folder: give a folder (it is made if it does not exist)", d.display());
+    }
     if let Some(d) = heatmap_dir {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
